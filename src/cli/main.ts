@@ -1,0 +1,166 @@
+// The locci-proxy command line: options resolved flag > environment > file > default (SPEC),
+// `start` (the default command) and `validate`. Exit codes: 0 ok, 1 bad config or failed start.
+
+import cluster from 'node:cluster'
+import { Command, Option } from 'commander'
+import { loadConfig, type Overrides } from '../config/compile'
+import { loadDotEnv } from '../config/env'
+import { formatProblem, type Problem } from '../config/problems'
+import { LOG_LEVELS } from '../config/schema'
+import type { Mode, Snapshot } from '../config/snapshot'
+import { createLogger } from '../observe/logger'
+import { startInstance } from '../server/instance'
+import { superviseWorkers } from '../server/workers'
+
+// eslint-disable-next-line @typescript-eslint/no-require-imports
+const VERSION: string = require('../../../package.json').version
+
+interface GlobalOptions {
+  config?: string
+  mode?: string
+  bind?: string
+  logLevel?: string
+}
+
+const MODES: Record<string, Mode> = {
+  lb: 'load_balancer',
+  load_balancer: 'load_balancer',
+  gateway: 'api_gateway',
+  api_gateway: 'api_gateway',
+}
+
+export function main(argv: string[]): void {
+  loadDotEnv(process.cwd())
+  const program = new Command('locci-proxy')
+    .description('HTTP load balancer and API gateway, configured by one YAML file')
+    .version(VERSION, '-V, --version')
+    .option('-c, --config <file>', 'config file (env LOCCI_CONFIG; default config.yaml)')
+    .addOption(new Option('--mode <mode>', 'override mode (env LOCCI_MODE): lb | gateway'))
+    .option('--bind <addr>', 'override server.bind_address, e.g. 0.0.0.0:443 (env LOCCI_BIND)')
+    .addOption(
+      new Option('--log-level <level>', 'override logging.level (env LOG_LEVEL)').choices(
+        LOG_LEVELS as unknown as string[],
+      ),
+    )
+    .showHelpAfterError()
+
+  program
+    .command('start', { isDefault: true })
+    .description('start the proxy (the default command)')
+    .action(async (_opts, cmd: Command) => {
+      await start(cmd.optsWithGlobals<GlobalOptions>())
+    })
+
+  program
+    .command('validate [file]')
+    .description('check a config file; exit 0 when valid, 1 with every problem listed otherwise')
+    .action((file: string | undefined, _opts, cmd: Command) => {
+      validate(file, cmd.optsWithGlobals<GlobalOptions>())
+    })
+
+  program.parseAsync(argv).catch((err: Error) => {
+    process.stderr.write(`locci-proxy: ${err.message}\n`)
+    process.exit(1)
+  })
+}
+
+/** Config path and overrides, by SPEC precedence: flag > environment > file > default. */
+export function resolveOptions(
+  opts: GlobalOptions,
+  env: NodeJS.ProcessEnv,
+): { file: string; overrides: Overrides; problems: string[] } {
+  const problems: string[] = []
+  const file = opts.config ?? nonEmpty(env.LOCCI_CONFIG) ?? 'config.yaml'
+  const modeText = opts.mode ?? nonEmpty(env.LOCCI_MODE)
+  let mode: Mode | undefined
+  if (modeText !== undefined) {
+    mode = MODES[modeText]
+    if (!mode)
+      problems.push(`${opts.mode ? '--mode' : 'LOCCI_MODE'}: unknown mode "${modeText}"; use lb or gateway`)
+  }
+  const logLevel = opts.logLevel ?? nonEmpty(env.LOG_LEVEL)
+  if (logLevel !== undefined && !(LOG_LEVELS as readonly string[]).includes(logLevel)) {
+    problems.push(`LOG_LEVEL: unknown level "${logLevel}"; use one of ${LOG_LEVELS.join(', ')}`)
+  }
+  return { file, overrides: { mode, bind: opts.bind ?? nonEmpty(env.LOCCI_BIND), logLevel }, problems }
+}
+
+function nonEmpty(v: string | undefined): string | undefined {
+  return v === undefined || v === '' ? undefined : v
+}
+
+function printProblems(file: string, problems: readonly Problem[]): void {
+  process.stderr.write(
+    `locci-proxy: ${file}: invalid configuration (${problems.length} problem${problems.length === 1 ? '' : 's'})\n` +
+      problems.map((p) => `  ${formatProblem(p)}\n`).join(''),
+  )
+}
+
+function loadOrExit(file: string, overrides: Overrides, usage: string[]): Snapshot {
+  if (usage.length > 0) {
+    for (const u of usage) process.stderr.write(`locci-proxy: ${u}\n`)
+    process.exit(1)
+  }
+  const result = loadConfig(file, overrides)
+  if (!result.ok) {
+    printProblems(file, result.problems)
+    process.exit(1)
+  }
+  return result.snapshot
+}
+
+function validate(fileArg: string | undefined, opts: GlobalOptions): void {
+  const r = resolveOptions(opts, process.env)
+  const file = fileArg ?? r.file
+  const snapshot = loadOrExit(file, r.overrides, r.problems)
+  const routes = snapshot.routes?.routes.length ?? 0
+  process.stdout.write(
+    `${file}: OK (mode ${snapshot.mode}, ${snapshot.upstreams.size} upstream${snapshot.upstreams.size === 1 ? '' : 's'}` +
+      (snapshot.mode === 'api_gateway' ? `, ${routes} route${routes === 1 ? '' : 's'}` : '') +
+      ')\n',
+  )
+}
+
+async function start(opts: GlobalOptions): Promise<void> {
+  const r = resolveOptions(opts, process.env)
+  const snapshot = loadOrExit(r.file, r.overrides, r.problems)
+  const logging = createLogger({ level: snapshot.logging.level, format: snapshot.logging.format })
+  const log = logging.logger
+
+  let stop: () => Promise<void>
+  try {
+    if (snapshot.workers > 1 && cluster.isPrimary) {
+      stop = (await superviseWorkers(snapshot, log)).stop
+    } else {
+      stop = (await startInstance(snapshot, VERSION, logging)).stop
+    }
+  } catch (err) {
+    log.fatal({ err: (err as Error).message }, 'failed to start')
+    logging.flush()
+    process.stderr.write(`locci-proxy: ${(err as Error).message}\n`)
+    process.exit(1)
+  }
+
+  let signals = 0
+  const onSignal = (signal: NodeJS.Signals) => {
+    if (++signals > 1) {
+      log.warn({ signal }, 'second signal; exiting now')
+      logging.flush()
+      process.exit(1)
+    }
+    log.info({ signal }, 'signal received')
+    stop().then(
+      () => {
+        logging.flush()
+        process.exit(0)
+      },
+      (err: Error) => {
+        log.error({ err: err.message }, 'error while stopping')
+        logging.flush()
+        process.exit(1)
+      },
+    )
+  }
+  process.on('SIGTERM', onSignal)
+  process.on('SIGINT', onSignal)
+}

@@ -1,0 +1,283 @@
+// compile(): the one path from a config file to a runtime Snapshot, used by start, `validate`,
+// reload and control-API changes. It collects every problem (schema, cross-references, files on
+// disk) with file, key path and line, and returns either all of them or a frozen Snapshot.
+
+import { accessSync, constants, statSync } from 'node:fs'
+import path from 'node:path'
+import type { z } from 'zod'
+import { RouteTable } from '../routing/route-table'
+import { formatHostPort, type HostPort, parseHostPort } from './address'
+import { readConfigFile, type SourceDocument } from './load'
+import { formatPath, type KeyPath, type Problem } from './problems'
+import { configSchema, type RawConfig } from './schema'
+import { deepFreeze, type Mode, type Snapshot, type UpstreamSpec } from './snapshot'
+
+/** Values from CLI flags and environment variables, which win over the file (SPEC precedence). */
+export interface Overrides {
+  mode?: Mode | undefined
+  bind?: string | undefined
+  logLevel?: string | undefined
+}
+
+export type CompileResult = { ok: true; snapshot: Snapshot } | { ok: false; problems: Problem[] }
+
+export function loadConfig(file: string, overrides: Overrides = {}, env = process.env): CompileResult {
+  return compile(readConfigFile(file, env), overrides)
+}
+
+export function compile(source: SourceDocument, overrides: Overrides = {}): CompileResult {
+  const problems = [...source.problems]
+  const { file } = source
+  if (source.data === undefined) return { ok: false, problems }
+  if (source.data === null || typeof source.data !== 'object' || Array.isArray(source.data)) {
+    problems.push({ file, path: '', line: 1, message: 'the config must be a YAML mapping (key: value)' })
+    return { ok: false, problems }
+  }
+  const data = structuredClone(source.data) as Record<string, unknown>
+  applyOverrides(data, overrides)
+
+  const at = (p: KeyPath, message: string): void => {
+    problems.push({ file, path: formatPath(p), line: source.lineOf(p), message })
+  }
+
+  const parsed = configSchema.safeParse(data)
+  if (!parsed.success) {
+    for (const issue of parsed.error.issues) reportIssue(issue, at)
+  }
+  crossCheck(data, at, file)
+  if (!parsed.success || problems.length > 0) return { ok: false, problems: dedupe(problems) }
+  return { ok: true, snapshot: build(parsed.data, file) }
+}
+
+function applyOverrides(data: Record<string, unknown>, o: Overrides): void {
+  if (o.mode) data.mode = o.mode
+  if (o.bind !== undefined || o.logLevel !== undefined) {
+    if (o.bind !== undefined) {
+      const server = isRecord(data.server) ? data.server : {}
+      data.server = { ...server, bind_address: o.bind }
+    }
+    if (o.logLevel !== undefined) {
+      const logging = isRecord(data.logging) ? data.logging : {}
+      data.logging = { ...logging, level: o.logLevel }
+    }
+  }
+}
+
+function reportIssue(issue: z.core.$ZodIssue, at: (p: KeyPath, m: string) => void): void {
+  const p = issue.path.filter((s): s is string | number => typeof s !== 'symbol')
+  switch (issue.code) {
+    case 'unrecognized_keys':
+      for (const key of issue.keys) at([...p, key], `unknown key "${key}"`)
+      return
+    case 'invalid_type':
+      if (/received undefined$/.test(issue.message)) at(p, 'is required')
+      else at(p, `must be ${article(issue.expected)}${receivedOf(issue.message)}`)
+      return
+    case 'invalid_value':
+      at(p, `must be one of ${issue.values.map((v) => JSON.stringify(v)).join(', ')}`)
+      return
+    case 'too_small':
+      at(p, issue.message.startsWith('Too small') ? `must be ${tooSmall(issue)}` : issue.message)
+      return
+    case 'too_big':
+      at(p, `must be at most ${String(issue.maximum)}`)
+      return
+    default:
+      at(p, issue.message)
+  }
+}
+
+function article(expected: string): string {
+  if (expected === 'record' || expected === 'object') return 'a mapping (key: value)'
+  if (expected === 'array') return 'a list'
+  if (expected === 'int') return 'a whole number'
+  return /^[aeiou]/.test(expected) ? `an ${expected}` : `a ${expected}`
+}
+
+function receivedOf(message: string): string {
+  const m = /received (\w+)$/.exec(message)
+  return m ? ` (got ${m[1] === 'object' ? 'a mapping' : m[1]})` : ''
+}
+
+function tooSmall(issue: z.core.$ZodIssueTooSmall): string {
+  if (issue.origin === 'array') return `a list of at least ${String(issue.minimum)}`
+  if (issue.origin === 'string') return 'a non-empty string'
+  if (issue.minimum === 0 && !issue.inclusive) return 'greater than 0'
+  return `at least ${String(issue.minimum)}`
+}
+
+function isRecord(v: unknown): v is Record<string, unknown> {
+  return v !== null && typeof v === 'object' && !Array.isArray(v)
+}
+
+/**
+ * Checks that span sections. It reads the unvalidated tree defensively, so its findings are
+ * reported together with the schema's instead of after the user fixes those.
+ */
+function crossCheck(data: Record<string, unknown>, at: (p: KeyPath, m: string) => void, file: string): void {
+  const upstreams = isRecord(data.upstreams) ? data.upstreams : undefined
+  const names = upstreams ? Object.keys(upstreams) : []
+  const defined = names.length > 0 ? `defined: ${names.join(', ')}` : 'no upstreams are defined'
+  const checkUpstreamRef = (p: KeyPath, ref: unknown): void => {
+    if (typeof ref === 'string' && ref !== '' && upstreams && !(ref in upstreams)) {
+      at(p, `upstream "${ref}" is not defined under upstreams (${defined})`)
+    }
+  }
+
+  if (data.mode === 'load_balancer') {
+    if (!isRecord(data.load_balancer)) at(['load_balancer'], 'is required when mode is load_balancer')
+    else checkUpstreamRef(['load_balancer', 'upstream'], data.load_balancer.upstream)
+  }
+  if (data.mode === 'api_gateway' && !isRecord(data.api_gateway)) {
+    at(['api_gateway'], 'is required when mode is api_gateway')
+  }
+
+  // Routes are checked in both modes: a file is valid or not whichever mode a flag picks.
+  const gw = isRecord(data.api_gateway) ? data.api_gateway : undefined
+  const routes = gw && isRecord(gw.routes) ? gw.routes : undefined
+  const declared = gw && isRecord(gw.middlewares) ? Object.keys(gw.middlewares) : []
+  for (const [name, route] of Object.entries(routes ?? {})) {
+    if (!isRecord(route)) continue
+    checkUpstreamRef(['api_gateway', 'routes', name, 'upstream'], route.upstream)
+    if (Array.isArray(route.middlewares)) {
+      route.middlewares.forEach((mw, i) => {
+        if (typeof mw !== 'string') return
+        const p = ['api_gateway', 'routes', name, 'middlewares', i]
+        if (!declared.includes(mw)) {
+          at(
+            p,
+            `unknown middleware "${mw}" (${declared.length ? `declared under api_gateway.middlewares: ${declared.join(', ')}` : 'none is declared under api_gateway.middlewares'})`,
+          )
+        } else {
+          at(
+            p,
+            `middleware "${mw}" is declared but this build cannot apply it to requests yet; ` +
+              'remove it from the route rather than run the route unprotected',
+          )
+        }
+      })
+    }
+  }
+
+  const server = isRecord(data.server) ? data.server : undefined
+  const tls = server && isRecord(server.tls) ? server.tls : undefined
+  if (tls) {
+    for (const key of ['cert_path', 'key_path'] as const) {
+      const p = tls[key]
+      if (typeof p !== 'string' || p === '') continue
+      const problem = fileProblem(resolveFrom(file, p))
+      if (problem) at(['server', 'tls', key], `${problem}: ${p}`)
+    }
+  }
+
+  const control = isRecord(data.control_api) ? data.control_api : undefined
+  if (server && control && control.enabled === true && typeof server.bind_address === 'string') {
+    const a = parseHostPort(server.bind_address)
+    const b = parseHostPort(
+      typeof control.bind_address === 'string' ? control.bind_address : '127.0.0.1:8485',
+    )
+    if (typeof a !== 'string' && typeof b !== 'string' && a.port === b.port && sameHost(a, b)) {
+      at(
+        ['control_api', 'bind_address'],
+        `uses the same address as server.bind_address (${formatHostPort(a)})`,
+      )
+    }
+  }
+}
+
+function sameHost(a: HostPort, b: HostPort): boolean {
+  const any = (h: string) => h === '0.0.0.0' || h === '::'
+  return a.host === b.host || any(a.host) || any(b.host)
+}
+
+/** Paths in the config are relative to the config file's directory. */
+export function resolveFrom(configFile: string, p: string): string {
+  return path.resolve(path.dirname(configFile), p)
+}
+
+function fileProblem(p: string): string | undefined {
+  try {
+    if (!statSync(p).isFile()) return 'is not a file'
+    accessSync(p, constants.R_OK)
+    return undefined
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code
+    return code === 'ENOENT'
+      ? 'file does not exist'
+      : code === 'EACCES'
+        ? 'file is not readable'
+        : 'cannot read file'
+  }
+}
+
+function dedupe(problems: Problem[]): Problem[] {
+  const seen = new Set<string>()
+  return problems.filter((p) => {
+    const key = `${p.path}\0${p.message}`
+    if (seen.has(key)) return false
+    seen.add(key)
+    return true
+  })
+}
+
+function build(raw: RawConfig, file: string): Snapshot {
+  const bind = parseHostPort(raw.server.bind_address) as HostPort
+  const upstreams = new Map<string, UpstreamSpec>()
+  for (const [name, u] of Object.entries(raw.upstreams)) {
+    const hc = u.health_check
+    upstreams.set(name, {
+      name,
+      peers: u.servers.map((s) => {
+        const hp = parseHostPort(s) as HostPort
+        return { address: formatHostPort(hp), host: hp.host, port: hp.port }
+      }),
+      strategy: 'round_robin',
+      tls: u.tls,
+      sni: u.sni ? u.sni : undefined,
+      healthCheck: hc && {
+        intervalMs: hc.interval_secs * 1000,
+        timeoutMs: hc.timeout_secs * 1000,
+        path: hc.path,
+        healthyThreshold: hc.healthy_threshold,
+        unhealthyThreshold: hc.unhealthy_threshold,
+      },
+    })
+  }
+  const gateway = raw.mode === 'api_gateway'
+  const routes = gateway
+    ? new RouteTable(Object.entries(raw.api_gateway?.routes ?? {}).map(([name, r]) => ({ name, ...r })))
+    : undefined
+  const activeUpstreams = gateway
+    ? [...new Set(routes!.routes.map((r) => r.upstream))]
+    : [raw.load_balancer!.upstream]
+  const control = raw.control_api
+  const snapshot: Snapshot = {
+    file,
+    raw,
+    mode: raw.mode,
+    bind,
+    workers: raw.server.workers,
+    tls: raw.server.tls && {
+      certPath: resolveFrom(file, raw.server.tls.cert_path),
+      keyPath: resolveFrom(file, raw.server.tls.key_path),
+    },
+    upstreamTimeoutMs: raw.server.upstream_timeout_secs * 1000,
+    shutdownTimeoutMs: raw.server.shutdown_timeout_secs * 1000,
+    pool: {
+      maxConnections: raw.server.connection_pool.max_idle,
+      idleTimeoutMs: raw.server.connection_pool.idle_timeout_secs * 1000,
+      connectTimeoutMs: raw.server.connection_pool.connect_timeout_secs * 1000,
+    },
+    logging: { level: raw.logging.level, format: raw.logging.format },
+    upstreams,
+    activeUpstreams,
+    lbUpstream: gateway ? undefined : raw.load_balancer!.upstream,
+    routes,
+    controlApi: {
+      enabled: control.enabled,
+      bind: parseHostPort(control.bind_address) as HostPort,
+      apiKey: control.api_key,
+    },
+  }
+  return deepFreeze(snapshot)
+}

@@ -1,0 +1,105 @@
+// Reads a YAML config file into a plain tree, with `${VAR}` expanded and a way to find the line
+// of any key path. Nothing here judges the content: schema.ts and compile.ts do.
+
+import { readFileSync } from 'node:fs'
+import { isMap, isPair, isScalar, isSeq, LineCounter, type Node, parseDocument, Scalar } from 'yaml'
+import { expandEnv } from './env'
+import { formatPath, type KeyPath, type Problem } from './problems'
+
+export interface SourceDocument {
+  file: string
+  /** The parsed tree after `${VAR}` expansion; undefined when the file could not be read or parsed. */
+  data: unknown
+  /** Problems found while reading, parsing or expanding. */
+  problems: Problem[]
+  /** Line (1-based) of a key path, or of its nearest existing ancestor. */
+  lineOf(path: KeyPath): number | undefined
+}
+
+const NUMERIC = /^-?(?:\d+|\d*\.\d+)$/
+
+export function readConfigFile(file: string, env: NodeJS.ProcessEnv = process.env): SourceDocument {
+  let text: string
+  try {
+    text = readFileSync(file, 'utf8')
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code
+    const message =
+      code === 'ENOENT'
+        ? 'config file not found'
+        : code === 'EISDIR'
+          ? 'config path is a directory, not a file'
+          : `cannot read config file: ${(err as Error).message}`
+    return { file, data: undefined, problems: [{ file, path: '', message }], lineOf: () => undefined }
+  }
+  return parseConfigText(file, text, env)
+}
+
+export function parseConfigText(
+  file: string,
+  text: string,
+  env: NodeJS.ProcessEnv = process.env,
+): SourceDocument {
+  const lineCounter = new LineCounter()
+  const doc = parseDocument(text, { lineCounter, prettyErrors: false, uniqueKeys: true })
+  const problems: Problem[] = []
+  for (const e of [...doc.errors, ...doc.warnings]) {
+    const line = e.linePos?.[0]?.line
+    problems.push({ file, path: '', line, message: `YAML: ${e.message.split('\n')[0]}` })
+  }
+  const lineAt = (offset: number | undefined): number | undefined =>
+    offset === undefined ? undefined : lineCounter.linePos(offset).line
+
+  const lineOf = (path: KeyPath): number | undefined => {
+    let node: unknown = doc.contents
+    let line = lineAt((node as Node | null)?.range?.[0])
+    for (const seg of path) {
+      if (isMap(node)) {
+        const pair = node.items.find(
+          (p) => isPair(p) && isScalar(p.key) && String(p.key.value) === String(seg),
+        )
+        if (!pair) return line
+        line = lineAt((pair.key as Node).range?.[0]) ?? line
+        node = pair.value
+      } else if (isSeq(node) && typeof seg === 'number') {
+        const item = node.items[seg] as Node | undefined
+        if (!item) return line
+        line = lineAt(item.range?.[0]) ?? line
+        node = item
+      } else {
+        return line
+      }
+    }
+    return line
+  }
+
+  if (doc.errors.length > 0) return { file, data: undefined, problems, lineOf }
+
+  // Expand `${VAR}` in every string scalar. A plain (unquoted) scalar whose expansion looks like a
+  // number or boolean becomes one, so `workers: ${WORKERS:-2}` works as a user expects.
+  const expand = (node: unknown, path: (string | number)[]): void => {
+    if (isMap(node)) {
+      for (const pair of node.items) {
+        if (isPair(pair) && isScalar(pair.key)) expand(pair.value, [...path, String(pair.key.value)])
+      }
+    } else if (isSeq(node)) {
+      for (let i = 0; i < node.items.length; i++) expand(node.items[i], [...path, i])
+    } else if (isScalar(node) && typeof node.value === 'string' && node.value.includes('${')) {
+      const { value, missing } = expandEnv(node.value, env)
+      for (const name of missing) {
+        problems.push({
+          file,
+          path: formatPath(path),
+          line: lineAt(node.range?.[0]),
+          message: `environment variable ${name} is not set (use \${${name}:-default} for a fallback)`,
+        })
+      }
+      if (node.type === Scalar.PLAIN && NUMERIC.test(value)) node.value = Number(value)
+      else if (node.type === Scalar.PLAIN && (value === 'true' || value === 'false'))
+        node.value = value === 'true'
+      else node.value = value
+    }
+  }
+  expand(doc.contents, [])
+  return { file, data: doc.toJS({ maxAliasCount: 100 }), problems, lineOf }
+}

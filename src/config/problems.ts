@@ -1,0 +1,41 @@
+// A Problem is one finding about a config: which file, which key path, which line, what is wrong.
+// Every config consumer (start, validate, reload, control-API mutations) collects all of them
+// before refusing, so a user fixes a file in one pass.
+
+export type KeyPath = ReadonlyArray<string | number>
+
+export interface Problem {
+  file: string
+  /** Key path as written in docs and messages: `upstreams.users.servers[1]`. Empty for the whole file. */
+  path: string
+  line?: number
+  message: string
+}
+
+export function formatPath(path: KeyPath): string {
+  let out = ''
+  for (const seg of path) {
+    if (typeof seg === 'number') out += `[${seg}]`
+    else if (/^[A-Za-z0-9_-]+$/.test(seg)) out += out === '' ? seg : `.${seg}`
+    else out += `[${JSON.stringify(seg)}]`
+  }
+  return out
+}
+
+export function formatProblem(p: Problem): string {
+  const where = p.line !== undefined ? `${p.file}:${p.line}` : p.file
+  return p.path ? `${where}: ${p.path}: ${p.message}` : `${where}: ${p.message}`
+}
+
+/** Thrown where a caller wants the problems as one error (start, reload). */
+export class ConfigError extends Error {
+  readonly problems: readonly Problem[]
+  constructor(problems: readonly Problem[]) {
+    super(
+      `invalid configuration (${problems.length} problem${problems.length === 1 ? '' : 's'}):\n` +
+        problems.map((p) => `  ${formatProblem(p)}`).join('\n'),
+    )
+    this.name = 'ConfigError'
+    this.problems = problems
+  }
+}

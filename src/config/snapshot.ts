@@ -1,0 +1,76 @@
+// The runtime view of one config: validated, compiled (patterns, addresses, milliseconds) and
+// frozen. A request reads the current snapshot once, at entry, and keeps it to the end.
+
+import type { RouteTable } from '../routing/route-table'
+import type { HostPort } from './address'
+import type { RawConfig } from './schema'
+
+export type Mode = 'load_balancer' | 'api_gateway'
+
+export interface PeerSpec {
+  /** `host:port` as written (normalised for IPv6); the peer's identity in logs, metrics and the API. */
+  readonly address: string
+  readonly host: string
+  readonly port: number
+}
+
+export interface HealthCheckSpec {
+  readonly intervalMs: number
+  readonly timeoutMs: number
+  /** HTTP GET path; undefined means a TCP connect probe. */
+  readonly path: string | undefined
+  readonly healthyThreshold: number
+  readonly unhealthyThreshold: number
+}
+
+export interface UpstreamSpec {
+  readonly name: string
+  readonly peers: readonly PeerSpec[]
+  readonly strategy: 'round_robin'
+  readonly tls: boolean
+  /** TLS server name and the Host sent upstream; undefined keeps the client's Host. */
+  readonly sni: string | undefined
+  readonly healthCheck: HealthCheckSpec | undefined
+}
+
+export interface PoolSpec {
+  readonly maxConnections: number
+  readonly idleTimeoutMs: number
+  readonly connectTimeoutMs: number
+}
+
+export interface Snapshot {
+  readonly file: string
+  /** The config as validated (defaults filled in); what `/api/v1/config` shows, redacted. */
+  readonly raw: RawConfig
+  readonly mode: Mode
+  readonly bind: HostPort
+  readonly workers: number
+  readonly tls: { readonly certPath: string; readonly keyPath: string } | undefined
+  readonly upstreamTimeoutMs: number
+  readonly shutdownTimeoutMs: number
+  readonly pool: PoolSpec
+  readonly logging: { readonly level: RawConfig['logging']['level']; readonly format: 'json' | 'text' }
+  readonly upstreams: ReadonlyMap<string, UpstreamSpec>
+  /** Upstream groups the active mode can send traffic to (health checks run for these). */
+  readonly activeUpstreams: readonly string[]
+  /** load_balancer mode: the one group every request goes to. */
+  readonly lbUpstream: string | undefined
+  /** api_gateway mode: the compiled route table. */
+  readonly routes: RouteTable | undefined
+  readonly controlApi: {
+    readonly enabled: boolean
+    readonly bind: HostPort
+    readonly apiKey: string | undefined
+  }
+}
+
+export function deepFreeze<T>(value: T): T {
+  // RegExps stay unfrozen: RegExp.prototype.exec writes lastIndex even without the g flag.
+  if (value && typeof value === 'object' && !Object.isFrozen(value) && !(value instanceof RegExp)) {
+    Object.freeze(value)
+    if (value instanceof Map) for (const v of value.values()) deepFreeze(v)
+    else for (const v of Object.values(value)) deepFreeze(v)
+  }
+  return value
+}

@@ -1,0 +1,68 @@
+// The process logger: pino writing asynchronously to stdout, JSON lines by default or
+// `key=value` lines with `logging.format: text`. The access log and every module log through it.
+
+import pino, { type Logger } from 'pino'
+
+export type { Logger }
+
+export interface LoggerOptions {
+  level: string
+  format: 'json' | 'text'
+  /** Where lines go; stdout by default. Tests pass a stream to capture lines. */
+  fd?: number
+}
+
+export interface LoggerHandle {
+  logger: Logger
+  /** Writes out anything buffered; call before the process exits. */
+  flush(): void
+}
+
+export function createLogger(opts: LoggerOptions): LoggerHandle {
+  const dest = pino.destination({ dest: opts.fd ?? 1, sync: false })
+  const stream = opts.format === 'text' ? { write: (line: string) => dest.write(toLogfmt(line)) } : dest
+  const logger = pino(
+    {
+      level: opts.level,
+      base: { pid: process.pid },
+      timestamp: pino.stdTimeFunctions.isoTime,
+      formatters: { level: (label) => ({ level: label }) },
+    },
+    stream,
+  )
+  return {
+    logger,
+    flush: () => {
+      try {
+        dest.flushSync()
+      } catch {
+        // Not ready yet (nothing written) or already closed: nothing to flush.
+      }
+    },
+  }
+}
+
+const BARE = /^[^\s"=\\]+$/
+
+/** One pino JSON line to `key=value` pairs, time and level first, as logfmt readers expect. */
+export function toLogfmt(line: string): string {
+  let obj: Record<string, unknown>
+  try {
+    obj = JSON.parse(line)
+  } catch {
+    return line
+  }
+  const parts: string[] = []
+  const add = (k: string, v: unknown) => {
+    if (v === undefined) return
+    const s = typeof v === 'string' ? v : JSON.stringify(v)
+    parts.push(`${k}=${s !== '' && BARE.test(s) ? s : JSON.stringify(s)}`)
+  }
+  add('time', obj.time)
+  add('level', obj.level)
+  add('msg', obj.msg)
+  for (const [k, v] of Object.entries(obj)) {
+    if (k !== 'time' && k !== 'level' && k !== 'msg') add(k, v)
+  }
+  return `${parts.join(' ')}\n`
+}

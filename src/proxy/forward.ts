@@ -1,0 +1,210 @@
+// One proxied exchange: tries the candidate peers in order (moving on only when the request never
+// reached a peer), streams the request body up and the response down with backpressure, tears
+// down both ways (client gone: abort upstream; upstream drops mid-response: end the client's
+// response), and writes the access log line once at the end.
+//
+// It is an undici dispatch handler (the legacy callback form, the fastest in undici 7), so the
+// response is written straight into Node's ServerResponse with no intermediate stream.
+
+import type { IncomingMessage, ServerResponse } from 'node:http'
+import type { Dispatcher } from 'undici'
+import { logAccess } from '../observe/access-log'
+import type { Logger } from '../observe/logger'
+import type { Peer } from '../upstream/peer'
+import { classifyUpstreamError, ERRORS, type ErrorKind, isRetryable, replyError } from './errors'
+import { downstreamResponseHeaders } from './headers'
+
+export interface ExchangeOptions {
+  req: IncomingMessage
+  res: ServerResponse
+  log: Logger
+  start: number
+  requestId: string
+  method: string
+  /** Path (and query) sent upstream, after strip_prefix. */
+  upstreamPath: string
+  /** Path logged: the client's path without the query string. */
+  logPath: string
+  headers: string[]
+  hasBody: boolean
+  timeoutMs: number
+  route: string | undefined
+  upstream: string
+  candidates: Peer[]
+  /** Ask the client to close its connection (the proxy is draining). */
+  closing: () => boolean
+  onDone: () => void
+}
+
+export class Exchange implements Dispatcher.DispatchHandler {
+  readonly #o: ExchangeOptions
+  #index = 0
+  #peer: Peer | undefined
+  #abort: ((err?: Error) => void) | undefined
+  #sent = false
+  #clientGone = false
+  #finished = false
+  #status = 0
+  #remaining = -1
+  #resume: (() => void) | undefined
+  #lastError: ErrorKind | undefined
+
+  constructor(o: ExchangeOptions) {
+    this.#o = o
+    o.res.once('close', this.#onClientClose)
+  }
+
+  start(): void {
+    this.#attempt()
+  }
+
+  #attempt(): void {
+    const o = this.#o
+    const peer = o.candidates[this.#index]!
+    this.#peer = peer
+    this.#sent = false
+    this.#abort = undefined
+    peer.inFlight++
+    try {
+      peer.pool.dispatch(
+        {
+          path: o.upstreamPath,
+          method: o.method,
+          headers: o.headers,
+          body: o.hasBody ? o.req : null,
+          headersTimeout: o.timeoutMs,
+          bodyTimeout: o.timeoutMs,
+        },
+        this,
+      )
+    } catch (err) {
+      // undici refused the request outright (e.g. a header value it will not send).
+      this.#fail('internal', err as Error)
+    }
+  }
+
+  #onClientClose = (): void => {
+    // writableEnded: the whole response was handed to Node; the close is the normal end.
+    if (this.#finished || this.#o.res.writableEnded) return
+    this.#clientGone = true
+    // Not yet on a socket (queued or connecting): onConnect sees #clientGone and aborts there.
+    this.#abort?.(new Error('client closed the connection'))
+  }
+
+  onConnect(abort: (err?: Error) => void): void {
+    this.#sent = true
+    this.#abort = abort
+    if (this.#clientGone) abort(new Error('client closed the connection'))
+  }
+
+  onHeaders(statusCode: number, rawHeaders: Buffer[], resume: () => void, statusText: string): boolean {
+    const o = this.#o
+    if (statusCode < 200) return true // 1xx informational: Node answers `100 Continue` itself.
+    this.#status = statusCode
+    this.#resume = resume
+    const headers = downstreamResponseHeaders(rawHeaders, o.requestId, o.closing())
+    for (let i = 0; i < rawHeaders.length; i += 2) {
+      if (
+        rawHeaders[i]!.length === 14 &&
+        rawHeaders[i]!.toString('latin1').toLowerCase() === 'content-length'
+      ) {
+        this.#remaining = Number(rawHeaders[i + 1]!.toString('latin1'))
+        break
+      }
+    }
+    if (statusText) o.res.writeHead(statusCode, statusText, headers)
+    else o.res.writeHead(statusCode, headers)
+    return true
+  }
+
+  onData(chunk: Buffer): boolean {
+    const res = this.#o.res
+    if (this.#remaining > 0) {
+      this.#remaining -= chunk.length
+      // The last chunk of a known-length body goes out with end(): head and body in one write.
+      if (this.#remaining === 0) {
+        res.end(chunk)
+        return true
+      }
+    }
+    if (res.write(chunk)) return true
+    res.once('drain', this.#onDrain)
+    return false
+  }
+
+  #onDrain = (): void => {
+    this.#resume?.()
+  }
+
+  onComplete(): void {
+    const res = this.#o.res
+    if (!res.writableEnded) res.end()
+    this.#finish(undefined)
+  }
+
+  onError(err: Error & { code?: string }): void {
+    const o = this.#o
+    const peer = this.#peer!
+    if (this.#clientGone) {
+      this.#finish('client_aborted')
+      return
+    }
+    const kind = classifyUpstreamError(err, this.#sent)
+    this.#lastError = kind
+    o.log.warn(
+      {
+        request_id: o.requestId,
+        upstream: o.upstream,
+        server: peer.address,
+        error_type: kind,
+        err: err.code ?? err.message,
+      },
+      'upstream error',
+    )
+    if (isRetryable(kind) && this.#index + 1 < o.candidates.length) {
+      peer.inFlight--
+      this.#index++
+      this.#attempt()
+      return
+    }
+    if (o.res.headersSent) {
+      // Mid-response: the status is already out, so the client must see the response cut short.
+      o.res.destroy(err)
+      this.#finish(kind)
+      return
+    }
+    this.#fail(kind, err)
+  }
+
+  #fail(kind: ErrorKind, _err: Error): void {
+    const o = this.#o
+    if (!o.res.headersSent && !this.#clientGone) replyError(o.res, kind, o.requestId, o.closing())
+    this.#status = ERRORS[kind].status
+    this.#finish(kind)
+  }
+
+  #finish(kind: ErrorKind | undefined): void {
+    if (this.#finished) return
+    this.#finished = true
+    const o = this.#o
+    if (this.#peer) this.#peer.inFlight--
+    const status = kind === 'client_aborted' ? 499 : this.#status || (kind ? ERRORS[kind].status : 0)
+    logAccess(o.log, {
+      method: o.method,
+      path: o.logPath,
+      route: o.route,
+      upstream: o.upstream,
+      server: this.#peer?.address,
+      status,
+      duration_ms: Math.round((performance.now() - o.start) * 1000) / 1000,
+      request_id: o.requestId,
+      error_type: kind ?? undefined,
+    })
+    o.onDone()
+  }
+
+  /** The last retryable failure, when every candidate failed before a response. */
+  get lastError(): ErrorKind | undefined {
+    return this.#lastError
+  }
+}

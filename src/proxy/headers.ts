@@ -1,0 +1,178 @@
+// Header rewriting on the way up and down: hop-by-hop headers dropped (RFC 9110 section 7.6.1),
+// X-Forwarded-For/-Proto/-Host set, X-Request-Id kept when well formed or made. Works on Node's
+// flat raw header arrays, lowercasing only names whose length could match a header we act on.
+
+import { randomUUID } from 'node:crypto'
+
+const HOP_BY_HOP = new Set([
+  'connection',
+  'keep-alive',
+  'proxy-connection',
+  'proxy-authenticate',
+  'proxy-authorization',
+  'te',
+  'trailer',
+  'transfer-encoding',
+  'upgrade',
+])
+
+// Request headers the proxy replaces or must not pass on: `expect` because Node answers
+// `100-continue` itself; the X-Forwarded-* and X-Request-Id values are rebuilt below.
+const REQUEST_SPECIAL = new Set([
+  ...HOP_BY_HOP,
+  'host',
+  'expect',
+  'content-length',
+  'x-forwarded-for',
+  'x-forwarded-proto',
+  'x-forwarded-host',
+  'x-request-id',
+])
+const REQUEST_LENGTHS = new Set([...REQUEST_SPECIAL].map((n) => n.length))
+const RESPONSE_LENGTHS = new Set([...HOP_BY_HOP].map((n) => n.length))
+
+const REQUEST_ID = /^[A-Za-z0-9._:@/+=-]{1,200}$/
+
+export interface UpstreamRequestHead {
+  /** Flat [name, value, ...] array for undici. */
+  headers: string[]
+  requestId: string
+  /** The request carries a body (Content-Length > 0 or Transfer-Encoding). */
+  hasBody: boolean
+  /** Client's Host header, if any. */
+  host: string | undefined
+}
+
+export interface ForwardedFor {
+  clientIp: string
+  proto: 'http' | 'https'
+  /** Host header sent upstream instead of the client's one (upstream `sni`). */
+  hostOverride: string | undefined
+}
+
+/**
+ * Builds the upstream request headers from the client's raw headers. Connection-named headers
+ * (`Connection: foo` makes `foo` hop-by-hop) are dropped too.
+ */
+export function upstreamRequestHead(raw: readonly string[], fwd: ForwardedFor): UpstreamRequestHead {
+  const out: string[] = []
+  let requestId: string | undefined
+  let host: string | undefined
+  let xff: string | undefined
+  let hasBody = false
+  let connectionTokens: string[] | undefined
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i]!
+    const value = raw[i + 1]!
+    if (!REQUEST_LENGTHS.has(name.length)) {
+      out.push(name, value)
+      continue
+    }
+    const lower = name.toLowerCase()
+    if (!REQUEST_SPECIAL.has(lower)) {
+      out.push(name, value)
+      continue
+    }
+    switch (lower) {
+      case 'host':
+        host = value
+        break
+      case 'content-length':
+        if (value !== '0') hasBody = true
+        out.push(name, value)
+        break
+      case 'transfer-encoding':
+        hasBody = true
+        break
+      case 'x-request-id':
+        if (requestId === undefined && REQUEST_ID.test(value)) requestId = value
+        break
+      case 'x-forwarded-for':
+        xff = xff === undefined ? value : `${xff}, ${value}`
+        break
+      case 'connection':
+        for (const t of value.split(',')) {
+          const token = t.trim().toLowerCase()
+          if (token && !HOP_BY_HOP.has(token)) {
+            connectionTokens ??= []
+            connectionTokens.push(token)
+          }
+        }
+        break
+      default:
+        break
+    }
+  }
+  let headers = out
+  if (connectionTokens) {
+    const drop = new Set(connectionTokens)
+    headers = []
+    for (let i = 0; i < out.length; i += 2) {
+      if (!drop.has(out[i]!.toLowerCase())) headers.push(out[i]!, out[i + 1]!)
+    }
+  }
+  requestId ??= randomUUID()
+  const upstreamHost = fwd.hostOverride ?? host
+  if (upstreamHost !== undefined) headers.push('host', upstreamHost)
+  headers.push(
+    'x-forwarded-for',
+    xff === undefined ? fwd.clientIp : `${xff}, ${fwd.clientIp}`,
+    'x-forwarded-proto',
+    fwd.proto,
+    'x-request-id',
+    requestId,
+  )
+  if (host !== undefined) headers.push('x-forwarded-host', host)
+  return { headers, requestId, hasBody, host }
+}
+
+/**
+ * Upstream response headers (undici's raw Buffers) to a flat string array for writeHead, without
+ * hop-by-hop headers, with X-Request-Id appended.
+ */
+export function downstreamResponseHeaders(
+  raw: readonly Buffer[],
+  requestId: string,
+  close: boolean,
+): string[] {
+  const out: string[] = []
+  let connectionTokens: string[] | undefined
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i]!.toString('latin1')
+    if (RESPONSE_LENGTHS.has(name.length)) {
+      const lower = name.toLowerCase()
+      if (HOP_BY_HOP.has(lower)) {
+        if (lower === 'connection') {
+          for (const t of raw[i + 1]!.toString('latin1').split(',')) {
+            const token = t.trim().toLowerCase()
+            if (token && !HOP_BY_HOP.has(token)) {
+              connectionTokens ??= []
+              connectionTokens.push(token)
+            }
+          }
+        }
+        continue
+      }
+    } else if (name.length === 12 && name.toLowerCase() === 'x-request-id') {
+      continue
+    }
+    out.push(name, raw[i + 1]!.toString('latin1'))
+  }
+  let headers = out
+  if (connectionTokens) {
+    const drop = new Set(connectionTokens)
+    headers = []
+    for (let i = 0; i < out.length; i += 2) {
+      if (!drop.has(out[i]!.toLowerCase())) headers.push(out[i]!, out[i + 1]!)
+    }
+  }
+  headers.push('x-request-id', requestId)
+  if (close) headers.push('connection', 'close')
+  return headers
+}
+
+/** `::ffff:1.2.3.4` (IPv4-mapped) to `1.2.3.4`. */
+export function clientIp(remote: string | undefined): string {
+  if (remote === undefined) return 'unknown'
+  return remote.startsWith('::ffff:') ? remote.slice(7) : remote
+}

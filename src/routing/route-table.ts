@@ -1,0 +1,89 @@
+// The compiled `api_gateway.routes`: patterns compiled once at load, ordered longest pattern first
+// (ties keep file order). `match` is the only thing the request path calls.
+
+import { compilePattern } from './pattern'
+
+export interface Route {
+  readonly name: string
+  readonly pattern: string
+  readonly regex: RegExp
+  /** Upper-case method names; null means every method. */
+  readonly methods: ReadonlySet<string> | null
+  readonly upstream: string
+  readonly stripPrefix: boolean
+  /** Upstream timeout for this route; undefined falls back to server.upstream_timeout_secs. */
+  readonly timeoutMs: number | undefined
+  readonly middlewares: readonly string[]
+}
+
+export interface RouteInput {
+  name: string
+  path_pattern: string
+  methods?: string[] | undefined
+  upstream: string
+  strip_prefix: boolean
+  timeout_secs?: number | undefined
+  middlewares: string[]
+}
+
+export type RouteMatch =
+  | { readonly kind: 'route'; readonly route: Route }
+  /** Some route's pattern matched the path, but none allowed the method. */
+  | { readonly kind: 'method_not_allowed'; readonly allow: string }
+  | { readonly kind: 'no_route' }
+
+const NO_ROUTE: RouteMatch = Object.freeze({ kind: 'no_route' })
+
+export class RouteTable {
+  readonly routes: readonly Route[]
+
+  /** Patterns must already be valid (schema.ts checks them); an invalid one throws here. */
+  constructor(inputs: readonly RouteInput[]) {
+    const compiled = inputs.map((r, index) => {
+      const regex = compilePattern(r.path_pattern)
+      if (typeof regex === 'string') throw new Error(`route ${r.name}: ${regex}`)
+      const route: Route = {
+        name: r.name,
+        pattern: r.path_pattern,
+        regex,
+        methods: r.methods ? new Set(r.methods.map((m) => m.toUpperCase())) : null,
+        upstream: r.upstream,
+        stripPrefix: r.strip_prefix,
+        timeoutMs: r.timeout_secs !== undefined ? r.timeout_secs * 1000 : undefined,
+        middlewares: r.middlewares,
+      }
+      return { route, index }
+    })
+    // Array.prototype.sort is stable, so equal lengths keep the order written in the file.
+    compiled.sort((a, b) => b.route.pattern.length - a.route.pattern.length)
+    this.routes = compiled.map((c) => c.route)
+  }
+
+  /** `path` is the request path without the query string. */
+  match(method: string, path: string): RouteMatch {
+    let allow: Set<string> | null = null
+    for (const route of this.routes) {
+      if (!route.regex.test(path)) continue
+      if (route.methods === null || route.methods.has(method)) return { kind: 'route', route }
+      allow ??= new Set()
+      for (const m of route.methods) allow.add(m)
+    }
+    if (allow === null) return NO_ROUTE
+    return { kind: 'method_not_allowed', allow: [...allow].join(', ') }
+  }
+}
+
+/**
+ * strip_prefix: removes the part of the path the route's pattern matched; the query string is
+ * kept, an empty result becomes `/`, and the result always starts with `/`.
+ */
+export function stripPrefix(regex: RegExp, url: string): string {
+  const q = url.indexOf('?')
+  const path = q < 0 ? url : url.slice(0, q)
+  const query = q < 0 ? '' : url.slice(q)
+  const m = regex.exec(path)
+  let rest = m ? path.slice(0, m.index) + path.slice(m.index + m[0].length) : path
+  if (rest === '') rest = '/'
+  else if (rest[0] !== '/') rest = `/${rest}`
+  return rest + query
+}

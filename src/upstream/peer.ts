@@ -1,0 +1,65 @@
+// A peer is one server of an upstream group: its connection pool and its live state (health,
+// requests in flight). Peers outlive snapshots: a reload keeps the Peer of a server that stays.
+
+import { Pool } from 'undici'
+import type { PeerSpec, PoolSpec } from '../config/snapshot'
+
+export interface PeerTls {
+  readonly enabled: boolean
+  readonly servername: string | undefined
+}
+
+export class Peer {
+  readonly address: string
+  readonly host: string
+  readonly port: number
+  readonly group: string
+  readonly pool: Pool
+  /** Key that decides whether a reload can keep this peer (same address, TLS and pool settings). */
+  readonly key: string
+  healthy = true
+  inFlight = 0
+
+  constructor(group: string, spec: PeerSpec, tls: PeerTls, pool: PoolSpec) {
+    this.group = group
+    this.address = spec.address
+    this.host = spec.host
+    this.port = spec.port
+    this.key = peerKey(group, spec, tls, pool)
+    const origin = `${tls.enabled ? 'https' : 'http'}://${spec.address}`
+    this.pool = new Pool(origin, {
+      connections: pool.maxConnections,
+      pipelining: 1,
+      keepAliveTimeout: pool.idleTimeoutMs,
+      keepAliveMaxTimeout: pool.idleTimeoutMs,
+      connect: {
+        timeout: pool.connectTimeoutMs,
+        ...(tls.enabled ? { servername: tls.servername ?? spec.host, rejectUnauthorized: true } : {}),
+      },
+      // Timeouts are set per request (route > server > default); these are the pool's ceilings.
+      headersTimeout: 0,
+      bodyTimeout: 0,
+    })
+  }
+
+  /** Closes the pool once in-flight requests are done. */
+  async close(): Promise<void> {
+    await this.pool.close().catch(() => undefined)
+  }
+
+  destroy(): void {
+    this.pool.destroy().catch(() => undefined)
+  }
+}
+
+export function peerKey(group: string, spec: PeerSpec, tls: PeerTls, pool: PoolSpec): string {
+  return [
+    group,
+    spec.address,
+    tls.enabled,
+    tls.servername ?? '',
+    pool.maxConnections,
+    pool.idleTimeoutMs,
+    pool.connectTimeoutMs,
+  ].join('|')
+}

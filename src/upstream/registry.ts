@@ -1,0 +1,84 @@
+// Builds the run-time upstream groups for a snapshot and owns their live state across snapshots:
+// a server that survives a config change keeps its Peer (pool, health); removed servers' pools
+// are closed after their in-flight requests; health checkers follow the groups they watch.
+
+import type { Snapshot } from '../config/snapshot'
+import type { Logger } from '../observe/logger'
+import { UpstreamGroup } from './group'
+import { HealthChecker } from './health/checker'
+import { Peer, peerKey } from './peer'
+
+export class UpstreamRegistry {
+  readonly #log: Logger
+  #peers = new Map<string, Peer>()
+  #checkers = new Map<string, HealthChecker>()
+  #groups = new Map<string, UpstreamGroup>()
+
+  constructor(log: Logger) {
+    this.#log = log
+  }
+
+  /** Groups for `snapshot`; call `activate` once the snapshot is live. */
+  build(snapshot: Snapshot): Map<string, UpstreamGroup> {
+    const groups = new Map<string, UpstreamGroup>()
+    for (const spec of snapshot.upstreams.values()) {
+      const tls = { enabled: spec.tls, servername: spec.sni }
+      const peers = spec.peers.map((p) => {
+        const key = peerKey(spec.name, p, tls, snapshot.pool)
+        return this.#peers.get(key) ?? new Peer(spec.name, p, tls, snapshot.pool)
+      })
+      groups.set(spec.name, new UpstreamGroup(spec, peers, this.#groups.get(spec.name)?.cursor ?? 0))
+    }
+    return groups
+  }
+
+  /** Makes `groups` the live set: starts and stops health checks, retires peers no longer used. */
+  activate(snapshot: Snapshot, groups: Map<string, UpstreamGroup>): void {
+    const live = new Map<string, Peer>()
+    for (const g of groups.values()) for (const p of g.peers) live.set(p.key, p)
+    for (const [key, peer] of this.#peers) if (!live.has(key)) void peer.close()
+    this.#peers = live
+    this.#groups = groups
+
+    const wanted = new Set(snapshot.activeUpstreams.filter((n) => groups.get(n)?.spec.healthCheck))
+    for (const [name, checker] of this.#checkers) {
+      const g = groups.get(name)
+      if (!wanted.has(name) || !g || !sameCheck(checker, g)) {
+        checker.stop()
+        this.#checkers.delete(name)
+      } else {
+        checker.setPeers(g.peers)
+      }
+    }
+    for (const name of wanted) {
+      if (this.#checkers.has(name)) continue
+      const g = groups.get(name)!
+      const checker = new HealthChecker(g.spec.healthCheck!, g.peers, {
+        tls: g.tls,
+        servername: g.spec.sni,
+        log: this.#log,
+      })
+      this.#checkers.set(name, checker)
+      checker.start()
+    }
+  }
+
+  stopHealthChecks(): void {
+    for (const c of this.#checkers.values()) c.stop()
+    this.#checkers.clear()
+  }
+
+  async close(): Promise<void> {
+    this.stopHealthChecks()
+    await Promise.all([...this.#peers.values()].map((p) => p.close()))
+  }
+
+  destroy(): void {
+    this.stopHealthChecks()
+    for (const p of this.#peers.values()) p.destroy()
+  }
+}
+
+function sameCheck(c: HealthChecker, g: UpstreamGroup): boolean {
+  return JSON.stringify(c.spec) === JSON.stringify(g.spec.healthCheck)
+}
