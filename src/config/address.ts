@@ -7,8 +7,11 @@ export interface HostPort {
 
 const SCHEME = /^[A-Za-z][A-Za-z0-9+.-]*:\/\//
 
-/** Parses `host:port`, `[v6]:port`; returns a reason string when the text is not one. */
-export function parseHostPort(text: string): HostPort | string {
+/**
+ * Parses `host:port` or `[v6]:port`; returns a reason string when the text is not one.
+ * `listen: true` allows port 0 (the OS picks a free port; the start-up log line shows which).
+ */
+export function parseHostPort(text: string, opts: { listen?: boolean } = {}): HostPort | string {
   if (SCHEME.test(text)) {
     return `must be host:port without a scheme (got "${text}"; write "${text.replace(SCHEME, '').replace(/\/.*$/, '')}")`
   }
@@ -28,9 +31,11 @@ export function parseHostPort(text: string): HostPort | string {
     if (host.includes(':')) return `an IPv6 address must be written in brackets: [${host}]:${portText}`
   }
   if (host === '') return `must be host:port; the host is missing (got "${text}")`
-  if (!/^\d{1,5}$/.test(portText)) return `port must be a number from 1 to 65535 (got "${text}")`
+  const min = opts.listen ? 0 : 1
+  const range = `port must be a number from ${min} to 65535 (got "${text}")`
+  if (!/^\d{1,5}$/.test(portText)) return range
   const port = Number(portText)
-  if (port < 1 || port > 65535) return `port must be a number from 1 to 65535 (got "${text}")`
+  if (port < min || port > 65535) return range
   return { host, port }
 }
 

@@ -65,6 +65,11 @@ function applyOverrides(data: Record<string, unknown>, o: Overrides): void {
 
 function reportIssue(issue: z.core.$ZodIssue, at: (p: KeyPath, m: string) => void): void {
   const p = issue.path.filter((s): s is string | number => typeof s !== 'symbol')
+  // Messages the schema wrote itself are used as they are; zod's generic ones are reworded.
+  if (!/^(Invalid|Too (small|big)|Unrecognized)/.test(issue.message)) {
+    at(p, issue.message)
+    return
+  }
   switch (issue.code) {
     case 'unrecognized_keys':
       for (const key of issue.keys) at([...p, key], `unknown key "${key}"`)
@@ -172,11 +177,17 @@ function crossCheck(data: Record<string, unknown>, at: (p: KeyPath, m: string) =
 
   const control = isRecord(data.control_api) ? data.control_api : undefined
   if (server && control && control.enabled === true && typeof server.bind_address === 'string') {
-    const a = parseHostPort(server.bind_address)
+    const a = parseHostPort(server.bind_address, { listen: true })
     const b = parseHostPort(
       typeof control.bind_address === 'string' ? control.bind_address : '127.0.0.1:8485',
     )
-    if (typeof a !== 'string' && typeof b !== 'string' && a.port === b.port && sameHost(a, b)) {
+    if (
+      typeof a !== 'string' &&
+      typeof b !== 'string' &&
+      a.port !== 0 &&
+      a.port === b.port &&
+      sameHost(a, b)
+    ) {
       at(
         ['control_api', 'bind_address'],
         `uses the same address as server.bind_address (${formatHostPort(a)})`,
@@ -221,7 +232,7 @@ function dedupe(problems: Problem[]): Problem[] {
 }
 
 function build(raw: RawConfig, file: string): Snapshot {
-  const bind = parseHostPort(raw.server.bind_address) as HostPort
+  const bind = parseHostPort(raw.server.bind_address, { listen: true }) as HostPort
   const upstreams = new Map<string, UpstreamSpec>()
   for (const [name, u] of Object.entries(raw.upstreams)) {
     const hc = u.health_check
@@ -275,7 +286,7 @@ function build(raw: RawConfig, file: string): Snapshot {
     routes,
     controlApi: {
       enabled: control.enabled,
-      bind: parseHostPort(control.bind_address) as HostPort,
+      bind: parseHostPort(control.bind_address, { listen: true }) as HostPort,
       apiKey: control.api_key,
     },
   }

@@ -7,10 +7,13 @@ import { z } from 'zod'
 import { compilePattern } from '../routing/pattern'
 import { parseHostPort } from './address'
 
-const hostPort = z.string().superRefine((text, ctx) => {
-  const parsed = parseHostPort(text)
-  if (typeof parsed === 'string') ctx.addIssue({ code: 'custom', message: parsed })
-})
+const address = (listen: boolean) =>
+  z.string().superRefine((text, ctx) => {
+    const parsed = parseHostPort(text, { listen })
+    if (typeof parsed === 'string') ctx.addIssue({ code: 'custom', message: parsed })
+  })
+const hostPort = address(false)
+const listenAddress = address(true)
 
 const secs = z.number().positive()
 const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/
@@ -31,7 +34,7 @@ const connectionPool = z.strictObject({
 })
 
 const server = z.strictObject({
-  bind_address: hostPort,
+  bind_address: listenAddress.default('0.0.0.0:8484'),
   workers: z.number().int().min(1).max(256).default(1),
   tls: tlsFiles.optional(),
   upstream_timeout_secs: secs.default(60),
@@ -128,7 +131,7 @@ const loadBalancer = z.strictObject({
 
 const controlApi = z.strictObject({
   enabled: z.boolean().default(false),
-  bind_address: hostPort.default('127.0.0.1:8485'),
+  bind_address: listenAddress.default('127.0.0.1:8485'),
   api_key: z.string().optional(),
 })
 
@@ -139,7 +142,7 @@ export const configSchema = z.strictObject({
         ? 'is required: load_balancer or api_gateway'
         : `unknown mode "${String(iss.input)}"; use load_balancer or api_gateway`,
   }),
-  server,
+  server: server.prefault({}),
   logging: logging.prefault({}),
   upstreams: z.record(z.string(), upstream),
   load_balancer: loadBalancer.optional(),

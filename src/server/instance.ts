@@ -4,13 +4,14 @@
 
 import cluster from 'node:cluster'
 import type http from 'node:http'
+import { formatHostPort, type HostPort } from '../config/address'
 import type { Snapshot } from '../config/snapshot'
 import { SnapshotStore } from '../config/store'
 import { createControlServer } from '../control/api'
 import { createLogger, type LoggerHandle } from '../observe/logger'
 import { Pipeline } from '../proxy/pipeline'
 import { UpstreamRegistry } from '../upstream/registry'
-import { createListener, listen } from './listener'
+import { createListener, type Listener, listen } from './listener'
 
 export interface Instance {
   stop(): Promise<void>
@@ -46,8 +47,8 @@ export async function startInstance(
   log.info(
     {
       mode: snapshot.mode,
-      bind: `${snapshot.tls ? 'https' : 'http'}://${hostPortText(snapshot.bind)}`,
-      control_api: control ? `http://${hostPortText(snapshot.controlApi.bind)}` : null,
+      bind: `${snapshot.tls ? 'https' : 'http'}://${boundAddress(listener, snapshot.bind)}`,
+      control_api: control ? `http://${boundAddress(control, snapshot.controlApi.bind)}` : null,
       upstreams: snapshot.activeUpstreams,
       version,
       ...worker,
@@ -86,6 +87,9 @@ export async function startInstance(
   return { stop }
 }
 
-function hostPortText(a: { host: string; port: number }): string {
-  return a.host.includes(':') ? `[${a.host}]:${a.port}` : `${a.host}:${a.port}`
+/** The address actually bound (port 0 in the config means the OS picked one). */
+function boundAddress(server: Listener | http.Server, configured: HostPort): string {
+  const a = server.address()
+  const port = a !== null && typeof a === 'object' ? a.port : configured.port
+  return formatHostPort({ host: configured.host, port })
 }

@@ -1,0 +1,38 @@
+#!/usr/bin/env node
+// Runs the compiled tests with node:test: unit tests (dist/src/**/*.test.js) and integration
+// tests (dist/test/integration/*.test.js). `node scripts/run-tests.mjs unit|integration` runs one set.
+import { spawnSync } from 'node:child_process'
+import { readdirSync, statSync } from 'node:fs'
+import path from 'node:path'
+
+const root = path.resolve(import.meta.dirname ?? path.dirname(new URL(import.meta.url).pathname), '..')
+const which = process.argv[2] ?? 'all'
+
+function find(dir) {
+  let out = []
+  let entries = []
+  try {
+    entries = readdirSync(dir)
+  } catch {
+    return out
+  }
+  for (const name of entries) {
+    const p = path.join(dir, name)
+    if (statSync(p).isDirectory()) out = out.concat(find(p))
+    else if (name.endsWith('.test.js')) out.push(p)
+  }
+  return out.sort()
+}
+
+const files = []
+if (which === 'all' || which === 'unit') files.push(...find(path.join(root, 'dist', 'src')))
+if (which === 'all' || which === 'integration') files.push(...find(path.join(root, 'dist', 'test')))
+if (files.length === 0) {
+  console.error('no test files found under dist/; run `npm run build` first')
+  process.exit(1)
+}
+const r = spawnSync(process.execPath, ['--test', '--test-concurrency=2', ...files], {
+  stdio: 'inherit',
+  cwd: root,
+})
+process.exit(r.status ?? 1)

@@ -1,0 +1,142 @@
+// Real node:http upstreams on 127.0.0.1 ephemeral ports that a test can steer: answer normally
+// (JSON naming the server, echoing method, url, headers and body), fail health checks, stall,
+// or drop the connection mid-body. Every request they see is recorded.
+
+import http from 'node:http'
+import type { AddressInfo, Socket } from 'node:net'
+
+export interface SeenRequest {
+  method: string
+  url: string
+  headers: http.IncomingHttpHeaders
+  rawHeaders: string[]
+  body: string
+}
+
+export type Behaviour =
+  | { kind: 'ok' }
+  /** Answer every request with this status (health checks included). */
+  | { kind: 'status'; status: number }
+  /** Wait before sending headers. */
+  | { kind: 'delay'; ms: number }
+  /** Send headers and part of a body, then destroy the socket. */
+  | { kind: 'drop_mid_body' }
+  /** Stream `chunks` chunks of `size` bytes, `gapMs` apart. */
+  | { kind: 'stream'; chunks: number; size: number; gapMs: number }
+
+export interface Upstream {
+  name: string
+  port: number
+  address: string
+  seen: SeenRequest[]
+  /** Requests whose client side (the proxy) closed before the response finished. */
+  aborted: number
+  behaviour: Behaviour
+  /** Behaviour for the health-check path only (defaults to `ok`). */
+  health: 'ok' | 'fail'
+  close(): Promise<void>
+}
+
+export async function startUpstream(name: string, healthPath = '/health'): Promise<Upstream> {
+  const sockets = new Set<Socket>()
+  const up: Upstream = {
+    name,
+    port: 0,
+    address: '',
+    seen: [],
+    aborted: 0,
+    behaviour: { kind: 'ok' },
+    health: 'ok',
+    close: () =>
+      new Promise((resolve) => {
+        for (const s of sockets) s.destroy()
+        server.close(() => resolve())
+      }),
+  }
+  const server = http.createServer((req, res) => {
+    const chunks: Buffer[] = []
+    req.on('data', (c: Buffer) => chunks.push(c))
+    req.on('end', () => {
+      const body = Buffer.concat(chunks).toString()
+      if (req.url === healthPath) {
+        res.writeHead(up.health === 'ok' ? 200 : 503).end(up.health)
+        return
+      }
+      up.seen.push({
+        method: req.method!,
+        url: req.url!,
+        headers: req.headers,
+        rawHeaders: req.rawHeaders,
+        body,
+      })
+      let finished = false
+      res.on('finish', () => {
+        finished = true
+      })
+      res.on('close', () => {
+        if (!finished) up.aborted++
+      })
+      const b = up.behaviour
+      const json = () => {
+        const text = JSON.stringify({
+          server: name,
+          method: req.method,
+          url: req.url,
+          headers: req.headers,
+          body,
+        })
+        res.writeHead(200, {
+          'content-type': 'application/json',
+          'x-upstream': name,
+          'keep-alive': 'timeout=5',
+        })
+        res.end(text)
+      }
+      switch (b.kind) {
+        case 'ok':
+          return json()
+        case 'status':
+          res.writeHead(b.status, { 'content-type': 'text/plain' }).end(`${name} says ${b.status}`)
+          return
+        case 'delay': {
+          const t = setTimeout(json, b.ms)
+          res.on('close', () => clearTimeout(t))
+          return
+        }
+        case 'drop_mid_body':
+          res.writeHead(200, { 'content-type': 'text/plain', 'content-length': '100000' })
+          res.write('x'.repeat(1000), () => setTimeout(() => req.socket.destroy(), 20))
+          return
+        case 'stream': {
+          res.writeHead(200, { 'content-type': 'application/octet-stream' })
+          let sent = 0
+          const tick = () => {
+            if (res.destroyed) return
+            res.write(Buffer.alloc(b.size, 97))
+            if (++sent === b.chunks) res.end()
+            else setTimeout(tick, b.gapMs)
+          }
+          tick()
+          return
+        }
+      }
+    })
+  })
+  server.on('connection', (s: Socket) => {
+    sockets.add(s)
+    s.on('close', () => sockets.delete(s))
+  })
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  up.port = (server.address() as AddressInfo).port
+  up.address = `127.0.0.1:${up.port}`
+  return up
+}
+
+/** A port with nothing listening on it (bound, then released). */
+export async function closedPort(): Promise<number> {
+  const s = http.createServer()
+  await new Promise<void>((resolve) => s.listen(0, '127.0.0.1', resolve))
+  const port = (s.address() as AddressInfo).port
+  await new Promise<void>((resolve) => s.close(() => resolve()))
+  return port
+}
