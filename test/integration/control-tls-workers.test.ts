@@ -150,8 +150,11 @@ load_balancer: { upstream: u }
     )
     try {
       await proxy.waitForLog((l) => l.msg === 'all workers listening', 'workers ready', 20_000)
-      const ready = proxy.logs.filter((l) => l.msg === 'locci-proxy listening')
-      assert.equal(ready.length, 2)
+      // Each worker logs its own line, asynchronously: wait for both.
+      const ready = await until(() => {
+        const lines = proxy.logs.filter((l) => l.msg === 'locci-proxy listening')
+        return lines.length === 2 ? lines : undefined
+      }, 'both workers to log their listening line')
       assert.equal(new Set(ready.map((l) => l.pid)).size, 2)
       assert.equal(new Set(ready.map((l) => l.bind)).size, 1, 'one shared port')
       const url = String(ready[0]!.bind)
