@@ -1,7 +1,10 @@
-// The access log: one line per request at `info`, written when the exchange ends, with the
-// fields SPEC names. Upstream failures add an `error_type` and a `warn` line of their own.
+// The access log: one line per request at `info` with SPEC's fields, in the logger's format
+// (JSON, or key=value with `logging.format: text`) and into the logger's buffered output.
+// This one fixed-shape line is serialized here rather than through pino's generic path: it is
+// written once per request, and pino's object serialization cost ~5 µs a line on the reference
+// machine against under 1 µs for this (see README, Performance). Everything else logs via pino.
 
-import type { Logger } from './logger'
+import type { LoggerHandle } from './logger'
 
 export interface AccessRecord {
   method: string
@@ -15,6 +18,57 @@ export interface AccessRecord {
   error_type?: string | undefined
 }
 
-export function logAccess(log: Logger, rec: AccessRecord): void {
-  log.info(rec, 'request')
+export class AccessLog {
+  readonly #handle: LoggerHandle
+  readonly #pid = process.pid
+
+  constructor(handle: LoggerHandle) {
+    this.#handle = handle
+  }
+
+  write(r: AccessRecord): void {
+    const h = this.#handle
+    if (!h.logger.isLevelEnabled('info')) return
+    const time = isoNow()
+    if (h.format === 'json') {
+      h.writeLine(
+        `{"level":"info","time":"${time}","pid":${this.#pid},"method":${JSON.stringify(r.method)},"path":${JSON.stringify(r.path)}` +
+          (r.route !== undefined ? `,"route":${JSON.stringify(r.route)}` : '') +
+          (r.upstream !== undefined ? `,"upstream":${JSON.stringify(r.upstream)}` : '') +
+          (r.server !== undefined ? `,"server":${JSON.stringify(r.server)}` : '') +
+          `,"status":${r.status},"duration_ms":${r.duration_ms},"request_id":${JSON.stringify(r.request_id)}` +
+          (r.error_type !== undefined ? `,"error_type":"${r.error_type}"` : '') +
+          ',"msg":"request"}\n',
+      )
+    } else {
+      h.writeLine(
+        `time=${time} level=info msg=request pid=${this.#pid} method=${kv(r.method)} path=${kv(r.path)}` +
+          (r.route !== undefined ? ` route=${kv(r.route)}` : '') +
+          (r.upstream !== undefined ? ` upstream=${kv(r.upstream)}` : '') +
+          (r.server !== undefined ? ` server=${kv(r.server)}` : '') +
+          ` status=${r.status} duration_ms=${r.duration_ms} request_id=${kv(r.request_id)}` +
+          (r.error_type !== undefined ? ` error_type=${r.error_type}` : '') +
+          '\n',
+      )
+    }
+  }
+}
+
+let lastMs = 0
+let lastIso = ''
+
+/** The ISO timestamp, formatted once per millisecond (toISOString costs ~0.7 µs a call). */
+function isoNow(): string {
+  const ms = Date.now()
+  if (ms !== lastMs) {
+    lastMs = ms
+    lastIso = new Date(ms).toISOString()
+  }
+  return lastIso
+}
+
+const BARE = /^[^\s"=\\]+$/
+
+function kv(s: string): string {
+  return s !== '' && BARE.test(s) ? s : JSON.stringify(s)
 }

@@ -8,7 +8,7 @@
 
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Dispatcher } from 'undici'
-import { logAccess } from '../observe/access-log'
+import type { AccessLog } from '../observe/access-log'
 import type { Logger } from '../observe/logger'
 import type { Peer } from '../upstream/peer'
 import { classifyUpstreamError, ERRORS, type ErrorKind, isRetryable, replyError } from './errors'
@@ -18,6 +18,7 @@ export interface ExchangeOptions {
   req: IncomingMessage
   res: ServerResponse
   log: Logger
+  access: AccessLog
   start: number
   requestId: string
   method: string
@@ -189,7 +190,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
     const o = this.#o
     if (this.#peer) this.#peer.inFlight--
     const status = kind === 'client_aborted' ? 499 : this.#status || (kind ? ERRORS[kind].status : 0)
-    logAccess(o.log, {
+    o.access.write({
       method: o.method,
       path: o.logPath,
       route: o.route,

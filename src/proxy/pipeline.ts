@@ -4,7 +4,7 @@
 
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { SnapshotStore } from '../config/store'
-import { logAccess } from '../observe/access-log'
+import type { AccessLog } from '../observe/access-log'
 import type { Logger } from '../observe/logger'
 import { stripPrefix } from '../routing/route-table'
 import { ERRORS, type ErrorKind, replyError } from './errors'
@@ -14,12 +14,14 @@ import { clientIp, upstreamRequestHead } from './headers'
 export interface PipelineOptions {
   store: SnapshotStore
   log: Logger
+  access: AccessLog
   proto: 'http' | 'https'
 }
 
 export class Pipeline {
   readonly #store: SnapshotStore
   readonly #log: Logger
+  readonly #access: AccessLog
   readonly #proto: 'http' | 'https'
   #draining = false
   #inFlight = 0
@@ -28,6 +30,7 @@ export class Pipeline {
   constructor(o: PipelineOptions) {
     this.#store = o.store
     this.#log = o.log
+    this.#access = o.access
     this.#proto = o.proto
   }
 
@@ -123,6 +126,7 @@ export class Pipeline {
       req,
       res,
       log: this.#log,
+      access: this.#access,
       start,
       requestId: head.requestId,
       method,
@@ -154,7 +158,7 @@ export class Pipeline {
     if (ERRORS[kind].warn) {
       this.#log.warn({ request_id: requestId, upstream, error_type: kind }, 'upstream error')
     }
-    logAccess(this.#log, {
+    this.#access.write({
       method: req.method!,
       path,
       route,

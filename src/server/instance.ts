@@ -8,6 +8,7 @@ import { formatHostPort, type HostPort } from '../config/address'
 import type { Snapshot } from '../config/snapshot'
 import { SnapshotStore } from '../config/store'
 import { createControlServer } from '../control/api'
+import { AccessLog } from '../observe/access-log'
 import { createLogger, type LoggerHandle } from '../observe/logger'
 import { Pipeline } from '../proxy/pipeline'
 import { UpstreamRegistry } from '../upstream/registry'
@@ -27,7 +28,12 @@ export async function startInstance(
   const registry = new UpstreamRegistry(log)
   const groups = registry.build(snapshot)
   const store = new SnapshotStore({ snapshot, groups })
-  const pipeline = new Pipeline({ store, log, proto: snapshot.tls ? 'https' : 'http' })
+  const pipeline = new Pipeline({
+    store,
+    log,
+    access: new AccessLog(handle),
+    proto: snapshot.tls ? 'https' : 'http',
+  })
   const listener = createListener(snapshot, pipeline.handle, log)
   const control = snapshot.controlApi.enabled
     ? createControlServer({ store, log, version, startedAt: Date.now() })
