@@ -91,26 +91,13 @@ export function upstreamRequestHead(raw: readonly string[], fwd: ForwardedFor): 
         xff = xff === undefined ? value : `${xff}, ${value}`
         break
       case 'connection':
-        for (const t of value.split(',')) {
-          const token = t.trim().toLowerCase()
-          if (token && !HOP_BY_HOP.has(token)) {
-            connectionTokens ??= []
-            connectionTokens.push(token)
-          }
-        }
+        connectionTokens = namedByConnection(value, connectionTokens)
         break
       default:
         break
     }
   }
-  let headers = out
-  if (connectionTokens) {
-    const drop = new Set(connectionTokens)
-    headers = []
-    for (let i = 0; i < out.length; i += 2) {
-      if (!drop.has(out[i]!.toLowerCase())) headers.push(out[i]!, out[i + 1]!)
-    }
-  }
+  const headers = withoutNamed(out, connectionTokens)
   requestId ??= randomUUID()
   const upstreamHost = fwd.hostOverride ?? host
   if (upstreamHost !== undefined) headers.push('host', upstreamHost)
@@ -142,15 +129,8 @@ export function downstreamResponseHeaders(
     if (RESPONSE_LENGTHS.has(name.length)) {
       const lower = name.toLowerCase()
       if (HOP_BY_HOP.has(lower)) {
-        if (lower === 'connection') {
-          for (const t of raw[i + 1]!.toString('latin1').split(',')) {
-            const token = t.trim().toLowerCase()
-            if (token && !HOP_BY_HOP.has(token)) {
-              connectionTokens ??= []
-              connectionTokens.push(token)
-            }
-          }
-        }
+        if (lower === 'connection')
+          connectionTokens = namedByConnection(raw[i + 1]!.toString('latin1'), connectionTokens)
         continue
       }
     } else if (name.length === 12 && name.toLowerCase() === 'x-request-id') {
@@ -158,17 +138,32 @@ export function downstreamResponseHeaders(
     }
     out.push(name, raw[i + 1]!.toString('latin1'))
   }
-  let headers = out
-  if (connectionTokens) {
-    const drop = new Set(connectionTokens)
-    headers = []
-    for (let i = 0; i < out.length; i += 2) {
-      if (!drop.has(out[i]!.toLowerCase())) headers.push(out[i]!, out[i + 1]!)
-    }
-  }
+  const headers = withoutNamed(out, connectionTokens)
   headers.push('x-request-id', requestId)
   if (close) headers.push('connection', 'close')
   return headers
+}
+
+/** Header names a `Connection` value lists (RFC 9110 section 7.6.1: they are hop-by-hop too). */
+function namedByConnection(value: string, into: string[] | undefined): string[] | undefined {
+  for (const t of value.split(',')) {
+    const token = t.trim().toLowerCase()
+    if (token && !HOP_BY_HOP.has(token)) {
+      into ??= []
+      into.push(token)
+    }
+  }
+  return into
+}
+
+function withoutNamed(flat: string[], names: string[] | undefined): string[] {
+  if (names === undefined) return flat
+  const drop = new Set(names)
+  const out: string[] = []
+  for (let i = 0; i < flat.length; i += 2) {
+    if (!drop.has(flat[i]!.toLowerCase())) out.push(flat[i]!, flat[i + 1]!)
+  }
+  return out
 }
 
 /** `::ffff:1.2.3.4` (IPv4-mapped) to `1.2.3.4`. */
