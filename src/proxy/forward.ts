@@ -48,7 +48,6 @@ export class Exchange implements Dispatcher.DispatchHandler {
   #status = 0
   #remaining = -1
   #resume: (() => void) | undefined
-  #lastError: ErrorKind | undefined
 
   constructor(o: ExchangeOptions) {
     this.#o = o
@@ -78,9 +77,9 @@ export class Exchange implements Dispatcher.DispatchHandler {
         },
         this,
       )
-    } catch (err) {
+    } catch {
       // undici refused the request outright (e.g. a header value it will not send).
-      this.#fail('internal', err as Error)
+      this.#fail('internal')
     }
   }
 
@@ -151,7 +150,6 @@ export class Exchange implements Dispatcher.DispatchHandler {
       return
     }
     const kind = classifyUpstreamError(err, this.#sent)
-    this.#lastError = kind
     o.log.warn(
       {
         request_id: o.requestId,
@@ -174,10 +172,10 @@ export class Exchange implements Dispatcher.DispatchHandler {
       this.#finish(kind)
       return
     }
-    this.#fail(kind, err)
+    this.#fail(kind)
   }
 
-  #fail(kind: ErrorKind, _err: Error): void {
+  #fail(kind: ErrorKind): void {
     const o = this.#o
     if (!o.res.headersSent && !this.#clientGone) replyError(o.res, kind, o.requestId, o.closing())
     this.#status = ERRORS[kind].status
@@ -202,10 +200,5 @@ export class Exchange implements Dispatcher.DispatchHandler {
       error_type: kind ?? undefined,
     })
     o.onDone()
-  }
-
-  /** The last retryable failure, when every candidate failed before a response. */
-  get lastError(): ErrorKind | undefined {
-    return this.#lastError
   }
 }
