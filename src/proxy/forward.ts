@@ -77,8 +77,9 @@ export class Exchange implements Dispatcher.DispatchHandler {
         },
         this,
       )
-    } catch {
+    } catch (err) {
       // undici refused the request outright (e.g. a header value it will not send).
+      o.log.warn({ request_id: o.requestId, err: (err as Error).message }, 'request could not be sent upstream')
       this.#fail('internal')
     }
   }
