@@ -79,7 +79,10 @@ export class Exchange implements Dispatcher.DispatchHandler {
       )
     } catch (err) {
       // undici refused the request outright (e.g. a header value it will not send).
-      o.log.warn({ request_id: o.requestId, err: (err as Error).message }, 'request could not be sent upstream')
+      o.log.warn(
+        { request_id: o.requestId, err: (err as Error).message },
+        'request could not be sent upstream',
+      )
       this.#fail('internal')
     }
   }
