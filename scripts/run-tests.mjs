@@ -2,11 +2,15 @@
 // Runs the compiled tests with node:test: unit tests (dist/src/**/*.test.js) and integration
 // tests (dist/test/integration/*.test.js). `node scripts/run-tests.mjs unit|integration` runs one set.
 import { spawnSync } from 'node:child_process'
-import { readdirSync, statSync } from 'node:fs'
+import { existsSync, readdirSync, statSync } from 'node:fs'
 import path from 'node:path'
 
 const root = path.resolve(import.meta.dirname ?? path.dirname(new URL(import.meta.url).pathname), '..')
 const which = process.argv[2] ?? 'all'
+
+function sourceOf(compiled) {
+  return path.join(root, path.relative(path.join(root, 'dist'), compiled)).replace(/\.js$/, '.ts')
+}
 
 function find(dir) {
   let out = []
@@ -19,7 +23,8 @@ function find(dir) {
   for (const name of entries) {
     const p = path.join(dir, name)
     if (statSync(p).isDirectory()) out = out.concat(find(p))
-    else if (name.endsWith('.test.js')) out.push(p)
+    // Only tests whose TypeScript source still exists: tsc leaves deleted files' output behind.
+    else if (name.endsWith('.test.js') && existsSync(sourceOf(p))) out.push(p)
   }
   return out.sort()
 }

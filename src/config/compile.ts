@@ -10,7 +10,14 @@ import { formatHostPort, type HostPort, parseHostPort } from './address'
 import { readConfigFile, type SourceDocument } from './load'
 import { formatPath, type KeyPath, type Problem } from './problems'
 import { configSchema, type RawConfig } from './schema'
-import { deepFreeze, type Mode, type Snapshot, type UpstreamSpec } from './snapshot'
+import {
+  deepFreeze,
+  type HashKey,
+  type Mode,
+  type Snapshot,
+  type Strategy,
+  type UpstreamSpec,
+} from './snapshot'
 
 /** Values from CLI flags and environment variables, which win over the file (SPEC precedence). */
 export interface Overrides {
@@ -129,9 +136,59 @@ function crossCheck(data: Record<string, unknown>, at: (p: KeyPath, m: string) =
     }
   }
 
+  for (const [name, u] of Object.entries(upstreams ?? {})) {
+    if (!isRecord(u)) continue
+    const strategy = typeof u.strategy === 'string' ? u.strategy : 'round_robin'
+    if (Array.isArray(u.servers) && strategy === 'round_robin') {
+      u.servers.forEach((s, i) => {
+        if (isRecord(s) && s.weight !== undefined && s.weight !== 1) {
+          at(
+            ['upstreams', name, 'servers', i, 'weight'],
+            'round_robin treats every server alike; use strategy: weighted (or least_connections, random, consistent_hash) for weights',
+          )
+        }
+      })
+    }
+    if (u.hash_key !== undefined && strategy !== 'consistent_hash') {
+      at(['upstreams', name, 'hash_key'], 'only applies with strategy: consistent_hash')
+    }
+  }
+
+  const lb = isRecord(data.load_balancer) ? data.load_balancer : undefined
   if (data.mode === 'load_balancer') {
-    if (!isRecord(data.load_balancer)) at(['load_balancer'], 'is required when mode is load_balancer')
-    else checkUpstreamRef(['load_balancer', 'upstream'], data.load_balancer.upstream)
+    if (!lb) at(['load_balancer'], 'is required when mode is load_balancer')
+    else checkUpstreamRef(['load_balancer', 'upstream'], lb.upstream)
+  }
+  if (lb?.protocol === 'tcp' && data.mode === 'load_balancer') {
+    if (isRecord(data.server) && data.server.tls !== undefined) {
+      at(
+        ['server', 'tls'],
+        'cannot be used with load_balancer.protocol: tcp (TLS is passed through to the servers)',
+      )
+    }
+    const u = typeof lb.upstream === 'string' && upstreams ? upstreams[lb.upstream] : undefined
+    if (isRecord(u)) {
+      for (const key of ['tls', 'sni'] as const) {
+        if (u[key] !== undefined && u[key] !== false && u[key] !== '') {
+          at(
+            ['upstreams', String(lb.upstream), key],
+            'has no effect with load_balancer.protocol: tcp (bytes pass through as they are)',
+          )
+        }
+      }
+      if (typeof u.hash_key === 'string' && u.hash_key !== 'client_ip') {
+        at(
+          ['upstreams', String(lb.upstream), 'hash_key'],
+          'only client_ip can be used with load_balancer.protocol: tcp',
+        )
+      }
+      if (Array.isArray(u.retry_on) && u.retry_on.some((c) => c !== 'connect_failure')) {
+        at(
+          ['upstreams', String(lb.upstream), 'retry_on'],
+          'only connect_failure applies with load_balancer.protocol: tcp',
+        )
+      }
+    }
   }
   if (data.mode === 'api_gateway' && !isRecord(data.api_gateway)) {
     at(['api_gateway'], 'is required when mode is api_gateway')
@@ -231,18 +288,29 @@ function dedupe(problems: Problem[]): Problem[] {
   })
 }
 
+function parseHashKey(k: string): HashKey {
+  if (k === 'client_ip' || k === 'path') return { kind: k }
+  const colon = k.indexOf(':')
+  const kind = k.slice(0, colon) as 'header' | 'cookie'
+  const name = k.slice(colon + 1)
+  return { kind, name: kind === 'header' ? name.toLowerCase() : name }
+}
+
 function build(raw: RawConfig, file: string): Snapshot {
   const bind = parseHostPort(raw.server.bind_address, { listen: true }) as HostPort
   const upstreams = new Map<string, UpstreamSpec>()
   for (const [name, u] of Object.entries(raw.upstreams)) {
     const hc = u.health_check
+    const ph = u.passive_health
     upstreams.set(name, {
       name,
       peers: u.servers.map((s) => {
-        const hp = parseHostPort(s) as HostPort
-        return { address: formatHostPort(hp), host: hp.host, port: hp.port }
+        const entry = typeof s === 'string' ? { address: s, weight: 1 } : s
+        const hp = parseHostPort(entry.address) as HostPort
+        return { address: formatHostPort(hp), host: hp.host, port: hp.port, weight: entry.weight }
       }),
-      strategy: 'round_robin',
+      strategy: u.strategy as Strategy,
+      hashKey: parseHashKey(u.hash_key),
       tls: u.tls,
       sni: u.sni ? u.sni : undefined,
       healthCheck: hc && {
@@ -252,6 +320,15 @@ function build(raw: RawConfig, file: string): Snapshot {
         healthyThreshold: hc.healthy_threshold,
         unhealthyThreshold: hc.unhealthy_threshold,
       },
+      passiveHealth: ph.enabled
+        ? {
+            consecutiveFailures: ph.consecutive_failures,
+            baseEjectionMs: ph.base_ejection_secs * 1000,
+            maxEjectionMs: ph.max_ejection_secs * 1000,
+          }
+        : undefined,
+      retry: { retries: u.retries, on: new Set(u.retry_on) },
+      retryBudget: { percent: u.retry_budget.percent, minPerSec: u.retry_budget.min_per_sec },
     })
   }
   const gateway = raw.mode === 'api_gateway'
@@ -283,6 +360,7 @@ function build(raw: RawConfig, file: string): Snapshot {
     upstreams,
     activeUpstreams,
     lbUpstream: gateway ? undefined : raw.load_balancer!.upstream,
+    lbProtocol: gateway ? 'http' : raw.load_balancer!.protocol,
     routes,
     controlApi: {
       enabled: control.enabled,

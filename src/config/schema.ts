@@ -19,7 +19,14 @@ const secs = z.number().positive()
 const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/
 
 export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const
-export const STRATEGIES = ['round_robin'] as const
+export const STRATEGIES = [
+  'round_robin',
+  'weighted',
+  'least_connections',
+  'random',
+  'consistent_hash',
+] as const
+export const RETRY_ON = ['connect_failure', 'timeout', 'reset', '5xx'] as const
 
 const tlsFiles = z.strictObject({
   cert_path: z.string().min(1),
@@ -57,8 +64,45 @@ const healthCheck = z.strictObject({
   unhealthy_threshold: z.number().int().min(1).default(1),
 })
 
+const server_ = z.union([
+  hostPort,
+  z.strictObject({
+    address: hostPort,
+    weight: z.number().int().min(1).max(1000).default(1),
+  }),
+])
+
+/** `client_ip`, `path`, `header:<name>` or `cookie:<name>`. */
+const hashKey = z.string().superRefine((k, ctx) => {
+  if (k === 'client_ip' || k === 'path') return
+  const m = /^(header|cookie):(.+)$/.exec(k)
+  if (m && (m[1] === 'cookie' || TOKEN.test(m[2]!))) return
+  ctx.addIssue({
+    code: 'custom',
+    message: `must be client_ip, path, header:<name> or cookie:<name> (got "${k}")`,
+  })
+})
+
+const retryOn = z.array(z.enum(RETRY_ON, { error: () => `must be one of ${RETRY_ON.join(', ')}` }))
+
+const retryBudget = z.strictObject({
+  /** Retries allowed as a share of the group's requests over the last 10 s. */
+  percent: z.number().min(0).max(100).default(20),
+  /** Retries always allowed per second, so failover works at low traffic. */
+  min_per_sec: z.number().min(0).default(10),
+})
+
+const passiveHealth = z.strictObject({
+  enabled: z.boolean().default(true),
+  /** Consecutive connect failures or 5xx answers that eject a server. */
+  consecutive_failures: z.number().int().min(1).default(5),
+  /** First ejection length; each repeat offence adds this much again, up to max_ejection_secs. */
+  base_ejection_secs: secs.default(10),
+  max_ejection_secs: secs.default(300),
+})
+
 const upstream = z.strictObject({
-  servers: z.array(hostPort).min(1, { message: 'needs at least one server' }),
+  servers: z.array(server_).min(1, { message: 'needs at least one server' }),
   strategy: z
     .string()
     .default('round_robin')
@@ -70,9 +114,15 @@ const upstream = z.strictObject({
         })
       }
     }),
+  hash_key: hashKey.default('client_ip'),
   tls: z.boolean().default(false),
   sni: z.string().optional(),
   health_check: healthCheck.optional(),
+  passive_health: passiveHealth.prefault({}),
+  /** Extra attempts on another server after a failure `retry_on` allows. */
+  retries: z.number().int().min(0).max(10).default(1),
+  retry_on: retryOn.default(['connect_failure']),
+  retry_budget: retryBudget.prefault({}),
 })
 
 const pathPattern = z.string().superRefine((p, ctx) => {
@@ -95,6 +145,9 @@ const route = z.strictObject({
   strip_prefix: z.boolean().default(false),
   timeout_secs: secs.optional(),
   middlewares: z.array(z.string().min(1)).default([]),
+  /** Override the upstream group's retries / retry_on for this route. */
+  retries: z.number().int().min(0).max(10).optional(),
+  retry_on: retryOn.optional(),
 })
 
 const rateLimiting = z.strictObject({
@@ -127,6 +180,8 @@ const apiGateway = z.strictObject({
 
 const loadBalancer = z.strictObject({
   upstream: z.string().min(1),
+  /** http: HTTP-aware proxying (default). tcp: raw TCP pass-through (TLS untouched). */
+  protocol: z.enum(['http', 'tcp']).default('http'),
 })
 
 const controlApi = z.strictObject({

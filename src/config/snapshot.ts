@@ -12,6 +12,29 @@ export interface PeerSpec {
   readonly address: string
   readonly host: string
   readonly port: number
+  readonly weight: number
+}
+
+export type Strategy = 'round_robin' | 'weighted' | 'least_connections' | 'random' | 'consistent_hash'
+
+export type HashKey =
+  | { readonly kind: 'client_ip' }
+  | { readonly kind: 'path' }
+  | { readonly kind: 'header'; readonly name: string }
+  | { readonly kind: 'cookie'; readonly name: string }
+
+export type RetryCondition = 'connect_failure' | 'timeout' | 'reset' | '5xx'
+
+export interface RetryPolicy {
+  /** Extra attempts after the first. */
+  readonly retries: number
+  readonly on: ReadonlySet<RetryCondition>
+}
+
+export interface PassiveHealthSpec {
+  readonly consecutiveFailures: number
+  readonly baseEjectionMs: number
+  readonly maxEjectionMs: number
 }
 
 export interface HealthCheckSpec {
@@ -26,11 +49,16 @@ export interface HealthCheckSpec {
 export interface UpstreamSpec {
   readonly name: string
   readonly peers: readonly PeerSpec[]
-  readonly strategy: 'round_robin'
+  readonly strategy: Strategy
+  readonly hashKey: HashKey
   readonly tls: boolean
   /** TLS server name and the Host sent upstream; undefined keeps the client's Host. */
   readonly sni: string | undefined
   readonly healthCheck: HealthCheckSpec | undefined
+  /** Outlier ejection; undefined when disabled. */
+  readonly passiveHealth: PassiveHealthSpec | undefined
+  readonly retry: RetryPolicy
+  readonly retryBudget: { readonly percent: number; readonly minPerSec: number }
 }
 
 export interface PoolSpec {
@@ -56,6 +84,8 @@ export interface Snapshot {
   readonly activeUpstreams: readonly string[]
   /** load_balancer mode: the one group every request goes to. */
   readonly lbUpstream: string | undefined
+  /** load_balancer mode: HTTP proxying, or raw TCP pass-through. */
+  readonly lbProtocol: 'http' | 'tcp'
   /** api_gateway mode: the compiled route table. */
   readonly routes: RouteTable | undefined
   readonly controlApi: {

@@ -3,6 +3,7 @@
 // (error_type). Node and undici error codes are mapped to kinds in exactly one place, here.
 
 import type { ServerResponse } from 'node:http'
+import type { RetryCondition } from '../config/snapshot'
 
 export type ErrorKind =
   | 'no_route'
@@ -60,9 +61,20 @@ export function classifyUpstreamError(err: Error & { code?: string }, sent: bool
   }
 }
 
-/** Retryable kinds: the request never reached the peer. */
-export function isRetryable(kind: ErrorKind): boolean {
-  return kind === 'connect_failed' || kind === 'connect_timeout'
+/** Which `retry_on` condition a failure falls under; undefined: never retried. */
+export function retryCondition(kind: ErrorKind): RetryCondition | undefined {
+  switch (kind) {
+    case 'connect_failed':
+    case 'connect_timeout':
+      return 'connect_failure'
+    case 'upstream_timeout':
+      return 'timeout'
+    case 'upstream_reset':
+    case 'upstream_error':
+      return 'reset'
+    default:
+      return undefined
+  }
 }
 
 /** Writes the short plain-text reply for `kind`. The caller makes sure headers were not sent. */

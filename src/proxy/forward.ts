@@ -1,18 +1,27 @@
-// One proxied exchange: tries the candidate peers in order (moving on only when the request never
-// reached a peer), streams the request body up and the response down with backpressure, tears
-// down both ways (client gone: abort upstream; upstream drops mid-response: end the client's
-// response), and writes the access log line once at the end.
+// One proxied exchange: tries candidate peers in turn as the retry policy allows, streams the
+// request body up and the response down with backpressure, tears down both ways (client gone:
+// abort upstream; upstream drops mid-response: cut the client's response short), reports each
+// attempt's outcome to passive health, and writes the access log line once at the end.
 //
 // It is an undici dispatch handler (the legacy callback form, the fastest in undici 7), so the
 // response is written straight into Node's ServerResponse with no intermediate stream.
+//
+// Retry safety: a connect failure never reached the peer, so any request may go elsewhere. Any
+// other failure (timeout, reset, 5xx) is retried only for idempotent methods without a body,
+// and only before a byte of the response reached the client: a streamed body is never sent twice.
 
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Dispatcher } from 'undici'
+import type { RetryCondition, RetryPolicy } from '../config/snapshot'
 import type { AccessLog } from '../observe/access-log'
 import type { Logger } from '../observe/logger'
+import type { UpstreamGroup } from '../upstream/group'
 import type { Peer } from '../upstream/peer'
-import { classifyUpstreamError, ERRORS, type ErrorKind, isRetryable, replyError } from './errors'
+import { classifyUpstreamError, ERRORS, type ErrorKind, replyError, retryCondition } from './errors'
 import { downstreamResponseHeaders } from './headers'
+
+/** RFC 9110 section 9.2.2. */
+const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE'])
 
 export interface ExchangeOptions {
   req: IncomingMessage
@@ -31,11 +40,15 @@ export interface ExchangeOptions {
   timeoutMs: number
   route: string | undefined
   upstream: string
+  group: UpstreamGroup
+  retry: RetryPolicy
   candidates: Peer[]
   /** Ask the client to close its connection (the proxy is draining). */
   closing: () => boolean
   onDone: () => void
 }
+
+const RETRYING = new Error('retrying on another server')
 
 export class Exchange implements Dispatcher.DispatchHandler {
   readonly #o: ExchangeOptions
@@ -45,6 +58,8 @@ export class Exchange implements Dispatcher.DispatchHandler {
   #sent = false
   #clientGone = false
   #finished = false
+  /** This attempt was aborted by us to retry (a 5xx answer); its onError starts the next. */
+  #retryPending = false
   #status = 0
   #remaining = -1
   #resume: (() => void) | undefined
@@ -87,6 +102,21 @@ export class Exchange implements Dispatcher.DispatchHandler {
     }
   }
 
+  /** Whether a failure under `cond` may be retried on the next candidate, and takes the budget. */
+  #mayRetry(cond: RetryCondition | undefined): boolean {
+    const o = this.#o
+    if (cond === undefined || !o.retry.on.has(cond)) return false
+    if (this.#index >= o.retry.retries || this.#index + 1 >= o.candidates.length) return false
+    if (cond !== 'connect_failure' && (o.hasBody || !IDEMPOTENT.has(o.method))) return false
+    return o.group.budget.tryRetry(Date.now())
+  }
+
+  #next(): void {
+    this.#peer!.inFlight--
+    this.#index++
+    this.#attempt()
+  }
+
   #onClientClose = (): void => {
     // writableEnded: the whole response was handed to Node; the close is the normal end.
     if (this.#finished || this.#o.res.writableEnded) return
@@ -104,6 +134,21 @@ export class Exchange implements Dispatcher.DispatchHandler {
   onHeaders(statusCode: number, rawHeaders: Buffer[], resume: () => void, statusText: string): boolean {
     const o = this.#o
     if (statusCode < 200) return true // 1xx informational: Node answers `100 Continue` itself.
+    const peer = this.#peer!
+    if (statusCode >= 500) {
+      o.group.reportFailure(peer, `status ${statusCode}`)
+      if (this.#mayRetry('5xx')) {
+        o.log.warn(
+          { request_id: o.requestId, upstream: o.upstream, server: peer.address, status: statusCode },
+          'upstream answered 5xx; retrying on another server',
+        )
+        this.#retryPending = true
+        this.#abort?.(RETRYING)
+        return false
+      }
+    } else {
+      o.group.reportSuccess(peer)
+    }
     this.#status = statusCode
     this.#resume = resume
     const headers = downstreamResponseHeaders(rawHeaders, o.requestId, o.closing())
@@ -125,7 +170,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
     const res = this.#o.res
     if (this.#remaining > 0) {
       this.#remaining -= chunk.length
-      // The last chunk of a known-length body goes out with end(): head and body in one write.
+      // The last chunk of a known-length body goes out with end().
       if (this.#remaining === 0) {
         res.end(chunk)
         return true
@@ -149,11 +194,19 @@ export class Exchange implements Dispatcher.DispatchHandler {
   onError(err: Error & { code?: string }): void {
     const o = this.#o
     const peer = this.#peer!
+    if (this.#retryPending) {
+      this.#retryPending = false
+      // Leave undici's call stack before dispatching again.
+      queueMicrotask(() => (this.#clientGone ? this.#finish('client_aborted') : this.#next()))
+      return
+    }
     if (this.#clientGone) {
       this.#finish('client_aborted')
       return
     }
     const kind = classifyUpstreamError(err, this.#sent)
+    o.group.reportFailure(peer, kind)
+    const retry = !o.res.headersSent && this.#mayRetry(retryCondition(kind))
     o.log.warn(
       {
         request_id: o.requestId,
@@ -161,13 +214,12 @@ export class Exchange implements Dispatcher.DispatchHandler {
         server: peer.address,
         error_type: kind,
         err: err.code ?? err.message,
+        retry,
       },
       'upstream error',
     )
-    if (isRetryable(kind) && this.#index + 1 < o.candidates.length) {
-      peer.inFlight--
-      this.#index++
-      this.#attempt()
+    if (retry) {
+      this.#next()
       return
     }
     if (o.res.headersSent) {

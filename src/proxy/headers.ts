@@ -41,6 +41,7 @@ export interface UpstreamRequestHead {
   hasBody: boolean
   /** Client's Host header, if any. */
   host: string | undefined
+  clientIp: string
 }
 
 export interface ForwardedFor {
@@ -110,7 +111,7 @@ export function upstreamRequestHead(raw: readonly string[], fwd: ForwardedFor): 
     requestId,
   )
   if (host !== undefined) headers.push('x-forwarded-host', host)
-  return { headers, requestId, hasBody, host }
+  return { headers, requestId, hasBody, host, clientIp: fwd.clientIp }
 }
 
 /**

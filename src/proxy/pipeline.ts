@@ -3,6 +3,7 @@
 // once an upstream is involved are written by the Exchange, both through errors.ts.
 
 import type { IncomingMessage, ServerResponse } from 'node:http'
+import type { RetryCondition, RetryPolicy } from '../config/snapshot'
 import type { SnapshotStore } from '../config/store'
 import type { AccessLog } from '../observe/access-log'
 import type { Logger } from '../observe/logger'
@@ -72,6 +73,8 @@ export class Pipeline {
     let routeName: string | undefined
     let upstreamPath = url
     let timeoutMs = snapshot.upstreamTimeoutMs
+    let routeRetries: number | undefined
+    let routeRetryOn: ReadonlySet<RetryCondition> | undefined
 
     const group0 = snapshot.routes ? undefined : groups.get(snapshot.lbUpstream!)
     const head = upstreamRequestHead(req.rawHeaders, {
@@ -98,6 +101,8 @@ export class Pipeline {
       upstreamName = route.upstream
       if (route.stripPrefix) upstreamPath = stripPrefix(route.regex, url)
       if (route.timeoutMs !== undefined) timeoutMs = route.timeoutMs
+      routeRetries = route.retries
+      routeRetryOn = route.retryOn
     } else {
       upstreamName = snapshot.lbUpstream!
     }
@@ -107,7 +112,9 @@ export class Pipeline {
       // Gateway routes learn their group only now; apply its Host override.
       setHeader(head.headers, 'host', group.hostOverride)
     }
-    const candidates = group.candidates()
+    const now = Date.now()
+    group.budget.request(now)
+    const candidates = group.candidates({ clientIp: head.clientIp, path, rawHeaders: req.rawHeaders }, now)
     if (candidates.length === 0) {
       this.#early(
         req,
@@ -137,6 +144,8 @@ export class Pipeline {
       timeoutMs,
       route: routeName,
       upstream: upstreamName,
+      group,
+      retry: retryPolicy(group.retry, routeRetries, routeRetryOn),
       candidates,
       closing: this.#closing,
       onDone: this.#done,
@@ -171,6 +180,15 @@ export class Pipeline {
     })
     this.#done()
   }
+}
+
+function retryPolicy(
+  group: RetryPolicy,
+  retries: number | undefined,
+  on: ReadonlySet<RetryCondition> | undefined,
+): RetryPolicy {
+  if (retries === undefined && on === undefined) return group
+  return { retries: retries ?? group.retries, on: on ?? group.on }
 }
 
 /** Absolute-form request targets (`GET http://host/path`) are reduced to their path. */

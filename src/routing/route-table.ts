@@ -1,6 +1,7 @@
 // The compiled `api_gateway.routes`: patterns compiled once at load, ordered longest pattern first
 // (ties keep file order). `match` is the only thing the request path calls.
 
+import type { RetryCondition } from '../config/snapshot'
 import { compilePattern } from './pattern'
 
 export interface Route {
@@ -14,6 +15,9 @@ export interface Route {
   /** Upstream timeout for this route; undefined falls back to server.upstream_timeout_secs. */
   readonly timeoutMs: number | undefined
   readonly middlewares: readonly string[]
+  /** Overrides of the upstream group's retry policy (either part may be absent). */
+  readonly retries: number | undefined
+  readonly retryOn: ReadonlySet<RetryCondition> | undefined
 }
 
 export interface RouteInput {
@@ -24,6 +28,8 @@ export interface RouteInput {
   strip_prefix: boolean
   timeout_secs?: number | undefined
   middlewares: string[]
+  retries?: number | undefined
+  retry_on?: RetryCondition[] | undefined
 }
 
 export type RouteMatch =
@@ -51,6 +57,8 @@ export class RouteTable {
         stripPrefix: r.strip_prefix,
         timeoutMs: r.timeout_secs !== undefined ? r.timeout_secs * 1000 : undefined,
         middlewares: r.middlewares,
+        retries: r.retries,
+        retryOn: r.retry_on ? new Set(r.retry_on) : undefined,
       }
       return { route, index }
     })

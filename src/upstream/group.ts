@@ -1,9 +1,14 @@
-// An upstream group at run time: its peers and its selector. `candidates()` yields peers in the
-// order the strategy prefers them, healthy ones only; the pipeline tries them in turn and moves
-// on after a connect failure (Pingora's select-with-fallbacks).
+// An upstream group at run time: its peers, the selector its `strategy` names, its passive
+// health and retry budget. `candidates()` yields available peers in preference order; the
+// exchange tries them in turn when the retry policy allows (Pingora's select-with-fallbacks).
 
-import type { UpstreamSpec } from '../config/snapshot'
+import type { RetryPolicy, UpstreamSpec } from '../config/snapshot'
+import type { Logger } from '../observe/logger'
+import { PassiveHealth } from './passive-health'
 import type { Peer } from './peer'
+import type { RetryBudget } from './retry-budget'
+import { createSelector, type SelectContext, type Selector } from './selectors/index'
+import { RoundRobin } from './selectors/round-robin'
 
 export class UpstreamGroup {
   readonly name: string
@@ -12,44 +17,44 @@ export class UpstreamGroup {
   /** The Host header sent upstream instead of the client's (from `sni`), if any. */
   readonly hostOverride: string | undefined
   readonly tls: boolean
-  #cursor = 0
+  readonly retry: RetryPolicy
+  readonly budget: RetryBudget
+  readonly #selector: Selector
+  readonly #passive: PassiveHealth | undefined
 
-  constructor(spec: UpstreamSpec, peers: readonly Peer[], cursor = 0) {
+  constructor(spec: UpstreamSpec, peers: readonly Peer[], budget: RetryBudget, log: Logger, cursor = 0) {
     this.name = spec.name
     this.spec = spec
     this.peers = peers
     this.tls = spec.tls
     this.hostOverride = spec.sni
-    this.#cursor = cursor % Math.max(1, peers.length)
+    this.retry = spec.retry
+    this.budget = budget
+    this.#selector = createSelector(spec.strategy, peers, spec.hashKey, cursor)
+    this.#passive = spec.passiveHealth && new PassiveHealth(spec.passiveHealth, spec.name, log)
   }
 
+  /** Where round robin would go next (carried over to the group that replaces this one). */
   get cursor(): number {
-    return this.#cursor
+    return this.#selector instanceof RoundRobin ? this.#selector.cursor : 0
   }
 
-  /**
-   * Round robin: the healthy peers, starting at the next one in turn. Advancing the cursor once per
-   * request (not per healthy peer) keeps the cycle in server order with one worker.
-   * Returns an empty array when no peer is healthy (the caller answers 503).
-   */
-  candidates(): Peer[] {
-    const peers = this.peers
-    const n = peers.length
-    const start = this.#cursor
-    const out: Peer[] = []
-    for (let i = 0; i < n; i++) {
-      const idx = (start + i) % n
-      const p = peers[idx]!
-      if (!p.healthy) continue
-      if (out.length === 0) this.#cursor = (idx + 1) % n
-      out.push(p)
-    }
-    return out
+  /** Available peers in preference order; empty when none is (the caller answers 503). */
+  candidates(ctx: SelectContext, now: number): Peer[] {
+    return this.#selector.candidates(ctx, now)
   }
 
-  healthyCount(): number {
+  reportSuccess(peer: Peer): void {
+    this.#passive?.success(peer)
+  }
+
+  reportFailure(peer: Peer, reason: string): void {
+    this.#passive?.failure(peer, this.peers, reason)
+  }
+
+  availableCount(now = Date.now()): number {
     let c = 0
-    for (const p of this.peers) if (p.healthy) c++
+    for (const p of this.peers) if (p.available(now)) c++
     return c
   }
 }

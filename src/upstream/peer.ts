@@ -17,8 +17,19 @@ export class Peer {
   readonly pool: Pool
   /** Key that decides whether a reload can keep this peer (same address, TLS and pool settings). */
   readonly key: string
+  readonly weight: number
+  /** Active health: false after the health checker's verdict, until it recovers. */
   healthy = true
+  /** Requests (or TCP connections) in flight to this peer. */
   inFlight = 0
+  /** Passive health: ejected until this time (ms since epoch); 0 when not ejected. */
+  ejectedUntil = 0
+  /** Consecutive connect failures / 5xx answers since the last success. */
+  consecutiveFailures = 0
+  /** How many times this peer has been ejected recently (the cool-down grows with it). */
+  ejections = 0
+  /** Smooth weighted round robin's running weight (see selectors/weighted.ts). */
+  currentWeight = 0
 
   constructor(group: string, spec: PeerSpec, tls: PeerTls, pool: PoolSpec) {
     this.group = group
@@ -26,6 +37,7 @@ export class Peer {
     this.host = spec.host
     this.port = spec.port
     this.key = peerKey(group, spec, tls, pool)
+    this.weight = spec.weight
     const origin = `${tls.enabled ? 'https' : 'http'}://${spec.address}`
     this.pool = new Pool(origin, {
       connections: pool.maxConnections,
@@ -42,6 +54,11 @@ export class Peer {
     })
   }
 
+  /** In rotation: healthy by the active checks and not ejected by passive health. */
+  available(now: number): boolean {
+    return this.healthy && this.ejectedUntil <= now
+  }
+
   /** Closes the pool once in-flight requests are done. */
   async close(): Promise<void> {
     await this.pool.close().catch(() => undefined)
@@ -56,6 +73,7 @@ export function peerKey(group: string, spec: PeerSpec, tls: PeerTls, pool: PoolS
   return [
     group,
     spec.address,
+    spec.weight,
     tls.enabled,
     tls.servername ?? '',
     pool.maxConnections,

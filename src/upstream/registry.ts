@@ -7,12 +7,14 @@ import type { Logger } from '../observe/logger'
 import { UpstreamGroup } from './group'
 import { HealthChecker } from './health/checker'
 import { Peer, peerKey } from './peer'
+import { RetryBudget } from './retry-budget'
 
 export class UpstreamRegistry {
   readonly #log: Logger
   #peers = new Map<string, Peer>()
   #checkers = new Map<string, HealthChecker>()
   #groups = new Map<string, UpstreamGroup>()
+  #budgets = new Map<string, RetryBudget>()
 
   constructor(log: Logger) {
     this.#log = log
@@ -27,7 +29,17 @@ export class UpstreamRegistry {
         const key = peerKey(spec.name, p, tls, snapshot.pool)
         return this.#peers.get(key) ?? new Peer(spec.name, p, tls, snapshot.pool)
       })
-      groups.set(spec.name, new UpstreamGroup(spec, peers, this.#groups.get(spec.name)?.cursor ?? 0))
+      const b = spec.retryBudget
+      const budgetKey = `${spec.name}|${b.percent}|${b.minPerSec}`
+      let budget = this.#budgets.get(budgetKey)
+      if (!budget) {
+        budget = new RetryBudget(b.percent, b.minPerSec)
+        this.#budgets.set(budgetKey, budget)
+      }
+      groups.set(
+        spec.name,
+        new UpstreamGroup(spec, peers, budget, this.#log, this.#groups.get(spec.name)?.cursor ?? 0),
+      )
     }
     return groups
   }
