@@ -106,14 +106,24 @@ function routesView(o: ControlApiOptions) {
 
 function upstreamsView(o: ControlApiOptions) {
   const { snapshot, groups } = o.store.current()
+  const now = Date.now()
   return {
     upstreams: [...groups.values()].map((g) => ({
       name: g.name,
       strategy: g.spec.strategy,
+      available: g.availableCount(now),
       tls: g.tls,
       active: snapshot.activeUpstreams.includes(g.name),
       health_check: g.spec.healthCheck ? (g.spec.healthCheck.path ? 'http' : 'tcp') : null,
-      servers: g.peers.map((p) => ({ address: p.address, healthy: p.healthy, in_flight: p.inFlight })),
+      servers: g.peers.map((p) => ({
+        address: p.address,
+        weight: p.weight,
+        healthy: p.healthy,
+        ejected: p.ejectedUntil > now,
+        ejected_until: p.ejectedUntil > now ? new Date(p.ejectedUntil).toISOString() : null,
+        consecutive_failures: p.consecutiveFailures,
+        in_flight: p.inFlight,
+      })),
     })),
   }
 }

@@ -3,7 +3,7 @@
 // server.shutdown_timeout_secs, exit 0).
 
 import cluster from 'node:cluster'
-import type http from 'node:http'
+import type net from 'node:net'
 import { formatHostPort, type HostPort } from '../config/address'
 import type { Snapshot } from '../config/snapshot'
 import { SnapshotStore } from '../config/store'
@@ -13,6 +13,7 @@ import { createLogger, type LoggerHandle } from '../observe/logger'
 import { Pipeline } from '../proxy/pipeline'
 import { UpstreamRegistry } from '../upstream/registry'
 import { createListener, type Listener, listen } from './listener'
+import { TcpProxy } from './tcp'
 
 export interface Instance {
   stop(): Promise<void>
@@ -28,19 +29,21 @@ export async function startInstance(
   const registry = new UpstreamRegistry(log)
   const groups = registry.build(snapshot)
   const store = new SnapshotStore({ snapshot, groups })
+  const tcp = snapshot.lbProtocol === 'tcp' ? new TcpProxy(store, log) : undefined
   const pipeline = new Pipeline({
     store,
     log,
     access: new AccessLog(handle),
     proto: snapshot.tls ? 'https' : 'http',
   })
-  const listener = createListener(snapshot, pipeline.handle, log)
+  const listener = tcp ? tcp.server : createListener(snapshot, pipeline.handle, log)
+  const front = tcp ?? pipeline
   const control = snapshot.controlApi.enabled
     ? createControlServer({ store, log, version, startedAt: Date.now() })
     : undefined
 
   try {
-    await listen(listener as http.Server, snapshot.bind.host, snapshot.bind.port)
+    await listen(listener, snapshot.bind.host, snapshot.bind.port)
     if (control) await listen(control, snapshot.controlApi.bind.host, snapshot.controlApi.bind.port)
   } catch (err) {
     listener.close()
@@ -53,7 +56,7 @@ export async function startInstance(
   log.info(
     {
       mode: snapshot.mode,
-      bind: `${snapshot.tls ? 'https' : 'http'}://${boundAddress(listener, snapshot.bind)}`,
+      bind: `${tcp ? 'tcp' : snapshot.tls ? 'https' : 'http'}://${boundAddress(listener, snapshot.bind)}`,
       control_api: control ? `http://${boundAddress(control, snapshot.controlApi.bind)}` : null,
       upstreams: snapshot.activeUpstreams,
       version,
@@ -65,10 +68,10 @@ export async function startInstance(
   let stopping: Promise<void> | undefined
   const stop = (): Promise<void> => {
     stopping ??= (async () => {
-      log.info({ in_flight: pipeline.inFlight, grace_ms: snapshot.shutdownTimeoutMs }, 'shutting down')
+      log.info({ in_flight: front.inFlight, grace_ms: snapshot.shutdownTimeoutMs }, 'shutting down')
       pipeline.drain()
       listener.close()
-      listener.closeIdleConnections()
+      if (!tcp) (listener as Listener).closeIdleConnections()
       control?.close()
       control?.closeAllConnections()
       registry.stopHealthChecks()
@@ -77,13 +80,14 @@ export async function startInstance(
       )
       // Keep-alive connections that finish a response while draining close on their own
       // (`connection: close`); poll for idle ones that were mid-request when we started.
-      const sweep = setInterval(() => listener.closeIdleConnections(), 100)
-      const outcome = await Promise.race([pipeline.idle().then(() => 'drained' as const), grace])
+      const sweep = tcp ? undefined : setInterval(() => (listener as Listener).closeIdleConnections(), 100)
+      const outcome = await Promise.race([front.idle().then(() => 'drained' as const), grace])
       clearInterval(sweep)
       if (outcome === 'timeout') {
-        log.warn({ in_flight: pipeline.inFlight }, 'grace period over; closing remaining connections')
+        log.warn({ in_flight: front.inFlight }, 'grace period over; closing remaining connections')
       }
-      listener.closeAllConnections()
+      if (tcp) tcp.destroyAll()
+      else (listener as Listener).closeAllConnections()
       registry.destroy()
       log.info('stopped')
       handle.flush()
@@ -94,7 +98,10 @@ export async function startInstance(
 }
 
 /** The address actually bound (port 0 in the config means the OS picked one). */
-function boundAddress(server: Listener | http.Server, configured: HostPort): string {
+function boundAddress(
+  server: { address(): ReturnType<net.Server['address']> },
+  configured: HostPort,
+): string {
   const a = server.address()
   const port = a !== null && typeof a === 'object' ? a.port : configured.port
   return formatHostPort({ host: configured.host, port })

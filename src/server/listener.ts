@@ -5,6 +5,7 @@
 import { readFileSync } from 'node:fs'
 import http from 'node:http'
 import https from 'node:https'
+import type net from 'node:net'
 import type { Socket } from 'node:net'
 import type { Snapshot } from '../config/snapshot'
 import type { Logger } from '../observe/logger'
@@ -67,7 +68,7 @@ function writeRaw(socket: Socket, status: number, message: string): void {
 }
 
 /** Binds and resolves once listening; rejects with a readable reason (address in use, ...). */
-export function listen(server: http.Server, host: string, port: number): Promise<void> {
+export function listen(server: net.Server, host: string, port: number): Promise<void> {
   return new Promise((resolve, reject) => {
     const onError = (err: NodeJS.ErrnoException) => {
       server.off('listening', onListening)

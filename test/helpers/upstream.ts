@@ -23,6 +23,8 @@ export type Behaviour =
   | { kind: 'drop_mid_body' }
   /** Stream `chunks` chunks of `size` bytes, `gapMs` apart. */
   | { kind: 'stream'; chunks: number; size: number; gapMs: number }
+  /** Read the whole request, then reset the connection without answering. */
+  | { kind: 'reset' }
 
 export interface Upstream {
   name: string
@@ -106,6 +108,9 @@ export async function startUpstream(name: string, healthPath = '/health'): Promi
         case 'drop_mid_body':
           res.writeHead(200, { 'content-type': 'text/plain', 'content-length': '100000' })
           res.write('x'.repeat(1000), () => setTimeout(() => req.socket.destroy(), 20))
+          return
+        case 'reset':
+          req.socket.destroy()
           return
         case 'stream': {
           res.writeHead(200, { 'content-type': 'application/octet-stream' })

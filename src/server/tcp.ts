@@ -1,0 +1,201 @@
+// load_balancer.protocol: tcp. Raw TCP pass-through: each client connection is joined to a
+// connection to one server of the group (same strategies, health checks and passive health as
+// HTTP), trying the next candidate when a connect fails. Bytes pass untouched both ways, TLS
+// included; half-closes are passed on. One log line per connection when it ends.
+
+import net from 'node:net'
+import type { SnapshotStore } from '../config/store'
+import type { Logger } from '../observe/logger'
+import { clientIp } from '../proxy/headers'
+import type { UpstreamGroup } from '../upstream/group'
+import type { Peer } from '../upstream/peer'
+
+export class TcpProxy {
+  readonly server: net.Server
+  readonly #store: SnapshotStore
+  readonly #log: Logger
+  readonly #sockets = new Set<net.Socket>()
+  #active = 0
+  #idleWaiters: Array<() => void> = []
+
+  constructor(store: SnapshotStore, log: Logger) {
+    this.#store = store
+    this.#log = log
+    this.server = net.createServer({ allowHalfOpen: true, noDelay: true }, (c) => this.#accept(c))
+  }
+
+  get inFlight(): number {
+    return this.#active
+  }
+
+  idle(): Promise<void> {
+    if (this.#active === 0) return Promise.resolve()
+    return new Promise((resolve) => this.#idleWaiters.push(resolve))
+  }
+
+  /** Ends every connection still open (after the shutdown grace period). */
+  destroyAll(): void {
+    for (const s of this.#sockets) s.destroy()
+  }
+
+  #accept(client: net.Socket): void {
+    const start = performance.now()
+    const { snapshot, groups } = this.#store.current()
+    const group = groups.get(snapshot.lbUpstream!)!
+    const ip = clientIp(client.remoteAddress)
+    this.#active++
+    this.#sockets.add(client)
+    client.pause()
+    const now = Date.now()
+    group.budget.request(now)
+    const candidates = group.candidates({ clientIp: ip, path: '', rawHeaders: [] }, now)
+    const conn = new TcpConnection(
+      client,
+      ip,
+      group,
+      candidates,
+      snapshot.pool.connectTimeoutMs,
+      this.#log,
+      (info) => {
+        this.#sockets.delete(client)
+        this.#log.info(
+          { ...info, duration_ms: Math.round((performance.now() - start) * 1000) / 1000 },
+          'connection',
+        )
+        if (--this.#active === 0 && this.#idleWaiters.length > 0) {
+          const waiters = this.#idleWaiters
+          this.#idleWaiters = []
+          for (const w of waiters) w()
+        }
+      },
+    )
+    conn.start()
+  }
+}
+
+interface ConnectionRecord {
+  client: string
+  upstream: string
+  server: string | undefined
+  bytes_in: number
+  bytes_out: number
+  error_type?: string
+}
+
+class TcpConnection {
+  #index = 0
+  #peer: Peer | undefined
+  #upstream: net.Socket | undefined
+  #done = false
+  #errorType: string | undefined
+
+  constructor(
+    readonly client: net.Socket,
+    readonly ip: string,
+    readonly group: UpstreamGroup,
+    readonly candidates: Peer[],
+    readonly connectTimeoutMs: number,
+    readonly log: Logger,
+    readonly onClose: (r: ConnectionRecord) => void,
+  ) {
+    // The record is written when the client side is fully closed. A clean end on either side
+    // travels through pipe() (end() after the last byte); only errors tear both down at once.
+    client.on('error', () => this.#upstream?.destroy())
+    client.on('close', () => this.#close())
+  }
+
+  start(): void {
+    if (this.candidates.length === 0) {
+      this.#errorType = 'no_healthy_peer'
+      this.log.warn(
+        { upstream: this.group.name, client: this.ip, error_type: 'no_healthy_peer' },
+        'upstream error',
+      )
+      this.client.destroy()
+      return
+    }
+    this.#connect()
+  }
+
+  #connect(): void {
+    const peer = this.candidates[this.#index]!
+    this.#peer = peer
+    peer.inFlight++
+    const up = net.connect({ host: peer.host, port: peer.port, allowHalfOpen: true, noDelay: true })
+    this.#upstream = up
+    const timer = setTimeout(
+      () => up.destroy(Object.assign(new Error('connect timeout'), { code: 'ETIMEDOUT' })),
+      this.connectTimeoutMs,
+    )
+    let connected = false
+    up.once('connect', () => {
+      connected = true
+      clearTimeout(timer)
+      this.group.reportSuccess(peer)
+      if (this.#done) {
+        up.destroy()
+        return
+      }
+      up.on('error', () => {
+        this.#errorType ??= 'upstream_reset'
+        this.client.destroy()
+      })
+      this.client.pipe(up)
+      up.pipe(this.client)
+      this.client.resume()
+    })
+    up.once('error', (err: NodeJS.ErrnoException) => {
+      if (connected) return // after connect: handled by the listener added on connect
+      clearTimeout(timer)
+      if (this.#done) return // the client left while we were connecting; #close did the rest
+      this.#connectFailed(peer, err)
+    })
+  }
+
+  #connectFailed(peer: Peer, err: NodeJS.ErrnoException): void {
+    peer.inFlight--
+    const kind = err.code === 'ETIMEDOUT' ? 'connect_timeout' : 'connect_failed'
+    this.group.reportFailure(peer, kind)
+    const policy = this.group.retry
+    const retry =
+      !this.#done &&
+      policy.on.has('connect_failure') &&
+      this.#index < policy.retries &&
+      this.#index + 1 < this.candidates.length &&
+      this.group.budget.tryRetry(Date.now())
+    this.log.warn(
+      {
+        upstream: this.group.name,
+        server: peer.address,
+        client: this.ip,
+        error_type: kind,
+        err: err.code ?? err.message,
+        retry,
+      },
+      'upstream error',
+    )
+    if (retry) {
+      this.#index++
+      this.#connect()
+      return
+    }
+    this.#peer = undefined
+    this.#errorType = kind
+    this.client.destroy()
+  }
+
+  #close(): void {
+    if (this.#done) return
+    this.#done = true
+    this.#upstream?.destroy()
+    if (this.#peer) this.#peer.inFlight--
+    this.onClose({
+      client: this.ip,
+      upstream: this.group.name,
+      server: this.#peer?.address,
+      bytes_in: this.client.bytesRead,
+      bytes_out: this.client.bytesWritten,
+      ...(this.#errorType ? { error_type: this.#errorType } : {}),
+    })
+  }
+}
