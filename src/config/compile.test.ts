@@ -85,7 +85,7 @@ describe('bad configs: one problem each, with key path and line', () => {
       yaml: `${BASE}      middlewares: [auth]\n  middlewares:\n    cors: {}\n`,
       path: 'api_gateway.routes.users_api.middlewares[0]',
       line: 12,
-      message: /unknown middleware "auth" \(declared under api_gateway.middlewares: cors\)/,
+      message: /unknown middleware "auth" \(declared: cors\)/,
     },
     {
       desc: 'a missing required section (api_gateway in gateway mode)',

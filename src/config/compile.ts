@@ -5,6 +5,13 @@
 import { accessSync, constants, statSync } from 'node:fs'
 import path from 'node:path'
 import type { z } from 'zod'
+import {
+  declaredType,
+  MIDDLEWARE_SCHEMAS,
+  MIDDLEWARE_TYPES,
+  type MiddlewareConfig,
+  type MiddlewareType,
+} from '../middleware/schema'
 import { RouteTable } from '../routing/route-table'
 import { formatHostPort, type HostPort, parseHostPort } from './address'
 import { readConfigFile, type SourceDocument } from './load'
@@ -51,9 +58,9 @@ export function compile(source: SourceDocument, overrides: Overrides = {}): Comp
   if (!parsed.success) {
     for (const issue of parsed.error.issues) reportIssue(issue, at)
   }
-  crossCheck(data, at, file)
+  const middlewares = crossCheck(data, at, file)
   if (!parsed.success || problems.length > 0) return { ok: false, problems: dedupe(problems) }
-  return { ok: true, snapshot: build(parsed.data, file) }
+  return { ok: true, snapshot: build(parsed.data, file, middlewares) }
 }
 
 function applyOverrides(data: Record<string, unknown>, o: Overrides): void {
@@ -126,10 +133,15 @@ function isRecord(v: unknown): v is Record<string, unknown> {
  * Checks that span sections. It reads the unvalidated tree defensively, so its findings are
  * reported together with the schema's instead of after the user fixes those.
  */
-function crossCheck(data: Record<string, unknown>, at: (p: KeyPath, m: string) => void, file: string): void {
+function crossCheck(
+  data: Record<string, unknown>,
+  at: (p: KeyPath, m: string) => void,
+  file: string,
+): Map<string, MiddlewareConfig> {
   const upstreams = isRecord(data.upstreams) ? data.upstreams : undefined
-  const names = upstreams ? Object.keys(upstreams) : []
-  const defined = names.length > 0 ? `defined: ${names.join(', ')}` : 'no upstreams are defined'
+  const upstreamNames = upstreams ? Object.keys(upstreams) : []
+  const defined =
+    upstreamNames.length > 0 ? `defined: ${upstreamNames.join(', ')}` : 'no upstreams are defined'
   const checkUpstreamRef = (p: KeyPath, ref: unknown): void => {
     if (typeof ref === 'string' && ref !== '' && upstreams && !(ref in upstreams)) {
       at(p, `upstream "${ref}" is not defined under upstreams (${defined})`)
@@ -194,31 +206,31 @@ function crossCheck(data: Record<string, unknown>, at: (p: KeyPath, m: string) =
     at(['api_gateway'], 'is required when mode is api_gateway')
   }
 
-  // Routes are checked in both modes: a file is valid or not whichever mode a flag picks.
+  // Middleware declarations: both sections, each entry by its type's schema.
   const gw = isRecord(data.api_gateway) ? data.api_gateway : undefined
+  const declared = checkMiddlewares(data, gw, at, file)
+  const names = [...declared.keys()]
+  const checkMiddlewareRefs = (base: KeyPath, list: unknown) => {
+    if (!Array.isArray(list)) return
+    list.forEach((mw, i) => {
+      if (typeof mw !== 'string' || declared.has(mw)) return
+      at(
+        [...base, i],
+        `unknown middleware "${mw}" (${names.length ? `declared: ${names.join(', ')}` : 'none is declared under middlewares or api_gateway.middlewares'})`,
+      )
+    })
+  }
+
+  // Routes are checked in both modes: a file is valid or not whichever mode a flag picks.
   const routes = gw && isRecord(gw.routes) ? gw.routes : undefined
-  const declared = gw && isRecord(gw.middlewares) ? Object.keys(gw.middlewares) : []
   for (const [name, route] of Object.entries(routes ?? {})) {
     if (!isRecord(route)) continue
     checkUpstreamRef(['api_gateway', 'routes', name, 'upstream'], route.upstream)
-    if (Array.isArray(route.middlewares)) {
-      route.middlewares.forEach((mw, i) => {
-        if (typeof mw !== 'string') return
-        const p = ['api_gateway', 'routes', name, 'middlewares', i]
-        if (!declared.includes(mw)) {
-          at(
-            p,
-            `unknown middleware "${mw}" (${declared.length ? `declared under api_gateway.middlewares: ${declared.join(', ')}` : 'none is declared under api_gateway.middlewares'})`,
-          )
-        } else {
-          at(
-            p,
-            `middleware "${mw}" is declared but this build cannot apply it to requests yet; ` +
-              'remove it from the route rather than run the route unprotected',
-          )
-        }
-      })
-    }
+    checkMiddlewareRefs(['api_gateway', 'routes', name, 'middlewares'], route.middlewares)
+  }
+  if (lb) checkMiddlewareRefs(['load_balancer', 'middlewares'], lb.middlewares)
+  if (lb?.protocol === 'tcp' && Array.isArray(lb.middlewares) && lb.middlewares.length > 0) {
+    at(['load_balancer', 'middlewares'], 'HTTP middlewares cannot run with load_balancer.protocol: tcp')
   }
 
   const server = isRecord(data.server) ? data.server : undefined
@@ -251,6 +263,96 @@ function crossCheck(data: Record<string, unknown>, at: (p: KeyPath, m: string) =
       )
     }
   }
+  return declared
+}
+
+/**
+ * Validates every middleware declaration (top-level `middlewares` and `api_gateway.middlewares`)
+ * and returns the valid ones by name.
+ */
+function checkMiddlewares(
+  data: Record<string, unknown>,
+  gw: Record<string, unknown> | undefined,
+  at: (p: KeyPath, m: string) => void,
+  file: string,
+): Map<string, MiddlewareConfig> {
+  const out = new Map<string, MiddlewareConfig>()
+  const sections: Array<[KeyPath, unknown]> = [
+    [['middlewares'], data.middlewares],
+    [['api_gateway', 'middlewares'], gw?.middlewares],
+  ]
+  for (const [base, section] of sections) {
+    if (!isRecord(section)) continue
+    for (const [name, raw] of Object.entries(section)) {
+      const p = [...base, name]
+      if (out.has(name)) {
+        at(p, `middleware "${name}" is declared twice (under middlewares and api_gateway.middlewares)`)
+        continue
+      }
+      const type = declaredType(name, raw)
+      if (type === undefined || !(MIDDLEWARE_TYPES as readonly string[]).includes(type)) {
+        at(
+          isRecord(raw) && raw.type !== undefined ? [...p, 'type'] : p,
+          type === undefined
+            ? `needs a type: ${MIDDLEWARE_TYPES.join(', ')} (or use one of those as its name)`
+            : `unknown middleware type "${type}"; use ${MIDDLEWARE_TYPES.join(', ')}`,
+        )
+        continue
+      }
+      const kind = type as MiddlewareType
+      const parsed = MIDDLEWARE_SCHEMAS[kind].safeParse(raw ?? {})
+      if (!parsed.success) {
+        for (const issue of parsed.error.issues) reportIssue({ ...issue, path: [...p, ...issue.path] }, at)
+        continue
+      }
+      const cfg = { kind, ...parsed.data } as MiddlewareConfig
+      let ok = true
+      const bad = (key: string, message: string) => {
+        at([...p, key], message)
+        ok = false
+      }
+      if (cfg.kind === 'authentication') {
+        const sources = (['jwt_secret', 'public_key_path', 'jwks_url'] as const).filter(
+          (k) => cfg[k] !== undefined,
+        )
+        if (sources.length !== 1) {
+          at(
+            p,
+            `needs exactly one of jwt_secret, public_key_path or jwks_url${sources.length ? ` (got ${sources.join(' and ')})` : ''}`,
+          )
+          ok = false
+        }
+        if (cfg.public_key_path !== undefined) {
+          const problem = fileProblem(resolveFrom(file, cfg.public_key_path))
+          if (problem) bad('public_key_path', `${problem}: ${cfg.public_key_path}`)
+        }
+        const hmac = cfg.algorithms?.filter((a) => a.startsWith('HS')) ?? []
+        if (cfg.jwt_secret !== undefined && cfg.algorithms && hmac.length !== cfg.algorithms.length) {
+          bad('algorithms', 'a jwt_secret can only verify HS256, HS384 or HS512')
+        }
+        if (cfg.jwt_secret === undefined && hmac.length > 0) {
+          bad(
+            'algorithms',
+            'HS* algorithms need jwt_secret (a public key must never be used as an HMAC secret)',
+          )
+        }
+      } else if (cfg.kind === 'cors') {
+        if (cfg.allow_credentials && (cfg.allowed_origins === '*' || cfg.allowed_origins.includes('*'))) {
+          bad(
+            'allow_credentials',
+            'cannot be true with allowed_origins "*" (browsers refuse it); list the origins',
+          )
+        }
+      } else {
+        if (cfg.store === 'redis' && cfg.redis_url === undefined)
+          bad('redis_url', 'is required with store: redis')
+        if (cfg.store === 'memory' && cfg.redis_url !== undefined)
+          bad('redis_url', 'is only used with store: redis')
+      }
+      if (ok) out.set(name, cfg)
+    }
+  }
+  return out
 }
 
 function sameHost(a: HostPort, b: HostPort): boolean {
@@ -296,7 +398,7 @@ function parseHashKey(k: string): HashKey {
   return { kind, name: kind === 'header' ? name.toLowerCase() : name }
 }
 
-function build(raw: RawConfig, file: string): Snapshot {
+function build(raw: RawConfig, file: string, middlewares: Map<string, MiddlewareConfig>): Snapshot {
   const bind = parseHostPort(raw.server.bind_address, { listen: true }) as HostPort
   const upstreams = new Map<string, UpstreamSpec>()
   for (const [name, u] of Object.entries(raw.upstreams)) {
@@ -361,6 +463,8 @@ function build(raw: RawConfig, file: string): Snapshot {
     activeUpstreams,
     lbUpstream: gateway ? undefined : raw.load_balancer!.upstream,
     lbProtocol: gateway ? 'http' : raw.load_balancer!.protocol,
+    lbMiddlewares: gateway ? [] : raw.load_balancer!.middlewares,
+    middlewares,
     routes,
     controlApi: {
       enabled: control.enabled,

@@ -150,38 +150,20 @@ const route = z.strictObject({
   retry_on: retryOn.optional(),
 })
 
-const rateLimiting = z.strictObject({
-  requests_per_minute: z.number().positive(),
-  burst_size: z.number().int().positive(),
-  key_header: z.string().optional(),
-})
-
-const authentication = z.strictObject({
-  jwt_secret: z.string().optional(),
-  excluded_paths: z.array(z.string()).default([]),
-})
-
-const cors = z.strictObject({
-  allowed_origins: z.array(z.string()).default(['*']),
-  allowed_methods: z.array(z.string()).default(['GET', 'POST', 'PUT', 'DELETE']),
-  allowed_headers: z.array(z.string()).default(['*']),
-})
-
-const middlewares = z.strictObject({
-  rate_limiting: rateLimiting.optional(),
-  authentication: authentication.optional(),
-  cors: cors.optional(),
-})
+/** Middleware declarations by name; each is validated by its type's schema in compile.ts. */
+const middlewares = z.record(z.string(), z.record(z.string(), z.unknown()))
 
 const apiGateway = z.strictObject({
   routes: z.record(z.string(), route),
-  middlewares: middlewares.prefault({}),
+  middlewares: middlewares.default({}),
 })
 
 const loadBalancer = z.strictObject({
   upstream: z.string().min(1),
   /** http: HTTP-aware proxying (default). tcp: raw TCP pass-through (TLS untouched). */
   protocol: z.enum(['http', 'tcp']).default('http'),
+  /** Middlewares applied to every request in load_balancer mode (none by default). */
+  middlewares: z.array(z.string().min(1)).default([]),
 })
 
 const controlApi = z.strictObject({
@@ -202,6 +184,8 @@ export const configSchema = z.strictObject({
   upstreams: z.record(z.string(), upstream),
   load_balancer: loadBalancer.optional(),
   api_gateway: apiGateway.optional(),
+  /** Middleware declarations usable from both modes (api_gateway.middlewares works too). */
+  middlewares: middlewares.default({}),
   control_api: controlApi.prefault({}),
 })
 

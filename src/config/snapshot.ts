@@ -1,6 +1,7 @@
 // The runtime view of one config: validated, compiled (patterns, addresses, milliseconds) and
 // frozen. A request reads the current snapshot once, at entry, and keeps it to the end.
 
+import type { MiddlewareConfig } from '../middleware/schema'
 import type { RouteTable } from '../routing/route-table'
 import type { HostPort } from './address'
 import type { RawConfig } from './schema'
@@ -86,6 +87,10 @@ export interface Snapshot {
   readonly lbUpstream: string | undefined
   /** load_balancer mode: HTTP proxying, or raw TCP pass-through. */
   readonly lbProtocol: 'http' | 'tcp'
+  /** load_balancer mode: middlewares applied to every request. */
+  readonly lbMiddlewares: readonly string[]
+  /** Every valid middleware declaration, by name (paths resolved by the middleware itself). */
+  readonly middlewares: ReadonlyMap<string, MiddlewareConfig>
   /** api_gateway mode: the compiled route table. */
   readonly routes: RouteTable | undefined
   readonly controlApi: {

@@ -8,6 +8,10 @@ import type { RetryCondition } from '../config/snapshot'
 export type ErrorKind =
   | 'no_route'
   | 'method_not_allowed'
+  | 'unauthorized'
+  | 'rate_limited'
+  | 'rate_limiter_unavailable'
+  | 'auth_unavailable'
   | 'no_healthy_peer'
   | 'connect_failed'
   | 'connect_timeout'
@@ -27,6 +31,10 @@ interface ErrorEntry {
 export const ERRORS: Readonly<Record<ErrorKind, ErrorEntry>> = {
   no_route: { status: 404, body: 'no route for this path', warn: false },
   method_not_allowed: { status: 405, body: 'method not allowed for this path', warn: false },
+  unauthorized: { status: 401, body: 'a valid bearer token is required', warn: false },
+  rate_limited: { status: 429, body: 'too many requests', warn: false },
+  rate_limiter_unavailable: { status: 503, body: 'rate limiter unavailable', warn: true },
+  auth_unavailable: { status: 503, body: 'token verification keys unavailable', warn: true },
   no_healthy_peer: { status: 503, body: 'no healthy upstream server', warn: true },
   connect_failed: { status: 502, body: 'could not connect to an upstream server', warn: true },
   connect_timeout: { status: 504, body: 'timed out connecting to an upstream server', warn: true },

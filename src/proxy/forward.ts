@@ -36,6 +36,10 @@ export interface ExchangeOptions {
   /** Path logged: the client's path without the query string. */
   logPath: string
   headers: string[]
+  /** Headers middlewares add to the response (CORS, RateLimit-*). */
+  responseHeaders: readonly string[] | undefined
+  /** Upstream response headers the proxy replaces (lower case). */
+  dropResponseHeaders: ReadonlySet<string> | undefined
   hasBody: boolean
   timeoutMs: number
   route: string | undefined
@@ -151,7 +155,13 @@ export class Exchange implements Dispatcher.DispatchHandler {
     }
     this.#status = statusCode
     this.#resume = resume
-    const headers = downstreamResponseHeaders(rawHeaders, o.requestId, o.closing())
+    const headers = downstreamResponseHeaders(
+      rawHeaders,
+      o.requestId,
+      o.closing(),
+      o.responseHeaders,
+      o.dropResponseHeaders,
+    )
     for (let i = 0; i < rawHeaders.length; i += 2) {
       if (
         rawHeaders[i]!.length === 14 &&
@@ -233,7 +243,9 @@ export class Exchange implements Dispatcher.DispatchHandler {
 
   #fail(kind: ErrorKind): void {
     const o = this.#o
-    if (!o.res.headersSent && !this.#clientGone) replyError(o.res, kind, o.requestId, o.closing())
+    if (!o.res.headersSent && !this.#clientGone) {
+      replyError(o.res, kind, o.requestId, o.closing(), o.responseHeaders)
+    }
     this.#status = ERRORS[kind].status
     this.#finish(kind)
   }

@@ -122,11 +122,14 @@ export function downstreamResponseHeaders(
   raw: readonly Buffer[],
   requestId: string,
   close: boolean,
+  extra?: readonly string[],
+  drop?: ReadonlySet<string>,
 ): string[] {
   const out: string[] = []
   let connectionTokens: string[] | undefined
   for (let i = 0; i < raw.length; i += 2) {
     const name = raw[i]!.toString('latin1')
+    if (drop?.has(name.toLowerCase())) continue
     if (RESPONSE_LENGTHS.has(name.length)) {
       const lower = name.toLowerCase()
       if (HOP_BY_HOP.has(lower)) {
@@ -140,6 +143,7 @@ export function downstreamResponseHeaders(
     out.push(name, raw[i + 1]!.toString('latin1'))
   }
   const headers = withoutNamed(out, connectionTokens)
+  if (extra !== undefined) headers.push(...extra)
   headers.push('x-request-id', requestId)
   if (close) headers.push('connection', 'close')
   return headers

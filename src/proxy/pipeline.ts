@@ -1,22 +1,50 @@
-// The request path: snapshot -> request ID -> route (gateway mode) -> upstream group ->
-// candidates -> Exchange (forward.ts). Early answers (404, 405, 503) are written here; failures
-// once an upstream is involved are written by the Exchange, both through errors.ts.
+// The request path: snapshot -> request ID -> route (gateway mode) -> middleware chain ->
+// upstream group -> candidates -> Exchange (forward.ts). Answers given before an upstream is
+// involved (404, 405, a middleware's 401/429/204, 503 with no server) are written here; later
+// failures by the Exchange; both through errors.ts.
 
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { RetryCondition, RetryPolicy } from '../config/snapshot'
-import type { SnapshotStore } from '../config/store'
+import type { Runtime, SnapshotStore } from '../config/store'
+import { isPreflight } from '../middleware/cors/index'
+import { type Chain, LB_CHAIN } from '../middleware/registry'
+import {
+  type MiddlewareResult,
+  type Reply,
+  type RequestContext,
+  rawHeader,
+  runChain,
+} from '../middleware/types'
 import type { AccessLog } from '../observe/access-log'
 import type { Logger } from '../observe/logger'
 import { stripPrefix } from '../routing/route-table'
 import { ERRORS, type ErrorKind, replyError } from './errors'
 import { Exchange } from './forward'
-import { clientIp, upstreamRequestHead } from './headers'
+import { clientIp, type UpstreamRequestHead, upstreamRequestHead } from './headers'
 
 export interface PipelineOptions {
   store: SnapshotStore
   log: Logger
   access: AccessLog
   proto: 'http' | 'https'
+}
+
+/** One request on its way through the pipeline, once routed. */
+interface Routed {
+  req: IncomingMessage
+  res: ServerResponse
+  start: number
+  rt: Runtime
+  method: string
+  path: string
+  upstreamPath: string
+  head: UpstreamRequestHead
+  route: string | undefined
+  upstream: string
+  timeoutMs: number
+  retries: number | undefined
+  retryOn: ReadonlySet<RetryCondition> | undefined
+  ctx: RequestContext | undefined
 }
 
 export class Pipeline {
@@ -63,119 +91,159 @@ export class Pipeline {
   handle = (req: IncomingMessage, res: ServerResponse): void => {
     const start = performance.now()
     this.#inFlight++
-    const { snapshot, groups } = this.#store.current()
+    const rt = this.#store.current()
+    const { snapshot } = rt
     const method = req.method!
     const url = originForm(req.url!)
     const q = url.indexOf('?')
     const path = q < 0 ? url : url.slice(0, q)
-
-    let upstreamName: string
-    let routeName: string | undefined
-    let upstreamPath = url
-    let timeoutMs = snapshot.upstreamTimeoutMs
-    let routeRetries: number | undefined
-    let routeRetryOn: ReadonlySet<RetryCondition> | undefined
-
-    const group0 = snapshot.routes ? undefined : groups.get(snapshot.lbUpstream!)
     const head = upstreamRequestHead(req.rawHeaders, {
       clientIp: clientIp(req.socket.remoteAddress),
       proto: this.#proto,
-      hostOverride: group0?.hostOverride,
+      hostOverride: undefined,
     })
 
-    if (snapshot.routes) {
-      const m = snapshot.routes.match(method, path)
-      if (m.kind === 'no_route') {
-        this.#early(req, res, start, head.requestId, path, 'no_route')
-        return
-      }
-      if (m.kind === 'method_not_allowed') {
-        this.#early(req, res, start, head.requestId, path, 'method_not_allowed', undefined, [
-          'allow',
-          m.allow,
-        ])
-        return
-      }
-      const route = m.route
-      routeName = route.name
-      upstreamName = route.upstream
-      if (route.stripPrefix) upstreamPath = stripPrefix(route.regex, url)
-      if (route.timeoutMs !== undefined) timeoutMs = route.timeoutMs
-      routeRetries = route.retries
-      routeRetryOn = route.retryOn
-    } else {
-      upstreamName = snapshot.lbUpstream!
-    }
-
-    const group = group0 ?? groups.get(upstreamName)!
-    if (group0 === undefined && group.hostOverride !== undefined) {
-      // Gateway routes learn their group only now; apply its Host override.
-      setHeader(head.headers, 'host', group.hostOverride)
-    }
-    const now = Date.now()
-    group.budget.request(now)
-    const candidates = group.candidates({ clientIp: head.clientIp, path, rawHeaders: req.rawHeaders }, now)
-    if (candidates.length === 0) {
-      this.#early(
-        req,
-        res,
-        start,
-        head.requestId,
-        path,
-        'no_healthy_peer',
-        routeName,
-        undefined,
-        upstreamName,
-      )
-      return
-    }
-    new Exchange({
+    const r: Routed = {
       req,
       res,
+      start,
+      rt,
+      method,
+      path,
+      upstreamPath: url,
+      head,
+      route: undefined,
+      upstream: snapshot.lbUpstream ?? '',
+      timeoutMs: snapshot.upstreamTimeoutMs,
+      retries: undefined,
+      retryOn: undefined,
+      ctx: undefined,
+    }
+    let chain: Chain | undefined
+    if (snapshot.routes) {
+      // A CORS preflight is routed by the method it asks about, when that route answers CORS.
+      const preflight = isPreflight(method, req.rawHeaders)
+      let m = snapshot.routes.match(
+        preflight ? rawHeader(req.rawHeaders, 'access-control-request-method')!.toUpperCase() : method,
+        path,
+      )
+      if (preflight && (m.kind !== 'route' || !rt.chains.get(m.route.name)?.preflight.length)) {
+        m = snapshot.routes.match(method, path)
+      }
+      if (m.kind === 'no_route') return this.#reply(r, { status: 404, kind: 'no_route', headers: [] })
+      if (m.kind === 'method_not_allowed') {
+        return this.#reply(r, { status: 405, kind: 'method_not_allowed', headers: ['allow', m.allow] })
+      }
+      const route = m.route
+      r.route = route.name
+      r.upstream = route.upstream
+      if (route.stripPrefix) r.upstreamPath = stripPrefix(route.regex, url)
+      if (route.timeoutMs !== undefined) r.timeoutMs = route.timeoutMs
+      r.retries = route.retries
+      r.retryOn = route.retryOn
+      chain = rt.chains.get(route.name)
+    } else {
+      chain = rt.chains.get(LB_CHAIN)
+    }
+
+    if (chain === undefined) return this.#forward(r)
+    const ctx: RequestContext = {
+      method,
+      path,
+      clientIp: head.clientIp,
+      rawHeaders: req.rawHeaders,
+      requestId: head.requestId,
+      upstreamHeaders: head.headers,
+      responseHeaders: [],
+      dropResponseHeaders: undefined,
+    }
+    r.ctx = ctx
+    const result = runChain(
+      isPreflight(method, req.rawHeaders) && chain.preflight.length > 0 ? chain.preflight : chain.middlewares,
+      ctx,
+    )
+    if (result instanceof Promise) {
+      result.then(
+        (reply) => this.#afterChain(r, reply),
+        (err: Error) => {
+          this.#log.error({ request_id: head.requestId, err: err.message }, 'middleware failed')
+          this.#reply(r, { status: 500, kind: 'internal', headers: [] })
+        },
+      )
+    } else {
+      this.#afterChain(r, result)
+    }
+  }
+
+  #afterChain(r: Routed, reply: MiddlewareResult): void {
+    if (reply !== undefined) return this.#reply(r, reply)
+    r.head.headers = r.ctx!.upstreamHeaders
+    this.#forward(r)
+  }
+
+  #forward(r: Routed): void {
+    const group = r.rt.groups.get(r.upstream)!
+    if (group.hostOverride !== undefined) setHeader(r.head.headers, 'host', group.hostOverride)
+    const now = Date.now()
+    group.budget.request(now)
+    const candidates = group.candidates(
+      { clientIp: r.head.clientIp, path: r.path, rawHeaders: r.req.rawHeaders },
+      now,
+    )
+    if (candidates.length === 0) return this.#reply(r, { status: 503, kind: 'no_healthy_peer', headers: [] })
+    new Exchange({
+      req: r.req,
+      res: r.res,
       log: this.#log,
       access: this.#access,
-      start,
-      requestId: head.requestId,
-      method,
-      upstreamPath,
-      logPath: path,
-      headers: head.headers,
-      hasBody: head.hasBody,
-      timeoutMs,
-      route: routeName,
-      upstream: upstreamName,
+      start: r.start,
+      requestId: r.head.requestId,
+      method: r.method,
+      upstreamPath: r.upstreamPath,
+      logPath: r.path,
+      headers: r.head.headers,
+      responseHeaders: r.ctx?.responseHeaders,
+      dropResponseHeaders: r.ctx?.dropResponseHeaders,
+      hasBody: r.head.hasBody,
+      timeoutMs: r.timeoutMs,
+      route: r.route,
+      upstream: r.upstream,
       group,
-      retry: retryPolicy(group.retry, routeRetries, routeRetryOn),
+      retry: retryPolicy(group.retry, r.retries, r.retryOn),
       candidates,
       closing: this.#closing,
       onDone: this.#done,
     }).start()
   }
 
-  #early(
-    req: IncomingMessage,
-    res: ServerResponse,
-    start: number,
-    requestId: string,
-    path: string,
-    kind: ErrorKind,
-    route?: string,
-    extra?: string[],
-    upstream?: string,
-  ): void {
-    replyError(res, kind, requestId, this.#draining, extra)
-    if (ERRORS[kind].warn) {
-      this.#log.warn({ request_id: requestId, upstream, error_type: kind }, 'upstream error')
+  /** Answers without an upstream: routing errors, a middleware's reply, no available server. */
+  #reply(r: Routed, reply: Reply): void {
+    const { res } = r
+    const extra = r.ctx ? [...r.ctx.responseHeaders, ...reply.headers] : reply.headers
+    if (res.destroyed) {
+      // The client left while a middleware was waiting.
+    } else if (reply.kind !== undefined) {
+      replyError(res, reply.kind, r.head.requestId, this.#draining, extra)
+    } else {
+      const headers = [...extra, 'content-length', '0', 'x-request-id', r.head.requestId]
+      if (this.#draining) headers.push('connection', 'close')
+      res.writeHead(reply.status, headers)
+      res.end()
+    }
+    const kind: ErrorKind | undefined = reply.kind
+    const upstream = kind === 'no_healthy_peer' ? r.upstream : undefined
+    if (kind !== undefined && ERRORS[kind].warn) {
+      this.#log.warn({ request_id: r.head.requestId, upstream, error_type: kind }, 'upstream error')
     }
     this.#access.write({
-      method: req.method!,
-      path,
-      route,
+      method: r.method,
+      path: r.path,
+      route: r.route,
       upstream,
       server: undefined,
-      status: ERRORS[kind].status,
-      duration_ms: Math.round((performance.now() - start) * 1000) / 1000,
-      request_id: requestId,
+      status: reply.status,
+      duration_ms: Math.round((performance.now() - r.start) * 1000) / 1000,
+      request_id: r.head.requestId,
       error_type: kind,
     })
     this.#done()

@@ -8,6 +8,7 @@ import { formatHostPort, type HostPort } from '../config/address'
 import type { Snapshot } from '../config/snapshot'
 import { SnapshotStore } from '../config/store'
 import { createControlServer } from '../control/api'
+import { MiddlewareRegistry } from '../middleware/registry'
 import { AccessLog } from '../observe/access-log'
 import { createLogger, type LoggerHandle } from '../observe/logger'
 import { Pipeline } from '../proxy/pipeline'
@@ -28,7 +29,8 @@ export async function startInstance(
   const log = handle.logger
   const registry = new UpstreamRegistry(log)
   const groups = registry.build(snapshot)
-  const store = new SnapshotStore({ snapshot, groups })
+  const middlewares = new MiddlewareRegistry(log)
+  const store = new SnapshotStore({ snapshot, groups, chains: middlewares.build(snapshot) })
   const tcp = snapshot.lbProtocol === 'tcp' ? new TcpProxy(store, log) : undefined
   const pipeline = new Pipeline({
     store,
@@ -48,6 +50,8 @@ export async function startInstance(
   } catch (err) {
     listener.close()
     control?.close()
+    middlewares.close()
+    registry.destroy()
     throw err
   }
   registry.activate(snapshot, groups)
@@ -89,6 +93,7 @@ export async function startInstance(
       if (tcp) tcp.destroyAll()
       else (listener as Listener).closeAllConnections()
       registry.destroy()
+      middlewares.close()
       log.info('stopped')
       handle.flush()
     })()

@@ -1,0 +1,105 @@
+// rate_limiting: a token bucket per key (the `key_header` value, else the client IP): `burst_size`
+// requests at once, refilled at `requests_per_minute`. Over the limit: 429 with Retry-After.
+// Every answer carries RateLimit-Limit / -Remaining / -Reset. With `store: redis` the buckets
+// live in Redis; when Redis cannot answer, `redis_failure: open` (default) lets the request
+// through and logs it, `closed` answers 503.
+
+import type Redis from 'ioredis'
+import type { Logger } from '../../observe/logger'
+import type { RateLimitingConfig } from '../schema'
+import { type Middleware, type Reply, type RequestContext, rawHeader } from '../types'
+import { MemoryStore } from './memory-store'
+import { RedisStore } from './redis-store'
+import type { TakeResult } from './token-bucket'
+
+export interface RateLimiter {
+  middleware: Middleware
+  close(): void
+}
+
+export function rateLimiting(
+  name: string,
+  cfg: RateLimitingConfig,
+  log: Logger,
+  redis: (url: string) => Redis,
+): RateLimiter {
+  const perMs = cfg.requests_per_minute / 60_000
+  const burst = cfg.burst_size
+  const keyHeader = cfg.key_header?.toLowerCase()
+  const limit = String(burst)
+
+  const keyOf = (ctx: RequestContext): string => {
+    if (keyHeader) {
+      const v = rawHeader(ctx.rawHeaders, keyHeader)
+      if (v !== undefined && v !== '') return `h:${v}`
+    }
+    if (cfg.trust_forwarded_for) {
+      const xff = rawHeader(ctx.rawHeaders, 'x-forwarded-for')
+      const first = xff?.split(',')[0]?.trim()
+      if (first) return `ip:${first}`
+    }
+    return `ip:${ctx.clientIp}`
+  }
+
+  const decide = (ctx: RequestContext, r: TakeResult): Reply | undefined => {
+    const headers = [
+      'ratelimit-limit',
+      limit,
+      'ratelimit-remaining',
+      String(r.remaining),
+      'ratelimit-reset',
+      String(r.resetSecs),
+    ]
+    if (r.allowed) {
+      ctx.responseHeaders.push(...headers)
+      return undefined
+    }
+    return {
+      status: 429,
+      kind: 'rate_limited',
+      headers: [...headers, 'retry-after', String(r.retryAfterSecs)],
+    }
+  }
+
+  if (cfg.store === 'memory') {
+    const store = new MemoryStore(burst, perMs, cfg.max_keys)
+    return {
+      middleware: (ctx) => decide(ctx, store.take(keyOf(ctx), Date.now())),
+      close: () => store.close(),
+    }
+  }
+
+  const store = new RedisStore(redis(cfg.redis_url!), `locci:rl:${name}:`, burst, perMs)
+  let failures = 0
+  let lastLog = 0
+  const onFailure = (err: Error): Reply | undefined => {
+    failures++
+    const now = Date.now()
+    if (now - lastLog > 10_000) {
+      lastLog = now
+      log.warn(
+        {
+          middleware: name,
+          error_type: 'rate_limiter_unavailable',
+          err: err.message,
+          failures,
+          redis_failure: cfg.redis_failure,
+        },
+        cfg.redis_failure === 'open'
+          ? 'rate limiter store unavailable; letting requests through'
+          : 'rate limiter store unavailable; refusing requests',
+      )
+    }
+    return cfg.redis_failure === 'open'
+      ? undefined
+      : { status: 503, kind: 'rate_limiter_unavailable', headers: [] }
+  }
+  return {
+    middleware: (ctx) =>
+      store.take(keyOf(ctx)).then(
+        (r) => decide(ctx, r),
+        (err: Error) => onFailure(err),
+      ),
+    close: () => undefined,
+  }
+}

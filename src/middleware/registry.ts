@@ -1,0 +1,119 @@
+// Builds each route's middleware chain for a snapshot and owns the middlewares' live state
+// (token buckets, JWKS caches, Redis connections) across snapshots: a declaration that did not
+// change keeps its instance, so a reload does not reset rate limits.
+
+import Redis from 'ioredis'
+import { resolveFrom } from '../config/compile'
+import type { Snapshot } from '../config/snapshot'
+import type { Logger } from '../observe/logger'
+import { authentication } from './auth/index'
+import { cors } from './cors/index'
+import { rateLimiting } from './rate-limit/index'
+import type { MiddlewareConfig } from './schema'
+import type { Middleware } from './types'
+
+export interface Chain {
+  readonly middlewares: readonly Middleware[]
+  /** The chain's cors middlewares: the only ones that see a CORS preflight. */
+  readonly preflight: readonly Middleware[]
+}
+
+interface Live {
+  middleware: Middleware
+  cors: boolean
+  close(): void
+}
+
+/** Chain key for load_balancer mode (routes use their names). */
+export const LB_CHAIN = ''
+
+export class MiddlewareRegistry {
+  readonly #log: Logger
+  #live = new Map<string, Live>()
+  readonly #redis = new Map<string, Redis>()
+
+  constructor(log: Logger) {
+    this.#log = log
+  }
+
+  /** Chains for `snapshot`, by route name (LB_CHAIN in load_balancer mode); unchanged ones reused. */
+  build(snapshot: Snapshot): Map<string, Chain> {
+    const next = new Map<string, Live>()
+    const instance = (name: string): Live => {
+      const cfg = snapshot.middlewares.get(name)!
+      const key = `${name}\0${JSON.stringify(cfg)}`
+      let live = next.get(key) ?? this.#live.get(key)
+      if (!live) live = this.#create(name, cfg, snapshot.file)
+      next.set(key, live)
+      return live
+    }
+    const chainOf = (names: readonly string[]): Chain => {
+      const lives = names.map(instance)
+      return {
+        middlewares: lives.map((l) => l.middleware),
+        preflight: lives.filter((l) => l.cors).map((l) => l.middleware),
+      }
+    }
+    const chains = new Map<string, Chain>()
+    for (const r of snapshot.routes?.routes ?? [])
+      if (r.middlewares.length > 0) chains.set(r.name, chainOf(r.middlewares))
+    if (snapshot.lbMiddlewares.length > 0) chains.set(LB_CHAIN, chainOf(snapshot.lbMiddlewares))
+    for (const [key, live] of this.#live) if (![...next.keys()].includes(key)) live.close()
+    this.#live = next
+    return chains
+  }
+
+  #create(name: string, cfg: MiddlewareConfig, file: string): Live {
+    switch (cfg.kind) {
+      case 'rate_limiting': {
+        const rl = rateLimiting(name, cfg, this.#log, (url) => this.#redisFor(url))
+        return { middleware: rl.middleware, cors: false, close: rl.close }
+      }
+      case 'authentication': {
+        const keyPath = cfg.public_key_path === undefined ? undefined : resolveFrom(file, cfg.public_key_path)
+        return {
+          middleware: authentication(name, cfg, keyPath, this.#log),
+          cors: false,
+          close: () => undefined,
+        }
+      }
+      case 'cors':
+        return { middleware: cors(cfg), cors: true, close: () => undefined }
+    }
+  }
+
+  /** One connection per Redis URL, failing fast while Redis is away (no offline queue). */
+  #redisFor(url: string): Redis {
+    let r = this.#redis.get(url)
+    if (r) return r
+    r = new Redis(url, {
+      enableOfflineQueue: false,
+      maxRetriesPerRequest: 0,
+      commandTimeout: 500,
+      connectTimeout: 2000,
+      retryStrategy: (times) => Math.min(times * 200, 2000),
+    })
+    let lastLog = 0
+    r.on('error', (err: Error) => {
+      const now = Date.now()
+      if (now - lastLog > 10_000) {
+        lastLog = now
+        this.#log.warn({ redis: redactUrl(url), err: err.message }, 'redis connection error')
+      }
+    })
+    r.on('ready', () => this.#log.info({ redis: redactUrl(url) }, 'redis connected'))
+    this.#redis.set(url, r)
+    return r
+  }
+
+  close(): void {
+    for (const live of this.#live.values()) live.close()
+    this.#live.clear()
+    for (const r of this.#redis.values()) r.disconnect()
+    this.#redis.clear()
+  }
+}
+
+function redactUrl(url: string): string {
+  return url.replace(/\/\/([^:@/]*):[^@/]*@/, '//$1:[REDACTED]@')
+}
