@@ -52,6 +52,10 @@ const authentication = z.strictObject({
   jwt_secret: z.string().min(1).optional(),
   public_key_path: z.string().min(1).optional(),
   jwks_url: z.url({ protocol: /^https?$/ }).optional(),
+  /** Least time between two JWKS fetches (an unknown `kid` triggers one). */
+  jwks_cooldown_secs: z.number().min(0).default(30),
+  /** How long fetched keys are trusted before they are fetched again. */
+  jwks_cache_secs: z.number().positive().default(600),
   /** Accepted `alg` values; defaults follow the key (HS* for a secret, the key's family otherwise). */
   algorithms: z.array(z.enum(ALGS)).min(1).optional(),
   issuer: z.string().optional(),

@@ -1,7 +1,8 @@
 // authentication: JWT bearer tokens, verified with jose. HS256/384/512 with `jwt_secret`;
-// RS*/PS*/ES*/EdDSA with `public_key_path` (PEM) or `jwks_url` (keys cached; an unknown `kid`
-// triggers a refetch, at most every 30 s). The accepted algorithms follow the key, so a public
-// key can never be used as an HMAC secret, and `alg: none` is always refused. Optional `issuer`,
+// RS*/PS*/ES*/EdDSA with `public_key_path` (PEM) or `jwks_url` (keys cached for
+// `jwks_cache_secs`; an unknown `kid` triggers a refetch, at most one per
+// `jwks_cooldown_secs`). The accepted algorithms follow the key, so a public key can never be
+// used as an HMAC secret, and `alg: none` is always refused. Optional `issuer`,
 // `audience` and clock skew. Refusals are 401 with a RFC 6750 WWW-Authenticate header.
 // `excluded_paths` skip the check; `forward_claims` copies claims into upstream headers, and
 // those headers are always removed from what the client sent, so they cannot be forged.
@@ -38,8 +39,8 @@ export function authentication(
     algorithms = cfg.algorithms ?? algorithmsFor(pk)
   } else {
     key = createRemoteJWKSet(new URL(cfg.jwks_url!), {
-      cooldownDuration: 30_000,
-      cacheMaxAge: 10 * 60_000,
+      cooldownDuration: cfg.jwks_cooldown_secs * 1000,
+      cacheMaxAge: cfg.jwks_cache_secs * 1000,
       timeoutDuration: 5_000,
     })
     algorithms = cfg.algorithms ?? [...RSA, 'ES256', 'ES384', 'ES512', 'EdDSA']

@@ -1,0 +1,159 @@
+import assert from 'node:assert/strict'
+import { generateKeyPairSync } from 'node:crypto'
+import { mkdtempSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import path from 'node:path'
+import { describe, test } from 'node:test'
+import { SignJWT, UnsecuredJWT } from 'jose'
+import type { Logger } from '../../observe/logger'
+import type { AuthenticationConfig } from '../schema'
+import type { Reply, RequestContext } from '../types'
+import { authentication } from './index'
+
+const quiet = { warn() {}, info() {} } as unknown as Logger
+const secret = new TextEncoder().encode('s3cret-s3cret-s3cret-s3cret-s3cret')
+const base: AuthenticationConfig = {
+  jwt_secret: 's3cret-s3cret-s3cret-s3cret-s3cret',
+  clock_skew_secs: 0,
+  jwks_cooldown_secs: 30,
+  jwks_cache_secs: 600,
+  excluded_paths: ['/health', '/public/*'],
+  forward_claims: { sub: 'X-User-Id' },
+  realm: 'locci-proxy',
+}
+const ctx = (auth: string | undefined, p = '/api', extra: string[] = []): RequestContext => ({
+  method: 'GET',
+  path: p,
+  clientIp: '1.1.1.1',
+  rawHeaders: auth === undefined ? extra : ['Authorization', auth, ...extra],
+  requestId: 'r',
+  upstreamHeaders: ['x-user-id', 'forged', 'accept', '*/*'],
+  responseHeaders: [],
+  dropResponseHeaders: undefined,
+})
+const hs = (claims: Record<string, unknown>, alg = 'HS256', exp: string | number = '5m') =>
+  new SignJWT(claims).setProtectedHeader({ alg }).setIssuedAt().setExpirationTime(exp).sign(secret)
+
+async function run(cfg: AuthenticationConfig, c: RequestContext, keyPath?: string) {
+  return (await authentication('auth', cfg, keyPath, quiet)(c)) as Reply | undefined
+}
+const challenge = (r: Reply | undefined) => r?.headers[r.headers.indexOf('www-authenticate') + 1]
+
+describe('authentication (HS256 secret)', () => {
+  test('a valid token passes; its sub is forwarded and a forged X-User-Id is dropped', async () => {
+    const c = ctx(`Bearer ${await hs({ sub: 'u-42' })}`)
+    assert.equal(await run(base, c), undefined)
+    assert.deepEqual(c.upstreamHeaders, ['accept', '*/*', 'x-user-id', 'u-42'])
+  })
+
+  const refusals: Array<{ desc: string; auth: () => Promise<string | undefined>; want: RegExp }> = [
+    { desc: 'no token', auth: async () => undefined, want: /^Bearer realm="locci-proxy"$/ },
+    { desc: 'another scheme', auth: async () => 'Basic dXNlcjpwYXNz', want: /^Bearer realm="locci-proxy"$/ },
+    {
+      desc: 'expired',
+      auth: async () => `Bearer ${await hs({ sub: 'x' }, 'HS256', Math.floor(Date.now() / 1000) - 60)}`,
+      want: /has expired/,
+    },
+    {
+      desc: 'not yet valid',
+      auth: async () =>
+        `Bearer ${await new SignJWT({}).setProtectedHeader({ alg: 'HS256' }).setNotBefore('10m').setExpirationTime('20m').sign(secret)}`,
+      want: /not valid yet/,
+    },
+    {
+      desc: 'alg: none',
+      auth: async () => `Bearer ${new UnsecuredJWT({ sub: 'x' }).setExpirationTime('5m').encode()}`,
+      want: /invalid_token/,
+    },
+    {
+      desc: 'bad signature',
+      auth: async () =>
+        `Bearer ${await new SignJWT({}).setProtectedHeader({ alg: 'HS256' }).setExpirationTime('5m').sign(new TextEncoder().encode('other-secret-other-secret-other'))}`,
+      want: /signature is invalid/,
+    },
+    {
+      desc: 'algorithm not allowed (HS512 when only HS256 is)',
+      auth: async () => `Bearer ${await hs({}, 'HS512')}`,
+      want: /algorithm is not accepted/,
+    },
+    { desc: 'garbage', auth: async () => 'Bearer not.a.jwt', want: /malformed/ },
+  ]
+  for (const r of refusals) {
+    test(`refused: ${r.desc}`, async () => {
+      const reply = await run({ ...base, algorithms: ['HS256'] }, ctx(await r.auth()))
+      assert.equal(reply?.status, 401)
+      assert.equal(reply?.kind, 'unauthorized')
+      assert.match(challenge(reply)!, r.want)
+    })
+  }
+
+  test('issuer and audience are enforced when set', async () => {
+    const cfg = { ...base, issuer: 'https://id.example', audience: 'api' }
+    assert.equal(
+      await run(cfg, ctx(`Bearer ${await hs({ iss: 'https://id.example', aud: 'api' })}`)),
+      undefined,
+    )
+    assert.match(
+      challenge(await run(cfg, ctx(`Bearer ${await hs({ iss: 'https://evil', aud: 'api' })}`)))!,
+      /iss claim/,
+    )
+    assert.match(
+      challenge(await run(cfg, ctx(`Bearer ${await hs({ iss: 'https://id.example', aud: 'web' })}`)))!,
+      /aud claim/,
+    )
+  })
+
+  test('excluded paths skip the check: exact and prefix/*', async () => {
+    for (const p of ['/health', '/public', '/public/a/b'])
+      assert.equal(await run(base, ctx(undefined, p)), undefined, p)
+    for (const p of ['/healthz', '/publicity'])
+      assert.equal((await run(base, ctx(undefined, p)))?.status, 401, p)
+  })
+
+  test('a forged X-User-Id is dropped even on an excluded path', async () => {
+    const c = ctx(undefined, '/health')
+    await run(base, c)
+    assert.deepEqual(c.upstreamHeaders, ['accept', '*/*'])
+  })
+})
+
+describe('authentication (public keys)', () => {
+  const dir = mkdtempSync(path.join(tmpdir(), 'locci-keys-'))
+  const rsa = generateKeyPairSync('rsa', { modulusLength: 2048 })
+  const ec = generateKeyPairSync('ec', { namedCurve: 'prime256v1' })
+  const ed = generateKeyPairSync('ed25519')
+  const write = (name: string, k: typeof rsa) => {
+    const p = path.join(dir, name)
+    writeFileSync(p, k.publicKey.export({ type: 'spki', format: 'pem' }))
+    return p
+  }
+  const cases = [
+    { alg: 'RS256', pair: rsa, file: write('rsa.pem', rsa) },
+    { alg: 'ES256', pair: ec, file: write('ec.pem', ec) },
+    { alg: 'EdDSA', pair: ed, file: write('ed.pem', ed) },
+  ]
+  const cfg: AuthenticationConfig = {
+    ...base,
+    jwt_secret: undefined,
+    public_key_path: 'x',
+    forward_claims: {},
+  }
+  for (const c of cases) {
+    test(`${c.alg} with public_key_path`, async () => {
+      const token = await new SignJWT({ sub: 'k' })
+        .setProtectedHeader({ alg: c.alg })
+        .setExpirationTime('5m')
+        .sign(c.pair.privateKey)
+      assert.equal(await run(cfg, ctx(`Bearer ${token}`), c.file), undefined)
+    })
+  }
+  test('an HS256 token signed with the RSA public key as secret is refused (algorithm confusion)', async () => {
+    const pem = rsa.publicKey.export({ type: 'spki', format: 'pem' }) as string
+    const token = await new SignJWT({ sub: 'x' })
+      .setProtectedHeader({ alg: 'HS256' })
+      .setExpirationTime('5m')
+      .sign(new TextEncoder().encode(pem))
+    const r = await run(cfg, ctx(`Bearer ${token}`), cases[0]!.file)
+    assert.equal(r?.status, 401)
+  })
+})

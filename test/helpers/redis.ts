@@ -1,0 +1,55 @@
+// A real redis-server for tests (Debian's package; .ci/run installs it), on a free port, with
+// no persistence, stopped by PID.
+
+import { type ChildProcess, spawn } from 'node:child_process'
+import net from 'node:net'
+import { until } from './until'
+import { closedPort } from './upstream'
+
+export interface RunningRedis {
+  port: number
+  url: string
+  child: ChildProcess
+  stop(): Promise<void>
+}
+
+export async function startRedis(): Promise<RunningRedis> {
+  const port = await closedPort()
+  const child = spawn(
+    'redis-server',
+    ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'],
+    {
+      stdio: 'ignore',
+    },
+  )
+  const failed = new Promise<never>((_, reject) =>
+    child.once('error', (e) =>
+      reject(new Error(`cannot start redis-server (apt-get install redis-server): ${e.message}`)),
+    ),
+  )
+  await Promise.race([
+    failed,
+    until(
+      () =>
+        new Promise<boolean>((resolve) => {
+          const s = net.connect(port, '127.0.0.1')
+          s.once('connect', () => {
+            s.destroy()
+            resolve(true)
+          })
+          s.once('error', () => resolve(false))
+        }),
+      'redis-server to listen',
+    ),
+  ])
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()))
+  return {
+    port,
+    url: `redis://127.0.0.1:${port}`,
+    child,
+    stop: async () => {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM')
+      await exited
+    },
+  }
+}
