@@ -4,10 +4,11 @@
 // installed, else autocannon (npm). Everything runs on 127.0.0.1 and stops by itself.
 //   BENCH_DURATION=10 BENCH_CONNECTIONS=50 npm run bench
 import { spawn, spawnSync } from 'node:child_process'
-import { mkdtempSync, writeFileSync } from 'node:fs'
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
 import net from 'node:net'
 import os from 'node:os'
 import path from 'node:path'
+import { SignJWT } from 'jose'
 
 const root = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..')
 const DURATION = Number(process.env.BENCH_DURATION ?? 10)
@@ -56,9 +57,33 @@ function stop(c) {
   })
 }
 
-function load(url) {
+/** CPU time (µs) a process has used so far, from /proc (Linux); undefined elsewhere. */
+function cpuMicros(pid) {
+  try {
+    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ')
+    return ((Number(fields[11]) + Number(fields[12])) * 1e6) / CLK_TCK
+  } catch {
+    return undefined
+  }
+}
+const CLK_TCK = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout.trim()) || 100
+
+/** A measured run against a proxy: adds the proxy's CPU µs per request. */
+function measure(url, headers, pid) {
+  const before = cpuMicros(pid)
+  const r = load(url, headers)
+  const after = cpuMicros(pid)
+  const served = r.rps * DURATION
+  return {
+    ...r,
+    cpu: before === undefined || after === undefined || !served ? Number.NaN : (after - before) / served,
+  }
+}
+
+function load(url, headers = {}) {
+  const hflags = Object.entries(headers).flatMap(([k, v]) => ['-H', `${k}: ${v}`])
   if (useWrk) {
-    const r = spawnSync('wrk', ['-t1', `-c${CONNS}`, `-d${DURATION}s`, '--latency', url], {
+    const r = spawnSync('wrk', ['-t1', `-c${CONNS}`, `-d${DURATION}s`, '--latency', ...hflags, url], {
       encoding: 'utf8',
     })
     const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(r.stdout)?.[1])
@@ -80,6 +105,7 @@ function load(url) {
       '-d',
       String(DURATION),
       '-j',
+      ...hflags,
       url,
     ],
     { encoding: 'utf8', maxBuffer: 64 * 1024 * 1024 },
@@ -91,24 +117,47 @@ function load(url) {
 const originPort = await freePort()
 await start(process.execPath, [path.join(root, 'scripts', 'bench-origin.mjs')], { PORT: originPort }, 'ready')
 const dir = mkdtempSync(path.join(os.tmpdir(), 'locci-bench-'))
-const configs = {
-  load_balancer: `mode: load_balancer
+const upstreams = `upstreams: { origin: { servers: ["127.0.0.1:${originPort}"] } }`
+const gateway = (middlewares, declarations = '') => `mode: api_gateway
 server: { bind_address: "127.0.0.1:0" }
 logging: { level: info }
-upstreams: { origin: { servers: ["127.0.0.1:${originPort}"] } }
-load_balancer: { upstream: origin }
-`,
-  api_gateway: `mode: api_gateway
-server: { bind_address: "127.0.0.1:0" }
-logging: { level: info }
-upstreams: { origin: { servers: ["127.0.0.1:${originPort}"] } }
+${upstreams}
 api_gateway:
   routes:
-    small: { path_pattern: "^/small", methods: [GET], upstream: origin }
-    big: { path_pattern: "^/16k", methods: [GET], upstream: origin }
+    small: { path_pattern: "^/small", methods: [GET], upstream: origin, middlewares: [${middlewares}] }
+    big: { path_pattern: "^/16k", methods: [GET], upstream: origin, middlewares: [${middlewares}] }
     other: { path_pattern: "^/", upstream: origin }
-`,
-}
+${declarations}`
+const SECRET = 'bench-secret-bench-secret-bench-secret'
+const token = await new SignJWT({ sub: 'bench' })
+  .setProtectedHeader({ alg: 'HS256' })
+  .setExpirationTime('1h')
+  .sign(new TextEncoder().encode(SECRET))
+const declarations = `middlewares:
+  rate_limiting: { requests_per_minute: 100000000, burst_size: 1000000, key_header: X-API-Key }
+  authentication: { jwt_secret: "${SECRET}", forward_claims: { sub: X-User-Id } }
+  cors: { allowed_origins: ["https://app.example"], allowed_methods: [GET] }
+`
+const mwHeaders = { 'x-api-key': 'k1', authorization: `Bearer ${token}`, origin: 'https://app.example' }
+// [label, config, bodies, request headers]
+const scenarios = [
+  [
+    'load_balancer',
+    `mode: load_balancer\nserver: { bind_address: "127.0.0.1:0" }\nlogging: { level: info }\n${upstreams}\nload_balancer: { upstream: origin }\n`,
+    ['small', '16k'],
+    {},
+  ],
+  ['api_gateway', gateway(''), ['small', '16k'], {}],
+  ['api_gateway + rate_limiting', gateway('rate_limiting', declarations), ['small'], mwHeaders],
+  ['api_gateway + authentication (HS256)', gateway('authentication', declarations), ['small'], mwHeaders],
+  ['api_gateway + cors', gateway('cors', declarations), ['small'], mwHeaders],
+  [
+    'api_gateway + all three',
+    gateway('cors, authentication, rate_limiting', declarations),
+    ['small'],
+    mwHeaders,
+  ],
+]
 
 const rows = []
 const tool = useWrk ? `wrk -t1 -c${CONNS} -d${DURATION}s` : `autocannon -c ${CONNS} -d ${DURATION}`
@@ -119,21 +168,27 @@ try {
   for (const body of ['small', '16k']) {
     process.stderr.write(`bench: direct /${body}\n`)
     rows.push({ target: 'direct (origin alone)', body, ...load(`http://127.0.0.1:${originPort}/${body}`) })
-    for (const [mode, yaml] of Object.entries(configs)) {
-      const file = path.join(dir, `${mode}.yaml`)
-      writeFileSync(file, yaml)
-      const { child: proxy, seen } = await start(
-        process.execPath,
-        [path.join(root, 'bin', 'locci-proxy'), '-c', file],
-        {},
-        'locci-proxy listening',
-      )
-      const port = Number(/"bind":"http:\/\/127\.0\.0\.1:(\d+)"/.exec(seen)?.[1])
-      process.stderr.write(`bench: locci ${mode} /${body}\n`)
-      load(`http://127.0.0.1:${port}/${body}`) // warm-up run is discarded
-      rows.push({ target: `locci-proxy ${mode}`, body, ...load(`http://127.0.0.1:${port}/${body}`) })
-      await stop(proxy)
+  }
+  for (const [label, yaml, bodies, headers] of scenarios) {
+    const file = path.join(dir, `${rows.length}.yaml`)
+    writeFileSync(file, yaml)
+    const { child: proxy, seen } = await start(
+      process.execPath,
+      [path.join(root, 'bin', 'locci-proxy'), '-c', file],
+      {},
+      'locci-proxy listening',
+    )
+    const port = Number(/"bind":"http:\/\/127\.0\.0\.1:(\d+)"/.exec(seen)?.[1])
+    for (const body of bodies) {
+      process.stderr.write(`bench: locci ${label} /${body}\n`)
+      load(`http://127.0.0.1:${port}/${body}`, headers) // warm-up run is discarded
+      rows.push({
+        target: `locci-proxy ${label}`,
+        body,
+        ...measure(`http://127.0.0.1:${port}/${body}`, headers, proxy.pid),
+      })
     }
+    await stop(proxy)
   }
 } finally {
   for (const c of children) await stop(c)
@@ -144,11 +199,17 @@ const direct = Object.fromEntries(
 )
 const fmt = (n, d = 0) =>
   Number.isFinite(n) ? n.toLocaleString('en-US', { maximumFractionDigits: d, minimumFractionDigits: d }) : '-'
-console.log(`\n| target | body | req/s | × direct | p50 ms | p99 ms | non-2xx |`)
-console.log('|---|---|---:|---:|---:|---:|---:|')
+// A middleware's cost: the proxy's extra CPU per request over plain api_gateway mode (CPU time
+// is steadier than req/s on a box shared with the load generator and the origin).
+const gw = rows.find((r) => r.target === 'locci-proxy api_gateway' && r.body === 'small')?.cpu
+console.log(
+  '\n| target | body | req/s | × direct | p50 ms | p99 ms | proxy CPU µs/req | middleware µs/req | non-2xx |',
+)
+console.log('|---|---|---:|---:|---:|---:|---:|---:|---:|')
 for (const r of rows) {
+  const extra = r.target.includes(' + ') && gw ? fmt(r.cpu - gw, 1) : ''
   console.log(
-    `| ${r.target} | ${r.body} | ${fmt(r.rps)} | ${fmt(r.rps / direct[r.body], 2)} | ${fmt(r.p50, 2)} | ${fmt(r.p99, 2)} | ${r.errors} |`,
+    `| ${r.target} | ${r.body} | ${fmt(r.rps)} | ${fmt(r.rps / direct[r.body], 2)} | ${fmt(r.p50, 2)} | ${fmt(r.p99, 2)} | ${fmt(r.cpu ?? Number.NaN, 1)} | ${extra} | ${r.errors} |`,
   )
 }
 console.log(
