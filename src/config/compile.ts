@@ -25,6 +25,12 @@ import {
   type Strategy,
   type UpstreamSpec,
 } from './snapshot'
+import {
+  type CertificateMaterial,
+  loadCertificatePair,
+  loadUpstreamTls,
+  type UpstreamTlsMaterial,
+} from './tls'
 
 /** Values from CLI flags and environment variables, which win over the file (SPEC precedence). */
 export interface Overrides {
@@ -58,9 +64,9 @@ export function compile(source: SourceDocument, overrides: Overrides = {}): Comp
   if (!parsed.success) {
     for (const issue of parsed.error.issues) reportIssue(issue, at)
   }
-  const middlewares = crossCheck(data, at, file)
+  const checked = crossCheck(data, at, file)
   if (!parsed.success || problems.length > 0) return { ok: false, problems: dedupe(problems) }
-  return { ok: true, snapshot: build(parsed.data, file, middlewares) }
+  return { ok: true, snapshot: build(parsed.data, file, checked.middlewares, checked.tls) }
 }
 
 function applyOverrides(data: Record<string, unknown>, o: Overrides): void {
@@ -137,7 +143,7 @@ function crossCheck(
   data: Record<string, unknown>,
   at: (p: KeyPath, m: string) => void,
   file: string,
-): Map<string, MiddlewareConfig> {
+): { middlewares: Map<string, MiddlewareConfig>; tls: TlsMaterial } {
   const upstreams = isRecord(data.upstreams) ? data.upstreams : undefined
   const upstreamNames = upstreams ? Object.keys(upstreams) : []
   const defined =
@@ -235,13 +241,72 @@ function crossCheck(
 
   const server = isRecord(data.server) ? data.server : undefined
   const tls = server && isRecord(server.tls) ? server.tls : undefined
+  const material: TlsMaterial = { listener: undefined, upstreams: new Map() }
+  const str = (v: unknown): string | undefined => (typeof v === 'string' && v !== '' ? v : undefined)
   if (tls) {
-    for (const key of ['cert_path', 'key_path'] as const) {
-      const p = tls[key]
-      if (typeof p !== 'string' || p === '') continue
-      const problem = fileProblem(resolveFrom(file, p))
-      if (problem) at(['server', 'tls', key], `${problem}: ${p}`)
+    const certs: CertificateMaterial[] = []
+    const single = [str(tls.cert_path), str(tls.key_path)]
+    if (single[0] !== undefined || single[1] !== undefined) {
+      if (single[0] === undefined || single[1] === undefined) {
+        at(['server', 'tls'], 'cert_path and key_path go together')
+      } else {
+        const pair = loadCertificatePair(
+          resolveFrom(file, single[0]),
+          resolveFrom(file, single[1]),
+          ['server', 'tls', 'cert_path'],
+          ['server', 'tls', 'key_path'],
+          at,
+        )
+        if (pair) certs.push(pair)
+      }
     }
+    if (Array.isArray(tls.certificates)) {
+      tls.certificates.forEach((c, i) => {
+        if (!isRecord(c) || str(c.cert_path) === undefined || str(c.key_path) === undefined) return
+        const base = ['server', 'tls', 'certificates', i]
+        const pair = loadCertificatePair(
+          resolveFrom(file, String(c.cert_path)),
+          resolveFrom(file, String(c.key_path)),
+          [...base, 'cert_path'],
+          [...base, 'key_path'],
+          at,
+        )
+        if (pair) certs.push(pair)
+      })
+    } else if (single[0] === undefined && single[1] === undefined) {
+      at(['server', 'tls'], 'needs cert_path and key_path, or certificates')
+    }
+    material.listener = certs
+  }
+  if (server?.redirect_http_bind !== undefined && !tls) {
+    at(['server', 'redirect_http_bind'], 'redirects to HTTPS, so it needs server.tls')
+  }
+  for (const [name, u] of Object.entries(upstreams ?? {})) {
+    if (!isRecord(u)) continue
+    const base = ['upstreams', name]
+    const files = {
+      ca: str(u.ca_path) && resolveFrom(file, String(u.ca_path)),
+      cert: str(u.client_cert_path) && resolveFrom(file, String(u.client_cert_path)),
+      key: str(u.client_key_path) && resolveFrom(file, String(u.client_key_path)),
+    }
+    if (u.tls !== true) {
+      for (const key of [
+        'ca_path',
+        'tls_skip_verify',
+        'client_cert_path',
+        'client_key_path',
+        'sni',
+      ] as const) {
+        if (u[key] !== undefined && u[key] !== false && u[key] !== '')
+          at([...base, key], 'is only used with tls: true')
+      }
+      continue
+    }
+    if (u.tls_skip_verify === true && files.ca !== undefined) {
+      at([...base, 'ca_path'], 'has no effect with tls_skip_verify: true (nothing is verified)')
+    }
+    const m = loadUpstreamTls(files, base, at)
+    if (m) material.upstreams.set(name, m)
   }
 
   const control = isRecord(data.control_api) ? data.control_api : undefined
@@ -263,7 +328,12 @@ function crossCheck(
       )
     }
   }
-  return declared
+  return { middlewares: declared, tls: material }
+}
+
+interface TlsMaterial {
+  listener: CertificateMaterial[] | undefined
+  upstreams: Map<string, UpstreamTlsMaterial>
 }
 
 /**
@@ -398,7 +468,12 @@ function parseHashKey(k: string): HashKey {
   return { kind, name: kind === 'header' ? name.toLowerCase() : name }
 }
 
-function build(raw: RawConfig, file: string, middlewares: Map<string, MiddlewareConfig>): Snapshot {
+function build(
+  raw: RawConfig,
+  file: string,
+  middlewares: Map<string, MiddlewareConfig>,
+  tlsMaterial: TlsMaterial,
+): Snapshot {
   const bind = parseHostPort(raw.server.bind_address, { listen: true }) as HostPort
   const upstreams = new Map<string, UpstreamSpec>()
   for (const [name, u] of Object.entries(raw.upstreams)) {
@@ -415,6 +490,7 @@ function build(raw: RawConfig, file: string, middlewares: Map<string, Middleware
       hashKey: parseHashKey(u.hash_key),
       tls: u.tls,
       sni: u.sni ? u.sni : undefined,
+      tlsOptions: u.tls ? { ...tlsMaterial.upstreams.get(name)!, skipVerify: u.tls_skip_verify } : undefined,
       healthCheck: hc && {
         intervalMs: hc.interval_secs * 1000,
         timeoutMs: hc.timeout_secs * 1000,
@@ -448,9 +524,14 @@ function build(raw: RawConfig, file: string, middlewares: Map<string, Middleware
     bind,
     workers: raw.server.workers,
     tls: raw.server.tls && {
-      certPath: resolveFrom(file, raw.server.tls.cert_path),
-      keyPath: resolveFrom(file, raw.server.tls.key_path),
+      certificates: tlsMaterial.listener ?? [],
+      minVersion: raw.server.tls.min_version,
+      http2: raw.server.tls.http2,
     },
+    redirectHttp: raw.server.redirect_http_bind
+      ? (parseHostPort(raw.server.redirect_http_bind, { listen: true }) as HostPort)
+      : undefined,
+    websocketIdleMs: raw.server.websocket_idle_timeout_secs * 1000,
     upstreamTimeoutMs: raw.server.upstream_timeout_secs * 1000,
     shutdownTimeoutMs: raw.server.shutdown_timeout_secs * 1000,
     pool: {

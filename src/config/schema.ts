@@ -28,9 +28,19 @@ export const STRATEGIES = [
 ] as const
 export const RETRY_ON = ['connect_failure', 'timeout', 'reset', '5xx'] as const
 
-const tlsFiles = z.strictObject({
+const certPair = z.strictObject({
   cert_path: z.string().min(1),
   key_path: z.string().min(1),
+})
+
+/** TLS on the listener: one pair (the guide's form) and/or several chosen by SNI. */
+const tlsListener = z.strictObject({
+  cert_path: z.string().min(1).optional(),
+  key_path: z.string().min(1).optional(),
+  certificates: z.array(certPair).min(1).optional(),
+  min_version: z.enum(['TLSv1.2', 'TLSv1.3']).default('TLSv1.2'),
+  /** Offer HTTP/2 by ALPN (HTTP/1.1 stays available). */
+  http2: z.boolean().default(true),
 })
 
 const connectionPool = z.strictObject({
@@ -43,7 +53,11 @@ const connectionPool = z.strictObject({
 const server = z.strictObject({
   bind_address: listenAddress.default('0.0.0.0:8484'),
   workers: z.number().int().min(1).max(256).default(1),
-  tls: tlsFiles.optional(),
+  tls: tlsListener.optional(),
+  /** A plain-HTTP listener that redirects every request to the HTTPS one (needs tls). */
+  redirect_http_bind: listenAddress.optional(),
+  /** Close a proxied WebSocket after this long without a frame either way. */
+  websocket_idle_timeout_secs: secs.default(300),
   upstream_timeout_secs: secs.default(60),
   shutdown_timeout_secs: z.number().min(0).default(10),
   connection_pool: connectionPool.prefault({}),
@@ -117,6 +131,13 @@ const upstream = z.strictObject({
   hash_key: hashKey.default('client_ip'),
   tls: z.boolean().default(false),
   sni: z.string().optional(),
+  /** PEM bundle of CAs to verify the servers with, instead of the system store. */
+  ca_path: z.string().min(1).optional(),
+  /** Accept any server certificate. Never in production; logged at start. */
+  tls_skip_verify: z.boolean().default(false),
+  /** Client certificate and key for servers that require mTLS. */
+  client_cert_path: z.string().min(1).optional(),
+  client_key_path: z.string().min(1).optional(),
   health_check: healthCheck.optional(),
   passive_health: passiveHealth.prefault({}),
   /** Extra attempts on another server after a failure `retry_on` allows. */

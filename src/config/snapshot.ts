@@ -5,6 +5,7 @@ import type { MiddlewareConfig } from '../middleware/schema'
 import type { RouteTable } from '../routing/route-table'
 import type { HostPort } from './address'
 import type { RawConfig } from './schema'
+import type { CertificateMaterial, UpstreamTlsMaterial } from './tls'
 
 export type Mode = 'load_balancer' | 'api_gateway'
 
@@ -55,6 +56,8 @@ export interface UpstreamSpec {
   readonly tls: boolean
   /** TLS server name and the Host sent upstream; undefined keeps the client's Host. */
   readonly sni: string | undefined
+  /** With `tls: true`: CA bundle, client certificate, whether to skip verification. */
+  readonly tlsOptions: (UpstreamTlsMaterial & { readonly skipVerify: boolean }) | undefined
   readonly healthCheck: HealthCheckSpec | undefined
   /** Outlier ejection; undefined when disabled. */
   readonly passiveHealth: PassiveHealthSpec | undefined
@@ -75,7 +78,17 @@ export interface Snapshot {
   readonly mode: Mode
   readonly bind: HostPort
   readonly workers: number
-  readonly tls: { readonly certPath: string; readonly keyPath: string } | undefined
+  readonly tls:
+    | {
+        /** The first is the default; others are chosen by SNI. */
+        readonly certificates: readonly CertificateMaterial[]
+        readonly minVersion: 'TLSv1.2' | 'TLSv1.3'
+        readonly http2: boolean
+      }
+    | undefined
+  /** A plain listener that redirects to HTTPS. */
+  readonly redirectHttp: HostPort | undefined
+  readonly websocketIdleMs: number
   readonly upstreamTimeoutMs: number
   readonly shutdownTimeoutMs: number
   readonly pool: PoolSpec

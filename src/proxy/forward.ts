@@ -47,6 +47,8 @@ export interface ExchangeOptions {
   group: UpstreamGroup
   retry: RetryPolicy
   candidates: Peer[]
+  /** HTTP/2 downstream: HTTP/2 has no reason phrase. */
+  h2: boolean
   /** Ask the client to close its connection (the proxy is draining). */
   closing: () => boolean
   onDone: () => void
@@ -171,7 +173,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
         break
       }
     }
-    if (statusText) o.res.writeHead(statusCode, statusText, headers)
+    if (statusText && !o.h2) o.res.writeHead(statusCode, statusText, headers)
     else o.res.writeHead(statusCode, headers)
     return true
   }

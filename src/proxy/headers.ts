@@ -65,6 +65,12 @@ export function upstreamRequestHead(raw: readonly string[], fwd: ForwardedFor): 
   for (let i = 0; i < raw.length; i += 2) {
     const name = raw[i]!
     const value = raw[i + 1]!
+    if (name.charCodeAt(0) === 58 /* : */) {
+      // HTTP/2 pseudo-headers: `:authority` is the Host (RFC 9113 section 8.3.1); the rest
+      // (:method, :path, :scheme) travel in the HTTP/1.1 request line instead.
+      if (name === ':authority' && host === undefined) host = value
+      continue
+    }
     if (!REQUEST_LENGTHS.has(name.length)) {
       out.push(name, value)
       continue

@@ -3,7 +3,8 @@
 // involved (404, 405, a middleware's 401/429/204, 503 with no server) are written here; later
 // failures by the Exchange; both through errors.ts.
 
-import type { IncomingMessage, ServerResponse } from 'node:http'
+import { type IncomingMessage, type ServerResponse, STATUS_CODES } from 'node:http'
+import type { Socket } from 'node:net'
 import type { RetryCondition, RetryPolicy } from '../config/snapshot'
 import type { Runtime, SnapshotStore } from '../config/store'
 import { isPreflight } from '../middleware/cors/index'
@@ -21,6 +22,7 @@ import { stripPrefix } from '../routing/route-table'
 import { ERRORS, type ErrorKind, replyError } from './errors'
 import { Exchange } from './forward'
 import { clientIp, type UpstreamRequestHead, upstreamRequestHead } from './headers'
+import { forwardUpgrade } from './upgrade'
 
 export interface PipelineOptions {
   store: SnapshotStore
@@ -32,7 +34,12 @@ export interface PipelineOptions {
 /** One request on its way through the pipeline, once routed. */
 interface Routed {
   req: IncomingMessage
+  /** A ServerResponse, or for an Upgrade request a writer of raw replies on its socket. */
   res: ServerResponse
+  /** The request came over HTTP/2: no h1-only headers (Connection) and no reason phrase. */
+  h2: boolean
+  /** Set for an Upgrade (WebSocket) request. */
+  upgrade: { socket: Socket; head: Buffer; protocol: string } | undefined
   start: number
   rt: Runtime
   method: string
@@ -89,6 +96,16 @@ export class Pipeline {
   }
 
   handle = (req: IncomingMessage, res: ServerResponse): void => {
+    this.#begin(req, res, undefined)
+  }
+
+  /** An HTTP/1.1 Upgrade request (WebSocket): routed and checked like any request. */
+  upgrade = (req: IncomingMessage, socket: Socket, head: Buffer): void => {
+    const protocol = rawHeader(req.rawHeaders, 'upgrade') ?? ''
+    this.#begin(req, new RawReply(socket) as unknown as ServerResponse, { socket, head, protocol })
+  }
+
+  #begin(req: IncomingMessage, res: ServerResponse, upgrade: Routed['upgrade']): void {
     const start = performance.now()
     this.#inFlight++
     const rt = this.#store.current()
@@ -106,6 +123,8 @@ export class Pipeline {
     const r: Routed = {
       req,
       res,
+      h2: req.httpVersionMajor === 2,
+      upgrade,
       start,
       rt,
       method,
@@ -191,6 +210,29 @@ export class Pipeline {
       now,
     )
     if (candidates.length === 0) return this.#reply(r, { status: 503, kind: 'no_healthy_peer', headers: [] })
+    if (r.upgrade) {
+      return forwardUpgrade({
+        socket: r.upgrade.socket,
+        head: r.upgrade.head,
+        method: r.method,
+        upstreamPath: r.upstreamPath,
+        logPath: r.path,
+        headers: r.head.headers,
+        upgrade: r.upgrade.protocol,
+        requestId: r.head.requestId,
+        route: r.route,
+        upstream: r.upstream,
+        group,
+        candidates,
+        responseHeaders: r.ctx?.responseHeaders,
+        connectTimeoutMs: r.rt.snapshot.pool.connectTimeoutMs,
+        idleTimeoutMs: r.rt.snapshot.websocketIdleMs,
+        log: this.#log,
+        access: this.#access,
+        start: r.start,
+        onDone: this.#done,
+      })
+    }
     new Exchange({
       req: r.req,
       res: r.res,
@@ -211,7 +253,8 @@ export class Pipeline {
       group,
       retry: retryPolicy(group.retry, r.retries, r.retryOn),
       candidates,
-      closing: this.#closing,
+      h2: r.h2,
+      closing: r.h2 ? never : this.#closing,
       onDone: this.#done,
     }).start()
   }
@@ -223,10 +266,10 @@ export class Pipeline {
     if (res.destroyed) {
       // The client left while a middleware was waiting.
     } else if (reply.kind !== undefined) {
-      replyError(res, reply.kind, r.head.requestId, this.#draining, extra)
+      replyError(res, reply.kind, r.head.requestId, this.#draining && !r.h2, extra)
     } else {
       const headers = [...extra, 'content-length', '0', 'x-request-id', r.head.requestId]
-      if (this.#draining) headers.push('connection', 'close')
+      if (this.#draining && !r.h2) headers.push('connection', 'close')
       res.writeHead(reply.status, headers)
       res.end()
     }
@@ -247,6 +290,42 @@ export class Pipeline {
       error_type: kind,
     })
     this.#done()
+  }
+}
+
+const never = (): boolean => false
+
+/**
+ * Stands in for a ServerResponse when answering an Upgrade request without an upstream
+ * (404, 401, 429...): writes the answer as raw HTTP/1.1 on the socket and closes it.
+ */
+class RawReply {
+  readonly #socket: Socket
+  #status = 0
+  #headers: readonly string[] = []
+  headersSent = false
+
+  constructor(socket: Socket) {
+    this.#socket = socket
+  }
+
+  get destroyed(): boolean {
+    return this.#socket.destroyed
+  }
+
+  writeHead(status: number, headers: readonly string[]): this {
+    this.#status = status
+    this.#headers = headers
+    this.headersSent = true
+    return this
+  }
+
+  end(body?: string): void {
+    let head = `HTTP/1.1 ${this.#status} ${STATUS_CODES[this.#status] ?? ''}\r\n`
+    for (let i = 0; i < this.#headers.length; i += 2) {
+      if (this.#headers[i] !== 'connection') head += `${this.#headers[i]}: ${this.#headers[i + 1]}\r\n`
+    }
+    this.#socket.end(`${head}connection: close\r\n\r\n${body ?? ''}`)
   }
 }
 

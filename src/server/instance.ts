@@ -13,7 +13,7 @@ import { AccessLog } from '../observe/access-log'
 import { createLogger, type LoggerHandle } from '../observe/logger'
 import { Pipeline } from '../proxy/pipeline'
 import { UpstreamRegistry } from '../upstream/registry'
-import { createListener, type Listener, listen } from './listener'
+import { createListener, createRedirectListener, type ListenerHandle, listen } from './listener'
 import { TcpProxy } from './tcp'
 
 export interface Instance {
@@ -38,8 +38,14 @@ export async function startInstance(
     access: new AccessLog(handle),
     proto: snapshot.tls ? 'https' : 'http',
   })
-  const listener = tcp ? tcp.server : createListener(snapshot, pipeline.handle, log)
+  const handleL: ListenerHandle | undefined = tcp
+    ? undefined
+    : createListener(snapshot, pipeline.handle, pipeline.upgrade, log)
+  const listener = tcp ? tcp.server : handleL!.server
   const front = tcp ?? pipeline
+  const redirect = snapshot.redirectHttp
+    ? createRedirectListener(() => (listener.address() as net.AddressInfo).port)
+    : undefined
   const control = snapshot.controlApi.enabled
     ? createControlServer({ store, log, version, startedAt: Date.now() })
     : undefined
@@ -47,9 +53,11 @@ export async function startInstance(
   try {
     await listen(listener, snapshot.bind.host, snapshot.bind.port)
     if (control) await listen(control, snapshot.controlApi.bind.host, snapshot.controlApi.bind.port)
+    if (redirect) await listen(redirect, snapshot.redirectHttp!.host, snapshot.redirectHttp!.port)
   } catch (err) {
     listener.close()
     control?.close()
+    redirect?.close()
     middlewares.close()
     registry.destroy()
     throw err
@@ -62,12 +70,19 @@ export async function startInstance(
       mode: snapshot.mode,
       bind: `${tcp ? 'tcp' : snapshot.tls ? 'https' : 'http'}://${boundAddress(listener, snapshot.bind)}`,
       control_api: control ? `http://${boundAddress(control, snapshot.controlApi.bind)}` : null,
+      ...(redirect ? { redirect_http: `http://${boundAddress(redirect, snapshot.redirectHttp!)}` } : {}),
+      ...(snapshot.tls ? { http2: snapshot.tls.http2 } : {}),
       upstreams: snapshot.activeUpstreams,
       version,
       ...worker,
     },
     'locci-proxy listening',
   )
+  for (const u of snapshot.upstreams.values()) {
+    if (u.tlsOptions?.skipVerify && snapshot.activeUpstreams.includes(u.name)) {
+      log.warn({ upstream: u.name }, 'tls_skip_verify: server certificates of this upstream are NOT verified')
+    }
+  }
 
   let stopping: Promise<void> | undefined
   const stop = (): Promise<void> => {
@@ -75,7 +90,9 @@ export async function startInstance(
       log.info({ in_flight: front.inFlight, grace_ms: snapshot.shutdownTimeoutMs }, 'shutting down')
       pipeline.drain()
       listener.close()
-      if (!tcp) (listener as Listener).closeIdleConnections()
+      redirect?.close()
+      redirect?.closeAllConnections()
+      handleL?.closeIdle()
       control?.close()
       control?.closeAllConnections()
       registry.stopHealthChecks()
@@ -84,14 +101,14 @@ export async function startInstance(
       )
       // Keep-alive connections that finish a response while draining close on their own
       // (`connection: close`); poll for idle ones that were mid-request when we started.
-      const sweep = tcp ? undefined : setInterval(() => (listener as Listener).closeIdleConnections(), 100)
+      const sweep = handleL ? setInterval(() => handleL.closeIdle(), 100) : undefined
       const outcome = await Promise.race([front.idle().then(() => 'drained' as const), grace])
       clearInterval(sweep)
       if (outcome === 'timeout') {
         log.warn({ in_flight: front.inFlight }, 'grace period over; closing remaining connections')
       }
       if (tcp) tcp.destroyAll()
-      else (listener as Listener).closeAllConnections()
+      else handleL!.closeAll()
       registry.destroy()
       middlewares.close()
       log.info('stopped')

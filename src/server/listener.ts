@@ -1,45 +1,148 @@
-// The downstream listener on server.bind_address: plain HTTP, or HTTPS when server.tls is set.
-// Malformed requests are answered here (400, 431 for oversized headers) without reaching the
-// pipeline, and the listener keeps serving.
+// The downstream listener on server.bind_address: plain HTTP/1.1, or with server.tls HTTPS with
+// HTTP/2 and HTTP/1.1 offered by ALPN, certificates chosen by SNI. Malformed requests are
+// answered here (400, 431 for oversized headers) and the listener keeps serving. Also the
+// optional plain listener that redirects to HTTPS.
 
-import { readFileSync } from 'node:fs'
 import http from 'node:http'
+import http2 from 'node:http2'
 import https from 'node:https'
 import type net from 'node:net'
 import type { Socket } from 'node:net'
+import tls from 'node:tls'
 import type { Snapshot } from '../config/snapshot'
+import { type CertificateMaterial, nameMatches } from '../config/tls'
 import type { Logger } from '../observe/logger'
 
-export type Listener = http.Server | https.Server
+export type RequestHandler = (req: http.IncomingMessage, res: http.ServerResponse) => void
+export type UpgradeHandler = (req: http.IncomingMessage, socket: Socket, head: Buffer) => void
 
-export function createListener(snapshot: Snapshot, handler: http.RequestListener, log: Logger): Listener {
-  const options: http.ServerOptions = {
-    keepAliveTimeout: 65_000,
-    // Node's defaults, stated: 16 KiB of headers, 60 s to receive them.
-    maxHeaderSize: 16 * 1024,
-    headersTimeout: 60_000,
-    requestTimeout: 300_000,
+/** A listener and the operations shutdown and reload need, whatever kind of server it is. */
+export interface ListenerHandle {
+  readonly server: net.Server
+  /** Closes connections with no request in flight (HTTP/2: sends GOAWAY). */
+  closeIdle(): void
+  /** Closes every connection now. */
+  closeAll(): void
+  /** Swaps in the certificates of a new snapshot (a renewed certificate needs no restart). */
+  updateTls(snapshot: Snapshot): void
+}
+
+const OPTIONS: http.ServerOptions = {
+  keepAliveTimeout: 65_000,
+  // Node's defaults, stated: 16 KiB of headers, 60 s to receive them.
+  maxHeaderSize: 16 * 1024,
+  headersTimeout: 60_000,
+  requestTimeout: 300_000,
+}
+
+/** Certificates by name for SNI; the first is the default for clients that send no name. */
+class CertificateStore {
+  #entries: Array<{ names: readonly string[]; context: tls.SecureContext }> = []
+
+  update(certs: readonly CertificateMaterial[], minVersion: tls.SecureVersion): void {
+    this.#entries = certs.map((c) => ({
+      names: c.names,
+      context: tls.createSecureContext({ cert: c.cert, key: c.key, minVersion }),
+    }))
   }
-  let server: Listener
-  if (snapshot.tls) {
-    server = https.createServer(
-      {
-        ...options,
-        cert: readFileSync(snapshot.tls.certPath),
-        key: readFileSync(snapshot.tls.keyPath),
-        minVersion: 'TLSv1.2',
-      },
-      handler,
+
+  pick = (servername: string, cb: (err: Error | null, ctx?: tls.SecureContext) => void): void => {
+    const host = servername.toLowerCase()
+    const exact = this.#entries.find((e) => e.names.includes(host))
+    const wild = exact ?? this.#entries.find((e) => e.names.some((n) => nameMatches(n, host)))
+    cb(null, (wild ?? this.#entries[0])?.context)
+  }
+}
+
+export function createListener(
+  snapshot: Snapshot,
+  handler: RequestHandler,
+  onUpgrade: UpgradeHandler,
+  log: Logger,
+): ListenerHandle {
+  const t = snapshot.tls
+  if (!t) {
+    const server = http.createServer(OPTIONS, handler)
+    wire(server, onUpgrade, log)
+    return {
+      server,
+      closeIdle: () => server.closeIdleConnections(),
+      closeAll: () => server.closeAllConnections(),
+      updateTls: () => undefined,
+    }
+  }
+  const store = new CertificateStore()
+  store.update(t.certificates, t.minVersion)
+  const first = t.certificates[0]!
+  const secure = { cert: first.cert, key: first.key, minVersion: t.minVersion, SNICallback: store.pick }
+  const updateTls = (s: Snapshot) => {
+    if (!s.tls) return
+    store.update(s.tls.certificates, s.tls.minVersion)
+    const d = s.tls.certificates[0]!
+    ;(server as tls.Server).setSecureContext({ cert: d.cert, key: d.key, minVersion: s.tls.minVersion })
+  }
+  let server: net.Server
+  if (t.http2) {
+    const h2 = http2.createSecureServer(
+      { ...secure, allowHTTP1: true },
+      handler as unknown as (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => void,
     )
-  } else {
-    server = http.createServer(options, handler)
+    const sessions = new Set<http2.ServerHttp2Session>()
+    const sockets = new Set<Socket>()
+    h2.on('session', (s: http2.ServerHttp2Session) => {
+      sessions.add(s)
+      s.once('close', () => sessions.delete(s))
+    })
+    h2.on('secureConnection', (s: Socket) => {
+      sockets.add(s)
+      s.once('close', () => sockets.delete(s))
+    })
+    wire(h2 as unknown as http.Server, onUpgrade, log)
+    server = h2
+    return {
+      server,
+      // GOAWAY: clients finish their streams and open no new ones. HTTP/1.1 connections on this
+      // server close after their response (Connection: close while draining).
+      closeIdle: () => {
+        for (const s of sessions) s.close()
+      },
+      closeAll: () => {
+        for (const s of sessions) s.destroy()
+        for (const s of sockets) s.destroy()
+      },
+      updateTls,
+    }
   }
+  const h1 = https.createServer({ ...OPTIONS, ...secure }, handler)
+  wire(h1, onUpgrade, log)
+  server = h1
+  return {
+    server,
+    closeIdle: () => h1.closeIdleConnections(),
+    closeAll: () => h1.closeAllConnections(),
+    updateTls,
+  }
+}
+
+function wire(server: http.Server, onUpgrade: UpgradeHandler, log: Logger): void {
   server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => onClientError(err, socket, log))
+  server.on('upgrade', onUpgrade)
   // CONNECT (forward-proxy tunnelling) is not something a reverse proxy offers.
   server.on('connect', (_req, socket: Socket) => {
     writeRaw(socket, 405, 'CONNECT is not supported by this reverse proxy')
   })
-  return server
+}
+
+/** server.redirect_http_bind: every request gets a 308 to the same URL over HTTPS. */
+export function createRedirectListener(httpsPort: () => number): http.Server {
+  return http.createServer(OPTIONS, (req, res) => {
+    const host = (req.headers.host ?? 'localhost').replace(/:\d+$/, '')
+    const port = httpsPort()
+    const location = `https://${host}${port === 443 ? '' : `:${port}`}${req.url ?? '/'}`
+    // 308 keeps the method and body (RFC 9110 section 15.4.9), unlike 301.
+    res.writeHead(308, { location, 'content-type': 'text/plain', 'content-length': 0 })
+    res.end()
+  })
 }
 
 function onClientError(err: NodeJS.ErrnoException, socket: Socket, log: Logger): void {
@@ -56,15 +159,17 @@ function onClientError(err: NodeJS.ErrnoException, socket: Socket, log: Logger):
   writeRaw(socket, status, status === 431 ? 'request header fields too large' : 'malformed request')
 }
 
-function writeRaw(socket: Socket, status: number, message: string): void {
-  const body = `${status} ${message}\n`
-  socket.end(
-    `HTTP/1.1 ${status} ${http.STATUS_CODES[status]}\r\n` +
-      'content-type: text/plain; charset=utf-8\r\n' +
-      `content-length: ${Buffer.byteLength(body)}\r\n` +
-      'connection: close\r\n\r\n' +
-      body,
-  )
+export function writeRaw(
+  socket: Socket,
+  status: number,
+  message: string,
+  headers: readonly string[] = [],
+): void {
+  const body = message === '' ? '' : `${status} ${message}\n`
+  let head = `HTTP/1.1 ${status} ${http.STATUS_CODES[status]}\r\n`
+  for (let i = 0; i < headers.length; i += 2) head += `${headers[i]}: ${headers[i + 1]}\r\n`
+  if (body !== '') head += 'content-type: text/plain; charset=utf-8\r\n'
+  socket.end(`${head}content-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`)
 }
 
 /** Binds and resolves once listening; rejects with a readable reason (address in use, ...). */

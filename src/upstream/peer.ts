@@ -7,6 +7,12 @@ import type { PeerSpec, PoolSpec } from '../config/snapshot'
 export interface PeerTls {
   readonly enabled: boolean
   readonly servername: string | undefined
+  readonly ca?: string | undefined
+  readonly cert?: string | undefined
+  readonly key?: string | undefined
+  readonly skipVerify?: boolean
+  /** Changes when the CA or client certificate files change. */
+  readonly fingerprint?: string
 }
 
 export class Peer {
@@ -15,6 +21,7 @@ export class Peer {
   readonly port: number
   readonly group: string
   readonly pool: Pool
+  readonly tls: PeerTls
   /** Key that decides whether a reload can keep this peer (same address, TLS and pool settings). */
   readonly key: string
   readonly weight: number
@@ -38,6 +45,7 @@ export class Peer {
     this.port = spec.port
     this.key = peerKey(group, spec, tls, pool)
     this.weight = spec.weight
+    this.tls = tls
     const origin = `${tls.enabled ? 'https' : 'http'}://${spec.address}`
     this.pool = new Pool(origin, {
       connections: pool.maxConnections,
@@ -46,7 +54,14 @@ export class Peer {
       keepAliveMaxTimeout: pool.idleTimeoutMs,
       connect: {
         timeout: pool.connectTimeoutMs,
-        ...(tls.enabled ? { servername: tls.servername ?? spec.host, rejectUnauthorized: true } : {}),
+        ...(tls.enabled
+          ? {
+              servername: tls.servername ?? spec.host,
+              rejectUnauthorized: !tls.skipVerify,
+              ...(tls.ca !== undefined ? { ca: tls.ca } : {}),
+              ...(tls.cert !== undefined ? { cert: tls.cert, key: tls.key } : {}),
+            }
+          : {}),
       },
       // Timeouts are set per request (route > server > default); these are the pool's ceilings.
       headersTimeout: 0,
@@ -76,6 +91,8 @@ export function peerKey(group: string, spec: PeerSpec, tls: PeerTls, pool: PoolS
     spec.weight,
     tls.enabled,
     tls.servername ?? '',
+    tls.skipVerify ?? false,
+    tls.fingerprint ?? '',
     pool.maxConnections,
     pool.idleTimeoutMs,
     pool.connectTimeoutMs,

@@ -24,7 +24,16 @@ export class UpstreamRegistry {
   build(snapshot: Snapshot): Map<string, UpstreamGroup> {
     const groups = new Map<string, UpstreamGroup>()
     for (const spec of snapshot.upstreams.values()) {
-      const tls = { enabled: spec.tls, servername: spec.sni }
+      const t = spec.tlsOptions
+      const tls = {
+        enabled: spec.tls,
+        servername: spec.sni,
+        ca: t?.ca,
+        cert: t?.cert,
+        key: t?.key,
+        skipVerify: t?.skipVerify ?? false,
+        fingerprint: t?.fingerprint,
+      }
       const peers = spec.peers.map((p) => {
         const key = peerKey(spec.name, p, tls, snapshot.pool)
         return this.#peers.get(key) ?? new Peer(spec.name, p, tls, snapshot.pool)
@@ -65,11 +74,7 @@ export class UpstreamRegistry {
     for (const name of wanted) {
       if (this.#checkers.has(name)) continue
       const g = groups.get(name)!
-      const checker = new HealthChecker(g.spec.healthCheck!, g.peers, {
-        tls: g.tls,
-        servername: g.spec.sni,
-        log: this.#log,
-      })
+      const checker = new HealthChecker(g.spec.healthCheck!, g.peers, { log: this.#log })
       this.#checkers.set(name, checker)
       checker.start()
     }

@@ -12,8 +12,6 @@ export type HealthObserver = (peer: Peer, healthy: boolean) => void
 export class HealthChecker {
   readonly spec: HealthCheckSpec
   #peers: readonly Peer[]
-  readonly #tls: boolean
-  readonly #servername: string | undefined
   readonly #log: Logger
   readonly #onChange: HealthObserver | undefined
   #timer: NodeJS.Timeout | undefined
@@ -24,12 +22,10 @@ export class HealthChecker {
   constructor(
     spec: HealthCheckSpec,
     peers: readonly Peer[],
-    opts: { tls: boolean; servername: string | undefined; log: Logger; onChange?: HealthObserver },
+    opts: { log: Logger; onChange?: HealthObserver },
   ) {
     this.spec = spec
     this.#peers = peers
-    this.#tls = opts.tls
-    this.#servername = opts.servername
     this.#log = opts.log
     this.#onChange = opts.onChange
   }
@@ -59,7 +55,7 @@ export class HealthChecker {
 
   async checkPeer(peer: Peer): Promise<void> {
     const result = await probe(
-      { host: peer.host, port: peer.port, tls: this.#tls, servername: this.#servername },
+      { host: peer.host, port: peer.port, tls: peer.tls },
       this.spec.path,
       this.spec.timeoutMs,
     )

@@ -4,12 +4,12 @@
 import http from 'node:http'
 import https from 'node:https'
 import net from 'node:net'
+import type { PeerTls } from '../peer'
 
 export interface ProbeTarget {
   host: string
   port: number
-  tls: boolean
-  servername: string | undefined
+  tls: PeerTls
 }
 
 export interface ProbeResult {
@@ -44,7 +44,7 @@ function tcpProbe(t: ProbeTarget, timeoutMs: number): Promise<ProbeResult> {
 
 function httpProbe(t: ProbeTarget, path: string, timeoutMs: number): Promise<ProbeResult> {
   return new Promise((resolve) => {
-    const mod = t.tls ? https : http
+    const mod = t.tls.enabled ? https : http
     let done = false
     const req = mod.request({
       host: t.host,
@@ -53,11 +53,19 @@ function httpProbe(t: ProbeTarget, path: string, timeoutMs: number): Promise<Pro
       method: 'GET',
       agent: false,
       headers: {
-        host: t.servername ?? (t.host.includes(':') ? `[${t.host}]:${t.port}` : `${t.host}:${t.port}`),
+        host: t.tls.servername ?? (t.host.includes(':') ? `[${t.host}]:${t.port}` : `${t.host}:${t.port}`),
         'user-agent': 'locci-proxy-health-check',
         connection: 'close',
       },
-      ...(t.tls ? { servername: t.servername ?? t.host } : {}),
+      ...(t.tls.enabled
+        ? {
+            servername: t.tls.servername ?? t.host,
+            rejectUnauthorized: !t.tls.skipVerify,
+            ca: t.tls.ca,
+            cert: t.tls.cert,
+            key: t.tls.key,
+          }
+        : {}),
     })
     const timer = setTimeout(() => finish({ ok: false, reason: 'timeout' }), timeoutMs)
     const finish = (r: ProbeResult) => {

@@ -1,0 +1,130 @@
+// TLS material, read and checked when a config is compiled (start, validate, reload), so a
+// missing, unreadable or mismatched certificate/key pair is a config problem naming the file,
+// and a renewed certificate is picked up by the next reload.
+
+import { createHash, createPrivateKey, X509Certificate } from 'node:crypto'
+import { readFileSync } from 'node:fs'
+import type { KeyPath } from './problems'
+
+export interface CertificateMaterial {
+  readonly cert: string
+  readonly key: string
+  /** DNS names the certificate covers (SAN, else CN), lower case; `*.example.com` kept as is. */
+  readonly names: readonly string[]
+  readonly certPath: string
+}
+
+export interface UpstreamTlsMaterial {
+  readonly ca: string | undefined
+  readonly cert: string | undefined
+  readonly key: string | undefined
+  /** Changes when any of the files' contents change (a new pool is built then). */
+  readonly fingerprint: string
+}
+
+type Report = (path: KeyPath, message: string) => void
+
+function readPem(file: string, path: KeyPath, what: string, report: Report): string | undefined {
+  try {
+    return readFileSync(file, 'utf8')
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code
+    const why =
+      code === 'ENOENT'
+        ? 'file does not exist'
+        : code === 'EACCES'
+          ? 'file is not readable'
+          : 'cannot read file'
+    report(path, `${why}: ${file} (${what})`)
+    return undefined
+  }
+}
+
+/** A certificate and its key, checked to belong together. */
+export function loadCertificatePair(
+  certFile: string,
+  keyFile: string,
+  certPath: KeyPath,
+  keyPath: KeyPath,
+  report: Report,
+): CertificateMaterial | undefined {
+  const cert = readPem(certFile, certPath, 'certificate', report)
+  const key = readPem(keyFile, keyPath, 'private key', report)
+  if (cert === undefined || key === undefined) return undefined
+  let x509: X509Certificate
+  try {
+    x509 = new X509Certificate(cert)
+  } catch (err) {
+    report(certPath, `not a PEM certificate: ${certFile} (${(err as Error).message})`)
+    return undefined
+  }
+  try {
+    if (!x509.checkPrivateKey(createPrivateKey(key))) {
+      report(keyPath, `the key in ${keyFile} does not belong to the certificate in ${certFile}`)
+      return undefined
+    }
+  } catch (err) {
+    report(keyPath, `not a PEM private key: ${keyFile} (${(err as Error).message})`)
+    return undefined
+  }
+  const san = x509.subjectAltName
+    ?.split(',')
+    .map((s) => s.trim())
+    .filter((s) => s.startsWith('DNS:'))
+    .map((s) => s.slice(4).toLowerCase())
+  const cn = /(?:^|\n)CN=([^\n]+)/.exec(x509.subject)?.[1]?.toLowerCase()
+  const names = san && san.length > 0 ? san : cn ? [cn] : []
+  return { cert, key, names, certPath: certFile }
+}
+
+export function loadUpstreamTls(
+  files: { ca?: string; cert?: string; key?: string },
+  base: KeyPath,
+  report: Report,
+): UpstreamTlsMaterial | undefined {
+  const ca = files.ca === undefined ? undefined : readPem(files.ca, [...base, 'ca_path'], 'CA bundle', report)
+  let cert: string | undefined
+  let key: string | undefined
+  if (files.cert !== undefined || files.key !== undefined) {
+    if (files.cert === undefined || files.key === undefined) {
+      report(base, 'client_cert_path and client_key_path go together')
+      return undefined
+    }
+    const pair = loadCertificatePair(
+      files.cert,
+      files.key,
+      [...base, 'client_cert_path'],
+      [...base, 'client_key_path'],
+      report,
+    )
+    if (!pair) return undefined
+    cert = pair.cert
+    key = pair.key
+  }
+  if (files.ca !== undefined && ca === undefined) return undefined
+  if (ca !== undefined) {
+    try {
+      new X509Certificate(ca)
+    } catch {
+      report([...base, 'ca_path'], `not a PEM certificate bundle: ${files.ca}`)
+      return undefined
+    }
+  }
+  const fingerprint = createHash('sha256')
+    .update(ca ?? '')
+    .update('\0')
+    .update(cert ?? '')
+    .update('\0')
+    .update(key ?? '')
+    .digest('hex')
+    .slice(0, 16)
+  return { ca, cert, key, fingerprint }
+}
+
+/** Does a certificate name (possibly `*.example.com`) cover `host`? One label per wildcard. */
+export function nameMatches(name: string, host: string): boolean {
+  if (name === host) return true
+  if (!name.startsWith('*.')) return false
+  const dot = host.indexOf('.')
+  return dot > 0 && host.slice(dot + 1) === name.slice(2)
+}

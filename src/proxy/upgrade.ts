@@ -1,0 +1,206 @@
+// WebSocket (and other HTTP/1.1 Upgrade) proxying. After routing and middlewares, the handshake
+// goes to a server of the group on a fresh connection; a 101 answer is relayed and the two
+// sockets are piped both ways (backpressure through pipe), with an idle timeout; when either
+// side closes, so does the other. A non-101 answer is relayed as it is and the connection ends.
+// Connect failures move on to the next candidate like any request.
+
+import http from 'node:http'
+import https from 'node:https'
+import type { Socket } from 'node:net'
+import type { AccessLog } from '../observe/access-log'
+import type { Logger } from '../observe/logger'
+import { writeRaw } from '../server/listener'
+import type { UpstreamGroup } from '../upstream/group'
+import type { Peer } from '../upstream/peer'
+import { classifyUpstreamError, ERRORS, type ErrorKind } from './errors'
+
+export interface UpgradeOptions {
+  socket: Socket
+  head: Buffer
+  method: string
+  upstreamPath: string
+  logPath: string
+  /** Upstream request headers (hop-by-hop already removed). */
+  headers: string[]
+  /** The client's Upgrade header value (e.g. `websocket`). */
+  upgrade: string
+  requestId: string
+  route: string | undefined
+  upstream: string
+  group: UpstreamGroup
+  candidates: Peer[]
+  responseHeaders: readonly string[] | undefined
+  connectTimeoutMs: number
+  idleTimeoutMs: number
+  log: Logger
+  access: AccessLog
+  start: number
+  onDone: () => void
+}
+
+export function forwardUpgrade(o: UpgradeOptions): void {
+  let index = 0
+  let finished = false
+  let status = 0
+  let peer: Peer | undefined
+  const finish = (kind: ErrorKind | undefined) => {
+    if (finished) return
+    finished = true
+    if (peer) peer.inFlight--
+    o.access.write({
+      method: o.method,
+      path: o.logPath,
+      route: o.route,
+      upstream: o.upstream,
+      server: peer?.address,
+      status: status || (kind ? ERRORS[kind].status : 0),
+      duration_ms: Math.round((performance.now() - o.start) * 1000) / 1000,
+      request_id: o.requestId,
+      error_type: kind,
+    })
+    o.onDone()
+  }
+  o.socket.on('error', () => o.socket.destroy())
+
+  const attempt = () => {
+    peer = o.candidates[index]!
+    peer.inFlight++
+    const tlsOpts = o.group.spec.tlsOptions
+    const headers = [...o.headers, 'connection', 'Upgrade', 'upgrade', o.upgrade]
+    const options: https.RequestOptions = {
+      host: peer.host,
+      port: peer.port,
+      method: o.method,
+      path: o.upstreamPath,
+      headers: headers as unknown as http.OutgoingHttpHeaders,
+      agent: false,
+      timeout: o.connectTimeoutMs,
+    }
+    if (o.group.tls) {
+      Object.assign(options, {
+        servername: o.group.spec.sni ?? peer.host,
+        ca: tlsOpts?.ca,
+        cert: tlsOpts?.cert,
+        key: tlsOpts?.key,
+        rejectUnauthorized: !tlsOpts?.skipVerify,
+      })
+    }
+    const req = (o.group.tls ? https : http).request(options)
+    let connected = false
+    req.once('socket', (s: Socket) =>
+      s.once(o.group.tls ? 'secureConnect' : 'connect', () => (connected = true)),
+    )
+    req.once('timeout', () =>
+      req.destroy(
+        Object.assign(new Error('upstream timed out'), {
+          code: connected ? 'UND_ERR_HEADERS_TIMEOUT' : 'UND_ERR_CONNECT_TIMEOUT',
+        }),
+      ),
+    )
+    req.once('upgrade', (res: http.IncomingMessage, up: Socket, upHead: Buffer) => {
+      req.setTimeout(0)
+      status = 101
+      o.group.reportSuccess(peer!)
+      if (o.socket.destroyed) {
+        up.destroy()
+        finish('client_aborted')
+        return
+      }
+      let head = `HTTP/1.1 101 ${res.statusMessage || 'Switching Protocols'}\r\n`
+      for (let i = 0; i < res.rawHeaders.length; i += 2)
+        head += `${res.rawHeaders[i]}: ${res.rawHeaders[i + 1]}\r\n`
+      head += `x-request-id: ${o.requestId}\r\n\r\n`
+      o.socket.write(head)
+      if (upHead.length > 0) o.socket.write(upHead)
+      if (o.head.length > 0) up.write(o.head)
+      join(o.socket, up, o.idleTimeoutMs, () => finish(undefined))
+    })
+    req.once('response', (res: http.IncomingMessage) => {
+      // The server refused the upgrade: relay its answer and end.
+      status = res.statusCode ?? 502
+      if (status >= 500) o.group.reportFailure(peer!, `status ${status}`)
+      else o.group.reportSuccess(peer!)
+      const chunks: Buffer[] = []
+      res.on('data', (c: Buffer) => chunks.push(c))
+      res.on('end', () => {
+        const body = Buffer.concat(chunks)
+        let head = `HTTP/1.1 ${status} ${res.statusMessage ?? ''}\r\n`
+        for (let i = 0; i < res.rawHeaders.length; i += 2) {
+          const name = res.rawHeaders[i]!.toLowerCase()
+          if (
+            name === 'connection' ||
+            name === 'transfer-encoding' ||
+            name === 'content-length' ||
+            name === 'keep-alive'
+          )
+            continue
+          head += `${res.rawHeaders[i]}: ${res.rawHeaders[i + 1]}\r\n`
+        }
+        o.socket.end(
+          `${head}content-length: ${body.length}\r\nx-request-id: ${o.requestId}\r\nconnection: close\r\n\r\n${body.toString('latin1')}`,
+          'latin1',
+        )
+        finish(undefined)
+      })
+    })
+    req.once('error', (err: Error & { code?: string }) => {
+      const kind = classifyUpstreamError(err, connected)
+      o.group.reportFailure(peer!, kind)
+      const retry =
+        !connected &&
+        !o.socket.destroyed &&
+        o.group.retry.on.has('connect_failure') &&
+        index < o.group.retry.retries &&
+        index + 1 < o.candidates.length &&
+        o.group.budget.tryRetry(Date.now())
+      o.log.warn(
+        {
+          request_id: o.requestId,
+          upstream: o.upstream,
+          server: peer!.address,
+          error_type: kind,
+          err: err.code ?? err.message,
+          retry,
+        },
+        'upstream error',
+      )
+      if (retry) {
+        peer!.inFlight--
+        index++
+        attempt()
+        return
+      }
+      if (!o.socket.destroyed)
+        writeRaw(o.socket, ERRORS[kind].status, ERRORS[kind].body, [
+          'x-request-id',
+          o.requestId,
+          ...(o.responseHeaders ?? []),
+        ])
+      finish(kind)
+    })
+    req.end()
+  }
+  attempt()
+}
+
+/** Pipes two sockets both ways; either side closing, erroring or idling out ends both. */
+function join(a: Socket, b: Socket, idleMs: number, onClose: () => void): void {
+  let closed = false
+  const close = () => {
+    if (closed) return
+    closed = true
+    a.destroy()
+    b.destroy()
+    onClose()
+  }
+  for (const s of [a, b]) {
+    s.setNoDelay(true)
+    s.setTimeout(idleMs, close)
+    s.once('close', close)
+    s.on('error', close)
+  }
+  // A socket's idle timer restarts on its own reads and writes, so traffic either way keeps
+  // both alive: what one side reads, the other writes.
+  a.pipe(b)
+  b.pipe(a)
+}
