@@ -111,6 +111,7 @@ export async function startInstance(
       else handleL!.closeAll()
       registry.destroy()
       middlewares.close()
+      handle.flush() // access lines of the last requests first, then the final line
       log.info('stopped')
       handle.flush()
     })()
