@@ -2,6 +2,7 @@
 // `start` (the default command) and `validate`. Exit codes: 0 ok, 1 bad config or failed start.
 
 import cluster from 'node:cluster'
+import { readFileSync } from 'node:fs'
 import { Command, Option } from 'commander'
 import { loadConfig, type Overrides } from '../config/compile'
 import { loadDotEnv } from '../config/env'
@@ -9,7 +10,7 @@ import { formatProblem, type Problem } from '../config/problems'
 import { LOG_LEVELS } from '../config/schema'
 import type { Mode, Snapshot } from '../config/snapshot'
 import { createLogger } from '../observe/logger'
-import { startInstance } from '../server/instance'
+import { ProxyInstance } from '../server/instance'
 import { superviseWorkers } from '../server/workers'
 
 // eslint-disable-next-line @typescript-eslint/no-require-imports
@@ -128,11 +129,21 @@ async function start(opts: GlobalOptions): Promise<void> {
   const log = logging.logger
 
   let stop: () => Promise<void>
+  let reload: () => void
   try {
     if (snapshot.workers > 1 && cluster.isPrimary) {
-      stop = (await superviseWorkers(snapshot, log)).stop
+      const supervisor = await superviseWorkers(snapshot, log)
+      stop = supervisor.stop
+      reload = supervisor.reload
     } else {
-      stop = (await startInstance(snapshot, VERSION, logging)).stop
+      const text = readFileSync(r.file, 'utf8')
+      const instance = await ProxyInstance.start(
+        { file: r.file, overrides: r.overrides, env: process.env, version: VERSION, logging },
+        snapshot,
+        text,
+      )
+      stop = () => instance.stop()
+      reload = () => void instance.reload()
     }
   } catch (err) {
     log.fatal({ err: (err as Error).message }, 'failed to start')
@@ -141,6 +152,10 @@ async function start(opts: GlobalOptions): Promise<void> {
     process.exit(1)
   }
 
+  process.on('SIGHUP', () => {
+    log.info({ signal: 'SIGHUP' }, 'reloading the config file')
+    reload()
+  })
   let signals = 0
   const onSignal = (signal: NodeJS.Signals) => {
     if (++signals > 1) {

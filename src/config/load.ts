@@ -8,6 +8,8 @@ import { formatPath, type KeyPath, type Problem } from './problems'
 
 export interface SourceDocument {
   file: string
+  /** The file's text as read (runtime changes edit a copy of it). */
+  text: string
   /** The parsed tree after `${VAR}` expansion; undefined when the file could not be read or parsed. */
   data: unknown
   /** Problems found while reading, parsing or expanding. */
@@ -30,7 +32,13 @@ export function readConfigFile(file: string, env: NodeJS.ProcessEnv = process.en
         : code === 'EISDIR'
           ? 'config path is a directory, not a file'
           : `cannot read config file: ${(err as Error).message}`
-    return { file, data: undefined, problems: [{ file, path: '', message }], lineOf: () => undefined }
+    return {
+      file,
+      text: '',
+      data: undefined,
+      problems: [{ file, path: '', message }],
+      lineOf: () => undefined,
+    }
   }
   return parseConfigText(file, text, env)
 }
@@ -73,7 +81,7 @@ export function parseConfigText(
     return line
   }
 
-  if (doc.errors.length > 0) return { file, data: undefined, problems, lineOf }
+  if (doc.errors.length > 0) return { file, text, data: undefined, problems, lineOf }
 
   // Expand `${VAR}` in every string scalar. A plain (unquoted) scalar whose expansion looks like a
   // number or boolean becomes one, so `workers: ${WORKERS:-2}` works as a user expects.
@@ -101,5 +109,5 @@ export function parseConfigText(
     }
   }
   expand(doc.contents, [])
-  return { file, data: doc.toJS({ maxAliasCount: 100 }), problems, lineOf }
+  return { file, text, data: doc.toJS({ maxAliasCount: 100 }), problems, lineOf }
 }

@@ -191,6 +191,8 @@ const controlApi = z.strictObject({
   enabled: z.boolean().default(false),
   bind_address: listenAddress.default('127.0.0.1:8485'),
   api_key: z.string().optional(),
+  /** Write runtime changes (routes, servers) back to the config file, atomically. */
+  persist: z.boolean().default(false),
 })
 
 export const configSchema = z.strictObject({

@@ -1,96 +1,190 @@
-// The control API, on its own listener (control_api.bind_address): JSON in and out. With
-// `api_key` set every request but the liveness probe `GET /healthz` needs `Authorization: Bearer`.
+// The control API, on its own listener (control_api.bind_address): JSON in and out, Prometheus
+// text on /metrics. With `api_key` set every request but the liveness probe `GET /healthz`
+// needs `Authorization: Bearer <key>` (401 otherwise). Changes go through ControlActions, which
+// validates them exactly like the config file and swaps in a new snapshot.
 
 import http from 'node:http'
+import type { Document } from 'yaml'
 import { redact } from '../config/redact'
 import type { SnapshotStore } from '../config/store'
 import type { Logger } from '../observe/logger'
+import type { Metrics } from '../observe/metrics'
+import type { Explanation } from '../routing/explain'
 import { bearerMatches } from './auth'
+import { ApiError, addRoute, addUpstream, removeRoute, removeServer } from './mutations'
+
+export interface ControlActions {
+  readonly metrics: Metrics
+  status(): Record<string, unknown>
+  reload(): Promise<{ result: string; problems?: string[] }>
+  change(edit: (doc: Document) => string): Promise<{ change: string; saved: boolean }>
+  explain(method: string, url: string, headers: string[]): Explanation
+}
 
 export interface ControlApiOptions {
   store: SnapshotStore
   log: Logger
-  version: string
-  startedAt: number
+  actions: ControlActions
 }
 
-class ApiError extends Error {
-  constructor(
-    readonly status: number,
-    message: string,
-    readonly headers: Record<string, string> = {},
-  ) {
-    super(message)
-  }
+interface Reply {
+  status: number
+  body: unknown
+  headers?: Record<string, string>
 }
 
-type Handler = () => unknown
+type Handler = (req: http.IncomingMessage, params: string[], query: URLSearchParams) => Promise<Reply> | Reply
+
+const MAX_BODY = 1024 * 1024
 
 export function createControlServer(o: ControlApiOptions): http.Server {
-  const routes: Record<string, Record<string, Handler>> = {
-    '/healthz': { GET: () => ({ status: 'ok' }) },
-    '/api/v1/status': { GET: () => status(o) },
-    '/api/v1/config': { GET: () => redact(o.store.current().snapshot.raw) },
-    '/api/v1/routes': { GET: () => routesView(o) },
-    '/api/v1/upstreams': { GET: () => upstreamsView(o) },
-  }
+  const a = o.actions
+  const metrics = async (): Promise<Reply> => ({
+    status: 200,
+    body: await a.metrics.text(),
+    headers: { 'content-type': a.metrics.contentType },
+  })
+  const change = async (edit: (doc: Document) => string): Promise<Reply> => ({
+    status: 201,
+    body: await a.change(edit),
+  })
+  const routes: Array<[string, RegExp, Handler]> = [
+    ['GET', /^\/healthz$/, () => ({ status: 200, body: { status: 'ok' } })],
+    ['GET', /^\/api\/v1\/status$/, () => ({ status: 200, body: a.status() })],
+    ['GET', /^\/api\/v1\/config$/, () => ({ status: 200, body: redact(o.store.current().snapshot.raw) })],
+    ['GET', /^\/api\/v1\/metrics$/, metrics],
+    ['GET', /^\/metrics$/, metrics],
+    ['GET', /^\/api\/v1\/routes$/, () => ({ status: 200, body: routesView(o.store) })],
+    ['GET', /^\/api\/v1\/upstreams$/, () => ({ status: 200, body: upstreamsView(o.store) })],
+    ['POST', /^\/api\/v1\/routes$/, async (req) => change(withBody(await readJson(req), addRoute))],
+    [
+      'DELETE',
+      /^\/api\/v1\/routes\/([^/]+)$/,
+      async (_req, [name]) => {
+        await a.change((doc) => removeRoute(doc, name!))
+        return { status: 204, body: undefined }
+      },
+    ],
+    ['POST', /^\/api\/v1\/upstreams$/, async (req) => change(withBody(await readJson(req), addUpstream))],
+    [
+      'DELETE',
+      /^\/api\/v1\/upstreams\/([^/]+)\/servers\/([^/]+)$/,
+      async (_req, [name, server]) => {
+        await a.change((doc) => removeServer(doc, name!, server!))
+        return { status: 204, body: undefined }
+      },
+    ],
+    [
+      'POST',
+      /^\/api\/v1\/reload$/,
+      async () => {
+        const r = await a.reload()
+        return { status: r.result === 'failure' ? 422 : 200, body: r }
+      },
+    ],
+    [
+      'GET',
+      /^\/api\/v1\/explain$/,
+      (_req, _p, q) => {
+        const method = q.get('method') ?? 'GET'
+        const path = q.get('path')
+        if (!path?.startsWith('/'))
+          throw new ApiError(400, 'query parameter "path" is required and must start with /')
+        const headers = q.getAll('header').flatMap((h) => {
+          const colon = h.indexOf(':')
+          if (colon <= 0) throw new ApiError(400, `header "${h}" must be "Name: value"`)
+          return [h.slice(0, colon).trim(), h.slice(colon + 1).trim()]
+        })
+        return { status: 200, body: a.explain(method, path, headers) }
+      },
+    ],
+  ]
+
   return http.createServer((req, res) => {
-    const path = (req.url ?? '/').split('?')[0]!
-    let status = 200
-    let body: unknown
-    let headers: Record<string, string> = {}
+    void handle(req).then((r) => send(res, r))
+  })
+
+  async function handle(req: http.IncomingMessage): Promise<Reply> {
+    const url = new URL(req.url ?? '/', 'http://control')
+    const path = url.pathname
     try {
       const apiKey = o.store.current().snapshot.controlApi.apiKey
       if (apiKey !== undefined && path !== '/healthz' && !bearerMatches(req.headers.authorization, apiKey)) {
-        throw new ApiError(401, 'missing or wrong API key', {
-          'www-authenticate': 'Bearer realm="locci-proxy"',
-        })
+        throw new ApiError(
+          401,
+          'missing or wrong API key',
+          {},
+          { 'www-authenticate': 'Bearer realm="locci-proxy control"' },
+        )
       }
-      const methods = routes[path]
-      if (!methods) throw new ApiError(404, `no such endpoint: ${path}`)
-      const handler = methods[req.method ?? 'GET']
-      if (!handler)
-        throw new ApiError(405, `${req.method} not allowed`, { allow: Object.keys(methods).join(', ') })
-      body = handler()
+      const matching = routes.filter(([, re]) => re.test(path))
+      if (matching.length === 0) throw new ApiError(404, `no such endpoint: ${path}`)
+      const hit = matching.find(([m]) => m === req.method)
+      if (!hit) {
+        throw new ApiError(
+          405,
+          `${req.method} not allowed here`,
+          {},
+          { allow: matching.map(([m]) => m).join(', ') },
+        )
+      }
+      const params = (hit[1].exec(path) ?? []).slice(1).map((p) => decodeURIComponent(p))
+      return await hit[2](req, params, url.searchParams)
     } catch (err) {
-      if (err instanceof ApiError) {
-        status = err.status
-        headers = err.headers
-        body = { error: err.message }
-      } else {
-        status = 500
-        body = { error: 'internal error' }
-        o.log.error({ err }, 'control API handler failed')
-      }
+      if (err instanceof ApiError)
+        return { status: err.status, body: { error: err.message, ...err.details }, headers: err.headers }
+      o.log.error({ err: (err as Error).message }, 'control API handler failed')
+      return { status: 500, body: { error: 'internal error' } }
+    } finally {
+      req.resume()
     }
-    const text = `${JSON.stringify(body, null, 2)}\n`
-    res.writeHead(status, {
-      'content-type': 'application/json',
-      'content-length': Buffer.byteLength(text),
-      ...headers,
-    })
-    res.end(text)
-    req.resume()
-  })
-}
-
-function status(o: ControlApiOptions) {
-  const s = o.store.current().snapshot
-  return {
-    status: 'running',
-    mode: s.mode,
-    lb_enabled: s.mode === 'load_balancer',
-    gateway_enabled: s.mode === 'api_gateway',
-    version: o.version,
-    pid: process.pid,
-    workers: s.workers,
-    uptime_secs: Math.round((Date.now() - o.startedAt) / 1000),
-    config_file: s.file,
   }
 }
 
-function routesView(o: ControlApiOptions) {
-  const s = o.store.current().snapshot
+function withBody(body: unknown, fn: (doc: Document, body: unknown) => string): (doc: Document) => string {
+  return (doc) => fn(doc, body)
+}
+
+function send(res: http.ServerResponse, r: Reply): void {
+  if (r.status === 204) {
+    res.writeHead(204, r.headers ?? {})
+    res.end()
+    return
+  }
+  const text = typeof r.body === 'string' ? r.body : `${JSON.stringify(r.body, null, 2)}\n`
+  res.writeHead(r.status, {
+    'content-type': 'application/json',
+    'content-length': Buffer.byteLength(text),
+    ...r.headers,
+  })
+  res.end(text)
+}
+
+function readJson(req: http.IncomingMessage): Promise<unknown> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = []
+    let size = 0
+    req.on('data', (c: Buffer) => {
+      size += c.length
+      if (size > MAX_BODY) {
+        reject(new ApiError(413, 'the body is larger than 1 MiB'))
+        req.destroy()
+      } else chunks.push(c)
+    })
+    req.on('end', () => {
+      const text = Buffer.concat(chunks).toString('utf8')
+      try {
+        resolve(text === '' ? undefined : JSON.parse(text))
+      } catch (err) {
+        reject(new ApiError(400, `the body is not valid JSON: ${(err as Error).message}`))
+      }
+    })
+    req.on('error', reject)
+  })
+}
+
+function routesView(store: SnapshotStore) {
+  const s = store.current().snapshot
   return {
     routes: (s.routes?.routes ?? []).map((r) => ({
       name: r.name,
@@ -104,8 +198,8 @@ function routesView(o: ControlApiOptions) {
   }
 }
 
-function upstreamsView(o: ControlApiOptions) {
-  const { snapshot, groups } = o.store.current()
+function upstreamsView(store: SnapshotStore) {
+  const { snapshot, groups } = store.current()
   const now = Date.now()
   return {
     upstreams: [...groups.values()].map((g) => ({

@@ -5,6 +5,7 @@
 // machine against under 1 µs for this (see README, Performance). Everything else logs via pino.
 
 import type { LoggerHandle } from './logger'
+import type { Metrics } from './metrics'
 
 export interface AccessRecord {
   method: string
@@ -21,12 +22,25 @@ export interface AccessRecord {
 export class AccessLog {
   readonly #handle: LoggerHandle
   readonly #pid = process.pid
+  readonly #metrics: Metrics | undefined
+  readonly #mode: () => string
 
-  constructor(handle: LoggerHandle) {
+  constructor(handle: LoggerHandle, metrics?: Metrics, mode: () => string = () => '') {
     this.#handle = handle
+    this.#metrics = metrics
+    this.#mode = mode
   }
 
+  /** Every request ends here: one log line, and its metrics. */
   write(r: AccessRecord): void {
+    this.#metrics?.record({
+      mode: this.#mode(),
+      route: r.route,
+      upstream: r.upstream,
+      status: r.status,
+      durationMs: r.duration_ms,
+      errorType: r.error_type,
+    })
     const h = this.#handle
     if (!h.logger.isLevelEnabled('info')) return
     const time = isoNow()

@@ -28,7 +28,6 @@ export interface PipelineOptions {
   store: SnapshotStore
   log: Logger
   access: AccessLog
-  proto: 'http' | 'https'
 }
 
 /** One request on its way through the pipeline, once routed. */
@@ -58,7 +57,6 @@ export class Pipeline {
   readonly #store: SnapshotStore
   readonly #log: Logger
   readonly #access: AccessLog
-  readonly #proto: 'http' | 'https'
   #draining = false
   #inFlight = 0
   #idleWaiters: Array<() => void> = []
@@ -67,7 +65,6 @@ export class Pipeline {
     this.#store = o.store
     this.#log = o.log
     this.#access = o.access
-    this.#proto = o.proto
   }
 
   get inFlight(): number {
@@ -116,7 +113,7 @@ export class Pipeline {
     const path = q < 0 ? url : url.slice(0, q)
     const head = upstreamRequestHead(req.rawHeaders, {
       clientIp: clientIp(req.socket.remoteAddress),
-      proto: this.#proto,
+      proto: snapshot.tls ? 'https' : 'http',
       hostOverride: undefined,
     })
 

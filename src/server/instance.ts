@@ -1,130 +1,396 @@
-// One running proxy process: logger, snapshot store, upstream registry, listener, control API,
-// and graceful shutdown on SIGTERM/SIGINT (stop accepting, finish in-flight requests within
-// server.shutdown_timeout_secs, exit 0).
+// One running proxy process: it owns the snapshot store and everything live (upstream pools and
+// health, middleware state, listeners, the control API) and changes them only by building a new
+// snapshot and swapping it in: on reload (SIGHUP, POST /api/v1/reload) and on control-API
+// changes. In-flight requests finish on the snapshot they started with. Graceful shutdown on
+// SIGTERM/SIGINT: stop accepting, finish in-flight requests within server.shutdown_timeout_secs.
 
 import cluster from 'node:cluster'
+import { closeSync, fsyncSync, openSync, renameSync, writeFileSync } from 'node:fs'
+import type http from 'node:http'
 import type net from 'node:net'
+import path from 'node:path'
+import { parseDocument } from 'yaml'
 import { formatHostPort, type HostPort } from '../config/address'
+import { compile, type Overrides } from '../config/compile'
+import { type ConfigDiff, diffSnapshots, isEmpty } from '../config/diff'
+import { parseConfigText, readConfigFile } from '../config/load'
+import { formatProblem } from '../config/problems'
 import type { Snapshot } from '../config/snapshot'
 import { SnapshotStore } from '../config/store'
-import { createControlServer } from '../control/api'
+import { type ControlActions, createControlServer } from '../control/api'
+import { ApiError } from '../control/mutations'
 import { MiddlewareRegistry } from '../middleware/registry'
 import { AccessLog } from '../observe/access-log'
-import { createLogger, type LoggerHandle } from '../observe/logger'
+import type { LoggerHandle } from '../observe/logger'
+import { Metrics } from '../observe/metrics'
 import { Pipeline } from '../proxy/pipeline'
+import { explain } from '../routing/explain'
 import { UpstreamRegistry } from '../upstream/registry'
 import { createListener, createRedirectListener, type ListenerHandle, listen } from './listener'
 import { TcpProxy } from './tcp'
 
-export interface Instance {
-  stop(): Promise<void>
+export interface StartOptions {
+  file: string
+  overrides: Overrides
+  env: NodeJS.ProcessEnv
+  version: string
+  logging: LoggerHandle
 }
 
-export async function startInstance(
-  snapshot: Snapshot,
-  version: string,
-  logging?: LoggerHandle,
-): Promise<Instance> {
-  const handle = logging ?? createLogger({ level: snapshot.logging.level, format: snapshot.logging.format })
-  const log = handle.logger
-  const registry = new UpstreamRegistry(log)
-  const groups = registry.build(snapshot)
-  const middlewares = new MiddlewareRegistry(log)
-  const store = new SnapshotStore({ snapshot, groups, chains: middlewares.build(snapshot) })
-  const tcp = snapshot.lbProtocol === 'tcp' ? new TcpProxy(store, log) : undefined
-  const pipeline = new Pipeline({
-    store,
-    log,
-    access: new AccessLog(handle),
-    proto: snapshot.tls ? 'https' : 'http',
-  })
-  const handleL: ListenerHandle | undefined = tcp
-    ? undefined
-    : createListener(snapshot, pipeline.handle, pipeline.upgrade, log)
-  const listener = tcp ? tcp.server : handleL!.server
-  const front = tcp ?? pipeline
-  const redirect = snapshot.redirectHttp
-    ? createRedirectListener(() => (listener.address() as net.AddressInfo).port)
-    : undefined
-  const control = snapshot.controlApi.enabled
-    ? createControlServer({ store, log, version, startedAt: Date.now() })
-    : undefined
+/** The downstream side: an HTTP(S) listener, or the TCP pass-through. */
+interface Front {
+  key: string
+  server: net.Server
+  listener: ListenerHandle | undefined
+  tcp: TcpProxy | undefined
+}
 
-  try {
-    await listen(listener, snapshot.bind.host, snapshot.bind.port)
-    if (control) await listen(control, snapshot.controlApi.bind.host, snapshot.controlApi.bind.port)
-    if (redirect) await listen(redirect, snapshot.redirectHttp!.host, snapshot.redirectHttp!.port)
-  } catch (err) {
-    listener.close()
-    control?.close()
-    redirect?.close()
-    middlewares.close()
-    registry.destroy()
-    throw err
+export interface ReloadResult {
+  result: 'success' | 'failure' | 'unchanged'
+  changes?: ConfigDiff
+  dropped_runtime_changes?: string[]
+  problems?: string[]
+}
+
+export class ProxyInstance implements ControlActions {
+  readonly #o: StartOptions
+  readonly #log: LoggerHandle['logger']
+  readonly #store: SnapshotStore
+  readonly #upstreams: UpstreamRegistry
+  readonly #middlewares: MiddlewareRegistry
+  readonly #metrics: Metrics
+  readonly #pipeline: Pipeline
+  readonly #startedAt = Date.now()
+  #front: Front | undefined
+  #control: { key: string; server: http.Server } | undefined
+  #redirect: { key: string; server: http.Server } | undefined
+  /** The live config as YAML text: the file as last read, plus runtime changes. */
+  #text: string
+  /** Runtime changes not written to the file (control_api.persist is off). */
+  #unsaved: string[] = []
+  #lastReload: { at: string; result: string } | undefined
+  /** Changes are applied one at a time. */
+  #queue: Promise<unknown> = Promise.resolve()
+  #stopping: Promise<void> | undefined
+
+  private constructor(o: StartOptions, snapshot: Snapshot, text: string) {
+    this.#o = o
+    this.#log = o.logging.logger
+    this.#text = text
+    this.#upstreams = new UpstreamRegistry(this.#log)
+    this.#middlewares = new MiddlewareRegistry(this.#log)
+    const groups = this.#upstreams.build(snapshot)
+    this.#store = new SnapshotStore({ snapshot, groups, chains: this.#middlewares.build(snapshot) })
+    this.#metrics = new Metrics(
+      () => this.#store.current(),
+      () => (this.#front?.tcp ?? this.#pipeline).inFlight,
+    )
+    const access = new AccessLog(o.logging, this.#metrics, () => this.#store.current().snapshot.mode)
+    this.#pipeline = new Pipeline({ store: this.#store, log: this.#log, access })
   }
-  registry.activate(snapshot, groups)
 
-  const worker = cluster.isWorker ? { worker: cluster.worker?.id } : {}
-  log.info(
-    {
-      mode: snapshot.mode,
-      bind: `${tcp ? 'tcp' : snapshot.tls ? 'https' : 'http'}://${boundAddress(listener, snapshot.bind)}`,
-      control_api: control ? `http://${boundAddress(control, snapshot.controlApi.bind)}` : null,
-      ...(redirect ? { redirect_http: `http://${boundAddress(redirect, snapshot.redirectHttp!)}` } : {}),
-      ...(snapshot.tls ? { http2: snapshot.tls.http2 } : {}),
-      upstreams: snapshot.activeUpstreams,
-      version,
-      ...worker,
-    },
-    'locci-proxy listening',
-  )
-  for (const u of snapshot.upstreams.values()) {
-    if (u.tlsOptions?.skipVerify && snapshot.activeUpstreams.includes(u.name)) {
-      log.warn({ upstream: u.name }, 'tls_skip_verify: server certificates of this upstream are NOT verified')
+  static async start(o: StartOptions, snapshot: Snapshot, text: string): Promise<ProxyInstance> {
+    const inst = new ProxyInstance(o, snapshot, text)
+    try {
+      await inst.#bind(snapshot)
+    } catch (err) {
+      inst.#closeListeners(0)
+      inst.#middlewares.close()
+      inst.#upstreams.destroy()
+      throw err
+    }
+    const rt = inst.#store.current()
+    inst.#upstreams.activate(snapshot, rt.groups as Map<string, never>)
+    inst.#logListening(snapshot)
+    return inst
+  }
+
+  get metrics(): Metrics {
+    return this.#metrics
+  }
+
+  #logListening(s: Snapshot): void {
+    const f = this.#front!
+    this.#log.info(
+      {
+        mode: s.mode,
+        bind: `${f.tcp ? 'tcp' : s.tls ? 'https' : 'http'}://${bound(f.server, s.bind)}`,
+        control_api: this.#control ? `http://${bound(this.#control.server, s.controlApi.bind)}` : null,
+        ...(this.#redirect
+          ? { redirect_http: `http://${bound(this.#redirect.server, s.redirectHttp!)}` }
+          : {}),
+        ...(s.tls ? { http2: s.tls.http2 } : {}),
+        upstreams: s.activeUpstreams,
+        version: this.#o.version,
+        ...(cluster.isWorker ? { worker: cluster.worker?.id } : {}),
+      },
+      'locci-proxy listening',
+    )
+    for (const u of s.upstreams.values()) {
+      if (u.tlsOptions?.skipVerify && s.activeUpstreams.includes(u.name)) {
+        this.#log.warn(
+          { upstream: u.name },
+          'tls_skip_verify: server certificates of this upstream are NOT verified',
+        )
+      }
     }
   }
 
-  let stopping: Promise<void> | undefined
-  const stop = (): Promise<void> => {
-    stopping ??= (async () => {
-      log.info({ in_flight: front.inFlight, grace_ms: snapshot.shutdownTimeoutMs }, 'shutting down')
-      pipeline.drain()
-      listener.close()
-      redirect?.close()
-      redirect?.closeAllConnections()
-      handleL?.closeIdle()
-      control?.close()
-      control?.closeAllConnections()
-      registry.stopHealthChecks()
+  /**
+   * Binds what `s` needs and differs from what is bound now: the front listener, the redirect
+   * listener, the control API. New addresses are bound before anything is closed, so a failure
+   * leaves the running config untouched; the same address must be released first.
+   */
+  async #bind(s: Snapshot): Promise<{ retired: Front | undefined }> {
+    const frontKey = JSON.stringify({
+      bind: s.bind,
+      protocol: s.lbProtocol,
+      tls: s.tls ? [s.tls.http2, s.tls.minVersion] : null,
+    })
+    let retired: Front | undefined
+    if (this.#front?.key !== frontKey) {
+      const next = this.#makeFront(s, frontKey)
+      const old = this.#front
+      if (old && sameAddress(old.server, s.bind)) {
+        old.server.close()
+        retired = old
+      }
+      await listen(next.server, s.bind.host, s.bind.port)
+      if (old && !retired) {
+        old.server.close()
+        retired = old
+      }
+      this.#front = next
+    } else {
+      this.#front!.listener?.updateTls(s)
+    }
+    const redirectKey = s.redirectHttp ? formatHostPort(s.redirectHttp) : ''
+    if ((this.#redirect?.key ?? '') !== redirectKey) {
+      this.#redirect?.server.close()
+      this.#redirect?.server.closeAllConnections()
+      this.#redirect = undefined
+      if (s.redirectHttp) {
+        const server = createRedirectListener(() => (this.#front!.server.address() as net.AddressInfo).port)
+        await listen(server, s.redirectHttp.host, s.redirectHttp.port)
+        this.#redirect = { key: redirectKey, server }
+      }
+    }
+    const controlKey = s.controlApi.enabled ? formatHostPort(s.controlApi.bind) : ''
+    if ((this.#control?.key ?? '') !== controlKey) {
+      const old = this.#control
+      this.#control = undefined
+      if (s.controlApi.enabled) {
+        const server = createControlServer({ store: this.#store, log: this.#log, actions: this })
+        if (old && sameAddress(old.server, s.controlApi.bind)) old.server.close()
+        await listen(server, s.controlApi.bind.host, s.controlApi.bind.port)
+        this.#control = { key: controlKey, server }
+      }
+      if (old) {
+        old.server.close()
+        // Let the response that carried this change (POST reload) go out first.
+        setTimeout(() => old.server.closeAllConnections(), 1000).unref()
+      }
+    }
+    return { retired }
+  }
+
+  #makeFront(s: Snapshot, key: string): Front {
+    if (s.lbProtocol === 'tcp') {
+      const tcp = new TcpProxy(this.#store, this.#log)
+      return { key, server: tcp.server, listener: undefined, tcp }
+    }
+    const listener = createListener(s, this.#pipeline.handle, this.#pipeline.upgrade, this.#log)
+    return { key, server: listener.server, listener, tcp: undefined }
+  }
+
+  /** Lets a replaced listener's connections finish, then closes what is left. */
+  #retire(f: Front, graceMs: number): void {
+    f.listener?.closeIdle()
+    const sweep = f.listener ? setInterval(() => f.listener!.closeIdle(), 200) : undefined
+    setTimeout(() => {
+      clearInterval(sweep)
+      f.listener?.closeAll()
+      f.tcp?.destroyAll()
+    }, graceMs).unref()
+  }
+
+  /** Validates `text` as the config and swaps it in. Throws ApiError(400) with the problems. */
+  async #apply(text: string, fromFile: boolean): Promise<ConfigDiff> {
+    const source = fromFile
+      ? readConfigFile(this.#o.file, this.#o.env)
+      : parseConfigText(this.#o.file, text, this.#o.env)
+    const r = compile(source, this.#o.overrides)
+    if (!r.ok) throw new ApiError(400, 'invalid configuration', { problems: r.problems.map(formatProblem) })
+    const prev = this.#store.current().snapshot
+    const next = r.snapshot
+    const { retired } = await this.#bind(next).catch((err: Error) => {
+      throw new ApiError(400, 'invalid configuration', { problems: [`${this.#o.file}: ${err.message}`] })
+    })
+    const groups = this.#upstreams.build(next)
+    const chains = this.#middlewares.build(next)
+    this.#store.swap({ snapshot: next, groups, chains })
+    this.#upstreams.activate(next, groups)
+    if (retired) this.#retire(retired, next.shutdownTimeoutMs)
+    if (next.logging.level !== prev.logging.level) this.#log.level = next.logging.level
+    if (next.logging.format !== prev.logging.format || next.workers !== prev.workers) {
+      this.#log.warn(
+        { setting: next.workers !== prev.workers ? 'server.workers' : 'logging.format' },
+        'this setting takes effect at the next restart',
+      )
+    }
+    this.#text = fromFile ? source.text : text
+    return diffSnapshots(prev, next)
+  }
+
+  #serial<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.#queue.then(fn, fn)
+    this.#queue = run.catch(() => undefined)
+    return run
+  }
+
+  /** Re-reads the config file; an invalid file leaves the running config as it is. */
+  reload(): Promise<ReloadResult> {
+    return this.#serial(async () => {
+      const at = new Date().toISOString()
+      try {
+        const changes = await this.#apply('', true)
+        const dropped = this.#unsaved
+        this.#unsaved = []
+        this.#metrics.reload('success')
+        this.#lastReload = { at, result: 'success' }
+        const summary = Object.fromEntries(Object.entries(changes).filter(([, v]) => v.length > 0))
+        this.#log.info(
+          { ...summary, ...(dropped.length ? { dropped_runtime_changes: dropped } : {}) },
+          isEmpty(changes) ? 'config reloaded; nothing changed' : 'config reloaded',
+        )
+        if (dropped.length > 0) {
+          this.#log.warn(
+            { dropped_runtime_changes: dropped },
+            'reload replaced runtime changes that were not saved to the config file',
+          )
+        }
+        return {
+          result: isEmpty(changes) ? 'unchanged' : 'success',
+          changes,
+          dropped_runtime_changes: dropped,
+        }
+      } catch (err) {
+        const problems =
+          err instanceof ApiError ? (err.details.problems as string[]) : [(err as Error).message]
+        this.#metrics.reload('failure')
+        this.#lastReload = { at, result: 'failure' }
+        this.#log.error({ problems }, 'config reload failed; the running config stays')
+        return { result: 'failure', problems }
+      }
+    })
+  }
+
+  /** A control-API change: edit the YAML, validate it like the file, swap, persist or remember. */
+  change(
+    edit: (doc: ReturnType<typeof parseDocument>) => string,
+  ): Promise<{ change: string; saved: boolean }> {
+    return this.#serial(async () => {
+      const doc = parseDocument(this.#text)
+      const description = edit(doc)
+      const text = doc.toString()
+      await this.#apply(text, false)
+      const persist = this.#store.current().snapshot.raw.control_api.persist
+      if (persist) writeAtomically(this.#o.file, text)
+      else this.#unsaved.push(description)
+      this.#log.info({ change: description, saved: persist }, 'config changed through the control API')
+      return { change: description, saved: persist }
+    })
+  }
+
+  status(): Record<string, unknown> {
+    const s = this.#store.current().snapshot
+    return {
+      status: 'running',
+      mode: s.mode,
+      lb_enabled: s.mode === 'load_balancer',
+      gateway_enabled: s.mode === 'api_gateway',
+      version: this.#o.version,
+      pid: process.pid,
+      workers: s.workers,
+      uptime_secs: Math.round((Date.now() - this.#startedAt) / 1000),
+      config_file: path.resolve(s.file),
+      persist: s.raw.control_api.persist,
+      unsaved_changes: this.#unsaved,
+      last_reload: this.#lastReload ?? null,
+      requests_in_flight: (this.#front?.tcp ?? this.#pipeline).inFlight,
+    }
+  }
+
+  explain(method: string, url: string, headers: string[]) {
+    const { snapshot, groups } = this.#store.current()
+    return explain(snapshot, groups, method, url, headers)
+  }
+
+  #closeListeners(graceMs: number): void {
+    this.#front?.server.close()
+    this.#redirect?.server.close()
+    this.#redirect?.server.closeAllConnections()
+    this.#control?.server.close()
+    this.#control?.server.closeAllConnections()
+    if (graceMs === 0) {
+      this.#front?.listener?.closeAll()
+      this.#front?.tcp?.destroyAll()
+    }
+  }
+
+  stop(): Promise<void> {
+    this.#stopping ??= (async () => {
+      const s = this.#store.current().snapshot
+      const front = this.#front!
+      const counter = front.tcp ?? this.#pipeline
+      this.#log.info({ in_flight: counter.inFlight, grace_ms: s.shutdownTimeoutMs }, 'shutting down')
+      this.#pipeline.drain()
+      this.#closeListeners(s.shutdownTimeoutMs)
+      front.listener?.closeIdle()
+      this.#upstreams.stopHealthChecks()
       const grace = new Promise<'timeout'>((resolve) =>
-        setTimeout(resolve, snapshot.shutdownTimeoutMs, 'timeout').unref(),
+        setTimeout(resolve, s.shutdownTimeoutMs, 'timeout').unref(),
       )
       // Keep-alive connections that finish a response while draining close on their own
       // (`connection: close`); poll for idle ones that were mid-request when we started.
-      const sweep = handleL ? setInterval(() => handleL.closeIdle(), 100) : undefined
-      const outcome = await Promise.race([front.idle().then(() => 'drained' as const), grace])
+      const sweep = front.listener ? setInterval(() => front.listener!.closeIdle(), 100) : undefined
+      const outcome = await Promise.race([counter.idle().then(() => 'drained' as const), grace])
       clearInterval(sweep)
       if (outcome === 'timeout') {
-        log.warn({ in_flight: front.inFlight }, 'grace period over; closing remaining connections')
+        this.#log.warn({ in_flight: counter.inFlight }, 'grace period over; closing remaining connections')
       }
-      if (tcp) tcp.destroyAll()
-      else handleL!.closeAll()
-      registry.destroy()
-      middlewares.close()
-      handle.flush() // access lines of the last requests first, then the final line
-      log.info('stopped')
-      handle.flush()
+      front.listener?.closeAll()
+      front.tcp?.destroyAll()
+      this.#upstreams.destroy()
+      this.#middlewares.close()
+      this.#o.logging.flush() // access lines of the last requests first, then the final line
+      this.#log.info('stopped')
+      this.#o.logging.flush()
     })()
-    return stopping
+    return this.#stopping
   }
-  return { stop }
+}
+
+/** Temp file, fsync, rename: a crash leaves the old file or the new one, never half of one. */
+function writeAtomically(file: string, text: string): void {
+  const tmp = path.join(path.dirname(file), `.${path.basename(file)}.${process.pid}.tmp`)
+  writeFileSync(tmp, text)
+  const fd = openSync(tmp, 'r+')
+  try {
+    fsyncSync(fd)
+  } finally {
+    closeSync(fd)
+  }
+  renameSync(tmp, file)
+}
+
+function sameAddress(server: net.Server, a: HostPort): boolean {
+  const cur = server.address()
+  return cur !== null && typeof cur === 'object' && a.port !== 0 && cur.port === a.port
 }
 
 /** The address actually bound (port 0 in the config means the OS picked one). */
-function boundAddress(
-  server: { address(): ReturnType<net.Server['address']> },
-  configured: HostPort,
-): string {
+function bound(server: net.Server, configured: HostPort): string {
   const a = server.address()
   const port = a !== null && typeof a === 'object' ? a.port : configured.port
   return formatHostPort({ host: configured.host, port })

@@ -8,6 +8,8 @@ import type { Logger } from '../observe/logger'
 
 export interface Supervisor {
   stop(): Promise<void>
+  /** Passes SIGHUP on: every worker reloads the config file itself. */
+  reload(): void
 }
 
 export function superviseWorkers(snapshot: Snapshot, log: Logger): Promise<Supervisor> {
@@ -23,7 +25,7 @@ export function superviseWorkers(snapshot: Snapshot, log: Logger): Promise<Super
       if (++ready === expected && !settled) {
         settled = true
         log.info({ workers: expected, pid: process.pid }, 'all workers listening')
-        resolve({ stop })
+        resolve({ stop, reload })
       }
     }
     cluster.on('listening', (w) => {
@@ -48,6 +50,10 @@ export function superviseWorkers(snapshot: Snapshot, log: Logger): Promise<Super
     })
     for (let i = 0; i < expected; i++) fork()
   })
+
+  function reload(): void {
+    for (const w of Object.values(cluster.workers ?? {})) w?.process.kill('SIGHUP')
+  }
 
   function stop(): Promise<void> {
     stopping = true

@@ -1,0 +1,127 @@
+// Runtime changes from the control API, made the way a user would make them: by editing the
+// YAML document (comments and ${VAR} references survive) and running the result through the same
+// compile() as the file, so a change is valid exactly when the file would be. Each function edits
+// a Document and returns what it did, or throws an ApiError (400, 404, 409).
+
+import { type Document, isMap, isScalar, isSeq, type YAMLMap, type YAMLSeq } from 'yaml'
+import { formatHostPort, parseHostPort } from '../config/address'
+
+export class ApiError extends Error {
+  constructor(
+    readonly status: number,
+    message: string,
+    readonly details: Record<string, unknown> = {},
+    readonly headers: Record<string, string> = {},
+  ) {
+    super(message)
+  }
+}
+
+const NAME = /^[A-Za-z0-9_.-]{1,100}$/
+const ROUTE_FIELDS = [
+  'path_pattern',
+  'methods',
+  'upstream',
+  'strip_prefix',
+  'timeout_secs',
+  'middlewares',
+  'retries',
+  'retry_on',
+]
+
+function body(input: unknown): Record<string, unknown> {
+  if (input === null || typeof input !== 'object' || Array.isArray(input))
+    throw new ApiError(400, 'the body must be a JSON object')
+  return input as Record<string, unknown>
+}
+
+function nameOf(b: Record<string, unknown>, what: string): string {
+  if (typeof b.name !== 'string' || !NAME.test(b.name)) {
+    throw new ApiError(400, `"name" is required: the ${what}'s name (letters, digits, _ . -)`)
+  }
+  return b.name
+}
+
+/** POST /api/v1/routes */
+export function addRoute(doc: Document, input: unknown): string {
+  const b = body(input)
+  const name = nameOf(b, 'route')
+  const unknown = Object.keys(b).filter((k) => k !== 'name' && !ROUTE_FIELDS.includes(k))
+  if (unknown.length)
+    throw new ApiError(400, `unknown field${unknown.length > 1 ? 's' : ''}: ${unknown.join(', ')}`)
+  if (doc.hasIn(['api_gateway', 'routes', name])) throw new ApiError(409, `route "${name}" already exists`)
+  const route: Record<string, unknown> = {}
+  for (const k of ROUTE_FIELDS) if (b[k] !== undefined) route[k] = b[k]
+  doc.setIn(['api_gateway', 'routes', name], doc.createNode(route))
+  return `added route ${name}`
+}
+
+/** DELETE /api/v1/routes/:name */
+export function removeRoute(doc: Document, name: string): string {
+  if (!doc.hasIn(['api_gateway', 'routes', name])) throw new ApiError(404, `no route "${name}"`)
+  doc.deleteIn(['api_gateway', 'routes', name])
+  return `removed route ${name}`
+}
+
+/** POST /api/v1/upstreams: a new group, or more servers for an existing one. */
+export function addUpstream(doc: Document, input: unknown): string {
+  const b = body(input)
+  const name = nameOf(b, 'upstream group')
+  if (!Array.isArray(b.servers) || b.servers.length === 0) {
+    throw new ApiError(400, '"servers" is required: a list of "host:port" (or {address, weight})')
+  }
+  const group = doc.getIn(['upstreams', name], true)
+  if (group === undefined) {
+    const { name: _n, ...rest } = b
+    doc.setIn(['upstreams', name], doc.createNode(rest))
+    return `added upstream group ${name} (${b.servers.length} server${b.servers.length === 1 ? '' : 's'})`
+  }
+  const extra = Object.keys(b).filter((k) => k !== 'name' && k !== 'servers')
+  if (extra.length) {
+    throw new ApiError(
+      400,
+      `upstream "${name}" exists; only servers can be added to it (got ${extra.join(', ')}). Edit the file and reload to change its settings`,
+    )
+  }
+  const seq = isMap(group) ? group.get('servers', true) : undefined
+  if (!isSeq(seq)) throw new ApiError(400, `upstream "${name}" has no servers list to add to`)
+  const present = new Set(seq.items.map((i) => normalized(addressOf(i))))
+  const added: unknown[] = []
+  for (const s of b.servers) {
+    const addr = normalized(typeof s === 'object' && s !== null ? (s as { address?: unknown }).address : s)
+    if (addr !== undefined && present.has(addr)) continue
+    seq.add(doc.createNode(s))
+    added.push(s)
+    if (addr !== undefined) present.add(addr)
+  }
+  if (added.length === 0) throw new ApiError(409, `every server given is already in upstream "${name}"`)
+  return `added ${added.length} server${added.length === 1 ? '' : 's'} to ${name}`
+}
+
+/** DELETE /api/v1/upstreams/:name/servers/:server */
+export function removeServer(doc: Document, name: string, server: string): string {
+  const group = doc.getIn(['upstreams', name], true)
+  if (group === undefined) throw new ApiError(404, `no upstream "${name}"`)
+  const seq: unknown = isMap(group) ? (group as YAMLMap).get('servers', true) : undefined
+  const target = normalized(server)
+  const index = isSeq(seq) ? (seq as YAMLSeq).items.findIndex((i) => normalized(addressOf(i)) === target) : -1
+  if (index < 0) throw new ApiError(404, `no server "${server}" in upstream "${name}"`)
+  ;(seq as YAMLSeq).delete(index)
+  return `removed server ${server} from ${name}`
+}
+
+function addressOf(item: unknown): unknown {
+  if (isScalar(item)) return item.value
+  if (isMap(item)) {
+    const a = item.get('address', true)
+    return isScalar(a) ? a.value : undefined
+  }
+  return undefined
+}
+
+/** `host:port` in one spelling, so `[::1]:80` and an IPv6 given either way compare equal. */
+function normalized(v: unknown): string | undefined {
+  if (typeof v !== 'string') return undefined
+  const hp = parseHostPort(v)
+  return typeof hp === 'string' ? v : formatHostPort(hp)
+}

@@ -1,0 +1,146 @@
+// Prometheus metrics (prom-client): the five of SPEC with its names and labels, plus requests in
+// flight, config reloads and Node's process metrics. Labels carry route and upstream *names*,
+// never raw paths, so cardinality stays bounded by the config. Per-request recording goes
+// through cached label children: no label hashing on the hot path.
+
+import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client'
+import type { Runtime } from '../config/store'
+
+export const DURATION_BUCKETS = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5]
+
+export interface RequestSample {
+  mode: string
+  route: string | undefined
+  upstream: string | undefined
+  status: number
+  durationMs: number
+  errorType: string | undefined
+}
+
+type CounterChild = ReturnType<Counter<string>['labels']>
+type HistogramChild = ReturnType<Histogram<string>['labels']>
+
+export class Metrics {
+  readonly registry = new Registry()
+  readonly #requests: Counter<'mode' | 'route' | 'upstream' | 'status'>
+  readonly #duration: Histogram<'mode' | 'route' | 'upstream'>
+  readonly #errors: Counter<'mode' | 'error_type'>
+  readonly #reloads: Counter<'result'>
+  readonly #requestChildren = new Map<string, CounterChild>()
+  readonly #durationChildren = new Map<string, HistogramChild>()
+  readonly #errorChildren = new Map<string, CounterChild>()
+
+  /** `runtime` is read at scrape time for the health and connection gauges. */
+  constructor(runtime: () => Runtime, inFlight: () => number) {
+    const registers = [this.registry]
+    this.#requests = new Counter({
+      name: 'locci_requests_total',
+      help: 'Requests answered, by mode, route, upstream group and status code.',
+      labelNames: ['mode', 'route', 'upstream', 'status'],
+      registers,
+    })
+    this.#duration = new Histogram({
+      name: 'locci_request_duration_seconds',
+      help: 'Time from a request arriving to its response being handed to the client.',
+      labelNames: ['mode', 'route', 'upstream'],
+      buckets: DURATION_BUCKETS,
+      registers,
+    })
+    this.#errors = new Counter({
+      name: 'locci_errors_total',
+      help: 'Requests that ended in an error, by mode and error type (the log line error_type).',
+      labelNames: ['mode', 'error_type'],
+      registers,
+    })
+    new Gauge({
+      name: 'locci_requests_in_flight',
+      help: 'Requests being handled now.',
+      registers,
+      collect() {
+        this.set(inFlight())
+      },
+    })
+    this.#reloads = new Counter({
+      name: 'locci_config_reloads_total',
+      help: 'Config reloads (SIGHUP, POST /api/v1/reload), by result: success or failure.',
+      labelNames: ['result'],
+      registers,
+    })
+    this.#reloads.labels('success').inc(0)
+    this.#reloads.labels('failure').inc(0)
+    new Gauge({
+      name: 'locci_upstream_health',
+      help: 'Whether an upstream server is in rotation: 1 healthy (active checks) and not ejected, else 0.',
+      labelNames: ['upstream', 'server'],
+      registers,
+      collect() {
+        this.reset()
+        const now = Date.now()
+        for (const g of runtime().groups.values()) {
+          for (const p of g.peers) this.labels(g.name, p.address).set(p.available(now) ? 1 : 0)
+        }
+      },
+    })
+    new Gauge({
+      name: 'locci_active_connections',
+      help: 'Requests (or TCP connections) in flight to each upstream group.',
+      labelNames: ['upstream'],
+      registers,
+      collect() {
+        this.reset()
+        for (const g of runtime().groups.values()) {
+          let n = 0
+          for (const p of g.peers) n += p.inFlight
+          this.labels(g.name).set(n)
+        }
+      },
+    })
+    collectDefaultMetrics({ register: this.registry })
+  }
+
+  record(s: RequestSample): void {
+    const route = s.route ?? ''
+    const upstream = s.upstream ?? ''
+    const status = String(s.status)
+    const key = `${s.mode}\0${route}\0${upstream}`
+    const rkey = `${key}\0${status}`
+    let r = this.#requestChildren.get(rkey)
+    if (r === undefined) {
+      r = this.#requests.labels(s.mode, route, upstream, status)
+      this.#requestChildren.set(rkey, r)
+    }
+    r.inc()
+    let d = this.#durationChildren.get(key)
+    if (d === undefined) {
+      d = this.#duration.labels(s.mode, route, upstream)
+      this.#durationChildren.set(key, d)
+    }
+    d.observe(s.durationMs / 1000)
+    if (s.errorType !== undefined) {
+      const ekey = `${s.mode}\0${s.errorType}`
+      let e = this.#errorChildren.get(ekey)
+      if (e === undefined) {
+        e = this.#errors.labels(s.mode, s.errorType)
+        this.#errorChildren.set(ekey, e)
+      }
+      e.inc()
+    }
+  }
+
+  /** Errors that are not requests (a bad request line, a Redis outage): counted, not timed. */
+  error(mode: string, errorType: string): void {
+    this.#errors.labels(mode, errorType).inc()
+  }
+
+  reload(result: 'success' | 'failure'): void {
+    this.#reloads.labels(result).inc()
+  }
+
+  text(): Promise<string> {
+    return this.registry.metrics()
+  }
+
+  get contentType(): string {
+    return this.registry.contentType
+  }
+}
