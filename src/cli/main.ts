@@ -12,6 +12,7 @@ import type { Mode, Snapshot } from '../config/snapshot'
 import { createLogger } from '../observe/logger'
 import { ProxyInstance } from '../server/instance'
 import { superviseWorkers } from '../server/workers'
+import { registerAdminCommands } from './admin'
 
 // eslint-disable-next-line @typescript-eslint/no-require-imports
 const VERSION: string = require('../../../package.json').version
@@ -43,6 +44,8 @@ export function main(argv: string[]): void {
         LOG_LEVELS as unknown as string[],
       ),
     )
+    .option('--control-url <url>', 'control API of a running proxy, for the admin commands')
+    .option('--api-key <key>', 'control API key, for the admin commands (env LOCCI_API_KEY)')
     .showHelpAfterError()
 
   program
@@ -58,6 +61,11 @@ export function main(argv: string[]): void {
     .action((file: string | undefined, _opts, cmd: Command) => {
       validate(file, cmd.optsWithGlobals<GlobalOptions>())
     })
+
+  registerAdminCommands(program, (opts) => {
+    const r = resolveOptions(opts as GlobalOptions, process.env)
+    return { file: r.file, overrides: r.overrides }
+  })
 
   program.parseAsync(argv).catch((err: Error) => {
     process.stderr.write(`locci-proxy: ${err.message}\n`)

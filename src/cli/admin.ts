@@ -1,0 +1,287 @@
+// The admin commands: talk to a running proxy's control API, found from the config file
+// (control_api.bind_address, api_key) or --control-url / --api-key (LOCCI_API_KEY). Readable
+// output by default, --json for scripts; every failure is one clear line and a non-zero exit.
+
+import { type Command, Option } from 'commander'
+import { loadConfig, type Overrides } from '../config/compile'
+import { formatProblem } from '../config/problems'
+import { type Explanation, explain, renderExplanation } from '../routing/explain'
+
+interface AdminOptions {
+  config?: string
+  controlUrl?: string
+  apiKey?: string
+  json?: boolean
+}
+
+class CliError extends Error {}
+
+interface Target {
+  url: string
+  apiKey: string | undefined
+}
+
+/** Where the control API is: flags and env first, then the config file. */
+function target(opts: AdminOptions, file: string, overrides: Overrides): Target {
+  const apiKey = opts.apiKey ?? (process.env.LOCCI_API_KEY || undefined)
+  if (opts.controlUrl) return { url: opts.controlUrl.replace(/\/$/, ''), apiKey }
+  const r = loadConfig(file, overrides)
+  if (!r.ok) {
+    throw new CliError(
+      `cannot find the control API from ${file}:\n${r.problems.map((p) => `  ${formatProblem(p)}`).join('\n')}\n(or pass --control-url)`,
+    )
+  }
+  const c = r.snapshot.controlApi
+  if (!c.enabled)
+    throw new CliError(
+      `the control API is disabled in ${file} (control_api.enabled: false); pass --control-url`,
+    )
+  const host = c.bind.host === '0.0.0.0' ? '127.0.0.1' : c.bind.host === '::' ? '::1' : c.bind.host
+  return {
+    url: `http://${host.includes(':') ? `[${host}]` : host}:${c.bind.port}`,
+    apiKey: apiKey ?? c.apiKey,
+  }
+}
+
+async function call(
+  t: Target,
+  method: string,
+  path: string,
+  body?: unknown,
+): Promise<{ status: number; json: unknown }> {
+  let res: Response
+  try {
+    res = await fetch(`${t.url}${path}`, {
+      method,
+      headers: {
+        ...(t.apiKey ? { authorization: `Bearer ${t.apiKey}` } : {}),
+        ...(body !== undefined ? { 'content-type': 'application/json' } : {}),
+      },
+      body: body === undefined ? undefined : JSON.stringify(body),
+      signal: AbortSignal.timeout(15_000),
+    })
+  } catch (err) {
+    const code = (err as { cause?: { code?: string } }).cause?.code ?? (err as Error).name
+    throw new CliError(
+      `cannot reach the control API at ${t.url} (${code}): is the proxy running, with control_api.enabled?`,
+    )
+  }
+  const text = await res.text()
+  const json = text === '' ? undefined : JSON.parse(text)
+  if (res.status === 401) {
+    throw new CliError(
+      `the control API at ${t.url} refused the API key (401); give it with --api-key or LOCCI_API_KEY`,
+    )
+  }
+  if (res.status >= 400) {
+    const j = json as { error?: string; problems?: string[] } | undefined
+    const problems = j?.problems?.length ? `\n${j.problems.map((p) => `  ${p}`).join('\n')}` : ''
+    throw new CliError(`${j?.error ?? `HTTP ${res.status}`} (${res.status})${problems}`)
+  }
+  return { status: res.status, json }
+}
+
+function out(opts: AdminOptions, json: unknown, text: string): void {
+  process.stdout.write(opts.json ? `${JSON.stringify(json, null, 2)}\n` : `${text}\n`)
+}
+
+const list = (v: string) =>
+  v
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean)
+
+export function registerAdminCommands(
+  program: Command,
+  resolve: (opts: { config?: string }) => { file: string; overrides: Overrides },
+): void {
+  // --control-url and --api-key are program options, so they work before or after the command.
+  const withTarget = (cmd: Command) => cmd.option('--json', 'print JSON for scripts')
+  const run =
+    (fn: (opts: AdminOptions, t: Target, ...args: string[]) => Promise<void>) =>
+    async (...args: unknown[]) => {
+      const cmd = args.at(-1) as Command
+      const opts = cmd.optsWithGlobals<AdminOptions>()
+      try {
+        const { file, overrides } = resolve(opts)
+        await fn(opts, target(opts, file, overrides), ...(args.slice(0, -2) as string[]))
+      } catch (err) {
+        if (!(err instanceof CliError)) throw err
+        process.stderr.write(`locci-proxy: ${err.message}\n`)
+        process.exitCode = 1
+      }
+    }
+
+  withTarget(
+    program.command('status').description('show the running proxy: mode, uptime, upstream health'),
+  ).action(
+    run(async (opts, t) => {
+      const status = (await call(t, 'GET', '/api/v1/status')).json as Record<string, unknown>
+      const ups = (await call(t, 'GET', '/api/v1/upstreams')).json as {
+        upstreams: Array<{
+          name: string
+          strategy: string
+          available: number
+          active: boolean
+          servers: Array<Record<string, unknown>>
+        }>
+      }
+      const lines = [
+        `${status.status}  mode ${status.mode}  version ${status.version}  pid ${status.pid}  uptime ${status.uptime_secs}s  workers ${status.workers}`,
+        `config ${status.config_file}${(status.unsaved_changes as string[]).length ? `  (${(status.unsaved_changes as string[]).length} unsaved runtime change(s): ${(status.unsaved_changes as string[]).join('; ')})` : ''}`,
+        'upstreams:',
+      ]
+      for (const u of ups.upstreams) {
+        lines.push(
+          `  ${u.name}  ${u.strategy}  ${u.available}/${u.servers.length} in rotation${u.active ? '' : '  (not used by this mode)'}`,
+        )
+        for (const s of u.servers) {
+          const state = !s.healthy ? 'unhealthy' : s.ejected ? `ejected until ${s.ejected_until}` : 'healthy'
+          lines.push(`    ${s.address}  ${state}  in flight ${s.in_flight}`)
+        }
+      }
+      out(opts, { status, upstreams: ups.upstreams }, lines.join('\n'))
+    }),
+  )
+
+  withTarget(
+    program
+      .command('add-route <name>')
+      .description('add a gateway route')
+      .requiredOption('--path <pattern>', 'path_pattern (a regex)')
+      .requiredOption('--upstream <name>', 'upstream group')
+      .option('--methods <list>', 'comma-separated methods (default: all)')
+      .option('--strip-prefix', 'remove the matched part of the path')
+      .option('--timeout <secs>', 'upstream timeout for this route', Number)
+      .option('--middlewares <list>', 'comma-separated middleware names, in order'),
+  ).action(
+    run(async (opts, t, name) => {
+      const o = opts as AdminOptions & {
+        path: string
+        upstream: string
+        methods?: string
+        stripPrefix?: boolean
+        timeout?: number
+        middlewares?: string
+      }
+      const body = {
+        name,
+        path_pattern: o.path,
+        upstream: o.upstream,
+        ...(o.methods ? { methods: list(o.methods) } : {}),
+        ...(o.stripPrefix ? { strip_prefix: true } : {}),
+        ...(o.timeout !== undefined ? { timeout_secs: o.timeout } : {}),
+        ...(o.middlewares ? { middlewares: list(o.middlewares) } : {}),
+      }
+      const r = (await call(t, 'POST', '/api/v1/routes', body)).json as { change: string; saved: boolean }
+      out(
+        opts,
+        r,
+        `${r.change}${r.saved ? ' (saved to the config file)' : ' (not saved: lost at the next reload unless added to the file)'}`,
+      )
+    }),
+  )
+
+  withTarget(program.command('remove-route <name>').description('remove a gateway route')).action(
+    run(async (opts, t, name) => {
+      await call(t, 'DELETE', `/api/v1/routes/${encodeURIComponent(name!)}`)
+      out(opts, { removed: name }, `removed route ${name}`)
+    }),
+  )
+
+  withTarget(
+    program
+      .command('add-upstream <group> <servers...>')
+      .description('add servers to an upstream group (creating the group if it does not exist)')
+      .addOption(new Option('--strategy <name>', 'strategy of a new group')),
+  ).action(
+    run(async (opts, t, group, servers) => {
+      const o = opts as AdminOptions & { strategy?: string }
+      const body = { name: group, servers, ...(o.strategy ? { strategy: o.strategy } : {}) }
+      const r = (await call(t, 'POST', '/api/v1/upstreams', body)).json as { change: string; saved: boolean }
+      out(
+        opts,
+        r,
+        `${r.change}${r.saved ? ' (saved to the config file)' : ' (not saved: lost at the next reload unless added to the file)'}`,
+      )
+    }),
+  )
+
+  withTarget(
+    program.command('remove-upstream <group> <server>').description('remove a server from an upstream group'),
+  ).action(
+    run(async (opts, t, group, server) => {
+      await call(
+        t,
+        'DELETE',
+        `/api/v1/upstreams/${encodeURIComponent(group!)}/servers/${encodeURIComponent(server!)}`,
+      )
+      out(opts, { removed: server, upstream: group }, `removed server ${server} from ${group}`)
+    }),
+  )
+
+  withTarget(
+    program.command('reload').description('re-read the config file in the running proxy (like SIGHUP)'),
+  ).action(
+    run(async (opts, t) => {
+      let r: {
+        result: string
+        changes?: Record<string, string[]>
+        problems?: string[]
+        dropped_runtime_changes?: string[]
+      }
+      try {
+        r = (await call(t, 'POST', '/api/v1/reload')).json as typeof r
+      } catch (err) {
+        if (err instanceof CliError && err.message.includes('(422)'))
+          throw new CliError(
+            err.message.replace('invalid configuration', 'reload refused, the running config stays'),
+          )
+        throw err
+      }
+      const changed = Object.entries(r.changes ?? {})
+        .filter(([, v]) => v.length > 0)
+        .map(([k, v]) => `  ${k}: ${v.join(', ')}`)
+      out(
+        opts,
+        r,
+        r.result === 'unchanged' ? 'reloaded; nothing changed' : ['reloaded:', ...changed].join('\n'),
+      )
+    }),
+  )
+
+  program
+    .command('explain <method> <path>')
+    .description('show which route, middlewares and upstream a request gets, from the config file alone')
+    .option(
+      '-H, --header <header>',
+      "a request header, 'Name: value' (repeatable)",
+      (v: string, acc: string[]) => [...acc, v],
+      [],
+    )
+    .option('--json', 'print JSON')
+    .action((method: string, path: string, _o: unknown, cmd: Command) => {
+      const opts = cmd.optsWithGlobals<AdminOptions & { header: string[] }>()
+      const { file, overrides } = resolve(opts)
+      const r = loadConfig(file, overrides)
+      if (!r.ok) {
+        process.stderr.write(
+          `locci-proxy: ${file}: invalid configuration\n${r.problems.map((p) => `  ${formatProblem(p)}\n`).join('')}`,
+        )
+        process.exitCode = 1
+        return
+      }
+      const headers = opts.header.flatMap((h) => {
+        const colon = h.indexOf(':')
+        return colon > 0 ? [h.slice(0, colon).trim(), h.slice(colon + 1).trim()] : []
+      })
+      const e: Explanation = explain(
+        r.snapshot,
+        undefined,
+        method,
+        path.startsWith('/') ? path : `/${path}`,
+        headers,
+      )
+      out(opts, e, renderExplanation(e))
+    })
+}
