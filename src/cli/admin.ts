@@ -3,6 +3,7 @@
 // output by default, --json for scripts; every failure is one clear line and a non-zero exit.
 
 import { type Command, Option } from 'commander'
+import { type Dispatcher, request } from 'undici'
 import { loadConfig, type Overrides } from '../config/compile'
 import { formatProblem } from '../config/problems'
 import { type Explanation, explain, renderExplanation } from '../routing/explain'
@@ -49,36 +50,40 @@ async function call(
   path: string,
   body?: unknown,
 ): Promise<{ status: number; json: unknown }> {
-  let res: Response
+  // undici.request, not fetch: fetch refuses the Fetch spec's "bad ports", which a control API may use.
+  let status: number
+  let text: string
   try {
-    res = await fetch(`${t.url}${path}`, {
-      method,
+    const res = await request(`${t.url}${path}`, {
+      method: method as Dispatcher.HttpMethod,
       headers: {
         ...(t.apiKey ? { authorization: `Bearer ${t.apiKey}` } : {}),
         ...(body !== undefined ? { 'content-type': 'application/json' } : {}),
       },
       body: body === undefined ? undefined : JSON.stringify(body),
-      signal: AbortSignal.timeout(15_000),
+      headersTimeout: 15_000,
+      bodyTimeout: 15_000,
     })
+    status = res.statusCode
+    text = await res.body.text()
   } catch (err) {
-    const code = (err as { cause?: { code?: string } }).cause?.code ?? (err as Error).name
+    const code = (err as NodeJS.ErrnoException).code ?? (err as Error).message
     throw new CliError(
       `cannot reach the control API at ${t.url} (${code}): is the proxy running, with control_api.enabled?`,
     )
   }
-  const text = await res.text()
   const json = text === '' ? undefined : JSON.parse(text)
-  if (res.status === 401) {
+  if (status === 401) {
     throw new CliError(
       `the control API at ${t.url} refused the API key (401); give it with --api-key or LOCCI_API_KEY`,
     )
   }
-  if (res.status >= 400) {
+  if (status >= 400) {
     const j = json as { error?: string; problems?: string[] } | undefined
     const problems = j?.problems?.length ? `\n${j.problems.map((p) => `  ${p}`).join('\n')}` : ''
-    throw new CliError(`${j?.error ?? `HTTP ${res.status}`} (${res.status})${problems}`)
+    throw new CliError(`${j?.error ?? `HTTP ${status}`} (${status})${problems}`)
   }
-  return { status: res.status, json }
+  return { status, json }
 }
 
 function out(opts: AdminOptions, json: unknown, text: string): void {
