@@ -24,9 +24,10 @@ interface Target {
 
 /** Where the control API is: flags and env first, then the config file. */
 function target(opts: AdminOptions, file: string, overrides: Overrides): Target {
-  const apiKey = opts.apiKey ?? (process.env.LOCCI_API_KEY || undefined)
-  if (opts.controlUrl) return { url: opts.controlUrl.replace(/\/$/, ''), apiKey }
+  const flagKey = opts.apiKey ?? (process.env.LOCCI_API_KEY || undefined)
   const r = loadConfig(file, overrides)
+  const fileKey = r.ok ? r.snapshot.controlApi.apiKey : undefined
+  if (opts.controlUrl) return { url: opts.controlUrl.replace(/\/$/, ''), apiKey: flagKey ?? fileKey }
   if (!r.ok) {
     throw new CliError(
       `cannot find the control API from ${file}:\n${r.problems.map((p) => `  ${formatProblem(p)}`).join('\n')}\n(or pass --control-url)`,
@@ -37,10 +38,15 @@ function target(opts: AdminOptions, file: string, overrides: Overrides): Target 
     throw new CliError(
       `the control API is disabled in ${file} (control_api.enabled: false); pass --control-url`,
     )
+  if (c.bind.port === 0) {
+    throw new CliError(
+      `control_api.bind_address in ${file} uses port 0 (any free port); pass --control-url with the port the proxy logged`,
+    )
+  }
   const host = c.bind.host === '0.0.0.0' ? '127.0.0.1' : c.bind.host === '::' ? '::1' : c.bind.host
   return {
     url: `http://${host.includes(':') ? `[${host}]` : host}:${c.bind.port}`,
-    apiKey: apiKey ?? c.apiKey,
+    apiKey: flagKey ?? c.apiKey,
   }
 }
 

@@ -96,6 +96,15 @@ export class Metrics {
       },
     })
     collectDefaultMetrics({ register: this.registry })
+    // prom-client names these gauges *_total, which Prometheus reserves for counters
+    // (promtool check metrics flags them); the rest of the process metrics stay.
+    for (const name of [
+      'nodejs_active_handles_total',
+      'nodejs_active_requests_total',
+      'nodejs_active_resources_total',
+    ]) {
+      this.registry.removeSingleMetric(name)
+    }
   }
 
   record(s: RequestSample): void {
