@@ -31,9 +31,11 @@ export class MiddlewareRegistry {
   readonly #log: Logger
   #live = new Map<string, Live>()
   readonly #redis = new Map<string, Redis>()
+  readonly #countError: (type: string) => void
 
-  constructor(log: Logger) {
+  constructor(log: Logger, countError: (type: string) => void = () => undefined) {
     this.#log = log
+    this.#countError = countError
   }
 
   /** Chains for `snapshot`, by route name (LB_CHAIN in load_balancer mode); unchanged ones reused. */
@@ -66,7 +68,7 @@ export class MiddlewareRegistry {
   #create(name: string, cfg: MiddlewareConfig, file: string): Live {
     switch (cfg.kind) {
       case 'rate_limiting': {
-        const rl = rateLimiting(name, cfg, this.#log, (url) => this.#redisFor(url))
+        const rl = rateLimiting(name, cfg, this.#log, (url) => this.#redisFor(url), this.#countError)
         return { middleware: rl.middleware, cors: false, close: rl.close }
       }
       case 'authentication': {

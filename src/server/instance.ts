@@ -78,7 +78,7 @@ export class ProxyInstance implements ControlActions {
     this.#log = o.logging.logger
     this.#text = text
     this.#upstreams = new UpstreamRegistry(this.#log)
-    this.#middlewares = new MiddlewareRegistry(this.#log)
+    this.#middlewares = new MiddlewareRegistry(this.#log, (type) => this.#countError(type))
     const groups = this.#upstreams.build(snapshot)
     this.#store = new SnapshotStore({ snapshot, groups, chains: this.#middlewares.build(snapshot) })
     this.#metrics = new Metrics(
@@ -103,6 +103,11 @@ export class ProxyInstance implements ControlActions {
     inst.#upstreams.activate(snapshot, rt.groups as Map<string, never>)
     inst.#logListening(snapshot)
     return inst
+  }
+
+  /** An error that is not a whole request (bad request line, Redis fail-open, TCP failure). */
+  #countError(type: string): void {
+    this.#metrics.error(this.#store.current().snapshot.mode, type)
   }
 
   get metrics(): Metrics {
@@ -196,10 +201,12 @@ export class ProxyInstance implements ControlActions {
 
   #makeFront(s: Snapshot, key: string): Front {
     if (s.lbProtocol === 'tcp') {
-      const tcp = new TcpProxy(this.#store, this.#log)
+      const tcp = new TcpProxy(this.#store, this.#log, (type) => this.#countError(type))
       return { key, server: tcp.server, listener: undefined, tcp }
     }
-    const listener = createListener(s, this.#pipeline.handle, this.#pipeline.upgrade, this.#log)
+    const listener = createListener(s, this.#pipeline.handle, this.#pipeline.upgrade, this.#log, () =>
+      this.#countError('bad_request'),
+    )
     return { key, server: listener.server, listener, tcp: undefined }
   }
 

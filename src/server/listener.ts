@@ -59,11 +59,12 @@ export function createListener(
   handler: RequestHandler,
   onUpgrade: UpgradeHandler,
   log: Logger,
+  onBadRequest: () => void = () => undefined,
 ): ListenerHandle {
   const t = snapshot.tls
   if (!t) {
     const server = http.createServer(OPTIONS, handler)
-    wire(server, onUpgrade, log)
+    wire(server, onUpgrade, log, onBadRequest)
     return {
       server,
       closeIdle: () => server.closeIdleConnections(),
@@ -97,7 +98,7 @@ export function createListener(
       sockets.add(s)
       s.once('close', () => sockets.delete(s))
     })
-    wire(h2 as unknown as http.Server, onUpgrade, log)
+    wire(h2 as unknown as http.Server, onUpgrade, log, onBadRequest)
     server = h2
     return {
       server,
@@ -114,7 +115,7 @@ export function createListener(
     }
   }
   const h1 = https.createServer({ ...OPTIONS, ...secure }, handler)
-  wire(h1, onUpgrade, log)
+  wire(h1, onUpgrade, log, onBadRequest)
   server = h1
   return {
     server,
@@ -124,8 +125,11 @@ export function createListener(
   }
 }
 
-function wire(server: http.Server, onUpgrade: UpgradeHandler, log: Logger): void {
-  server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => onClientError(err, socket, log))
+function wire(server: http.Server, onUpgrade: UpgradeHandler, log: Logger, onBadRequest: () => void): void {
+  server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {
+    if (err.code !== 'ECONNRESET' && socket.writable) onBadRequest()
+    onClientError(err, socket, log)
+  })
   server.on('upgrade', onUpgrade)
   // CONNECT (forward-proxy tunnelling) is not something a reverse proxy offers.
   server.on('connect', (_req, socket: Socket) => {

@@ -18,9 +18,12 @@ export class TcpProxy {
   #active = 0
   #idleWaiters: Array<() => void> = []
 
-  constructor(store: SnapshotStore, log: Logger) {
+  readonly #countError: (type: string) => void
+
+  constructor(store: SnapshotStore, log: Logger, countError: (type: string) => void = () => undefined) {
     this.#store = store
     this.#log = log
+    this.#countError = countError
     this.server = net.createServer({ allowHalfOpen: true, noDelay: true }, (c) => this.#accept(c))
   }
 
@@ -58,6 +61,7 @@ export class TcpProxy {
       this.#log,
       (info) => {
         this.#sockets.delete(client)
+        if (info.error_type) this.#countError(info.error_type)
         this.#log.info(
           { ...info, duration_ms: Math.round((performance.now() - start) * 1000) / 1000 },
           'connection',

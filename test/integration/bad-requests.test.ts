@@ -35,6 +35,7 @@ server: { bind_address: "127.0.0.1:0" }
 upstreams:
   u: { servers: ["${up.address}"] }
 load_balancer: { upstream: u }
+control_api: { enabled: true, bind_address: "127.0.0.1:0" }
 `)
   })
   after(async () => {
@@ -82,9 +83,12 @@ load_balancer: { upstream: u }
     })
   }
 
-  test('bad requests are logged with their reason', async () => {
+  test('bad requests are logged with their reason and counted', async () => {
     const line = await proxy.waitForLog((l) => l.msg === 'bad request', 'a bad request line')
     assert.equal(line.error_type, 'bad_request')
     assert.ok(line.reason)
+    const metrics = await (await fetch(`${proxy.controlUrl}/metrics`)).text()
+    const n = Number(/locci_errors_total\{mode="load_balancer",error_type="bad_request"\} (\d+)/.exec(metrics)?.[1])
+    assert.ok(n >= cases.length, `counted: ${n}`)
   })
 })

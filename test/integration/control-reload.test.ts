@@ -8,7 +8,7 @@ import { spawnSync } from 'node:child_process'
 import { readdirSync, readFileSync, writeFileSync } from 'node:fs'
 import path from 'node:path'
 import { after, before, describe, test } from 'node:test'
-import { type RunningProxy, runCli, startProxy } from '../helpers/proxy'
+import { ROOT, type RunningProxy, runCli, startProxy } from '../helpers/proxy'
 import { until } from '../helpers/until'
 import { startUpstream, type Upstream } from '../helpers/upstream'
 
@@ -371,6 +371,22 @@ describe('metrics', () => {
         ).text()) !== '',
         true,
       )
+      // Every metric the Grafana dashboard queries exists.
+      const dashboard = readFileSync(
+        path.join(ROOT, 'monitoring', 'grafana', 'dashboards', 'locci-proxy.json'),
+        'utf8',
+      )
+      const queried = new Set(
+        [...dashboard.matchAll(/\b((?:locci|process)_[a-z_]+)/g)].map((m) =>
+          m[1]!.replace(/_(bucket|sum|count)$/, ''),
+        ),
+      )
+      assert.ok(queried.size >= 7)
+      for (const name of queried)
+        assert.ok(
+          text.includes(`# TYPE ${name} `),
+          `the dashboard queries ${name}, which the proxy does not export`,
+        )
       const promtool = spawnSync('promtool', ['check', 'metrics'], { input: text, encoding: 'utf8' })
       if (promtool.error) assert.fail('promtool not installed (apt-get install prometheus; .ci/run does)')
       assert.equal(promtool.status, 0, promtool.stdout + promtool.stderr)

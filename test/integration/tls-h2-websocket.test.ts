@@ -400,3 +400,42 @@ load_balancer: { upstream: ws }
     }
   })
 })
+
+test('a renewed certificate is picked up by a reload, without a restart', async () => {
+  const up = await startUpstream('web')
+  const certDir = mkdtempSync(path.join(tmpdir(), 'locci-renew-'))
+  const first = await makeCert(certDir, 'renew.test')
+  const proxy = await startProxy(`mode: load_balancer
+server:
+  bind_address: "127.0.0.1:0"
+  tls: { cert_path: ${first.certPath}, key_path: ${first.keyPath} }
+upstreams: { web: { servers: ["${up.address}"] } }
+load_balancer: { upstream: web }
+control_api: { enabled: true, bind_address: "127.0.0.1:0" }
+`)
+  const serial = () =>
+    new Promise<string>((resolve, reject) => {
+      const s = tls.connect(
+        { port: proxy.port, host: '127.0.0.1', servername: 'renew.test', rejectUnauthorized: false },
+        () => {
+          resolve(s.getPeerCertificate().serialNumber)
+          s.destroy()
+        },
+      )
+      s.on('error', reject)
+    })
+  try {
+    const before = await serial()
+    // The renewal writes new files over the old ones, as certbot and friends do.
+    await makeCert(certDir, 'renew.test')
+    const r = await fetch(`${proxy.controlUrl}/api/v1/reload`, { method: 'POST' })
+    const body = (await r.json()) as { changes: { settings_changed: string[] } }
+    assert.ok(body.changes.settings_changed.includes('certificates'))
+    const after = await serial()
+    assert.notEqual(after, before)
+    assert.equal(await fetch(`${proxy.url.replace('https', 'http')}/`).catch(() => 'tls only'), 'tls only')
+  } finally {
+    await proxy.stop()
+    await up.close()
+  }
+})

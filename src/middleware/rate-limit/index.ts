@@ -22,6 +22,7 @@ export function rateLimiting(
   cfg: RateLimitingConfig,
   log: Logger,
   redis: (url: string) => Redis,
+  countError: (type: string) => void = () => undefined,
 ): RateLimiter {
   const perMs = cfg.requests_per_minute / 60_000
   const burst = cfg.burst_size
@@ -74,6 +75,8 @@ export function rateLimiting(
   let lastLog = 0
   const onFailure = (err: Error): Reply | undefined => {
     failures++
+    // A fail-open request ends as a 200 and is not counted as an error otherwise.
+    if (cfg.redis_failure === 'open') countError('rate_limiter_unavailable')
     const now = Date.now()
     if (now - lastLog > 10_000) {
       lastLog = now
