@@ -88,7 +88,9 @@ control_api: { enabled: true, bind_address: "127.0.0.1:0" }
     assert.equal(line.error_type, 'bad_request')
     assert.ok(line.reason)
     const metrics = await (await fetch(`${proxy.controlUrl}/metrics`)).text()
-    const n = Number(/locci_errors_total\{mode="load_balancer",error_type="bad_request"\} (\d+)/.exec(metrics)?.[1])
+    const n = Number(
+      /locci_errors_total\{mode="load_balancer",error_type="bad_request"\} (\d+)/.exec(metrics)?.[1],
+    )
     assert.ok(n >= cases.length, `counted: ${n}`)
   })
 })
