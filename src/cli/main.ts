@@ -11,7 +11,8 @@ import { LOG_LEVELS } from '../config/schema'
 import type { Mode, Snapshot } from '../config/snapshot'
 import { createLogger } from '../observe/logger'
 import { ProxyInstance } from '../server/instance'
-import { superviseWorkers } from '../server/workers'
+import { Primary } from '../server/primary'
+import { Rpc } from '../server/rpc'
 import { registerAdminCommands } from './admin'
 
 // eslint-disable-next-line @typescript-eslint/no-require-imports
@@ -139,19 +140,31 @@ async function start(opts: GlobalOptions): Promise<void> {
   let stop: () => Promise<void>
   let reload: () => void
   try {
+    const text = readFileSync(r.file, 'utf8')
     if (snapshot.workers > 1 && cluster.isPrimary) {
-      const supervisor = await superviseWorkers(snapshot, log)
-      stop = supervisor.stop
-      reload = supervisor.reload
+      const primary = new Primary(
+        { file: r.file, overrides: r.overrides, env: process.env, logging },
+        snapshot,
+        text,
+      )
+      await primary.start()
+      stop = () => primary.stop()
+      reload = () => void primary.reload()
     } else {
-      const text = readFileSync(r.file, 'utf8')
+      let link: Rpc | undefined
+      if (cluster.isWorker) {
+        link = new Rpc((m) => process.send!(m))
+        process.on('message', (m) => link!.receive(m))
+      }
       const instance = await ProxyInstance.start(
-        { file: r.file, overrides: r.overrides, env: process.env, version: VERSION, logging },
+        { file: r.file, overrides: r.overrides, env: process.env, version: VERSION, logging, primary: link },
         snapshot,
         text,
       )
       stop = () => instance.stop()
       reload = () => void instance.reload()
+      // A worker whose primary is gone drains and exits.
+      if (cluster.isWorker) process.on('disconnect', () => void stop().then(() => process.exit(0)))
     }
   } catch (err) {
     log.fatal({ err: (err as Error).message }, 'failed to start')
@@ -166,6 +179,8 @@ async function start(opts: GlobalOptions): Promise<void> {
   })
   let signals = 0
   const onSignal = (signal: NodeJS.Signals) => {
+    // A worker hears Ctrl-C's SIGINT and then the primary's SIGTERM: one shutdown, not a forced exit.
+    if (signals > 0 && cluster.isWorker) return
     if (++signals > 1) {
       log.warn({ signal }, 'second signal; exiting now')
       logging.flush()

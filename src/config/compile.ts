@@ -3,6 +3,7 @@
 // disk) with file, key path and line, and returns either all of them or a frozen Snapshot.
 
 import { accessSync, constants, statSync } from 'node:fs'
+import { availableParallelism } from 'node:os'
 import path from 'node:path'
 import type { z } from 'zod'
 import {
@@ -522,7 +523,7 @@ function build(
     raw,
     mode: raw.mode,
     bind,
-    workers: raw.server.workers,
+    workers: raw.server.workers === 'auto' ? availableParallelism() : raw.server.workers,
     tls: raw.server.tls && {
       certificates: tlsMaterial.listener ?? [],
       minVersion: raw.server.tls.min_version,

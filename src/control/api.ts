@@ -4,20 +4,19 @@
 // validates them exactly like the config file and swaps in a new snapshot.
 
 import http from 'node:http'
-import type { Document } from 'yaml'
 import { redact } from '../config/redact'
 import type { SnapshotStore } from '../config/store'
 import type { Logger } from '../observe/logger'
-import type { Metrics } from '../observe/metrics'
 import type { Explanation } from '../routing/explain'
 import { bearerMatches } from './auth'
-import { ApiError, addRoute, addUpstream, removeRoute, removeServer } from './mutations'
+import { ApiError, type ChangeOp } from './mutations'
 
 export interface ControlActions {
-  readonly metrics: Metrics
   status(): Record<string, unknown>
   reload(): Promise<{ result: string; problems?: string[] }>
-  change(edit: (doc: Document) => string): Promise<{ change: string; saved: boolean }>
+  change(c: ChangeOp): Promise<{ change: string; saved: boolean }>
+  /** Prometheus text for the whole instance (all workers). */
+  metricsText(): Promise<{ text: string; contentType: string }>
   explain(method: string, url: string, headers: string[]): Explanation
 }
 
@@ -39,15 +38,11 @@ const MAX_BODY = 1024 * 1024
 
 export function createControlServer(o: ControlApiOptions): http.Server {
   const a = o.actions
-  const metrics = async (): Promise<Reply> => ({
-    status: 200,
-    body: await a.metrics.text(),
-    headers: { 'content-type': a.metrics.contentType },
-  })
-  const change = async (edit: (doc: Document) => string): Promise<Reply> => ({
-    status: 201,
-    body: await a.change(edit),
-  })
+  const metrics = async (): Promise<Reply> => {
+    const m = await a.metricsText()
+    return { status: 200, body: m.text, headers: { 'content-type': m.contentType } }
+  }
+  const change = async (c: ChangeOp): Promise<Reply> => ({ status: 201, body: await a.change(c) })
   const routes: Array<[string, RegExp, Handler]> = [
     ['GET', /^\/healthz$/, () => ({ status: 200, body: { status: 'ok' } })],
     ['GET', /^\/api\/v1\/status$/, () => ({ status: 200, body: a.status() })],
@@ -56,21 +51,25 @@ export function createControlServer(o: ControlApiOptions): http.Server {
     ['GET', /^\/metrics$/, metrics],
     ['GET', /^\/api\/v1\/routes$/, () => ({ status: 200, body: routesView(o.store) })],
     ['GET', /^\/api\/v1\/upstreams$/, () => ({ status: 200, body: upstreamsView(o.store) })],
-    ['POST', /^\/api\/v1\/routes$/, async (req) => change(withBody(await readJson(req), addRoute))],
+    ['POST', /^\/api\/v1\/routes$/, async (req) => change({ op: 'addRoute', body: await readJson(req) })],
     [
       'DELETE',
       /^\/api\/v1\/routes\/([^/]+)$/,
       async (_req, [name]) => {
-        await a.change((doc) => removeRoute(doc, name!))
+        await a.change({ op: 'removeRoute', name: name! })
         return { status: 204, body: undefined }
       },
     ],
-    ['POST', /^\/api\/v1\/upstreams$/, async (req) => change(withBody(await readJson(req), addUpstream))],
+    [
+      'POST',
+      /^\/api\/v1\/upstreams$/,
+      async (req) => change({ op: 'addUpstream', body: await readJson(req) }),
+    ],
     [
       'DELETE',
       /^\/api\/v1\/upstreams\/([^/]+)\/servers\/([^/]+)$/,
       async (_req, [name, server]) => {
-        await a.change((doc) => removeServer(doc, name!, server!))
+        await a.change({ op: 'removeServer', name: name!, server: server! })
         return { status: 204, body: undefined }
       },
     ],
@@ -139,10 +138,6 @@ export function createControlServer(o: ControlApiOptions): http.Server {
       req.resume()
     }
   }
-}
-
-function withBody(body: unknown, fn: (doc: Document, body: unknown) => string): (doc: Document) => string {
-  return (doc) => fn(doc, body)
 }
 
 function send(res: http.ServerResponse, r: Reply): void {

@@ -125,3 +125,23 @@ function normalized(v: unknown): string | undefined {
   const hp = parseHostPort(v)
   return typeof hp === 'string' ? v : formatHostPort(hp)
 }
+
+/** Runtime changes as data, so they can travel to the primary process with several workers. */
+export type ChangeOp =
+  | { op: 'addRoute'; body: unknown }
+  | { op: 'removeRoute'; name: string }
+  | { op: 'addUpstream'; body: unknown }
+  | { op: 'removeServer'; name: string; server: string }
+
+export function applyChange(doc: Document, c: ChangeOp): string {
+  switch (c.op) {
+    case 'addRoute':
+      return addRoute(doc, c.body)
+    case 'removeRoute':
+      return removeRoute(doc, c.name)
+    case 'addUpstream':
+      return addUpstream(doc, c.body)
+    case 'removeServer':
+      return removeServer(doc, c.name, c.server)
+  }
+}

@@ -8,7 +8,7 @@ import type { Snapshot } from '../config/snapshot'
 import type { Logger } from '../observe/logger'
 import { authentication } from './auth/index'
 import { cors } from './cors/index'
-import { rateLimiting } from './rate-limit/index'
+import { rateLimiting, type SharedStore } from './rate-limit/index'
 import type { MiddlewareConfig } from './schema'
 import type { Middleware } from './types'
 
@@ -33,9 +33,12 @@ export class MiddlewareRegistry {
   readonly #redis = new Map<string, Redis>()
   readonly #countError: (type: string) => void
 
-  constructor(log: Logger, countError: (type: string) => void = () => undefined) {
+  readonly #shared: SharedStore | undefined
+
+  constructor(log: Logger, countError: (type: string) => void = () => undefined, shared?: SharedStore) {
     this.#log = log
     this.#countError = countError
+    this.#shared = shared
   }
 
   /** Chains for `snapshot`, by route name (LB_CHAIN in load_balancer mode); unchanged ones reused. */
@@ -68,7 +71,14 @@ export class MiddlewareRegistry {
   #create(name: string, cfg: MiddlewareConfig, file: string): Live {
     switch (cfg.kind) {
       case 'rate_limiting': {
-        const rl = rateLimiting(name, cfg, this.#log, (url) => this.#redisFor(url), this.#countError)
+        const rl = rateLimiting(
+          name,
+          cfg,
+          this.#log,
+          (url) => this.#redisFor(url),
+          this.#countError,
+          this.#shared,
+        )
         return { middleware: rl.middleware, cors: false, close: rl.close }
       }
       case 'authentication': {

@@ -73,6 +73,8 @@ export class Metrics {
       help: 'Whether an upstream server is in rotation: 1 healthy (active checks) and not ejected, else 0.',
       labelNames: ['upstream', 'server'],
       registers,
+      // With several workers: in rotation if it is in rotation anywhere (not a sum).
+      aggregator: 'max',
       collect() {
         this.reset()
         const now = Date.now()

@@ -5,7 +5,6 @@
 // SIGTERM/SIGINT: stop accepting, finish in-flight requests within server.shutdown_timeout_secs.
 
 import cluster from 'node:cluster'
-import { closeSync, fsyncSync, openSync, renameSync, writeFileSync } from 'node:fs'
 import type http from 'node:http'
 import type net from 'node:net'
 import path from 'node:path'
@@ -18,7 +17,8 @@ import { formatProblem } from '../config/problems'
 import type { Snapshot } from '../config/snapshot'
 import { SnapshotStore } from '../config/store'
 import { type ControlActions, createControlServer } from '../control/api'
-import { ApiError } from '../control/mutations'
+import { ApiError, applyChange, type ChangeOp } from '../control/mutations'
+import type { TakeResult } from '../middleware/rate-limit/token-bucket'
 import { MiddlewareRegistry } from '../middleware/registry'
 import { AccessLog } from '../observe/access-log'
 import type { LoggerHandle } from '../observe/logger'
@@ -27,6 +27,8 @@ import { Pipeline } from '../proxy/pipeline'
 import { explain } from '../routing/explain'
 import { UpstreamRegistry } from '../upstream/registry'
 import { createListener, createRedirectListener, type ListenerHandle, listen } from './listener'
+import { type ApplyMessage, type HealthEvent, type TakeRequest, writeAtomically } from './primary'
+import type { Rpc } from './rpc'
 import { TcpProxy } from './tcp'
 
 export interface StartOptions {
@@ -35,6 +37,8 @@ export interface StartOptions {
   env: NodeJS.ProcessEnv
   version: string
   logging: LoggerHandle
+  /** Set in a worker: the channel to the primary, which owns instance-wide state. */
+  primary?: Rpc
 }
 
 /** The downstream side: an HTTP(S) listener, or the TCP pass-through. */
@@ -77,8 +81,17 @@ export class ProxyInstance implements ControlActions {
     this.#o = o
     this.#log = o.logging.logger
     this.#text = text
-    this.#upstreams = new UpstreamRegistry(this.#log)
-    this.#middlewares = new MiddlewareRegistry(this.#log, (type) => this.#countError(type))
+    const link = o.primary
+    this.#upstreams = new UpstreamRegistry(this.#log, undefined, { healthChecks: !link })
+    this.#middlewares = new MiddlewareRegistry(
+      this.#log,
+      (type) => this.#countError(type),
+      link &&
+        ((store, burst, perMs, maxKeys) => ({
+          take: (key) =>
+            link.request<TakeResult>('take', { store, key, burst, perMs, maxKeys } satisfies TakeRequest),
+        })),
+    )
     const groups = this.#upstreams.build(snapshot)
     this.#store = new SnapshotStore({ snapshot, groups, chains: this.#middlewares.build(snapshot) })
     this.#metrics = new Metrics(
@@ -87,6 +100,19 @@ export class ProxyInstance implements ControlActions {
     )
     const access = new AccessLog(o.logging, this.#metrics, () => this.#store.current().snapshot.mode)
     this.#pipeline = new Pipeline({ store: this.#store, log: this.#log, access })
+    link
+      ?.on('apply', (p) => this.#serial(() => this.#applyFromPrimary(p as ApplyMessage)))
+      .on('health', (p) => {
+        const h = p as HealthEvent
+        this.#upstreams.setHealth(h.group, h.address, h.healthy)
+      })
+      .on('metrics-json', () => this.#metrics.registry.getMetricsAsJSON())
+  }
+
+  /** A config the primary validated: apply it as it is (every worker gets the same text). */
+  async #applyFromPrimary(m: ApplyMessage): Promise<void> {
+    await this.#apply(m.text, false)
+    this.#unsaved = m.unsaved
   }
 
   static async start(o: StartOptions, snapshot: Snapshot, text: string): Promise<ProxyInstance> {
@@ -257,6 +283,7 @@ export class ProxyInstance implements ControlActions {
 
   /** Re-reads the config file; an invalid file leaves the running config as it is. */
   reload(): Promise<ReloadResult> {
+    if (this.#o.primary) return this.#o.primary.request<ReloadResult>('reload')
     return this.#serial(async () => {
       const at = new Date().toISOString()
       try {
@@ -293,12 +320,11 @@ export class ProxyInstance implements ControlActions {
   }
 
   /** A control-API change: edit the YAML, validate it like the file, swap, persist or remember. */
-  change(
-    edit: (doc: ReturnType<typeof parseDocument>) => string,
-  ): Promise<{ change: string; saved: boolean }> {
+  change(c: ChangeOp): Promise<{ change: string; saved: boolean }> {
+    if (this.#o.primary) return this.#o.primary.request('change', c)
     return this.#serial(async () => {
       const doc = parseDocument(this.#text)
-      const description = edit(doc)
+      const description = applyChange(doc, c)
       const text = doc.toString()
       await this.#apply(text, false)
       const persist = this.#store.current().snapshot.raw.control_api.persist
@@ -307,6 +333,11 @@ export class ProxyInstance implements ControlActions {
       this.#log.info({ change: description, saved: persist }, 'config changed through the control API')
       return { change: description, saved: persist }
     })
+  }
+
+  metricsText(): Promise<{ text: string; contentType: string }> {
+    if (this.#o.primary) return this.#o.primary.request('metrics')
+    return this.#metrics.text().then((text) => ({ text, contentType: this.#metrics.contentType }))
   }
 
   status(): Record<string, unknown> {
@@ -322,6 +353,7 @@ export class ProxyInstance implements ControlActions {
       uptime_secs: Math.round((Date.now() - this.#startedAt) / 1000),
       config_file: path.resolve(s.file),
       persist: s.raw.control_api.persist,
+      ...(this.#o.primary ? { worker: cluster.worker?.id } : {}),
       unsaved_changes: this.#unsaved,
       last_reload: this.#lastReload ?? null,
       requests_in_flight: (this.#front?.tcp ?? this.#pipeline).inFlight,
@@ -376,19 +408,6 @@ export class ProxyInstance implements ControlActions {
     })()
     return this.#stopping
   }
-}
-
-/** Temp file, fsync, rename: a crash leaves the old file or the new one, never half of one. */
-function writeAtomically(file: string, text: string): void {
-  const tmp = path.join(path.dirname(file), `.${path.basename(file)}.${process.pid}.tmp`)
-  writeFileSync(tmp, text)
-  const fd = openSync(tmp, 'r+')
-  try {
-    fsyncSync(fd)
-  } finally {
-    closeSync(fd)
-  }
-  renameSync(tmp, file)
 }
 
 function sameAddress(server: net.Server, a: HostPort): boolean {

@@ -11,13 +11,35 @@ import { RetryBudget } from './retry-budget'
 
 export class UpstreamRegistry {
   readonly #log: Logger
+  readonly #onHealth: ((group: string, peer: Peer, healthy: boolean) => void) | undefined
+  readonly #healthChecks: boolean
   #peers = new Map<string, Peer>()
   #checkers = new Map<string, HealthChecker>()
   #groups = new Map<string, UpstreamGroup>()
   #budgets = new Map<string, RetryBudget>()
 
-  constructor(log: Logger) {
+  /**
+   * `onHealth` hears every health transition (the primary passes them to workers);
+   * `healthChecks: false` leaves checking to someone else (a worker, told by the primary).
+   */
+  constructor(
+    log: Logger,
+    onHealth?: (group: string, peer: Peer, healthy: boolean) => void,
+    opts: { healthChecks?: boolean } = {},
+  ) {
     this.#log = log
+    this.#onHealth = onHealth
+    this.#healthChecks = opts.healthChecks ?? true
+  }
+
+  groups(): Iterable<UpstreamGroup> {
+    return this.#groups.values()
+  }
+
+  /** A health verdict from elsewhere (the primary's checkers). */
+  setHealth(group: string, address: string, healthy: boolean): void {
+    const peer = this.#groups.get(group)?.peers.find((p) => p.address === address)
+    if (peer) peer.healthy = healthy
   }
 
   /** Groups for `snapshot`; call `activate` once the snapshot is live. */
@@ -61,7 +83,9 @@ export class UpstreamRegistry {
     this.#peers = live
     this.#groups = groups
 
-    const wanted = new Set(snapshot.activeUpstreams.filter((n) => groups.get(n)?.spec.healthCheck))
+    const wanted = new Set(
+      this.#healthChecks ? snapshot.activeUpstreams.filter((n) => groups.get(n)?.spec.healthCheck) : [],
+    )
     for (const [name, checker] of this.#checkers) {
       const g = groups.get(name)
       if (!wanted.has(name) || !g || !sameCheck(checker, g)) {
@@ -74,7 +98,11 @@ export class UpstreamRegistry {
     for (const name of wanted) {
       if (this.#checkers.has(name)) continue
       const g = groups.get(name)!
-      const checker = new HealthChecker(g.spec.healthCheck!, g.peers, { log: this.#log })
+      const onChange = this.#onHealth
+      const checker = new HealthChecker(g.spec.healthCheck!, g.peers, {
+        log: this.#log,
+        ...(onChange ? { onChange: (peer: Peer, healthy: boolean) => onChange(name, peer, healthy) } : {}),
+      })
       this.#checkers.set(name, checker)
       checker.start()
     }

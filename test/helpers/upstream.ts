@@ -36,6 +36,8 @@ export interface Upstream {
   behaviour: Behaviour
   /** Behaviour for the health-check path only (defaults to `ok`). */
   health: 'ok' | 'fail'
+  /** Health-check requests received. */
+  healthHits: number
   close(): Promise<void>
 }
 
@@ -49,6 +51,7 @@ export async function startUpstream(name: string, healthPath = '/health'): Promi
     aborted: 0,
     behaviour: { kind: 'ok' },
     health: 'ok',
+    healthHits: 0,
     close: () =>
       new Promise((resolve) => {
         for (const s of sockets) s.destroy()
@@ -61,6 +64,7 @@ export async function startUpstream(name: string, healthPath = '/health'): Promi
     req.on('end', () => {
       const body = Buffer.concat(chunks).toString()
       if (req.url === healthPath) {
+        up.healthHits++
         res.writeHead(up.health === 'ok' ? 200 : 503).end(up.health)
         return
       }

@@ -12,6 +12,16 @@ import { MemoryStore } from './memory-store'
 import { RedisStore } from './redis-store'
 import type { TakeResult } from './token-bucket'
 
+/** Buckets kept elsewhere (the primary process, with several workers). */
+export type SharedStore = (
+  store: string,
+  burst: number,
+  perMs: number,
+  maxKeys: number,
+) => {
+  take(key: string): Promise<TakeResult>
+}
+
 export interface RateLimiter {
   middleware: Middleware
   close(): void
@@ -23,6 +33,7 @@ export function rateLimiting(
   log: Logger,
   redis: (url: string) => Redis,
   countError: (type: string) => void = () => undefined,
+  shared?: SharedStore,
 ): RateLimiter {
   const perMs = cfg.requests_per_minute / 60_000
   const burst = cfg.burst_size
@@ -62,6 +73,14 @@ export function rateLimiting(
     }
   }
 
+  if (cfg.store === 'memory' && shared) {
+    // One bucket per key for the whole instance: every worker asks the primary.
+    const store = shared(`${name}\0${JSON.stringify(cfg)}`, burst, perMs, cfg.max_keys)
+    return {
+      middleware: (ctx) => store.take(keyOf(ctx)).then((r) => decide(ctx, r)),
+      close: () => undefined,
+    }
+  }
   if (cfg.store === 'memory') {
     const store = new MemoryStore(burst, perMs, cfg.max_keys)
     return {

@@ -1,0 +1,108 @@
+// Request/response over a cluster IPC channel (process.send / worker.send), used between the
+// primary and its workers. Errors cross as status + message + details so an ApiError raised in
+// the primary (a refused change) reaches the worker's control API intact.
+
+import { ApiError } from '../control/mutations'
+
+export interface RpcMessage {
+  locci: 'req' | 'res' | 'event'
+  id?: number
+  kind?: string
+  payload?: unknown
+  ok?: boolean
+  error?: { status: number; message: string; details: Record<string, unknown> }
+}
+
+export type RpcHandler = (payload: unknown) => unknown
+
+export class Rpc {
+  readonly #send: (m: RpcMessage) => void
+  readonly #handlers = new Map<string, RpcHandler>()
+  readonly #pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>()
+  #next = 1
+
+  constructor(send: (m: RpcMessage) => void) {
+    this.#send = send
+  }
+
+  /** Handles `kind` requests (or events) from the other side. */
+  on(kind: string, handler: RpcHandler): this {
+    this.#handlers.set(kind, handler)
+    return this
+  }
+
+  request<T>(kind: string, payload?: unknown): Promise<T> {
+    const id = this.#next++
+    return new Promise<T>((resolve, reject) => {
+      this.#pending.set(id, { resolve: resolve as (v: unknown) => void, reject })
+      try {
+        this.#send({ locci: 'req', id, kind, payload })
+      } catch (err) {
+        this.#pending.delete(id)
+        reject(err as Error)
+      }
+    })
+  }
+
+  /** A message that wants no answer. */
+  emit(kind: string, payload?: unknown): void {
+    try {
+      this.#send({ locci: 'event', kind, payload })
+    } catch {
+      // The other side is gone; its replacement gets the full state when it starts.
+    }
+  }
+
+  /** Feed every message from the channel here; returns false for messages that are not ours. */
+  receive(m: unknown): boolean {
+    if (m === null || typeof m !== 'object' || !('locci' in m)) return false
+    const msg = m as RpcMessage
+    if (msg.locci === 'res') {
+      const p = this.#pending.get(msg.id!)
+      if (!p) return true
+      this.#pending.delete(msg.id!)
+      if (msg.ok) p.resolve(msg.payload)
+      else p.reject(new ApiError(msg.error!.status, msg.error!.message, msg.error!.details))
+      return true
+    }
+    const handler = this.#handlers.get(msg.kind!)
+    if (msg.locci === 'event') {
+      handler?.(msg.payload)
+      return true
+    }
+    Promise.resolve()
+      .then(() => {
+        if (!handler) throw new Error(`no handler for ${msg.kind}`)
+        return handler(msg.payload)
+      })
+      .then(
+        (payload) => this.#reply({ locci: 'res', id: msg.id!, ok: true, payload }),
+        (err: Error) =>
+          this.#reply({
+            locci: 'res',
+            id: msg.id!,
+            ok: false,
+            error: {
+              status: err instanceof ApiError ? err.status : 500,
+              message: err.message,
+              details: err instanceof ApiError ? err.details : {},
+            },
+          }),
+      )
+    return true
+  }
+
+  #reply(m: RpcMessage): void {
+    try {
+      this.#send(m)
+    } catch {
+      // The asker is gone.
+    }
+  }
+
+  /** Fails every request still waiting (the other side died). */
+  close(reason: string): void {
+    for (const p of this.#pending.values()) p.reject(new ApiError(503, reason))
+    this.#pending.clear()
+  }
+}
