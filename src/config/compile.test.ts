@@ -104,6 +104,13 @@ describe('bad configs: one problem each, with key path and line', () => {
       yaml: BASE.replace('bind_address: "127.0.0.1:8484"', 'bind_address: "127.0.0.1:8484"\n  workers: many'),
       path: 'server.workers',
       line: 4,
+      message: /must be a whole number from 1 to 256, or auto/,
+    },
+    {
+      desc: 'a wrong type (string for a number)',
+      yaml: BASE.replace('bind_address: "127.0.0.1:8484"', 'bind_address: "127.0.0.1:8484"\n  upstream_timeout_secs: soon'),
+      path: 'server.upstream_timeout_secs',
+      line: 4,
       message: /must be a number \(got string\)/,
     },
     {

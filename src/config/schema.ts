@@ -53,7 +53,11 @@ const connectionPool = z.strictObject({
 const server = z.strictObject({
   bind_address: listenAddress.default('0.0.0.0:8484'),
   /** Worker processes sharing the listener; `auto` = one per available CPU. */
-  workers: z.union([z.number().int().min(1).max(256), z.literal('auto')]).default(1),
+  workers: z
+    .union([z.number().int().min(1).max(256), z.literal('auto')], {
+      error: 'must be a whole number from 1 to 256, or auto',
+    })
+    .default(1),
   tls: tlsListener.optional(),
   /** A plain-HTTP listener that redirects every request to the HTTPS one (needs tls). */
   redirect_http_bind: listenAddress.optional(),
