@@ -34,7 +34,7 @@ function start(cmd, args, env, readyText) {
     c.stdout.on('data', (d) => {
       if (out !== null) {
         out += d
-        if (out.includes(readyText)) {
+        if (readyText.every((t) => out.includes(t))) {
           clearTimeout(timer)
           const seen = out
           out = null
@@ -57,11 +57,17 @@ function stop(c) {
   })
 }
 
-/** CPU time (µs) a process has used so far, from /proc (Linux); undefined elsewhere. */
+/** CPU time (µs) a process and its children (workers) have used so far, from /proc (Linux). */
 function cpuMicros(pid) {
   try {
     const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ')
-    return ((Number(fields[11]) + Number(fields[12])) * 1e6) / CLK_TCK
+    let total = ((Number(fields[11]) + Number(fields[12])) * 1e6) / CLK_TCK
+    const children = readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8')
+      .trim()
+      .split(/\s+/)
+      .filter(Boolean)
+    for (const c of children) total += cpuMicros(Number(c)) ?? 0
+    return total
   } catch {
     return undefined
   }
@@ -115,7 +121,9 @@ function load(url, headers = {}) {
 }
 
 const originPort = await freePort()
-await start(process.execPath, [path.join(root, 'scripts', 'bench-origin.mjs')], { PORT: originPort }, 'ready')
+await start(process.execPath, [path.join(root, 'scripts', 'bench-origin.mjs')], { PORT: originPort }, [
+  'ready',
+])
 const dir = mkdtempSync(path.join(os.tmpdir(), 'locci-bench-'))
 const upstreams = `upstreams: { origin: { servers: ["127.0.0.1:${originPort}"] } }`
 const gateway = (middlewares, declarations = '') => `mode: api_gateway
@@ -128,6 +136,10 @@ api_gateway:
     big: { path_pattern: "^/16k", methods: [GET], upstream: origin, middlewares: [${middlewares}] }
     other: { path_pattern: "^/", upstream: origin }
 ${declarations}`
+const withWorkers = (yaml) =>
+  yaml.replace('bind_address: "127.0.0.1:0" }', 'bind_address: "127.0.0.1:0", workers: 2 }')
+const lbWorkers = (n) =>
+  `mode: load_balancer\nserver: { bind_address: "127.0.0.1:0", workers: ${n} }\nlogging: { level: info }\n${upstreams}\nload_balancer: { upstream: origin }\n`
 const SECRET = 'bench-secret-bench-secret-bench-secret'
 const token = await new SignJWT({ sub: 'bench' })
   .setProtectedHeader({ alg: 'HS256' })
@@ -148,12 +160,22 @@ const scenarios = [
     {},
   ],
   ['api_gateway', gateway(''), ['small', '16k'], {}],
+  ['load_balancer, workers: 2', lbWorkers('2'), ['small'], {}],
+  ['load_balancer, workers: auto', lbWorkers('auto'), ['small'], {}],
   ['api_gateway + rate_limiting', gateway('rate_limiting', declarations), ['small'], mwHeaders],
   ['api_gateway + authentication (HS256)', gateway('authentication', declarations), ['small'], mwHeaders],
   ['api_gateway + cors', gateway('cors', declarations), ['small'], mwHeaders],
   [
     'api_gateway + all three',
     gateway('cors, authentication, rate_limiting', declarations),
+    ['small'],
+    mwHeaders,
+  ],
+  // The cost of instance-wide state: with workers, each rate-limit check is a round trip to the primary.
+  ['api_gateway, workers: 2', withWorkers(gateway('')), ['small'], {}],
+  [
+    'api_gateway + rate_limiting, workers: 2',
+    withWorkers(gateway('rate_limiting', declarations)),
     ['small'],
     mwHeaders,
   ],
@@ -176,7 +198,9 @@ try {
       process.execPath,
       [path.join(root, 'bin', 'locci-proxy'), '-c', file],
       {},
-      'locci-proxy listening',
+      yaml.includes('workers:')
+        ? ['locci-proxy listening', 'all workers listening']
+        : ['locci-proxy listening'],
     )
     const port = Number(/"bind":"http:\/\/127\.0\.0\.1:(\d+)"/.exec(seen)?.[1])
     for (const body of bodies) {
@@ -201,13 +225,17 @@ const fmt = (n, d = 0) =>
   Number.isFinite(n) ? n.toLocaleString('en-US', { maximumFractionDigits: d, minimumFractionDigits: d }) : '-'
 // A middleware's cost: the proxy's extra CPU per request over plain api_gateway mode (CPU time
 // is steadier than req/s on a box shared with the load generator and the origin).
-const gw = rows.find((r) => r.target === 'locci-proxy api_gateway' && r.body === 'small')?.cpu
+const cpuOf = (target) => rows.find((r) => r.target === target && r.body === 'small')?.cpu
+const baseline = (target) =>
+  target.endsWith(', workers: 2')
+    ? cpuOf('locci-proxy api_gateway, workers: 2')
+    : cpuOf('locci-proxy api_gateway')
 console.log(
   '\n| target | body | req/s | × direct | p50 ms | p99 ms | proxy CPU µs/req | middleware µs/req | non-2xx |',
 )
 console.log('|---|---|---:|---:|---:|---:|---:|---:|---:|')
 for (const r of rows) {
-  const extra = r.target.includes(' + ') && gw ? fmt(r.cpu - gw, 1) : ''
+  const extra = r.target.includes(' + ') && baseline(r.target) ? fmt(r.cpu - baseline(r.target), 1) : ''
   console.log(
     `| ${r.target} | ${r.body} | ${fmt(r.rps)} | ${fmt(r.rps / direct[r.body], 2)} | ${fmt(r.p50, 2)} | ${fmt(r.p99, 2)} | ${fmt(r.cpu ?? Number.NaN, 1)} | ${extra} | ${r.errors} |`,
   )
