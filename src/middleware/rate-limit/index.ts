@@ -4,6 +4,7 @@
 // live in Redis; when Redis cannot answer, `redis_failure: open` (default) lets the request
 // through and logs it, `closed` answers 503.
 
+import { createHash } from 'node:crypto'
 import type Redis from 'ioredis'
 import type { Logger } from '../../observe/logger'
 import type { RateLimitingConfig } from '../schema'
@@ -75,7 +76,9 @@ export function rateLimiting(
 
   if (cfg.store === 'memory' && shared) {
     // One bucket per key for the whole instance: every worker asks the primary.
-    const store = shared(`${name}\0${JSON.stringify(cfg)}`, burst, perMs, cfg.max_keys)
+    // A short id (not the config itself) travels with every take.
+    const id = createHash('sha1').update(`${name}\0${JSON.stringify(cfg)}`).digest('base64url').slice(0, 12)
+    const store = shared(id, burst, perMs, cfg.max_keys)
     return {
       middleware: (ctx) => store.take(keyOf(ctx)).then((r) => decide(ctx, r)),
       close: () => undefined,
