@@ -108,7 +108,10 @@ describe('bad configs: one problem each, with key path and line', () => {
     },
     {
       desc: 'a wrong type (string for a number)',
-      yaml: BASE.replace('bind_address: "127.0.0.1:8484"', 'bind_address: "127.0.0.1:8484"\n  upstream_timeout_secs: soon'),
+      yaml: BASE.replace(
+        'bind_address: "127.0.0.1:8484"',
+        'bind_address: "127.0.0.1:8484"\n  upstream_timeout_secs: soon',
+      ),
       path: 'server.upstream_timeout_secs',
       line: 4,
       message: /must be a number \(got string\)/,

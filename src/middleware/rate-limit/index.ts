@@ -77,7 +77,10 @@ export function rateLimiting(
   if (cfg.store === 'memory' && shared) {
     // One bucket per key for the whole instance: every worker asks the primary.
     // A short id (not the config itself) travels with every take.
-    const id = createHash('sha1').update(`${name}\0${JSON.stringify(cfg)}`).digest('base64url').slice(0, 12)
+    const id = createHash('sha1')
+      .update(`${name}\0${JSON.stringify(cfg)}`)
+      .digest('base64url')
+      .slice(0, 12)
     const store = shared(id, burst, perMs, cfg.max_keys)
     return {
       middleware: (ctx) => store.take(keyOf(ctx)).then((r) => decide(ctx, r)),
