@@ -1,10 +1,11 @@
 // Prometheus metrics (prom-client): the five of SPEC with its names and labels, plus requests in
 // flight, config reloads and Node's process metrics. Labels carry route and upstream *names*,
-// never raw paths, so cardinality stays bounded by the config. Per-request recording goes
-// through cached label children: no label hashing on the hot path.
+// never raw paths, so cardinality stays bounded by the config. The two recorded on every request
+// use request-metrics.ts (no label hashing on the hot path); the rest are prom-client's own.
 
-import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client'
+import { Counter, collectDefaultMetrics, Gauge, Registry } from 'prom-client'
 import type { Runtime } from '../config/store'
+import { FastCounter, FastHistogram, type HistogramSeries } from './request-metrics'
 
 export const DURATION_BUCKETS = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5]
 
@@ -18,34 +19,31 @@ export interface RequestSample {
 }
 
 type CounterChild = ReturnType<Counter<string>['labels']>
-type HistogramChild = ReturnType<Histogram<string>['labels']>
 
 export class Metrics {
   readonly registry = new Registry()
-  readonly #requests: Counter<'mode' | 'route' | 'upstream' | 'status'>
-  readonly #duration: Histogram<'mode' | 'route' | 'upstream'>
+  readonly #requests = new FastCounter(
+    'locci_requests_total',
+    'Requests answered, by mode, route, upstream group and status code.',
+  )
+  readonly #duration = new FastHistogram(
+    'locci_request_duration_seconds',
+    'Time from a request arriving to its response being handed to the client.',
+    DURATION_BUCKETS,
+  )
   readonly #errors: Counter<'mode' | 'error_type'>
   readonly #reloads: Counter<'result'>
-  readonly #requestChildren = new Map<string, CounterChild>()
-  readonly #durationChildren = new Map<string, HistogramChild>()
   readonly #errorChildren = new Map<string, CounterChild>()
+  readonly #cache = new Map<
+    string,
+    Map<string, Map<string, { duration: HistogramSeries; byStatus: Map<number, { value: number }> }>>
+  >()
 
   /** `runtime` is read at scrape time for the health and connection gauges. */
   constructor(runtime: () => Runtime, inFlight: () => number) {
     const registers = [this.registry]
-    this.#requests = new Counter({
-      name: 'locci_requests_total',
-      help: 'Requests answered, by mode, route, upstream group and status code.',
-      labelNames: ['mode', 'route', 'upstream', 'status'],
-      registers,
-    })
-    this.#duration = new Histogram({
-      name: 'locci_request_duration_seconds',
-      help: 'Time from a request arriving to its response being handed to the client.',
-      labelNames: ['mode', 'route', 'upstream'],
-      buckets: DURATION_BUCKETS,
-      registers,
-    })
+    this.registry.registerMetric(this.#requests as never)
+    this.registry.registerMetric(this.#duration as never)
     this.#errors = new Counter({
       name: 'locci_errors_total',
       help: 'Requests that ended in an error, by mode and error type (the log line error_type).',
@@ -110,23 +108,42 @@ export class Metrics {
   }
 
   record(s: RequestSample): void {
+    // Nested maps on the config's own strings (their hashes are cached) and the numeric status:
+    // no key strings are built per request.
+    let byRoute = this.#cache.get(s.mode)
+    if (byRoute === undefined) {
+      byRoute = new Map()
+      this.#cache.set(s.mode, byRoute)
+    }
     const route = s.route ?? ''
+    let byUpstream = byRoute.get(route)
+    if (byUpstream === undefined) {
+      byUpstream = new Map()
+      byRoute.set(route, byUpstream)
+    }
     const upstream = s.upstream ?? ''
-    const status = String(s.status)
-    const key = `${s.mode}\0${route}\0${upstream}`
-    const rkey = `${key}\0${status}`
-    let r = this.#requestChildren.get(rkey)
-    if (r === undefined) {
-      r = this.#requests.labels(s.mode, route, upstream, status)
-      this.#requestChildren.set(rkey, r)
+    let entry = byUpstream.get(upstream)
+    if (entry === undefined) {
+      const labels = { mode: s.mode, route, upstream }
+      entry = {
+        duration: this.#duration.series(`${s.mode}\0${route}\0${upstream}`, () => labels),
+        byStatus: new Map(),
+      }
+      byUpstream.set(upstream, entry)
     }
-    r.inc()
-    let d = this.#durationChildren.get(key)
-    if (d === undefined) {
-      d = this.#duration.labels(s.mode, route, upstream)
-      this.#durationChildren.set(key, d)
+    let counter = entry.byStatus.get(s.status)
+    if (counter === undefined) {
+      const status = String(s.status)
+      counter = this.#requests.series(`${s.mode}\0${route}\0${upstream}\0${status}`, () => ({
+        mode: s.mode,
+        route,
+        upstream,
+        status,
+      }))
+      entry.byStatus.set(s.status, counter)
     }
-    d.observe(s.durationMs / 1000)
+    counter.value++
+    this.#duration.observe(entry.duration, s.durationMs / 1000)
     if (s.errorType !== undefined) {
       const ekey = `${s.mode}\0${s.errorType}`
       let e = this.#errorChildren.get(ekey)

@@ -1,0 +1,52 @@
+#!/usr/bin/env node
+// `npm run build:sea`: a single executable for this platform, dist/locci-proxy-<os>-<arch>.
+// 1. compile (tsc) and bundle the CLI and its dependencies into one file (@vercel/ncc);
+// 2. turn that into a Node single-executable-application blob (node --experimental-sea-config);
+// 3. copy the local node binary and inject the blob (postject). No download: the Node that runs
+//    this script is the one inside the executable.
+import { execFileSync } from 'node:child_process'
+import { copyFileSync, chmodSync, mkdirSync, rmSync, writeFileSync } from 'node:fs'
+import { arch, platform } from 'node:os'
+import path from 'node:path'
+
+const root = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..')
+const out = path.join(root, 'dist', 'sea')
+const target = `${platform()}-${arch()}`
+const exe = path.join(root, 'dist', `locci-proxy-${target}${platform() === 'win32' ? '.exe' : ''}`)
+const bin = (name) => path.join(root, 'node_modules', '.bin', name)
+const run = (cmd, args) => execFileSync(cmd, args, { cwd: root, stdio: 'inherit' })
+
+rmSync(out, { recursive: true, force: true })
+mkdirSync(out, { recursive: true })
+
+run(bin('tsc'), ['-p', 'tsconfig.build.json', '--outDir', path.join(out, 'tsc')])
+// The entry calls the CLI; ncc follows every require (package.json included) into one file.
+writeFileSync(path.join(out, 'tsc', 'sea-entry.js'), "require('./src/cli/main.js').main(process.argv)\n")
+// tsc's output sits one level deeper than dist/, so put package.json where main.js looks for it.
+copyFileSync(path.join(root, 'package.json'), path.join(out, 'package.json'))
+run(bin('ncc'), ['build', path.join(out, 'tsc', 'sea-entry.js'), '-o', path.join(out, 'bundle'), '--target', 'es2022', '-q'])
+
+const config = path.join(out, 'sea-config.json')
+writeFileSync(
+  config,
+  JSON.stringify({
+    main: path.join(out, 'bundle', 'index.js'),
+    output: path.join(out, 'sea-prep.blob'),
+    disableExperimentalSEAWarning: true,
+  }),
+)
+run(process.execPath, ['--experimental-sea-config', config])
+
+copyFileSync(process.execPath, exe)
+chmodSync(exe, 0o755)
+if (platform() === 'darwin') run('codesign', ['--remove-signature', exe])
+run(bin('postject'), [
+  exe,
+  'NODE_SEA_BLOB',
+  path.join(out, 'sea-prep.blob'),
+  '--sentinel-fuse',
+  'NODE_SEA_FUSE_fce680ab2cc467b6e072b8b5df1996b2',
+  ...(platform() === 'darwin' ? ['--macho-segment-name', 'NODE_SEA'] : []),
+])
+if (platform() === 'darwin') run('codesign', ['--sign', '-', exe])
+console.log(`build:sea: ${path.relative(process.cwd(), exe)}`)
