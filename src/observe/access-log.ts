@@ -46,11 +46,13 @@ export class AccessLog {
     const time = isoNow()
     if (h.format === 'json') {
       h.writeLine(
-        `{"level":"info","time":"${time}","pid":${this.#pid},"method":${JSON.stringify(r.method)},"path":${JSON.stringify(r.path)}` +
+        // method (an HTTP token), server (host:port) and request_id (validated characters) need
+        // no escaping; the path, route and upstream names may.
+        `{"level":"info","time":"${time}","pid":${this.#pid},"method":"${r.method}","path":${JSON.stringify(r.path)}` +
           (r.route !== undefined ? `,"route":${JSON.stringify(r.route)}` : '') +
           (r.upstream !== undefined ? `,"upstream":${JSON.stringify(r.upstream)}` : '') +
-          (r.server !== undefined ? `,"server":${JSON.stringify(r.server)}` : '') +
-          `,"status":${r.status},"duration_ms":${r.duration_ms},"request_id":${JSON.stringify(r.request_id)}` +
+          (r.server !== undefined ? `,"server":"${r.server}"` : '') +
+          `,"status":${r.status},"duration_ms":${r.duration_ms},"request_id":"${r.request_id}"` +
           (r.error_type !== undefined ? `,"error_type":"${r.error_type}"` : '') +
           ',"msg":"request"}\n',
       )

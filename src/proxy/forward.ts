@@ -68,6 +68,8 @@ export class Exchange implements Dispatcher.DispatchHandler {
   #retryPending = false
   #status = 0
   #remaining = -1
+  /** Set by downstreamResponseHeaders: the response's Content-Length, or -1. */
+  contentLength = -1
   #resume: (() => void) | undefined
 
   constructor(o: ExchangeOptions) {
@@ -163,16 +165,9 @@ export class Exchange implements Dispatcher.DispatchHandler {
       o.closing(),
       o.responseHeaders,
       o.dropResponseHeaders,
+      this,
     )
-    for (let i = 0; i < rawHeaders.length; i += 2) {
-      if (
-        rawHeaders[i]!.length === 14 &&
-        rawHeaders[i]!.toString('latin1').toLowerCase() === 'content-length'
-      ) {
-        this.#remaining = Number(rawHeaders[i + 1]!.toString('latin1'))
-        break
-      }
-    }
+    this.#remaining = this.contentLength
     if (statusText && !o.h2) o.res.writeHead(statusCode, statusText, headers)
     else o.res.writeHead(statusCode, headers)
     return true

@@ -122,7 +122,8 @@ export function upstreamRequestHead(raw: readonly string[], fwd: ForwardedFor): 
 
 /**
  * Upstream response headers (undici's raw Buffers) to a flat string array for writeHead, without
- * hop-by-hop headers, with X-Request-Id appended.
+ * hop-by-hop headers, with X-Request-Id appended. `out.contentLength` gets the Content-Length
+ * (-1 when absent). Names are only lowercased when their length could match a header we act on.
  */
 export function downstreamResponseHeaders(
   raw: readonly Buffer[],
@@ -130,29 +131,44 @@ export function downstreamResponseHeaders(
   close: boolean,
   extra?: readonly string[],
   drop?: ReadonlySet<string>,
+  out: { contentLength: number } = { contentLength: -1 },
 ): string[] {
-  const out: string[] = []
+  const headers: string[] = []
   let connectionTokens: string[] | undefined
+  out.contentLength = -1
   for (let i = 0; i < raw.length; i += 2) {
-    const name = raw[i]!.toString('latin1')
+    const nb = raw[i]!
+    const vb = raw[i + 1]!
+    const len = nb.length
+    const name = latin1(nb)
     if (drop?.has(name.toLowerCase())) continue
-    if (RESPONSE_LENGTHS.has(name.length)) {
+    if (RESPONSE_LENGTHS.has(len) || len === 12 || len === 14) {
       const lower = name.toLowerCase()
       if (HOP_BY_HOP.has(lower)) {
-        if (lower === 'connection')
-          connectionTokens = namedByConnection(raw[i + 1]!.toString('latin1'), connectionTokens)
+        // `keep-alive` and `close` name no other header: only parse other Connection values.
+        if (lower === 'connection' && vb.length !== 10 && vb.length !== 5) {
+          connectionTokens = namedByConnection(latin1(vb), connectionTokens)
+        }
         continue
       }
-    } else if (name.length === 12 && name.toLowerCase() === 'x-request-id') {
-      continue
+      if (lower === 'x-request-id') continue
+      if (lower === 'content-length') out.contentLength = Number(latin1(vb))
     }
-    out.push(name, raw[i + 1]!.toString('latin1'))
+    headers.push(name, latin1(vb))
   }
-  const headers = withoutNamed(out, connectionTokens)
-  if (extra !== undefined) headers.push(...extra)
-  headers.push('x-request-id', requestId)
-  if (close) headers.push('connection', 'close')
-  return headers
+  const result = withoutNamed(headers, connectionTokens)
+  if (extra !== undefined) result.push(...extra)
+  result.push('x-request-id', requestId)
+  if (close) result.push('connection', 'close')
+  return result
+}
+
+/**
+ * Buffer to a latin1 string. Buffer.prototype.latin1Slice is what toString('latin1') ends in,
+ * minus its argument handling (undici calls it directly too); ten headers a response add up.
+ */
+function latin1(b: Buffer): string {
+  return (b as Buffer & { latin1Slice(start: number, end: number): string }).latin1Slice(0, b.length)
 }
 
 /** Header names a `Connection` value lists (RFC 9110 section 7.6.1: they are hop-by-hop too). */
