@@ -5,7 +5,7 @@
 // 3. copy the local node binary and inject the blob (postject). No download: the Node that runs
 //    this script is the one inside the executable.
 import { execFileSync } from 'node:child_process'
-import { copyFileSync, chmodSync, mkdirSync, rmSync, writeFileSync } from 'node:fs'
+import { chmodSync, copyFileSync, mkdirSync, rmSync, writeFileSync } from 'node:fs'
 import { arch, platform } from 'node:os'
 import path from 'node:path'
 
@@ -24,7 +24,15 @@ run(bin('tsc'), ['-p', 'tsconfig.build.json', '--outDir', path.join(out, 'tsc')]
 writeFileSync(path.join(out, 'tsc', 'sea-entry.js'), "require('./src/cli/main.js').main(process.argv)\n")
 // tsc's output sits one level deeper than dist/, so put package.json where main.js looks for it.
 copyFileSync(path.join(root, 'package.json'), path.join(out, 'package.json'))
-run(bin('ncc'), ['build', path.join(out, 'tsc', 'sea-entry.js'), '-o', path.join(out, 'bundle'), '--target', 'es2022', '-q'])
+run(bin('ncc'), [
+  'build',
+  path.join(out, 'tsc', 'sea-entry.js'),
+  '-o',
+  path.join(out, 'bundle'),
+  '--target',
+  'es2022',
+  '-q',
+])
 
 const config = path.join(out, 'sea-config.json')
 writeFileSync(

@@ -33,6 +33,7 @@ const MODES: Record<string, Mode> = {
 }
 
 export function main(argv: string[]): void {
+  argv = seaWorkerArgv(argv)
   loadDotEnv(process.cwd())
   const program = new Command('locci-proxy')
     .description('HTTP load balancer and API gateway, configured by one YAML file')
@@ -72,6 +73,20 @@ export function main(argv: string[]): void {
     process.stderr.write(`locci-proxy: ${err.message}\n`)
     process.exit(1)
   })
+}
+
+/**
+ * In a single executable, argv[1] is the executable itself; cluster.fork adds its exec path
+ * (the same file) again for a worker. Drop that duplicate so workers parse the same options.
+ */
+function seaWorkerArgv(argv: string[]): string[] {
+  let sea = false
+  try {
+    sea = (require('node:sea') as { isSea(): boolean }).isSea()
+  } catch {
+    // Node without node:sea: not a single executable.
+  }
+  return sea && cluster.isWorker && argv[2] === argv[1] ? [argv[0]!, argv[1]!, ...argv.slice(3)] : argv
 }
 
 /** Config path and overrides, by SPEC precedence: flag > environment > file > default. */

@@ -43,6 +43,8 @@ export interface SpawnOptions {
   cwd?: string
   /** Wait for the listening line (default true). */
   waitReady?: boolean
+  /** Run this executable instead of `node bin/locci-proxy` (the single executable). */
+  bin?: string
 }
 
 export async function startProxy(yaml: string, opts: SpawnOptions = {}): Promise<RunningProxy> {
@@ -56,7 +58,7 @@ export async function spawnProxy(
   dir = opts.cwd ?? ROOT,
   configFile = '',
 ): Promise<RunningProxy> {
-  const child = spawn(process.execPath, [BIN, ...args], {
+  const child = spawn(opts.bin ?? process.execPath, opts.bin ? args : [BIN, ...args], {
     cwd: opts.cwd ?? dir,
     env: { ...cleanEnv(), ...opts.env },
     stdio: ['ignore', 'pipe', 'pipe'],
