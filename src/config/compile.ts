@@ -16,7 +16,7 @@ import {
 import { RouteTable } from '../routing/route-table'
 import { formatHostPort, type HostPort, parseHostPort } from './address'
 import { readConfigFile, type SourceDocument } from './load'
-import { formatPath, type KeyPath, type Problem } from './problems'
+import { fileErrorReason, formatPath, type KeyPath, type Problem } from './problems'
 import { configSchema, type RawConfig } from './schema'
 import {
   deepFreeze,
@@ -442,12 +442,7 @@ function fileProblem(p: string): string | undefined {
     accessSync(p, constants.R_OK)
     return undefined
   } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code
-    return code === 'ENOENT'
-      ? 'file does not exist'
-      : code === 'EACCES'
-        ? 'file is not readable'
-        : 'cannot read file'
+    return fileErrorReason(err)
   }
 }
 

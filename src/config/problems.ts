@@ -39,3 +39,12 @@ export class ConfigError extends Error {
     this.problems = problems
   }
 }
+
+/** Why a file could not be read, in the words problems use. */
+export function fileErrorReason(err: unknown): string {
+  const code = (err as NodeJS.ErrnoException).code
+  if (code === 'ENOENT') return 'file does not exist'
+  if (code === 'EACCES') return 'file is not readable'
+  if (code === 'EISDIR') return 'is a directory, not a file'
+  return 'cannot read file'
+}

@@ -4,7 +4,7 @@
 
 import { createHash, createPrivateKey, X509Certificate } from 'node:crypto'
 import { readFileSync } from 'node:fs'
-import type { KeyPath } from './problems'
+import { fileErrorReason, type KeyPath } from './problems'
 
 export interface CertificateMaterial {
   readonly cert: string
@@ -28,14 +28,7 @@ function readPem(file: string, path: KeyPath, what: string, report: Report): str
   try {
     return readFileSync(file, 'utf8')
   } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code
-    const why =
-      code === 'ENOENT'
-        ? 'file does not exist'
-        : code === 'EACCES'
-          ? 'file is not readable'
-          : 'cannot read file'
-    report(path, `${why}: ${file} (${what})`)
+    report(path, `${fileErrorReason(err)}: ${file} (${what})`)
     return undefined
   }
 }
