@@ -63,7 +63,7 @@ export class MiddlewareRegistry {
     for (const r of snapshot.routes?.routes ?? [])
       if (r.middlewares.length > 0) chains.set(r.name, chainOf(r.middlewares))
     if (snapshot.lbMiddlewares.length > 0) chains.set(LB_CHAIN, chainOf(snapshot.lbMiddlewares))
-    for (const [key, live] of this.#live) if (![...next.keys()].includes(key)) live.close()
+    for (const [key, live] of this.#live) if (!next.has(key)) live.close()
     this.#live = next
     return chains
   }
