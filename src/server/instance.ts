@@ -8,16 +8,15 @@ import cluster from 'node:cluster'
 import type http from 'node:http'
 import type net from 'node:net'
 import path from 'node:path'
-import { parseDocument } from 'yaml'
 import { formatHostPort, type HostPort } from '../config/address'
 import { compile, type Overrides } from '../config/compile'
-import { type ConfigDiff, diffSnapshots, isEmpty } from '../config/diff'
-import { parseConfigText, readConfigFile } from '../config/load'
+import { ConfigKeeper, type ReloadResult } from '../config/keeper'
+import { parseConfigText } from '../config/load'
 import { formatProblem } from '../config/problems'
 import type { Snapshot } from '../config/snapshot'
 import { SnapshotStore } from '../config/store'
 import { type ControlActions, createControlServer } from '../control/api'
-import { ApiError, applyChange, type ChangeOp } from '../control/mutations'
+import { ApiError, type ChangeOp } from '../control/mutations'
 import type { TakeResult } from '../middleware/rate-limit/token-bucket'
 import { MiddlewareRegistry } from '../middleware/registry'
 import { AccessLog } from '../observe/access-log'
@@ -27,7 +26,7 @@ import { Pipeline } from '../proxy/pipeline'
 import { explain } from '../routing/explain'
 import { UpstreamRegistry } from '../upstream/registry'
 import { createListener, createRedirectListener, type ListenerHandle, listen } from './listener'
-import { type ApplyMessage, type HealthEvent, type TakeRequest, writeAtomically } from './primary'
+import type { ApplyMessage, HealthEvent, TakeRequest } from './primary'
 import type { Rpc } from './rpc'
 import { TcpProxy } from './tcp'
 
@@ -49,13 +48,6 @@ interface Front {
   tcp: TcpProxy | undefined
 }
 
-export interface ReloadResult {
-  result: 'success' | 'failure' | 'unchanged'
-  changes?: ConfigDiff
-  dropped_runtime_changes?: string[]
-  problems?: string[]
-}
-
 export class ProxyInstance implements ControlActions {
   readonly #o: StartOptions
   readonly #log: LoggerHandle['logger']
@@ -68,19 +60,31 @@ export class ProxyInstance implements ControlActions {
   #front: Front | undefined
   #control: { key: string; server: http.Server } | undefined
   #redirect: { key: string; server: http.Server } | undefined
-  /** The live config as YAML text: the file as last read, plus runtime changes. */
-  #text: string
-  /** Runtime changes not written to the file (control_api.persist is off). */
-  #unsaved: string[] = []
+  /** The live config's text, unsaved runtime changes, reload and change (single process). */
+  readonly #config: ConfigKeeper
+  /** In a worker: the unsaved runtime changes the primary last reported. */
+  #workerUnsaved: readonly string[] = []
   #lastReload: { at: string; result: string } | undefined
-  /** Changes are applied one at a time. */
-  #queue: Promise<unknown> = Promise.resolve()
   #stopping: Promise<void> | undefined
 
   private constructor(o: StartOptions, snapshot: Snapshot, text: string) {
     this.#o = o
     this.#log = o.logging.logger
-    this.#text = text
+    this.#config = new ConfigKeeper(
+      {
+        file: o.file,
+        env: o.env,
+        overrides: o.overrides,
+        log: this.#log,
+        apply: (next) => this.#install(next),
+        onReload: (result) => {
+          this.#metrics.reload(result)
+          this.#lastReload = { at: new Date().toISOString(), result }
+        },
+      },
+      snapshot,
+      text,
+    )
     const link = o.primary
     this.#upstreams = new UpstreamRegistry(this.#log, undefined, { healthChecks: !link })
     this.#middlewares = new MiddlewareRegistry(
@@ -101,7 +105,7 @@ export class ProxyInstance implements ControlActions {
     const access = new AccessLog(o.logging, this.#metrics, () => this.#store.current().snapshot.mode)
     this.#pipeline = new Pipeline({ store: this.#store, log: this.#log, access })
     link
-      ?.on('apply', (p) => this.#serial(() => this.#applyFromPrimary(p as ApplyMessage)))
+      ?.on('apply', (p) => this.#config.serial(() => this.#applyFromPrimary(p as ApplyMessage)))
       .on('health', (p) => {
         const h = p as HealthEvent
         this.#upstreams.setHealth(h.group, h.address, h.healthy)
@@ -111,8 +115,10 @@ export class ProxyInstance implements ControlActions {
 
   /** A config the primary validated: apply it as it is (every worker gets the same text). */
   async #applyFromPrimary(m: ApplyMessage): Promise<void> {
-    await this.#apply(m.text, false)
-    this.#unsaved = m.unsaved
+    const r = compile(parseConfigText(this.#o.file, m.text, this.#o.env), this.#o.overrides)
+    if (!r.ok) throw new ApiError(400, 'invalid configuration', { problems: r.problems.map(formatProblem) })
+    await this.#install(r.snapshot)
+    this.#workerUnsaved = m.unsaved
   }
 
   static async start(o: StartOptions, snapshot: Snapshot, text: string): Promise<ProxyInstance> {
@@ -247,15 +253,9 @@ export class ProxyInstance implements ControlActions {
     }, graceMs).unref()
   }
 
-  /** Validates `text` as the config and swaps it in. Throws ApiError(400) with the problems. */
-  async #apply(text: string, fromFile: boolean): Promise<ConfigDiff> {
-    const source = fromFile
-      ? readConfigFile(this.#o.file, this.#o.env)
-      : parseConfigText(this.#o.file, text, this.#o.env)
-    const r = compile(source, this.#o.overrides)
-    if (!r.ok) throw new ApiError(400, 'invalid configuration', { problems: r.problems.map(formatProblem) })
+  /** Makes a validated snapshot live: listeners, pools, chains, one swap. */
+  async #install(next: Snapshot): Promise<void> {
     const prev = this.#store.current().snapshot
-    const next = r.snapshot
     const { retired } = await this.#bind(next).catch((err: Error) => {
       throw new ApiError(400, 'invalid configuration', { problems: [`${this.#o.file}: ${err.message}`] })
     })
@@ -271,68 +271,18 @@ export class ProxyInstance implements ControlActions {
         'this setting takes effect at the next restart',
       )
     }
-    this.#text = fromFile ? source.text : text
-    return diffSnapshots(prev, next)
-  }
-
-  #serial<T>(fn: () => Promise<T>): Promise<T> {
-    const run = this.#queue.then(fn, fn)
-    this.#queue = run.catch(() => undefined)
-    return run
   }
 
   /** Re-reads the config file; an invalid file leaves the running config as it is. */
   reload(): Promise<ReloadResult> {
     if (this.#o.primary) return this.#o.primary.request<ReloadResult>('reload')
-    return this.#serial(async () => {
-      const at = new Date().toISOString()
-      try {
-        const changes = await this.#apply('', true)
-        const dropped = this.#unsaved
-        this.#unsaved = []
-        this.#metrics.reload('success')
-        this.#lastReload = { at, result: 'success' }
-        const summary = Object.fromEntries(Object.entries(changes).filter(([, v]) => v.length > 0))
-        this.#log.info(
-          { ...summary, ...(dropped.length ? { dropped_runtime_changes: dropped } : {}) },
-          isEmpty(changes) ? 'config reloaded; nothing changed' : 'config reloaded',
-        )
-        if (dropped.length > 0) {
-          this.#log.warn(
-            { dropped_runtime_changes: dropped },
-            'reload replaced runtime changes that were not saved to the config file',
-          )
-        }
-        return {
-          result: isEmpty(changes) ? 'unchanged' : 'success',
-          changes,
-          dropped_runtime_changes: dropped,
-        }
-      } catch (err) {
-        const problems =
-          err instanceof ApiError ? (err.details.problems as string[]) : [(err as Error).message]
-        this.#metrics.reload('failure')
-        this.#lastReload = { at, result: 'failure' }
-        this.#log.error({ problems }, 'config reload failed; the running config stays')
-        return { result: 'failure', problems }
-      }
-    })
+    return this.#config.reload()
   }
 
-  /** A control-API change: edit the YAML, validate it like the file, swap, persist or remember. */
+  /** A control-API change, validated like the file (in a worker: by the primary, for all). */
   change(c: ChangeOp): Promise<{ change: string; saved: boolean }> {
     if (this.#o.primary) return this.#o.primary.request('change', c)
-    return this.#serial(async () => {
-      const doc = parseDocument(this.#text)
-      const description = applyChange(doc, c)
-      const text = doc.toString()
-      await this.#apply(text, false)
-      const persist = this.#store.current().snapshot.raw.control_api.persist
-      if (persist) writeAtomically(this.#o.file, text)
-      else this.#unsaved.push(description)
-      this.#log.info({ change: description, saved: persist }, 'config changed through the control API')
-      return { change: description, saved: persist }
-    })
+    return this.#config.change(c)
   }
 
   metricsText(): Promise<{ text: string; contentType: string }> {
@@ -354,7 +304,7 @@ export class ProxyInstance implements ControlActions {
       config_file: path.resolve(s.file),
       persist: s.raw.control_api.persist,
       ...(this.#o.primary ? { worker: cluster.worker?.id } : {}),
-      unsaved_changes: this.#unsaved,
+      unsaved_changes: this.#o.primary ? this.#workerUnsaved : this.#config.unsaved,
       last_reload: this.#lastReload ?? null,
       requests_in_flight: (this.#front?.tcp ?? this.#pipeline).inFlight,
     }

@@ -8,16 +8,11 @@
 // A worker that dies is replaced (logged, counted); SIGTERM drains every worker.
 
 import cluster, { type Worker } from 'node:cluster'
-import { closeSync, fsyncSync, openSync, renameSync, writeFileSync } from 'node:fs'
-import path from 'node:path'
 import { AggregatorRegistry, Counter, Registry } from 'prom-client'
-import { parseDocument } from 'yaml'
-import { compile, type Overrides } from '../config/compile'
-import { diffSnapshots, isEmpty } from '../config/diff'
-import { parseConfigText, readConfigFile } from '../config/load'
-import { formatProblem } from '../config/problems'
+import type { Overrides } from '../config/compile'
+import { ConfigKeeper } from '../config/keeper'
 import type { Snapshot } from '../config/snapshot'
-import { ApiError, applyChange, type ChangeOp } from '../control/mutations'
+import type { ChangeOp } from '../control/mutations'
 import { MemoryStore } from '../middleware/rate-limit/memory-store'
 import type { LoggerHandle } from '../observe/logger'
 import { UpstreamRegistry } from '../upstream/registry'
@@ -49,7 +44,6 @@ interface WorkerLink {
 }
 
 export class Primary {
-  readonly #o: PrimaryOptions
   readonly #log: LoggerHandle['logger']
   readonly #links = new Map<number, WorkerLink>()
   readonly #upstreams: UpstreamRegistry
@@ -57,17 +51,25 @@ export class Primary {
   readonly #registry = new Registry()
   readonly #restarts: Counter
   readonly #reloads: Counter<'result'>
+  readonly #config: ConfigKeeper
   #snapshot: Snapshot
-  #text: string
-  #unsaved: string[] = []
   #stopping = false
-  #queue: Promise<unknown> = Promise.resolve()
 
   constructor(o: PrimaryOptions, snapshot: Snapshot, text: string) {
-    this.#o = o
     this.#log = o.logging.logger
     this.#snapshot = snapshot
-    this.#text = text
+    this.#config = new ConfigKeeper(
+      {
+        file: o.file,
+        env: o.env,
+        overrides: o.overrides,
+        log: this.#log,
+        apply: (next, nextText, unsaved) => this.#apply(next, nextText, unsaved),
+        onReload: (result) => this.#reloads.labels(result).inc(),
+      },
+      snapshot,
+      text,
+    )
     this.#upstreams = new UpstreamRegistry(this.#log, (group, peer, healthy) =>
       this.#broadcastEvent('health', { group, address: peer.address, healthy } satisfies HealthEvent),
     )
@@ -126,7 +128,7 @@ export class Primary {
     const rpc = new Rpc((m) => worker.send(m))
     rpc
       .on('take', (p) => this.#take(p as TakeRequest))
-      .on('change', (p) => this.#serial(() => this.#change(p as ChangeOp)))
+      .on('change', (p) => this.#config.change(p as ChangeOp))
       .on('reload', () => this.reload())
       .on('metrics', () => this.#metrics())
     worker.on('message', (m) => rpc.receive(m))
@@ -156,78 +158,21 @@ export class Primary {
     return store.take(r.key, Date.now())
   }
 
-  #serial<T>(fn: () => Promise<T>): Promise<T> {
-    const run = this.#queue.then(fn, fn)
-    this.#queue = run.catch(() => undefined)
-    return run
-  }
-
-  /** Validates `text`, has every worker apply it, then takes it as the primary's own. */
-  async #apply(text: string, fromFile: boolean) {
-    const source = fromFile
-      ? readConfigFile(this.#o.file, this.#o.env)
-      : parseConfigText(this.#o.file, text, this.#o.env)
-    const r = compile(source, this.#o.overrides)
-    if (!r.ok) throw new ApiError(400, 'invalid configuration', { problems: r.problems.map(formatProblem) })
-    const nextText = fromFile ? source.text : text
+  /** Every worker applies the validated config before the primary takes it as its own. */
+  async #apply(next: Snapshot, text: string, unsaved: readonly string[]): Promise<void> {
     await Promise.all(
       [...this.#links.values()].map((l) =>
-        l.rpc.request('apply', { text: nextText, unsaved: this.#unsaved } satisfies ApplyMessage),
+        l.rpc.request('apply', { text, unsaved: [...unsaved] } satisfies ApplyMessage),
       ),
     )
     const prev = this.#snapshot
-    this.#snapshot = r.snapshot
-    this.#text = nextText
-    this.#upstreams.activate(r.snapshot, this.#upstreams.build(r.snapshot))
-    if (r.snapshot.logging.level !== prev.logging.level) this.#log.level = r.snapshot.logging.level
-    return diffSnapshots(prev, r.snapshot)
-  }
-
-  async #change(c: ChangeOp) {
-    const doc = parseDocument(this.#text)
-    const description = applyChange(doc, c)
-    const persist = (() => {
-      const r = compile(parseConfigText(this.#o.file, doc.toString(), this.#o.env), this.#o.overrides)
-      return r.ok && r.snapshot.raw.control_api.persist
-    })()
-    if (!persist) this.#unsaved = [...this.#unsaved, description]
-    try {
-      await this.#apply(doc.toString(), false)
-    } catch (err) {
-      if (!persist) this.#unsaved = this.#unsaved.slice(0, -1)
-      throw err
-    }
-    if (persist) writeAtomically(this.#o.file, doc.toString())
-    this.#log.info({ change: description, saved: persist }, 'config changed through the control API')
-    return { change: description, saved: persist }
+    this.#snapshot = next
+    this.#upstreams.activate(next, this.#upstreams.build(next))
+    if (next.logging.level !== prev.logging.level) this.#log.level = next.logging.level
   }
 
   reload() {
-    return this.#serial(async () => {
-      const dropped = this.#unsaved
-      this.#unsaved = []
-      try {
-        const changes = await this.#apply('', true)
-        this.#reloads.labels('success').inc()
-        const summary = Object.fromEntries(Object.entries(changes).filter(([, v]) => v.length > 0))
-        this.#log.info(
-          { ...summary, ...(dropped.length ? { dropped_runtime_changes: dropped } : {}) },
-          isEmpty(changes) ? 'config reloaded; nothing changed' : 'config reloaded',
-        )
-        return {
-          result: isEmpty(changes) ? 'unchanged' : 'success',
-          changes,
-          dropped_runtime_changes: dropped,
-        }
-      } catch (err) {
-        this.#unsaved = dropped
-        this.#reloads.labels('failure').inc()
-        const problems =
-          err instanceof ApiError ? (err.details.problems as string[]) : [(err as Error).message]
-        this.#log.error({ problems }, 'config reload failed; the running config stays')
-        return { result: 'failure', problems }
-      }
-    })
+    return this.#config.reload()
   }
 
   /** The instance's metrics: every worker's registry summed, plus the primary's own. */
@@ -268,17 +213,4 @@ export interface TakeRequest {
   burst: number
   perMs: number
   maxKeys: number
-}
-
-/** Temp file, fsync, rename: a crash leaves the old file or the new one, never half of one. */
-export function writeAtomically(file: string, text: string): void {
-  const tmp = path.join(path.dirname(file), `.${path.basename(file)}.${process.pid}.tmp`)
-  writeFileSync(tmp, text)
-  const fd = openSync(tmp, 'r+')
-  try {
-    fsyncSync(fd)
-  } finally {
-    closeSync(fd)
-  }
-  renameSync(tmp, file)
 }

@@ -1,0 +1,132 @@
+// The live config as its owner sees it: the YAML text (the file as last read, plus runtime
+// changes), runtime changes not yet saved, and the two ways it changes: a reload of the file and
+// a control-API change. Both are validated by compile() and applied one at a time; making a new
+// snapshot live is the owner's job (the single process swaps it in, the primary hands it to its
+// workers). One implementation for both, so they log, count and persist alike.
+
+import { parseDocument } from 'yaml'
+import { ApiError, applyChange, type ChangeOp } from '../control/mutations'
+import type { Logger } from '../observe/logger'
+import { compile, type Overrides } from './compile'
+import { type ConfigDiff, diffSnapshots, isEmpty } from './diff'
+import { parseConfigText, readConfigFile } from './load'
+import { formatProblem } from './problems'
+import type { Snapshot } from './snapshot'
+import { writeAtomically } from './write'
+
+export interface ReloadResult {
+  result: 'success' | 'failure' | 'unchanged'
+  changes?: ConfigDiff
+  dropped_runtime_changes?: string[]
+  problems?: string[]
+}
+
+export interface KeeperOptions {
+  file: string
+  env: NodeJS.ProcessEnv
+  overrides: Overrides
+  log: Logger
+  /**
+   * Makes `next` live, or throws (an ApiError for a reason the user can act on). `unsaved` is
+   * the list of unsaved runtime changes once this change is in.
+   */
+  apply(next: Snapshot, text: string, unsaved: readonly string[]): Promise<void>
+  /** Hears each reload's outcome (metrics, status). */
+  onReload?(result: 'success' | 'failure'): void
+}
+
+export class ConfigKeeper {
+  readonly #o: KeeperOptions
+  #snapshot: Snapshot
+  #text: string
+  #unsaved: string[] = []
+  #queue: Promise<unknown> = Promise.resolve()
+
+  constructor(o: KeeperOptions, snapshot: Snapshot, text: string) {
+    this.#o = o
+    this.#snapshot = snapshot
+    this.#text = text
+  }
+
+  get unsaved(): readonly string[] {
+    return this.#unsaved
+  }
+
+  /** Runs `fn` after every change before it has finished. */
+  serial<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.#queue.then(fn, fn)
+    this.#queue = run.catch(() => undefined)
+    return run
+  }
+
+  /** `unsavedFor` gives the unsaved-changes list that goes with the compiled config. */
+  async #install(
+    fromFile: boolean,
+    text: string,
+    unsavedFor: (next: Snapshot) => string[],
+  ): Promise<{ next: Snapshot; diff: ConfigDiff }> {
+    const { file, env, overrides } = this.#o
+    const source = fromFile ? readConfigFile(file, env) : parseConfigText(file, text, env)
+    const r = compile(source, overrides)
+    if (!r.ok) throw new ApiError(400, 'invalid configuration', { problems: r.problems.map(formatProblem) })
+    const nextText = fromFile ? source.text : text
+    const unsaved = unsavedFor(r.snapshot)
+    await this.#o.apply(r.snapshot, nextText, unsaved)
+    const diff = diffSnapshots(this.#snapshot, r.snapshot)
+    this.#snapshot = r.snapshot
+    this.#text = nextText
+    this.#unsaved = unsaved
+    return { next: r.snapshot, diff }
+  }
+
+  /** Re-reads the config file; an invalid file leaves the running config as it is. */
+  reload(): Promise<ReloadResult> {
+    return this.serial(async () => {
+      const log = this.#o.log
+      const dropped = this.#unsaved
+      try {
+        const { diff } = await this.#install(true, '', () => [])
+        this.#o.onReload?.('success')
+        const summary = Object.fromEntries(Object.entries(diff).filter(([, v]) => v.length > 0))
+        log.info(
+          { ...summary, ...(dropped.length ? { dropped_runtime_changes: dropped } : {}) },
+          isEmpty(diff) ? 'config reloaded; nothing changed' : 'config reloaded',
+        )
+        if (dropped.length > 0) {
+          log.warn(
+            { dropped_runtime_changes: dropped },
+            'reload replaced runtime changes that were not saved to the config file',
+          )
+        }
+        return {
+          result: isEmpty(diff) ? 'unchanged' : 'success',
+          changes: diff,
+          dropped_runtime_changes: dropped,
+        }
+      } catch (err) {
+        const problems =
+          err instanceof ApiError ? (err.details.problems as string[]) : [(err as Error).message]
+        this.#o.onReload?.('failure')
+        log.error({ problems }, 'config reload failed; the running config stays')
+        return { result: 'failure', problems }
+      }
+    })
+  }
+
+  /** A control-API change: edit the YAML, validate it like the file, make it live, persist or remember. */
+  change(c: ChangeOp): Promise<{ change: string; saved: boolean }> {
+    return this.serial(async () => {
+      const doc = parseDocument(this.#text)
+      const description = applyChange(doc, c)
+      const text = doc.toString()
+      // Whether the change is saved depends on the config it produces (control_api.persist).
+      const { next } = await this.#install(false, text, (n) =>
+        n.raw.control_api.persist ? this.#unsaved : [...this.#unsaved, description],
+      )
+      const saved = next.raw.control_api.persist
+      if (saved) writeAtomically(this.#o.file, text)
+      this.#o.log.info({ change: description, saved }, 'config changed through the control API')
+      return { change: description, saved }
+    })
+  }
+}
