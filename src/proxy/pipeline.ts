@@ -136,9 +136,9 @@ export class Pipeline {
       ctx: undefined,
     }
     let chain: Chain | undefined
+    const preflight = isPreflight(method, req.rawHeaders)
     if (snapshot.routes) {
       // A CORS preflight is routed by the method it asks about, when that route answers CORS.
-      const preflight = isPreflight(method, req.rawHeaders)
       let m = snapshot.routes.match(
         preflight ? rawHeader(req.rawHeaders, 'access-control-request-method')!.toUpperCase() : method,
         path,
@@ -175,7 +175,7 @@ export class Pipeline {
     }
     r.ctx = ctx
     const result = runChain(
-      isPreflight(method, req.rawHeaders) && chain.preflight.length > 0 ? chain.preflight : chain.middlewares,
+      preflight && chain.preflight.length > 0 ? chain.preflight : chain.middlewares,
       ctx,
     )
     if (result instanceof Promise) {

@@ -141,7 +141,7 @@ export function renderExplanation(e: Explanation): string {
     return [...out, `  => 405: method not allowed (Allow: ${e.allow})`].join('\n')
   if (e.route) out.push(`  route: ${e.route}`)
   out.push(
-    `  middlewares: ${e.middlewares.length ? '' : 'none'}`,
+    `  middlewares:${e.middlewares.length ? '' : ' none'}`,
     ...e.middlewares.map(
       (m, i) =>
         `    ${i + 1}. ${m.name}${m.name === m.type ? '' : ` (${m.type})`}${m.note ? `: ${m.note}` : ''}`,
