@@ -1,5 +1,7 @@
 // `host:port` strings, as written for `bind_address` and upstream servers (never with a scheme).
 
+import { BlockList, isIP } from 'node:net'
+
 export interface HostPort {
   host: string
   port: number
@@ -41,4 +43,43 @@ export function parseHostPort(text: string, opts: { listen?: boolean } = {}): Ho
 
 export function formatHostPort({ host, port }: HostPort): string {
   return host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`
+}
+
+/** `10.0.0.0/8`, `fd00::/8` or a single address; the reason when the text is none of these. */
+export function cidrProblem(text: string): string | undefined {
+  const slash = text.indexOf('/')
+  const addr = slash < 0 ? text : text.slice(0, slash)
+  const family = isIP(addr)
+  if (family === 0) return `must be an IP address or CIDR block such as 10.0.0.0/8 (got "${text}")`
+  if (slash < 0) return undefined
+  const bits = text.slice(slash + 1)
+  const max = family === 4 ? 32 : 128
+  if (!/^\d{1,3}$/.test(bits) || Number(bits) > max) {
+    return `the prefix length after "/" must be a number from 0 to ${max} (got "${text}")`
+  }
+  return undefined
+}
+
+/**
+ * A matcher for a list of valid CIDR blocks (checked by cidrProblem), on node:net's BlockList.
+ * IPv4-mapped IPv6 addresses (`::ffff:10.0.0.1`) match their IPv4 blocks.
+ */
+export function addressMatcher(cidrs: readonly string[]): (ip: string) => boolean {
+  const list = new BlockList()
+  for (const c of cidrs) {
+    const slash = c.indexOf('/')
+    const addr = slash < 0 ? c : c.slice(0, slash)
+    const type = isIP(addr) === 4 ? 'ipv4' : 'ipv6'
+    if (slash < 0) list.addAddress(addr, type)
+    else list.addSubnet(addr, Number(c.slice(slash + 1)), type)
+  }
+  return (ip) => {
+    const family = isIP(ip)
+    if (family === 4) return list.check(ip, 'ipv4')
+    if (family === 6) {
+      if (ip.startsWith('::ffff:') && isIP(ip.slice(7)) === 4) return list.check(ip.slice(7), 'ipv4')
+      return list.check(ip, 'ipv6')
+    }
+    return false
+  }
 }

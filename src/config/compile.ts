@@ -14,7 +14,7 @@ import {
   type MiddlewareType,
 } from '../middleware/schema'
 import { RouteTable } from '../routing/route-table'
-import { formatHostPort, type HostPort, parseHostPort } from './address'
+import { addressMatcher, formatHostPort, type HostPort, parseHostPort } from './address'
 import { readConfigFile, type SourceDocument } from './load'
 import { fileErrorReason, formatPath, type KeyPath, type Problem } from './problems'
 import { configSchema, type RawConfig } from './schema'
@@ -499,6 +499,7 @@ function build(
             consecutiveFailures: ph.consecutive_failures,
             baseEjectionMs: ph.base_ejection_secs * 1000,
             maxEjectionMs: ph.max_ejection_secs * 1000,
+            maxEjectionPercent: ph.max_ejection_percent,
           }
         : undefined,
       retry: { retries: u.retries, on: new Set(u.retry_on) },
@@ -523,6 +524,7 @@ function build(
       certificates: tlsMaterial.listener ?? [],
       minVersion: raw.server.tls.min_version,
       http2: raw.server.tls.http2,
+      redirectHost: raw.server.tls.redirect_host,
     },
     redirectHttp: raw.server.redirect_http_bind
       ? (parseHostPort(raw.server.redirect_http_bind, { listen: true }) as HostPort)
@@ -535,6 +537,23 @@ function build(
       idleTimeoutMs: raw.server.connection_pool.idle_timeout_secs * 1000,
       connectTimeoutMs: raw.server.connection_pool.connect_timeout_secs * 1000,
     },
+    limits: {
+      trustedProxy: raw.server.trusted_proxies.length
+        ? addressMatcher(raw.server.trusted_proxies)
+        : undefined,
+      maxConnections: raw.server.max_connections,
+      maxBodyBytes: raw.server.max_body_bytes,
+      bodyTimeoutMs: raw.server.body_timeout_secs * 1000,
+      tcpIdleTimeoutMs: raw.server.tcp_idle_timeout_secs * 1000,
+      escapedSlashes: raw.server.escaped_slashes,
+    },
+    protectedHeaders: new Set(
+      [...middlewares.values()].flatMap((m) =>
+        m.kind === 'authentication'
+          ? Object.values(m.forward_claims).map((h) => h.toLowerCase().replaceAll('_', '-'))
+          : [],
+      ),
+    ),
     logging: { level: raw.logging.level, format: raw.logging.format },
     upstreams,
     activeUpstreams,
@@ -547,6 +566,7 @@ function build(
       enabled: control.enabled,
       bind: parseHostPort(control.bind_address, { listen: true }) as HostPort,
       apiKey: control.api_key,
+      insecure: control.insecure,
     },
   }
   return deepFreeze(snapshot)

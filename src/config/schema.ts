@@ -5,7 +5,7 @@
 
 import { z } from 'zod'
 import { compilePattern } from '../routing/pattern'
-import { parseHostPort } from './address'
+import { cidrProblem, parseHostPort } from './address'
 
 const address = (listen: boolean) =>
   z.string().superRefine((text, ctx) => {
@@ -41,6 +41,11 @@ const tlsListener = z.strictObject({
   min_version: z.enum(['TLSv1.2', 'TLSv1.3']).default('TLSv1.2'),
   /** Offer HTTP/2 by ALPN (HTTP/1.1 stays available). */
   http2: z.boolean().default(true),
+  /** Host the HTTP to HTTPS redirect uses when the client's Host is none of the certificate names. */
+  redirect_host: z
+    .string()
+    .regex(/^[A-Za-z0-9.-]+(:\d{1,5})?$/, { message: 'must be a host name, optionally with :port' })
+    .optional(),
 })
 
 const connectionPool = z.strictObject({
@@ -48,6 +53,12 @@ const connectionPool = z.strictObject({
   max_idle: z.number().int().positive().default(128),
   idle_timeout_secs: secs.default(60),
   connect_timeout_secs: secs.default(10),
+})
+
+/** An IPv4 or IPv6 address, or a CIDR block (`10.0.0.0/8`, `fd00::/8`). */
+const cidr = z.string().superRefine((text, ctx) => {
+  const problem = cidrProblem(text)
+  if (problem) ctx.addIssue({ code: 'custom', message: problem })
 })
 
 const server = z.strictObject({
@@ -66,6 +77,22 @@ const server = z.strictObject({
   upstream_timeout_secs: secs.default(60),
   shutdown_timeout_secs: z.number().min(0).default(10),
   connection_pool: connectionPool.prefault({}),
+  /** Peers whose X-Forwarded-* / Forwarded headers are believed (load balancers in front). */
+  trusted_proxies: z.array(cidr).default([]),
+  /** Most client connections open at once; more are closed as they arrive. */
+  max_connections: z.number().int().min(1).default(10_000),
+  /** Largest request body accepted (413 beyond); a route may set its own. */
+  max_body_bytes: z
+    .number()
+    .int()
+    .min(0)
+    .default(100 * 1024 * 1024),
+  /** A request body that sends nothing for this long is cut off (408). */
+  body_timeout_secs: secs.default(30),
+  /** TCP pass-through: close a connection after this long without a byte either way. */
+  tcp_idle_timeout_secs: secs.default(300),
+  /** `%2F`, `%5C` or `\\` in a path: `reject` (400, default) or `keep` (passed on as they are). */
+  escaped_slashes: z.enum(['reject', 'keep']).default('reject'),
 })
 
 const logging = z.strictObject({
@@ -118,6 +145,8 @@ const passiveHealth = z.strictObject({
   /** First ejection length; each repeat offence adds this much again, up to max_ejection_secs. */
   base_ejection_secs: secs.default(10),
   max_ejection_secs: secs.default(300),
+  /** Most servers of the group ejected at once, as a share (rounded down; at least one stays). */
+  max_ejection_percent: z.number().min(0).max(100).default(50),
 })
 
 const upstream = z.strictObject({
@@ -174,6 +203,8 @@ const route = z.strictObject({
   /** Override the upstream group's retries / retry_on for this route. */
   retries: z.number().int().min(0).max(10).optional(),
   retry_on: retryOn.optional(),
+  /** Largest request body for this route (overrides server.max_body_bytes). */
+  max_body_bytes: z.number().int().min(0).optional(),
 })
 
 /** Middleware declarations by name; each is validated by its type's schema in compile.ts. */
@@ -198,6 +229,8 @@ const controlApi = z.strictObject({
   api_key: z.string().optional(),
   /** Write runtime changes (routes, servers) back to the config file, atomically. */
   persist: z.boolean().default(false),
+  /** Allow a non-loopback bind_address without api_key (logged as a warning on every start). */
+  insecure: z.boolean().default(false),
 })
 
 export const configSchema = z.strictObject({

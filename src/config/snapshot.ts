@@ -37,6 +37,8 @@ export interface PassiveHealthSpec {
   readonly consecutiveFailures: number
   readonly baseEjectionMs: number
   readonly maxEjectionMs: number
+  /** Most peers ejected at once, as a share of the group (rounded down). */
+  readonly maxEjectionPercent: number
 }
 
 export interface HealthCheckSpec {
@@ -84,6 +86,8 @@ export interface Snapshot {
         readonly certificates: readonly CertificateMaterial[]
         readonly minVersion: 'TLSv1.2' | 'TLSv1.3'
         readonly http2: boolean
+        /** Host (and port) for HTTPS redirects when the client's Host names no certificate. */
+        readonly redirectHost: string | undefined
       }
     | undefined
   /** A plain listener that redirects to HTTPS. */
@@ -92,6 +96,13 @@ export interface Snapshot {
   readonly upstreamTimeoutMs: number
   readonly shutdownTimeoutMs: number
   readonly pool: PoolSpec
+  /** The security limits and policies of the listener (server.*). */
+  readonly limits: Limits
+  /**
+   * Header names (lower case, `_` as `-`) that the proxy alone may send upstream: every
+   * `forward_claims` header of every authentication middleware. Removed from every request.
+   */
+  readonly protectedHeaders: ReadonlySet<string>
   readonly logging: { readonly level: RawConfig['logging']['level']; readonly format: 'json' | 'text' }
   readonly upstreams: ReadonlyMap<string, UpstreamSpec>
   /** Upstream groups the active mode can send traffic to (health checks run for these). */
@@ -110,7 +121,19 @@ export interface Snapshot {
     readonly enabled: boolean
     readonly bind: HostPort
     readonly apiKey: string | undefined
+    readonly insecure: boolean
   }
+}
+
+export interface Limits {
+  /** Whether a peer's X-Forwarded-* headers are believed; undefined when none is trusted. */
+  readonly trustedProxy: ((ip: string) => boolean) | undefined
+  readonly maxConnections: number
+  readonly maxBodyBytes: number
+  readonly bodyTimeoutMs: number
+  readonly tcpIdleTimeoutMs: number
+  /** `%2F`, `%5C`, `\\` in a path: refused with 400, or kept as they are. */
+  readonly escapedSlashes: 'reject' | 'keep'
 }
 
 export function deepFreeze<T>(value: T): T {

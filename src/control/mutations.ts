@@ -27,6 +27,7 @@ const ROUTE_FIELDS = [
   'middlewares',
   'retries',
   'retry_on',
+  'max_body_bytes',
 ]
 
 function body(input: unknown): Record<string, unknown> {

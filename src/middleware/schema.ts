@@ -18,8 +18,8 @@ const rateLimiting = z.strictObject({
   burst_size: z.number().int().positive(),
   /** Bucket per value of this header; requests without it (or with no key_header) per client IP. */
   key_header: headerName.optional(),
-  /** Take the client IP from the first X-Forwarded-For address (only behind a trusted proxy). */
-  trust_forwarded_for: z.boolean().default(false),
+  /** Deprecated: has no effect; the client address comes from server.trusted_proxies. */
+  trust_forwarded_for: z.boolean().optional(),
   store: z.enum(['memory', 'redis']).default('memory'),
   redis_url: z
     .string()
@@ -61,6 +61,8 @@ const authentication = z.strictObject({
   issuer: z.string().optional(),
   audience: z.union([z.string(), z.array(z.string()).min(1)]).optional(),
   clock_skew_secs: z.number().min(0).default(30),
+  /** Refuse tokens without an `exp` claim (tokens that never expire). */
+  require_exp: z.boolean().default(true),
   /** Paths that skip authentication: exact (`/health`) or a prefix (`/public/*`). */
   excluded_paths: z.array(z.string().regex(/^\//, { message: 'must start with "/"' })).default([]),
   /** Claims sent upstream as headers, e.g. `{sub: X-User-Id}`; clients cannot send these themselves. */

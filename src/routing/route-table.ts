@@ -18,6 +18,8 @@ export interface Route {
   /** Overrides of the upstream group's retry policy (either part may be absent). */
   readonly retries: number | undefined
   readonly retryOn: ReadonlySet<RetryCondition> | undefined
+  /** Largest request body for this route; undefined falls back to server.max_body_bytes. */
+  readonly maxBodyBytes: number | undefined
 }
 
 export interface RouteInput {
@@ -30,6 +32,7 @@ export interface RouteInput {
   middlewares: string[]
   retries?: number | undefined
   retry_on?: RetryCondition[] | undefined
+  max_body_bytes?: number | undefined
 }
 
 export type RouteMatch =
@@ -59,6 +62,7 @@ export class RouteTable {
         middlewares: r.middlewares,
         retries: r.retries,
         retryOn: r.retry_on ? new Set(r.retry_on) : undefined,
+        maxBodyBytes: r.max_body_bytes,
       }
       return { route, index }
     })

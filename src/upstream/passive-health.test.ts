@@ -28,7 +28,7 @@ const peer = (i: number) => {
 
 test('ejects after N consecutive failures, for a cool-down that grows with repeat offences', () => {
   const ph = new PassiveHealth(
-    { consecutiveFailures: 3, baseEjectionMs: 1000, maxEjectionMs: 2500 },
+    { consecutiveFailures: 3, baseEjectionMs: 1000, maxEjectionMs: 2500, maxEjectionPercent: 100 },
     'g',
     log,
   )
@@ -53,7 +53,7 @@ test('ejects after N consecutive failures, for a cool-down that grows with repea
 
 test('never ejects the last available peer, and says so', () => {
   const ph = new PassiveHealth(
-    { consecutiveFailures: 2, baseEjectionMs: 1000, maxEjectionMs: 5000 },
+    { consecutiveFailures: 2, baseEjectionMs: 1000, maxEjectionMs: 5000, maxEjectionPercent: 100 },
     'g',
     log,
   )

@@ -15,6 +15,7 @@ const secret = new TextEncoder().encode('s3cret-s3cret-s3cret-s3cret-s3cret')
 const base: AuthenticationConfig = {
   jwt_secret: 's3cret-s3cret-s3cret-s3cret-s3cret',
   clock_skew_secs: 0,
+  require_exp: true,
   jwks_cooldown_secs: 30,
   jwks_cache_secs: 600,
   excluded_paths: ['/health', '/public/*'],
