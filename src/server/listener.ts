@@ -102,7 +102,7 @@ export function createListener(
       sockets.add(s)
       s.once('close', () => sockets.delete(s))
     })
-    wire(h2 as unknown as http.Server, onUpgrade, log, onBadRequest)
+    wire(h2 as unknown as http.Server, onUpgrade, log, onBadRequest, handler)
     server = h2
     server.maxConnections = snapshot.limits.maxConnections
     return {
@@ -131,15 +131,23 @@ export function createListener(
   }
 }
 
-function wire(server: http.Server, onUpgrade: UpgradeHandler, log: Logger, onBadRequest: () => void): void {
+function wire(
+  server: http.Server,
+  onUpgrade: UpgradeHandler,
+  log: Logger,
+  onBadRequest: () => void,
+  h2Handler?: RequestHandler,
+): void {
   server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {
     if (err.code !== 'ECONNRESET' && socket.writable) onBadRequest()
     onClientError(err, socket, log)
   })
   server.on('upgrade', onUpgrade)
-  // CONNECT (forward-proxy tunnelling) is not something a reverse proxy offers.
-  server.on('connect', (_req, socket: Socket) => {
-    writeRaw(socket, 405, 'CONNECT is not supported by this reverse proxy')
+  // CONNECT (forward-proxy tunnelling) is not something a reverse proxy offers. Over HTTP/2 the
+  // event carries a response object, not a socket: the pipeline answers it (405).
+  server.on('connect', (req: http.IncomingMessage, socket: Socket) => {
+    if (h2Handler && req.httpVersionMajor === 2) h2Handler(req, socket as unknown as http.ServerResponse)
+    else writeRaw(socket, 405, 'CONNECT is not supported by this reverse proxy')
   })
 }
 
