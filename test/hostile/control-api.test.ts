@@ -5,6 +5,7 @@
 // an unauthenticated request gets 401 whatever else is wrong with it, and reaches no handler.
 
 import assert from 'node:assert/strict'
+import { readFileSync } from 'node:fs'
 import net from 'node:net'
 import { after, before, describe, test } from 'node:test'
 import { type RunningProxy, startProxy } from '../helpers/proxy'
@@ -251,4 +252,141 @@ control_api: { enabled: true, bind_address: "127.0.0.1:0" }
       assert.equal(proxy.child.exitCode, null)
     })
   }
+})
+
+// A client of the control API must not be able to read the proxy's environment: the config file
+// expands `${VAR}`, and values sent through the API used to land in the same document unescaped,
+// so `"${SECRET}"` came back expanded in an error message, in GET /api/v1/config or in the file.
+describe('values sent through the control API are taken literally, never expanded', () => {
+  const SECRET = 's3cr3t-from-the-env-9f1c'
+  let up: Upstream
+  let proxy: RunningProxy
+  before(async () => {
+    up = await startUpstream('api')
+    proxy = await startProxy(
+      `mode: api_gateway
+server: { bind_address: "127.0.0.1:0" }
+upstreams:
+  api: { servers: ["${up.address}"] }
+api_gateway:
+  routes:
+    api: { path_pattern: "^/", upstream: api }
+control_api: { enabled: true, bind_address: "127.0.0.1:0", persist: true }
+`,
+      { env: { LOCCI_TEST_SECRET: SECRET } },
+    )
+  })
+  after(async () => {
+    await proxy.stop()
+    await up.close()
+  })
+  const call = async (method: string, path: string, body?: unknown) => {
+    const r = await fetch(`${proxy.controlUrl}${path}`, {
+      method,
+      headers: { 'content-type': 'application/json' },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    })
+    return { status: r.status, text: await r.text() }
+  }
+  const ref = '${LOCCI_TEST_SECRET}'
+  const refDefault = '${LOCCI_TEST_SECRET:-x}'
+  const attempts: Array<{ desc: string; path: string; body: unknown; want: number }> = [
+    {
+      desc: 'a route whose pattern is a reference (accepted, kept literal)',
+      path: '/api/v1/routes',
+      body: { name: 'r1', path_pattern: `^/x/${ref}`, upstream: 'api' },
+      want: 201,
+    },
+    {
+      desc: 'a route pattern that is only a reference (a valid regular expression, kept literal)',
+      path: '/api/v1/routes',
+      body: { name: 'r2', path_pattern: ref, upstream: 'api' },
+      want: 201,
+    },
+    {
+      desc: 'a route upstream that is a reference',
+      path: '/api/v1/routes',
+      body: { name: 'r3', path_pattern: '^/r3', upstream: refDefault },
+      want: 400,
+    },
+    {
+      desc: 'route methods that are references',
+      path: '/api/v1/routes',
+      body: { name: 'r4', path_pattern: '^/r4', upstream: 'api', methods: [ref] },
+      want: 400,
+    },
+    {
+      desc: 'route middlewares that are references',
+      path: '/api/v1/routes',
+      body: { name: 'r5', path_pattern: '^/r5', upstream: 'api', middlewares: [ref] },
+      want: 400,
+    },
+    {
+      desc: 'a new upstream whose server is a reference',
+      path: '/api/v1/upstreams',
+      body: { name: 'u1', servers: [`${ref}:80`] },
+      // compile() takes `${LOCCI_TEST_SECRET}` for a host name; what matters is that it stays one.
+      want: 201,
+    },
+    {
+      desc: 'a server added to an upstream as a reference',
+      path: '/api/v1/upstreams',
+      body: { name: 'api', servers: [`${refDefault}:80`] },
+      want: 400,
+    },
+    {
+      desc: 'a server given as {address} with a reference',
+      path: '/api/v1/upstreams',
+      body: { name: 'api', servers: [{ address: `127.0.0.1:${ref}` }] },
+      want: 400,
+    },
+    {
+      desc: 'a new upstream with a reference in its health check path (accepted, kept literal)',
+      path: '/api/v1/upstreams',
+      body: { name: 'u2', servers: ['127.0.0.1:9'], health_check: { path: `/h/${ref}` } },
+      want: 201,
+    },
+    {
+      desc: 'a new upstream with a reference in a number field',
+      path: '/api/v1/upstreams',
+      body: { name: 'u3', servers: ['127.0.0.1:9'], max_ejection_secs: ref },
+      want: 400,
+    },
+  ]
+  for (const a of attempts) {
+    test(`${a.desc}: ${a.want}, and the variable's value is not in the answer`, async () => {
+      const r = await call('POST', a.path, a.body)
+      assert.equal(r.status, a.want, r.text)
+      assert.ok(!r.text.includes(SECRET), `the answer leaks the variable: ${r.text}`)
+    })
+  }
+
+  test('what was accepted reads back literally, in the views, the config, the file and after a reload', async () => {
+    for (const path of ['/api/v1/routes', '/api/v1/upstreams', '/api/v1/config']) {
+      const r = await call('GET', path)
+      assert.ok(!r.text.includes(SECRET), `${path} leaks the variable`)
+    }
+    const routes = JSON.parse((await call('GET', '/api/v1/routes')).text) as {
+      routes: Array<{ name: string; path_pattern: string }>
+    }
+    assert.equal(routes.routes.find((x) => x.name === 'r1')?.path_pattern, `^/x/${ref}`)
+    assert.equal(routes.routes.find((x) => x.name === 'r2')?.path_pattern, ref)
+    const ups = JSON.parse((await call('GET', '/api/v1/upstreams')).text) as {
+      upstreams: Array<{ name: string; servers: Array<{ address: string }> }>
+    }
+    assert.equal(ups.upstreams.find((u) => u.name === 'u1')?.servers[0]?.address, `${ref}:80`)
+    const config = JSON.parse((await call('GET', '/api/v1/config')).text)
+    assert.equal(config.upstreams.u2.health_check.path, `/h/${ref}`)
+    const file = readFileSync(proxy.configFile, 'utf8')
+    assert.ok(!file.includes(SECRET))
+    assert.equal((await call('POST', '/api/v1/reload')).status, 200)
+    const reloaded = JSON.parse((await call('GET', '/api/v1/config')).text)
+    assert.equal(
+      reloaded.api_gateway.routes.r1.path_pattern,
+      `^/x/${ref}`,
+      'the persisted file keeps it literal',
+    )
+    assert.equal(reloaded.upstreams.u2.health_check.path, `/h/${ref}`)
+    assert.ok(!proxy.logs.some((l) => JSON.stringify(l).includes(SECRET)), 'nor is it logged')
+  })
 })
