@@ -8,7 +8,7 @@ import assert from 'node:assert/strict'
 import { readFileSync } from 'node:fs'
 import net from 'node:net'
 import { after, before, describe, test } from 'node:test'
-import { type RunningProxy, startProxy } from '../helpers/proxy'
+import { type RunningProxy, runCli, startProxy, writeConfig } from '../helpers/proxy'
 import { startUpstream, type Upstream } from '../helpers/upstream'
 
 interface Answer {
@@ -388,5 +388,58 @@ control_api: { enabled: true, bind_address: "127.0.0.1:0", persist: true }
     )
     assert.equal(reloaded.upstreams.u2.health_check.path, `/h/${ref}`)
     assert.ok(!proxy.logs.some((l) => JSON.stringify(l).includes(SECRET)), 'nor is it logged')
+  })
+})
+
+// The control API changes routes and upstreams, so one that other hosts can reach must ask for a
+// key: without api_key a non-loopback bind_address is a config problem (start and validate
+// refuse it), unless insecure: true says it is meant, which is then logged on every start.
+describe('a control API reachable from other hosts needs an api_key', () => {
+  const config = (control: string) => `mode: load_balancer
+server: { bind_address: "127.0.0.1:0" }
+upstreams: { a: { servers: ["127.0.0.1:9"] } }
+load_balancer: { upstream: a }
+control_api: ${control}
+`
+  test('start and validate refuse 0.0.0.0 without api_key, and say what to write', () => {
+    const { file } = writeConfig(config('{ enabled: true, bind_address: "0.0.0.0:0" }'))
+    for (const args of [
+      ['validate', '-c', file],
+      ['-c', file],
+    ]) {
+      const r = runCli(args)
+      assert.notEqual(r.status, 0, `${args[0]} must fail`)
+      assert.notEqual(r.status, null, `${args[0]} must not start a proxy`)
+      const out = r.stdout + r.stderr
+      assert.match(out, /control_api\.api_key: is required/)
+      assert.match(out, /api_key: \$\{LOCCI_API_KEY\}/)
+      assert.match(out, /insecure: true/)
+    }
+  })
+
+  test('insecure: true is warned about on start', async () => {
+    const proxy = await startProxy(config('{ enabled: true, bind_address: "127.0.0.1:0", insecure: true }'))
+    try {
+      const warning = await proxy.waitForLog(
+        (l) => l.level === 'warn' && String(l.msg).startsWith('control_api.insecure'),
+        'the insecure warning',
+      )
+      assert.equal(warning.control_api, proxy.controlUrl)
+    } finally {
+      await proxy.stop()
+    }
+  })
+
+  test('no warning with a key', async () => {
+    const proxy = await startProxy(
+      config('{ enabled: true, bind_address: "127.0.0.1:0", api_key: k, insecure: true }'),
+    )
+    try {
+      // A round trip after the listening line, so a warning written with it has arrived.
+      assert.equal((await fetch(`${proxy.controlUrl}/healthz`)).status, 200)
+      assert.ok(!proxy.logs.some((l) => String(l.msg).startsWith('control_api.insecure')))
+    } finally {
+      await proxy.stop()
+    }
   })
 })
