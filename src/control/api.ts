@@ -1,7 +1,8 @@
 // The control API, on its own listener (control_api.bind_address): JSON in and out, Prometheus
 // text on /metrics. With `api_key` set every request but the liveness probe `GET /healthz`
 // needs `Authorization: Bearer <key>` (401 otherwise). Changes go through ControlActions, which
-// validates them exactly like the config file and swaps in a new snapshot.
+// validates them exactly like the config file and swaps in a new snapshot. No request can end
+// the process: the key is checked first, client mistakes are 4xx, anything else a logged 500.
 
 import http from 'node:http'
 import { redact } from '../config/redact'
