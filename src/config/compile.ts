@@ -46,6 +46,8 @@ export function loadConfig(file: string, overrides: Overrides = {}, env = proces
   return compile(readConfigFile(file, env), overrides)
 }
 
+const LOOPBACK = addressMatcher(['127.0.0.0/8', '::1'])
+
 export function compile(source: SourceDocument, overrides: Overrides = {}): CompileResult {
   const problems = [...source.problems]
   const { file } = source
@@ -326,6 +328,24 @@ function crossCheck(
       at(
         ['control_api', 'bind_address'],
         `uses the same address as server.bind_address (${formatHostPort(a)})`,
+      )
+    }
+  }
+  // The control API changes routes and upstreams: reachable from other hosts, it needs a key,
+  // or an explicit `insecure: true`. Loopback is 127.0.0.0/8, ::1 and localhost; a host name or
+  // 0.0.0.0/:: (every interface) is not. An empty api_key refuses every request, so it counts.
+  if (control && control.enabled === true && control.insecure !== true && control.api_key === undefined) {
+    const b = parseHostPort(
+      typeof control.bind_address === 'string' ? control.bind_address : '127.0.0.1:8485',
+      { listen: true },
+    )
+    const host = typeof b === 'string' ? undefined : b.host.toLowerCase()
+    if (host !== undefined && host !== 'localhost' && host !== 'localhost.' && !LOOPBACK(host)) {
+      at(
+        ['control_api', 'api_key'],
+        `is required: the control API listens on ${formatHostPort(b as HostPort)}, which is not a loopback address, ` +
+          'and anyone who reaches it could change routes and upstreams. Write `api_key: ${LOCCI_API_KEY}` ' +
+          '(and set LOCCI_API_KEY), bind it to 127.0.0.1, or write `insecure: true` to allow it without a key',
       )
     }
   }

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
-import { expandEnv } from './env'
+import { escapeEnv, expandEnv } from './env'
 
 const cases = [
   { desc: 'plain text', input: 'abc', env: {}, value: 'abc', missing: [] },
@@ -15,5 +15,23 @@ const cases = [
 for (const c of cases) {
   test(`expandEnv: ${c.desc}`, () => {
     assert.deepEqual(expandEnv(c.input, c.env), { value: c.value, missing: c.missing })
+  })
+}
+
+const literals = [
+  { desc: 'plain text', input: 'abc' },
+  { desc: 'a reference', input: '${HOME}' },
+  { desc: 'a reference with a default', input: '${A:-x}/${B}' },
+  { desc: 'an escaped reference', input: '$${A}' },
+  { desc: 'dollars before a reference', input: '$$$${A}$' },
+  { desc: 'a brace alone', input: '$ { } ${' },
+  { desc: 'unicode around it', input: '名前${A}\u2028' },
+]
+for (const c of literals) {
+  test(`escapeEnv: ${c.desc} comes back literally from expandEnv`, () => {
+    assert.deepEqual(expandEnv(escapeEnv(c.input), { A: 'set', B: 'set', HOME: '/home/x' }), {
+      value: c.input,
+      missing: [],
+    })
   })
 }

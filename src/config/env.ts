@@ -29,6 +29,16 @@ export function expandEnv(input: string, env: NodeJS.ProcessEnv): Expansion {
 }
 
 /**
+ * The text to write into the config so that expandEnv gives back `literal` unchanged: every
+ * `${` becomes `$${`. Values that arrive through the control API are written this way, so a
+ * client cannot make the proxy read its environment (`"${HOME}"` stays those seven characters).
+ */
+export function escapeEnv(literal: string): string {
+  // A function, not a string: in a replacement string `$$` means one `$`.
+  return literal.replaceAll('${', () => '$${')
+}
+
+/**
  * Loads `.env` from `dir` into process.env. Node's own parser; variables already set win
  * (process.loadEnvFile never overrides them). Returns the file loaded, if any.
  */

@@ -1,7 +1,8 @@
 // The control API, on its own listener (control_api.bind_address): JSON in and out, Prometheus
 // text on /metrics. With `api_key` set every request but the liveness probe `GET /healthz`
 // needs `Authorization: Bearer <key>` (401 otherwise). Changes go through ControlActions, which
-// validates them exactly like the config file and swaps in a new snapshot.
+// validates them exactly like the config file and swaps in a new snapshot. No request can end
+// the process: the key is checked first, client mistakes are 4xx, anything else a logged 500.
 
 import http from 'node:http'
 import { redact } from '../config/redact'
@@ -24,6 +25,8 @@ export interface ControlApiOptions {
   store: SnapshotStore
   log: Logger
   actions: ControlActions
+  /** Deadline for a request body; BODY_TIMEOUT_MS unless a test wants it shorter. */
+  bodyTimeoutMs?: number
 }
 
 interface Reply {
@@ -35,9 +38,15 @@ interface Reply {
 type Handler = (req: http.IncomingMessage, params: string[], query: URLSearchParams) => Promise<Reply> | Reply
 
 const MAX_BODY = 1024 * 1024
+const MAX_DEPTH = 32
+/** How long a request body may take to arrive (a slow client holds a connection, not the API). */
+export const BODY_TIMEOUT_MS = 10_000
+const HEAD_TIMEOUT_MS = 10_000
+const REQUEST_TIMEOUT_MS = 30_000
 
 export function createControlServer(o: ControlApiOptions): http.Server {
   const a = o.actions
+  const bodyTimeout = o.bodyTimeoutMs ?? BODY_TIMEOUT_MS
   const metrics = async (): Promise<Reply> => {
     const m = await a.metricsText()
     return { status: 200, body: m.text, headers: { 'content-type': m.contentType } }
@@ -51,7 +60,11 @@ export function createControlServer(o: ControlApiOptions): http.Server {
     ['GET', /^\/metrics$/, metrics],
     ['GET', /^\/api\/v1\/routes$/, () => ({ status: 200, body: routesView(o.store) })],
     ['GET', /^\/api\/v1\/upstreams$/, () => ({ status: 200, body: upstreamsView(o.store) })],
-    ['POST', /^\/api\/v1\/routes$/, async (req) => change({ op: 'addRoute', body: await readJson(req) })],
+    [
+      'POST',
+      /^\/api\/v1\/routes$/,
+      async (req) => change({ op: 'addRoute', body: await readJson(req, bodyTimeout) }),
+    ],
     [
       'DELETE',
       /^\/api\/v1\/routes\/([^/]+)$/,
@@ -63,7 +76,7 @@ export function createControlServer(o: ControlApiOptions): http.Server {
     [
       'POST',
       /^\/api\/v1\/upstreams$/,
-      async (req) => change({ op: 'addUpstream', body: await readJson(req) }),
+      async (req) => change({ op: 'addUpstream', body: await readJson(req, bodyTimeout) }),
     ],
     [
       'DELETE',
@@ -99,16 +112,55 @@ export function createControlServer(o: ControlApiOptions): http.Server {
     ],
   ]
 
-  return http.createServer((req, res) => {
-    void handle(req).then((r) => send(res, r))
-  })
+  const server = http.createServer(
+    // Slow or never-ending request heads are cut off by Node (408 and close); bodies have their
+    // own deadline in readJson.
+    {
+      headersTimeout: HEAD_TIMEOUT_MS,
+      requestTimeout: REQUEST_TIMEOUT_MS,
+      connectionsCheckingInterval: 1000,
+    },
+    (req, res) => {
+      res.on('error', () => undefined) // the client went away: nothing to tell it
+      serve(req, res).catch((err: unknown) => fault(res, err))
+    },
+  )
+  return server
 
-  async function handle(req: http.IncomingMessage): Promise<Reply> {
-    const url = new URL(req.url ?? '/', 'http://control')
-    const path = url.pathname
+  async function serve(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+    const r = await respond(req)
+    if (res.destroyed) return
+    // A reply sent before the body was read (401, 413, 408, 415...) closes the connection, so
+    // an unread (maybe endless) body is never drained on a kept-alive socket.
+    if (!req.complete) r.headers = { ...r.headers, connection: 'close' }
+    send(res, r)
+  }
+
+  /** A fault outside respond() (a reply that cannot be serialized or written): 500, logged. */
+  function fault(res: http.ServerResponse, err: unknown): void {
+    o.log.error({ err: errorText(err) }, 'control API failed to answer')
     try {
+      if (res.headersSent) res.destroy()
+      else send(res, { status: 500, body: { error: 'internal error' }, headers: { connection: 'close' } })
+    } catch {
+      res.destroy()
+    }
+  }
+
+  /**
+   * Every request ends here with a reply, whatever it sent: the key is checked first (nothing
+   * else is looked at for an unauthenticated request but its path, to let /healthz through),
+   * a client mistake is a 4xx ApiError, and anything else is a 500 logged at error.
+   */
+  async function respond(req: http.IncomingMessage): Promise<Reply> {
+    try {
+      const t = requestTarget(req.url ?? '')
       const apiKey = o.store.current().snapshot.controlApi.apiKey
-      if (apiKey !== undefined && path !== '/healthz' && !bearerMatches(req.headers.authorization, apiKey)) {
+      if (
+        apiKey !== undefined &&
+        t?.path !== '/healthz' &&
+        !bearerMatches(req.headers.authorization, apiKey)
+      ) {
         throw new ApiError(
           401,
           'missing or wrong API key',
@@ -116,8 +168,11 @@ export function createControlServer(o: ControlApiOptions): http.Server {
           { 'www-authenticate': 'Bearer realm="locci-proxy control"' },
         )
       }
+      if (t === undefined)
+        throw new ApiError(400, 'the request target must be a path, such as /api/v1/status')
+      const path = t.path
       const matching = routes.filter(([, re]) => re.test(path))
-      if (matching.length === 0) throw new ApiError(404, `no such endpoint: ${path}`)
+      if (matching.length === 0) throw new ApiError(404, `no such endpoint: ${clip(path)}`)
       const hit = matching.find(([m]) => m === req.method)
       if (!hit) {
         throw new ApiError(
@@ -127,17 +182,55 @@ export function createControlServer(o: ControlApiOptions): http.Server {
           { allow: matching.map(([m]) => m).join(', ') },
         )
       }
-      const params = (hit[1].exec(path) ?? []).slice(1).map((p) => decodeURIComponent(p))
-      return await hit[2](req, params, url.searchParams)
+      const params = (hit[1].exec(path) ?? []).slice(1).map(decodeParam)
+      return await hit[2](req, params, t.query)
     } catch (err) {
       if (err instanceof ApiError)
         return { status: err.status, body: { error: err.message, ...err.details }, headers: err.headers }
-      o.log.error({ err: (err as Error).message }, 'control API handler failed')
+      o.log.error(
+        { err: errorText(err), method: req.method, url: clip(req.url ?? '') },
+        'control API handler failed',
+      )
       return { status: 500, body: { error: 'internal error' } }
     } finally {
       req.resume()
     }
   }
+}
+
+/**
+ * The path and query of a request target, or undefined when it is not one this API serves.
+ * Origin-form (`/a?b`) is split by hand, never parsed as a URL: `//a:99999/` is a path here,
+ * not a scheme-relative URL with a bad port. Absolute-form (RFC 9112 3.2.2) is accepted; `*`
+ * and anything unparsable are not. Never throws.
+ */
+export function requestTarget(raw: string): { path: string; query: URLSearchParams } | undefined {
+  if (raw.startsWith('/')) {
+    const q = raw.indexOf('?')
+    return q < 0
+      ? { path: raw, query: new URLSearchParams() }
+      : { path: raw.slice(0, q), query: new URLSearchParams(raw.slice(q + 1)) }
+  }
+  if (!/^https?:\/\//i.test(raw) || !URL.canParse(raw)) return undefined
+  const u = new URL(raw)
+  return { path: u.pathname, query: u.searchParams }
+}
+
+function decodeParam(p: string): string {
+  try {
+    return decodeURIComponent(p)
+  } catch {
+    throw new ApiError(400, `bad percent-encoding in the path: ${clip(p)}`)
+  }
+}
+
+/** Echoed request parts are cut short: a 10 KB path need not come back whole. */
+function clip(s: string): string {
+  return s.length > 200 ? `${s.slice(0, 200)}...` : s
+}
+
+function errorText(err: unknown): string {
+  return err instanceof Error ? (err.stack ?? err.message) : String(err)
 }
 
 function send(res: http.ServerResponse, r: Reply): void {
@@ -155,27 +248,73 @@ function send(res: http.ServerResponse, r: Reply): void {
   res.end(text)
 }
 
-function readJson(req: http.IncomingMessage): Promise<unknown> {
+const JSON_TYPE = /^application\/(?:[\w.+-]+\+)?json[ \t]*(?:;|$)/i
+
+/**
+ * The request body parsed as JSON (undefined when empty). Refused: a body that is not declared
+ * `application/json` (415; this also keeps a web page's form or text/plain POST, which a
+ * browser sends without asking, away from a control API without a key), more than 1 MiB (413),
+ * not complete within `deadlineMs` (408), nested deeper than MAX_DEPTH (400), not JSON (400).
+ * A client that leaves early rejects with a 400 nobody will read.
+ */
+function readJson(req: http.IncomingMessage, deadlineMs: number): Promise<unknown> {
+  const length = req.headers['content-length']
+  const hasBody = req.headers['transfer-encoding'] !== undefined || (length !== undefined && length !== '0')
+  if (!hasBody) return Promise.resolve(undefined)
+  if (!JSON_TYPE.test(req.headers['content-type'] ?? '')) {
+    return Promise.reject(
+      new ApiError(415, 'the body must be JSON, sent with content-type: application/json'),
+    )
+  }
+  if (Number(length) > MAX_BODY) return Promise.reject(new ApiError(413, 'the body is larger than 1 MiB'))
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = []
     let size = 0
-    req.on('data', (c: Buffer) => {
+    let settled = false
+    const finish = (err: Error | undefined, value?: unknown) => {
+      if (settled) return
+      settled = true
+      clearTimeout(timer)
+      req.off('data', onData)
+      if (err) reject(err)
+      else resolve(value)
+    }
+    const timer = setTimeout(
+      () => finish(new ApiError(408, `the body did not arrive within ${deadlineMs / 1000} s`)),
+      deadlineMs,
+    )
+    const onData = (c: Buffer) => {
       size += c.length
-      if (size > MAX_BODY) {
-        reject(new ApiError(413, 'the body is larger than 1 MiB'))
-        req.destroy()
-      } else chunks.push(c)
-    })
+      if (size > MAX_BODY) finish(new ApiError(413, 'the body is larger than 1 MiB'))
+      else chunks.push(c)
+    }
+    req.on('data', onData)
     req.on('end', () => {
       const text = Buffer.concat(chunks).toString('utf8')
+      let value: unknown
       try {
-        resolve(text === '' ? undefined : JSON.parse(text))
+        value = text === '' ? undefined : JSON.parse(text)
       } catch (err) {
-        reject(new ApiError(400, `the body is not valid JSON: ${(err as Error).message}`))
+        finish(new ApiError(400, `the body is not valid JSON: ${(err as Error).message}`))
+        return
       }
+      if (tooDeep(value, MAX_DEPTH))
+        finish(new ApiError(400, `the body is nested deeper than ${MAX_DEPTH} levels`))
+      else finish(undefined, value)
     })
-    req.on('error', reject)
+    const gone = () =>
+      finish(new ApiError(400, 'the client closed the connection before the body was complete'))
+    req.on('error', gone)
+    req.on('close', gone)
   })
+}
+
+/** Config documents are shallow; a deep body would only exhaust the stack further on. */
+function tooDeep(v: unknown, left: number): boolean {
+  if (v === null || typeof v !== 'object') return false
+  if (left === 0) return true
+  for (const x of Object.values(v)) if (tooDeep(x, left - 1)) return true
+  return false
 }
 
 function routesView(store: SnapshotStore) {

@@ -1,10 +1,13 @@
 // Runtime changes from the control API, made the way a user would make them: by editing the
 // YAML document (comments and ${VAR} references survive) and running the result through the same
 // compile() as the file, so a change is valid exactly when the file would be. Each function edits
-// a Document and returns what it did, or throws an ApiError (400, 404, 409).
+// a Document and returns what it did, or throws an ApiError (400, 404, 409). What a client sends
+// is taken literally: its strings are written with `${` escaped, so they are never expanded from
+// the proxy's environment (now, or when a persisted file is read again).
 
 import { type Document, isMap, isScalar, isSeq, type YAMLMap, type YAMLSeq } from 'yaml'
 import { formatHostPort, parseHostPort } from '../config/address'
+import { escapeEnv } from '../config/env'
 
 export class ApiError extends Error {
   constructor(
@@ -36,6 +39,15 @@ function body(input: unknown): Record<string, unknown> {
   return input as Record<string, unknown>
 }
 
+/** A JSON value as it must be written into the document to mean itself (see escapeEnv). */
+export function literal(v: unknown): unknown {
+  if (typeof v === 'string') return escapeEnv(v)
+  if (Array.isArray(v)) return v.map(literal)
+  if (v !== null && typeof v === 'object')
+    return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, literal(x)]))
+  return v
+}
+
 function nameOf(b: Record<string, unknown>, what: string): string {
   if (typeof b.name !== 'string' || !NAME.test(b.name)) {
     throw new ApiError(400, `"name" is required: the ${what}'s name (letters, digits, _ . -)`)
@@ -52,7 +64,7 @@ export function addRoute(doc: Document, input: unknown): string {
     throw new ApiError(400, `unknown field${unknown.length > 1 ? 's' : ''}: ${unknown.join(', ')}`)
   if (doc.hasIn(['api_gateway', 'routes', name])) throw new ApiError(409, `route "${name}" already exists`)
   const route: Record<string, unknown> = {}
-  for (const k of ROUTE_FIELDS) if (b[k] !== undefined) route[k] = b[k]
+  for (const k of ROUTE_FIELDS) if (b[k] !== undefined) route[k] = literal(b[k])
   doc.setIn(['api_gateway', 'routes', name], doc.createNode(route))
   return `added route ${name}`
 }
@@ -74,7 +86,7 @@ export function addUpstream(doc: Document, input: unknown): string {
   const group = doc.getIn(['upstreams', name], true)
   if (group === undefined) {
     const { name: _n, ...rest } = b
-    doc.setIn(['upstreams', name], doc.createNode(rest))
+    doc.setIn(['upstreams', name], doc.createNode(literal(rest)))
     return `added upstream group ${name} (${b.servers.length} server${b.servers.length === 1 ? '' : 's'})`
   }
   const extra = Object.keys(b).filter((k) => k !== 'name' && k !== 'servers')
@@ -88,11 +100,13 @@ export function addUpstream(doc: Document, input: unknown): string {
   if (!isSeq(seq)) throw new ApiError(400, `upstream "${name}" has no servers list to add to`)
   const present = new Set(seq.items.map((i) => normalized(addressOf(i))))
   const added: unknown[] = []
-  for (const s of b.servers) {
+  for (const given of b.servers) {
+    // Compared and written as the document spells it, escaped.
+    const s = literal(given)
     const addr = normalized(typeof s === 'object' && s !== null ? (s as { address?: unknown }).address : s)
     if (addr !== undefined && present.has(addr)) continue
     seq.add(doc.createNode(s))
-    added.push(s)
+    added.push(given)
     if (addr !== undefined) present.add(addr)
   }
   if (added.length === 0) throw new ApiError(409, `every server given is already in upstream "${name}"`)

@@ -163,6 +163,12 @@ export class ProxyInstance implements ControlActions {
       },
       'locci-proxy listening',
     )
+    if (this.#control && s.controlApi.insecure && s.controlApi.apiKey === undefined) {
+      this.#log.warn(
+        { control_api: `http://${bound(this.#control.server, s.controlApi.bind)}` },
+        'control_api.insecure: the control API has no api_key; anyone who can reach it can change routes and upstreams',
+      )
+    }
     for (const u of s.upstreams.values()) {
       if (u.tlsOptions?.skipVerify && s.activeUpstreams.includes(u.name)) {
         this.#log.warn(

@@ -3,12 +3,12 @@ import { generateKeyPairSync } from 'node:crypto'
 import { mkdtempSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
-import { describe, test } from 'node:test'
+import { describe, mock, test } from 'node:test'
 import { SignJWT, UnsecuredJWT } from 'jose'
 import type { Logger } from '../../observe/logger'
 import type { AuthenticationConfig } from '../schema'
 import type { Reply, RequestContext } from '../types'
-import { authentication } from './index'
+import { authentication, encodeClaim } from './index'
 
 const quiet = { warn() {}, info() {} } as unknown as Logger
 const secret = new TextEncoder().encode('s3cret-s3cret-s3cret-s3cret-s3cret')
@@ -78,6 +78,12 @@ describe('authentication (HS256 secret)', () => {
       want: /algorithm is not accepted/,
     },
     { desc: 'garbage', auth: async () => 'Bearer not.a.jwt', want: /malformed/ },
+    {
+      desc: 'no exp claim (a token that never expires)',
+      auth: async () =>
+        `Bearer ${await new SignJWT({ sub: 'x' }).setProtectedHeader({ alg: 'HS256' }).setIssuedAt().sign(secret)}`,
+      want: /error_description="the token has no expiry \(exp claim\)"/,
+    },
   ]
   for (const r of refusals) {
     test(`refused: ${r.desc}`, async () => {
@@ -156,5 +162,81 @@ describe('authentication (public keys)', () => {
       .sign(new TextEncoder().encode(pem))
     const r = await run(cfg, ctx(`Bearer ${token}`), cases[0]!.file)
     assert.equal(r?.status, 401)
+  })
+})
+
+describe('tokens without exp', () => {
+  const noExp = () =>
+    new SignJWT({ sub: 'forever' }).setProtectedHeader({ alg: 'HS256' }).setIssuedAt().sign(secret)
+
+  test('are accepted with require_exp: false', async () => {
+    const c = ctx(`Bearer ${await noExp()}`)
+    assert.equal(await run({ ...base, require_exp: false }, c), undefined)
+    assert.deepEqual(c.upstreamHeaders, ['accept', '*/*', 'x-user-id', 'forever'])
+  })
+
+  test('are remembered for a minute at most, then verified again', async () => {
+    const token = await noExp()
+    mock.timers.enable({ apis: ['Date'], now: Date.now() })
+    try {
+      const mw = authentication('auth', { ...base, require_exp: false }, undefined, quiet)
+      const first = mw(ctx(`Bearer ${token}`))
+      assert.ok(first instanceof Promise, 'the first request verifies')
+      assert.equal(await first, undefined)
+      assert.equal(mw(ctx(`Bearer ${token}`)), undefined, 'then the cache answers at once')
+      mock.timers.tick(59_000)
+      assert.equal(mw(ctx(`Bearer ${token}`)), undefined, 'still cached within the minute')
+      mock.timers.tick(2_000)
+      const later = mw(ctx(`Bearer ${token}`))
+      assert.ok(later instanceof Promise, 'after a minute the token is verified again')
+      assert.equal(await later, undefined)
+    } finally {
+      mock.timers.reset()
+    }
+  })
+})
+
+describe('encodeClaim', () => {
+  const cases: Array<{ desc: string; value: unknown; want: string }> = [
+    { desc: 'visible ASCII is kept', value: 'u-42@example.com', want: 'u-42@example.com' },
+    { desc: 'a space', value: 'John Doe', want: 'John%20Doe' },
+    { desc: 'a percent sign', value: '100%', want: '100%25' },
+    { desc: 'CR LF (header injection)', value: 'a\r\nX-Admin: 1', want: 'a%0D%0AX-Admin:%201' },
+    { desc: 'NUL and tab', value: '\u0000\t', want: '%00%09' },
+    { desc: 'DEL', value: '\u007f', want: '%7F' },
+    { desc: 'Latin-1 beyond ASCII', value: 'é', want: '%C3%A9' },
+    { desc: 'beyond Latin-1', value: '名前', want: '%E5%90%8D%E5%89%8D' },
+    { desc: 'a line separator', value: '\u2028', want: '%E2%80%A8' },
+    { desc: 'an emoji', value: '😀', want: '%F0%9F%98%80' },
+    { desc: 'a lone surrogate', value: '\ud800', want: '%EF%BF%BD' },
+    { desc: 'a number', value: 42, want: '42' },
+    { desc: 'a boolean', value: true, want: 'true' },
+    { desc: 'an array, as JSON', value: ['a b', 'c'], want: '["a%20b","c"]' },
+    {
+      desc: 'an object, as JSON',
+      value: { role: 'admin', name: 'É' },
+      want: '{"role":"admin","name":"%C3%89"}',
+    },
+    { desc: 'an empty string', value: '', want: '' },
+  ]
+  for (const c of cases) {
+    test(c.desc, () => {
+      const got = encodeClaim(c.value)
+      assert.equal(got, c.want)
+      assert.match(got, /^[\x21-\x7e]*$/, 'only visible ASCII')
+      const json = typeof c.value === 'string' ? c.value : JSON.stringify(c.value)
+      if (!c.desc.includes('surrogate')) assert.equal(decodeURIComponent(got), json, 'decodes back')
+    })
+  }
+
+  test('forwarded claims are encoded in the upstream header', async () => {
+    const c = ctx(`Bearer ${await hs({ sub: '名前\r\nX-Admin: yes' })}`)
+    assert.equal(await run(base, c), undefined)
+    assert.deepEqual(c.upstreamHeaders, [
+      'accept',
+      '*/*',
+      'x-user-id',
+      '%E5%90%8D%E5%89%8D%0D%0AX-Admin:%20yes',
+    ])
   })
 })

@@ -1,11 +1,13 @@
 // authentication: JWT bearer tokens, verified with jose. HS256/384/512 with `jwt_secret`;
 // RS*/PS*/ES*/EdDSA with `public_key_path` (PEM) or `jwks_url` (keys cached for
 // `jwks_cache_secs`; an unknown `kid` triggers a refetch, at most one per
-// `jwks_cooldown_secs`). The accepted algorithms follow the key, so a public key can never be
-// used as an HMAC secret, and `alg: none` is always refused. Optional `issuer`,
-// `audience` and clock skew. Refusals are 401 with a RFC 6750 WWW-Authenticate header.
-// `excluded_paths` skip the check; `forward_claims` copies claims into upstream headers, and
-// those headers are always removed from what the client sent, so they cannot be forged.
+// `jwks_cooldown_secs`, and never more than one a second). The accepted algorithms follow the
+// key, so a public key can never be used as an HMAC secret, and `alg: none` is always refused.
+// Tokens without `exp` are refused unless `require_exp: false`. Optional `issuer`, `audience`
+// and clock skew. Refusals are 401 with a RFC 6750 WWW-Authenticate header.
+// `excluded_paths` skip the check; `forward_claims` copies claims into upstream headers
+// (percent-encoded, see encodeClaim), and those headers are always removed from what the client
+// sent, so they cannot be forged.
 
 import { createPublicKey, type KeyObject } from 'node:crypto'
 import { readFileSync } from 'node:fs'
@@ -18,9 +20,19 @@ const HMAC = ['HS256', 'HS384', 'HS512']
 const RSA = ['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512']
 const EC: Record<string, string> = { prime256v1: 'ES256', secp384r1: 'ES384', secp521r1: 'ES512' }
 
-/** Verified tokens are remembered until they expire (at most a minute), up to this many. */
+/**
+ * Verified tokens are remembered until they expire, and never longer than a minute (a token
+ * without `exp`, accepted with `require_exp: false`, too), up to this many.
+ */
 const CACHE_MAX = 10_000
 const CACHE_MS = 60_000
+/**
+ * Floor under jwks_cooldown_secs and jwks_cache_secs. Each request whose token names an unknown
+ * `kid` may trigger a JWKS fetch once the cool-down has passed; with 0 an attacker sending
+ * made-up `kid`s would make the proxy fetch the identity provider's JWKS on every request. The
+ * schema still accepts smaller values (existing configs and tests use 0.2); they act as 1 s.
+ */
+const JWKS_MIN_SECS = 1
 
 export function authentication(
   name: string,
@@ -39,8 +51,8 @@ export function authentication(
     algorithms = cfg.algorithms ?? algorithmsFor(pk)
   } else {
     key = createRemoteJWKSet(new URL(cfg.jwks_url!), {
-      cooldownDuration: cfg.jwks_cooldown_secs * 1000,
-      cacheMaxAge: cfg.jwks_cache_secs * 1000,
+      cooldownDuration: Math.max(cfg.jwks_cooldown_secs, JWKS_MIN_SECS) * 1000,
+      cacheMaxAge: Math.max(cfg.jwks_cache_secs, JWKS_MIN_SECS) * 1000,
       timeoutDuration: 5_000,
     })
     algorithms = cfg.algorithms ?? [...RSA, 'ES256', 'ES384', 'ES512', 'EdDSA']
@@ -50,6 +62,7 @@ export function authentication(
     issuer: cfg.issuer,
     audience: cfg.audience,
     clockTolerance: cfg.clock_skew_secs,
+    requiredClaims: cfg.require_exp ? ['exp'] : [],
   }
   const exact = new Set(cfg.excluded_paths.filter((p) => !p.endsWith('/*')))
   const prefixes = cfg.excluded_paths.filter((p) => p.endsWith('/*')).map((p) => p.slice(0, -2))
@@ -74,8 +87,7 @@ export function authentication(
   const accept = (ctx: RequestContext, payload: JWTPayload): undefined => {
     for (const [claim, header] of forwards) {
       const v = payload[claim]
-      if (v !== undefined && v !== null)
-        ctx.upstreamHeaders.push(header, typeof v === 'string' ? v : JSON.stringify(v))
+      if (v !== undefined && v !== null) ctx.upstreamHeaders.push(header, encodeClaim(v))
     }
     return undefined
   }
@@ -107,7 +119,7 @@ export function authentication(
         cache.set(token, { payload, until: Math.min(exp, now + CACHE_MS) })
         return accept(ctx, payload)
       },
-      (err: Error & { code?: string; claim?: string }) => {
+      (err: Error & { code?: string; claim?: string; reason?: string }) => {
         if (
           err.code === 'ERR_JWKS_TIMEOUT' ||
           err.code === 'ERR_JWKS_INVALID' ||
@@ -125,11 +137,12 @@ export function authentication(
   }
 }
 
-function describe(err: Error & { code?: string; claim?: string }): string {
+function describe(err: Error & { code?: string; claim?: string; reason?: string }): string {
   switch (err.code) {
     case 'ERR_JWT_EXPIRED':
       return 'the token has expired'
     case 'ERR_JWT_CLAIM_VALIDATION_FAILED':
+      if (err.claim === 'exp' && err.reason === 'missing') return 'the token has no expiry (exp claim)'
       return err.claim === 'nbf'
         ? 'the token is not valid yet'
         : `the ${err.claim ?? ''} claim is not accepted`.replace('  ', ' ')
@@ -143,6 +156,24 @@ function describe(err: Error & { code?: string; claim?: string }): string {
       return 'the token is malformed'
   }
 }
+
+/**
+ * A claim as a header value: strings as they are, anything else as JSON, then every byte of its
+ * UTF-8 that is not visible ASCII (0x21-0x7E), and `%` itself, percent-encoded (RFC 3986 2.1),
+ * so a space is %20 and "名前" is %E5%90%8D%E5%89%8D. A header value with CR, LF, NUL or a
+ * character beyond Latin-1 would make Node or undici refuse the upstream request (or, on a
+ * WebSocket route, throw); encoded, every value is safe and the upstream can decode it.
+ */
+export function encodeClaim(v: unknown): string {
+  const s = typeof v === 'string' ? v : JSON.stringify(v)
+  if (/^[\x21-\x24\x26-\x7e]*$/.test(s)) return s
+  let out = ''
+  for (const b of Buffer.from(s, 'utf8')) {
+    out += b >= 0x21 && b <= 0x7e && b !== 0x25 ? String.fromCharCode(b) : `%${HEX[b >> 4]}${HEX[b & 15]}`
+  }
+  return out
+}
+const HEX = '0123456789ABCDEF'
 
 /** The algorithms a public key can verify: its family only. */
 function algorithmsFor(key: KeyObject): string[] {
