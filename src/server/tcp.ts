@@ -2,6 +2,9 @@
 // connection to one server of the group (same strategies, health checks and passive health as
 // HTTP), trying the next candidate when a connect fails. Bytes pass untouched both ways, TLS
 // included; half-closes are passed on. One log line per connection when it ends.
+// Bounded: a connection with no byte either way for `server.tcp_idle_timeout_secs` is closed on
+// both sides (error_type idle_timeout), and at most `server.max_connections` client connections
+// are open at once in this process; more are closed as they arrive.
 
 import net from 'node:net'
 import type { SnapshotStore } from '../config/store'
@@ -19,12 +22,34 @@ export class TcpProxy {
   #idleWaiters: Array<() => void> = []
 
   readonly #countError: (type: string) => void
+  #dropped = 0
+  #lastDropLog = 0
 
   constructor(store: SnapshotStore, log: Logger, countError: (type: string) => void = () => undefined) {
     this.#store = store
     this.#log = log
     this.#countError = countError
     this.server = net.createServer({ allowHalfOpen: true, noDelay: true }, (c) => this.#accept(c))
+    // Node closes a connection that arrives at this many open ones before 'connection' fires.
+    this.server.maxConnections = store.current().snapshot.limits.maxConnections
+    this.server.on('drop', () => this.#drop())
+  }
+
+  /** A connection refused by max_connections: counted, and logged at most every 10 s. */
+  #drop(): void {
+    this.#dropped++
+    this.#countError('connection_limit')
+    const now = Date.now()
+    if (now - this.#lastDropLog < 10_000) return
+    this.#lastDropLog = now
+    this.#log.warn(
+      {
+        error_type: 'connection_limit',
+        max_connections: this.server.maxConnections,
+        dropped: this.#dropped,
+      },
+      'connection refused: max_connections reached',
+    )
   }
 
   get inFlight(): number {
@@ -46,6 +71,8 @@ export class TcpProxy {
     const { snapshot, groups } = this.#store.current()
     const group = groups.get(snapshot.lbUpstream!)!
     const ip = clientIp(client.remoteAddress)
+    // A reload's max_connections applies from the next connection on.
+    this.server.maxConnections = snapshot.limits.maxConnections
     this.#active++
     this.#sockets.add(client)
     client.pause()
@@ -58,6 +85,7 @@ export class TcpProxy {
       group,
       candidates,
       snapshot.pool.connectTimeoutMs,
+      snapshot.limits.tcpIdleTimeoutMs,
       this.#log,
       (info) => {
         this.#sockets.delete(client)
@@ -99,6 +127,7 @@ class TcpConnection {
     readonly group: UpstreamGroup,
     readonly candidates: Peer[],
     readonly connectTimeoutMs: number,
+    idleTimeoutMs: number,
     readonly log: Logger,
     readonly onClose: (r: ConnectionRecord) => void,
   ) {
@@ -106,6 +135,13 @@ class TcpConnection {
     // travels through pipe() (end() after the last byte); only errors tear both down at once.
     client.on('error', () => this.#upstream?.destroy())
     client.on('close', () => this.#close())
+    // Every byte either way passes through the client socket (read from it, or written to it),
+    // so its inactivity timer is the connection's; it runs from accept, so a client that never
+    // sends anything while the upstream connect is under way is covered too.
+    client.setTimeout(idleTimeoutMs, () => {
+      this.#errorType ??= 'idle_timeout'
+      client.destroy()
+    })
   }
 
   start(): void {

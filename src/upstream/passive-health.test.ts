@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict'
-import { after, test } from 'node:test'
+import { after, describe, test } from 'node:test'
 import type { Logger } from '../observe/logger'
 import { PassiveHealth } from './passive-health'
 import { Peer } from './peer'
@@ -65,6 +65,73 @@ test('never ejects the last available peer, and says so', () => {
   assert.equal(ps[0]!.ejectedUntil, 0)
   assert.match(lines[0]!.msg, /last one available in its group; not ejecting/)
   assert.equal(lines[0]!.level, 'warn')
+})
+
+describe('max_ejection_percent caps the share of a group ejected at once', () => {
+  // Every peer fails; the cap (rounded down) and the last-available rule decide how many leave.
+  const cases = [
+    { peers: 2, percent: 0, ejected: 0, capped: true },
+    { peers: 2, percent: 50, ejected: 1, capped: false },
+    { peers: 2, percent: 100, ejected: 1, capped: false },
+    { peers: 3, percent: 0, ejected: 0, capped: true },
+    { peers: 3, percent: 50, ejected: 1, capped: true },
+    { peers: 3, percent: 100, ejected: 2, capped: false },
+    { peers: 4, percent: 0, ejected: 0, capped: true },
+    { peers: 4, percent: 50, ejected: 2, capped: true },
+    { peers: 4, percent: 100, ejected: 3, capped: false },
+    { peers: 10, percent: 0, ejected: 0, capped: true },
+    { peers: 10, percent: 50, ejected: 5, capped: true },
+    { peers: 10, percent: 100, ejected: 9, capped: false },
+  ]
+  let next = 100
+  for (const c of cases) {
+    const desc = `${c.peers} peers, ${c.percent}%: at most ${c.ejected} ejected${c.capped ? ', the cap says so' : ''}`
+    test(desc, () => {
+      const ph = new PassiveHealth(
+        {
+          consecutiveFailures: 1,
+          baseEjectionMs: 10_000,
+          maxEjectionMs: 10_000,
+          maxEjectionPercent: c.percent,
+        },
+        'g',
+        log,
+      )
+      const ps = Array.from({ length: c.peers }, () => peer(next++))
+      lines.length = 0
+      const t = 2_000_000
+      for (let round = 0; round < 3; round++) for (const p of ps) ph.failure(p, ps, 'status_500', t)
+      assert.equal(ps.filter((p) => !p.available(t)).length, c.ejected)
+      const cap = lines.filter((l) => l.msg.includes('past max_ejection_percent'))
+      assert.equal(cap.length > 0, c.capped, 'the cap is logged exactly when it stops an ejection')
+      if (c.capped) assert.equal(cap[0]!.level, 'warn')
+      assert.ok(
+        ps.some((p) => p.available(t)),
+        'never the last available one',
+      )
+    })
+  }
+
+  test('an ejection that has ended no longer counts toward the cap', () => {
+    const ph = new PassiveHealth(
+      { consecutiveFailures: 1, baseEjectionMs: 1000, maxEjectionMs: 1000, maxEjectionPercent: 50 },
+      'g',
+      log,
+    )
+    const ps = [peer(next++), peer(next++), peer(next++)]
+    const t = 3_000_000
+    ph.failure(ps[0]!, ps, 'x', t)
+    ph.failure(ps[1]!, ps, 'x', t)
+    assert.deepEqual(
+      ps.map((p) => p.available(t)),
+      [false, true, true],
+    )
+    ph.failure(ps[1]!, ps, 'x', t + 1000)
+    assert.deepEqual(
+      ps.map((p) => p.available(t + 1000)),
+      [true, false, true],
+    )
+  })
 })
 
 test('retry budget: a floor per second, then a share of requests over 10 s', () => {

@@ -3,6 +3,9 @@
 // grows with each repeat offence (base × offences, capped at max). Works with or without active
 // health checks. It never ejects the last available peer of a group: that would turn a sick
 // group into a 503 for every request, so it keeps the peer and says so in the log instead.
+// Nor does it eject more than `max_ejection_percent` of the group at once (rounded down: 1 of 2
+// or 3, 2 of 4): when most peers fail together the fault is usually shared (a database, a bad
+// deploy) and ejecting them would pile all traffic onto the few left.
 
 import type { PassiveHealthSpec } from '../config/snapshot'
 import type { Logger } from '../observe/logger'
@@ -32,6 +35,15 @@ export class PassiveHealth {
       this.#log.warn(
         fields,
         'upstream server keeps failing but is the last one available in its group; not ejecting it',
+      )
+      return
+    }
+    const maxEjected = Math.floor((peers.length * this.#spec.maxEjectionPercent) / 100)
+    const ejected = peers.filter((p) => p !== peer && p.ejectedUntil > now).length
+    if (ejected + 1 > maxEjected) {
+      this.#log.warn(
+        { ...fields, ejected, max_ejected: maxEjected, max_ejection_percent: this.#spec.maxEjectionPercent },
+        'upstream server keeps failing but ejecting it would take its group past max_ejection_percent; not ejecting it',
       )
       return
     }

@@ -1,8 +1,34 @@
 // In-process buckets. Bounded: at most `maxKeys` buckets (the least recently used go first), and
 // buckets that have refilled completely are swept out once a minute, since a full bucket and
 // no bucket behave the same. A client rotating keys cannot grow memory past maxKeys.
+//
+// Bounded in bytes too: a key comes from a client-chosen header (`key_header`, up to the 16 KiB
+// header limit), so 100k such keys would hold 1.6 GB. A key longer than MAX_KEY_LENGTH is kept
+// as a fixed-size digest instead (see `bucketKey`), and a short key is copied so that it does not
+// pin the (possibly 16 KiB) header string it was sliced from. Worst case per bucket, on V8 64-bit:
+// key string <= 16 B header + 64 UTF-16 code units x 2 B = 144 B; bucket object with two
+// numbers ~ 48 B; Map entry ~ 24 B plus its hash table share ~ 16 B: about 240 B, so the default
+// max_keys of 100,000 is bounded by ~24 MB.
 
+import { createHash } from 'node:crypto'
 import { type Bucket, type TakeResult, take } from './token-bucket'
+
+/** Keys up to this many UTF-16 code units are kept as they are. */
+export const MAX_KEY_LENGTH = 64
+
+/**
+ * The key a bucket is stored under: short keys as they are (copied), longer ones as `\0` + the
+ * base64url SHA-256 of the key (44 characters). No short key starts with `\0` (such a key is
+ * digested too), so a digest never equals a short key.
+ */
+export function bucketKey(key: string): string {
+  if (key.length <= MAX_KEY_LENGTH && key.charCodeAt(0) !== 0) {
+    // A substring can share the memory of the string it was cut from (V8 sliced strings); the
+    // UTF-16 round trip makes a flat copy, keeping every code unit (lone surrogates included).
+    return Buffer.from(key, 'utf16le').toString('utf16le')
+  }
+  return `\0${createHash('sha256').update(key, 'utf16le').digest('base64url')}`
+}
 
 export class MemoryStore {
   readonly #buckets = new Map<string, Bucket>()
@@ -23,7 +49,16 @@ export class MemoryStore {
     return this.#buckets.size
   }
 
-  take(key: string, now: number): TakeResult {
+  /** Sum of the stored keys' lengths (UTF-16 code units): what the keys themselves hold. */
+  get keyLength(): number {
+    let n = 0
+    for (const k of this.#buckets.keys()) n += k.length
+    return n
+  }
+
+  take(rawKey: string, now: number): TakeResult {
+    // Every use re-inserts the key, so the stored one must always be the copy or the digest.
+    const key = bucketKey(rawKey)
     let b = this.#buckets.get(key)
     if (b === undefined) {
       if (this.#buckets.size >= this.#maxKeys) {

@@ -1,0 +1,95 @@
+import assert from 'node:assert/strict'
+import { describe, test } from 'node:test'
+import v8 from 'node:v8'
+import vm from 'node:vm'
+import { bucketKey, MAX_KEY_LENGTH, MemoryStore } from './memory-store'
+
+describe('MemoryStore bounds', () => {
+  test('10k distinct 8 KB keys keep the stored key bytes bounded', () => {
+    const store = new MemoryStore(5, 1 / 60_000, 100_000)
+    try {
+      const filler = 'k'.repeat(8 * 1024)
+      for (let i = 0; i < 10_000; i++) store.take(`h:${i}${filler}`, 1000)
+      assert.equal(store.size, 10_000, 'each distinct key still has its own bucket')
+      // 45 code units per digested key; the raw keys alone would be over 80 M code units.
+      assert.ok(store.keyLength <= 10_000 * 45, `stored key length ${store.keyLength}`)
+    } finally {
+      store.close()
+    }
+  })
+
+  test('the same long key maps to the same bucket, different long keys to different ones', () => {
+    const store = new MemoryStore(2, 1 / 60_000, 100)
+    try {
+      const long = `h:${'x'.repeat(10_000)}`
+      assert.equal(store.take(long, 0).allowed, true)
+      assert.equal(store.take(`${'h:x'}${'x'.repeat(9_999)}`, 0).allowed, true, 'an equal string built anew')
+      assert.equal(store.take(long, 0).allowed, false, 'burst of 2 spent on that key')
+      assert.equal(store.take(`${long}y`, 0).allowed, true, 'one character more is another key')
+      assert.equal(store.size, 2)
+    } finally {
+      store.close()
+    }
+  })
+
+  const cases = [
+    { desc: 'a short key is kept as it is', key: 'ip:127.0.0.1', same: true },
+    { desc: 'a key of exactly the bound is kept', key: 'a'.repeat(MAX_KEY_LENGTH), same: true },
+    { desc: 'one code unit over the bound is digested', key: 'a'.repeat(MAX_KEY_LENGTH + 1), same: false },
+    {
+      desc: 'a short key starting with NUL is digested (cannot pose as a digest)',
+      key: '\0abc',
+      same: false,
+    },
+  ]
+  for (const c of cases) {
+    test(`bucketKey: ${c.desc}`, () => {
+      const k = bucketKey(c.key)
+      if (c.same) assert.equal(k, c.key)
+      else {
+        assert.notEqual(k, c.key)
+        assert.equal(k.length, 44)
+        assert.equal(k.charCodeAt(0), 0)
+      }
+    })
+  }
+
+  test('a digest never equals a short key that spells it out', () => {
+    const store = new MemoryStore(1, 1 / 60_000, 100)
+    try {
+      const long = 'z'.repeat(1000)
+      store.take(long, 0)
+      // The only way to write the digest as a short key starts with NUL, which is digested again.
+      assert.equal(store.take(bucketKey(long), 0).allowed, true)
+      assert.equal(store.take(bucketKey(long).slice(1), 0).allowed, true)
+      assert.equal(store.take(long, 0).allowed, false)
+    } finally {
+      store.close()
+    }
+  })
+
+  test('a short key cut from a long header does not keep the header in memory', () => {
+    // V8 keeps a substring as a slice of its parent: storing the slice would pin 16 KB a key.
+    const store = new MemoryStore(5, 1 / 60_000, 100_000)
+    try {
+      v8.setFlagsFromString('--expose-gc')
+      const gc = vm.runInNewContext('gc') as () => void
+      const heap = () => {
+        gc()
+        return process.memoryUsage().heapUsed
+      }
+      const before = heap()
+      for (let i = 0; i < 2000; i++) {
+        const header = `${String(i).padStart(8, '0')},${'y'.repeat(16_000)}${Math.random()}`
+        // A plain substring (not a concatenation, which V8 may flatten into a copy of its own).
+        store.take(header.slice(0, 40), 0)
+      }
+      const grown = heap() - before
+      // Pinned headers would be 2000 x 16 KB = 32 MB; the keys themselves are well under 1 MB.
+      assert.ok(grown < 8_000_000, `heap grew by ${grown} bytes`)
+      assert.equal(store.size, 2000)
+    } finally {
+      store.close()
+    }
+  })
+})
