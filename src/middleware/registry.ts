@@ -4,6 +4,7 @@
 
 import Redis from 'ioredis'
 import { resolveFrom } from '../config/compile'
+import { maskString } from '../config/redact'
 import type { Snapshot } from '../config/snapshot'
 import type { Logger } from '../observe/logger'
 import { authentication } from './auth/index'
@@ -110,10 +111,10 @@ export class MiddlewareRegistry {
       const now = Date.now()
       if (now - lastLog > 10_000) {
         lastLog = now
-        this.#log.warn({ redis: redactUrl(url), err: err.message }, 'redis connection error')
+        this.#log.warn({ redis: maskString(url), err: err.message }, 'redis connection error')
       }
     })
-    r.on('ready', () => this.#log.info({ redis: redactUrl(url) }, 'redis connected'))
+    r.on('ready', () => this.#log.info({ redis: maskString(url) }, 'redis connected'))
     this.#redis.set(url, r)
     return r
   }
@@ -124,8 +125,4 @@ export class MiddlewareRegistry {
     for (const r of this.#redis.values()) r.disconnect()
     this.#redis.clear()
   }
-}
-
-function redactUrl(url: string): string {
-  return url.replace(/\/\/([^:@/]*):[^@/]*@/, '//$1:[REDACTED]@')
 }

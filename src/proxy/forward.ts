@@ -182,8 +182,9 @@ export class Exchange implements Dispatcher.DispatchHandler {
     if (kind === undefined) return // the client went away: #onClientClose handles it
     this.#o.log.info({ request_id: this.#o.requestId, error_type: kind, err: err.message }, 'request refused')
     this.#o.req.unpipe(this.#body)
-    this.#abort?.(CLIENT_FAULT)
+    // Answer first: aborting calls onError at once, which must find this exchange finished.
     this.#fail(kind, true)
+    this.#abort?.(CLIENT_FAULT)
   }
 
   /** Whether a failure under `cond` may be retried on the next candidate, and takes the budget. */
@@ -327,13 +328,13 @@ export class Exchange implements Dispatcher.DispatchHandler {
       { request_id: o.requestId, err: (err as Error)?.stack ?? String(err) },
       'internal error while proxying',
     )
-    this.#abort?.(CLIENT_FAULT)
     if (o.res.headersSent) {
       o.res.destroy()
       this.#finish('internal')
     } else {
       this.#fail('internal')
     }
+    this.#abort?.(CLIENT_FAULT)
   }
 
   #onError(err: Error & { code?: string }): void {

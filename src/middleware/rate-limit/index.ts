@@ -9,7 +9,7 @@ import type Redis from 'ioredis'
 import type { Logger } from '../../observe/logger'
 import type { RateLimitingConfig } from '../schema'
 import { type Middleware, type Reply, type RequestContext, rawHeader } from '../types'
-import { MemoryStore } from './memory-store'
+import { bucketKey, MemoryStore } from './memory-store'
 import { RedisStore } from './redis-store'
 import type { TakeResult } from './token-bucket'
 
@@ -85,7 +85,8 @@ export function rateLimiting(
       .slice(0, 12)
     const store = shared(id, burst, perMs, cfg.max_keys)
     return {
-      middleware: (ctx) => store.take(keyOf(ctx)).then((r) => decide(ctx, r)),
+      // Hashed here, not only in the primary's store: a 16 KB key would cross IPC every request.
+      middleware: (ctx) => store.take(bucketKey(keyOf(ctx))).then((r) => decide(ctx, r)),
       close: () => undefined,
     }
   }
@@ -125,8 +126,9 @@ export function rateLimiting(
       : { status: 503, kind: 'rate_limiter_unavailable', headers: [] }
   }
   return {
+    // Long keys (a client-chosen header value) are hashed: Redis keeps one key per bucket.
     middleware: (ctx) =>
-      store.take(keyOf(ctx)).then(
+      store.take(bucketKey(keyOf(ctx))).then(
         (r) => decide(ctx, r),
         (err: Error) => onFailure(err),
       ),
