@@ -246,8 +246,8 @@ export class ProxyInstance implements ControlActions {
       const tcp = new TcpProxy(this.#store, this.#log, (type) => this.#countError(type))
       return { key, server: tcp.server, listener: undefined, tcp }
     }
-    const listener = createListener(s, this.#pipeline.handle, this.#pipeline.upgrade, this.#log, () =>
-      this.#countError('bad_request'),
+    const listener = createListener(s, this.#pipeline.handle, this.#pipeline.upgrade, this.#log, (type) =>
+      this.#countError(type),
     )
     return { key, server: listener.server, listener, tcp: undefined }
   }

@@ -59,13 +59,14 @@ export function createListener(
   handler: RequestHandler,
   onUpgrade: UpgradeHandler,
   log: Logger,
-  onBadRequest: () => void = () => undefined,
+  countError: (type: string) => void = () => undefined,
 ): ListenerHandle {
+  const onBadRequest = () => countError('bad_request')
   const t = snapshot.tls
   if (!t) {
     const server = http.createServer(OPTIONS, handler)
     wire(server, onUpgrade, log, onBadRequest)
-    server.maxConnections = snapshot.limits.maxConnections
+    limitConnections(server, snapshot.limits.maxConnections, log, countError)
     return {
       server,
       closeIdle: () => server.closeIdleConnections(),
@@ -104,7 +105,7 @@ export function createListener(
     })
     wire(h2 as unknown as http.Server, onUpgrade, log, onBadRequest, handler)
     server = h2
-    server.maxConnections = snapshot.limits.maxConnections
+    limitConnections(server, snapshot.limits.maxConnections, log, countError)
     return {
       server,
       // GOAWAY: clients finish their streams and open no new ones. HTTP/1.1 connections on this
@@ -122,7 +123,7 @@ export function createListener(
   const h1 = https.createServer({ ...OPTIONS, ...secure }, handler)
   wire(h1, onUpgrade, log, onBadRequest)
   server = h1
-  server.maxConnections = snapshot.limits.maxConnections
+  limitConnections(server, snapshot.limits.maxConnections, log, countError)
   return {
     server,
     closeIdle: () => h1.closeIdleConnections(),
@@ -249,5 +250,31 @@ export function listen(server: net.Server, host: string, port: number): Promise<
     server.once('error', onError)
     server.once('listening', onListening)
     server.listen(port, host)
+  })
+}
+
+/**
+ * server.max_connections: Node closes a connection that arrives when this many are open, before
+ * any handler sees it. Each refusal is counted (`connection_limit`) and logged at most every 10 s.
+ */
+export function limitConnections(
+  server: net.Server,
+  max: number,
+  log: Logger,
+  countError: (type: string) => void,
+): void {
+  server.maxConnections = max
+  let dropped = 0
+  let lastLog = 0
+  server.on('drop', () => {
+    dropped++
+    countError('connection_limit')
+    const now = Date.now()
+    if (now - lastLog < 10_000) return
+    lastLog = now
+    log.warn(
+      { error_type: 'connection_limit', max_connections: server.maxConnections, dropped },
+      'connection refused: max_connections reached',
+    )
   })
 }

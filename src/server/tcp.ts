@@ -12,6 +12,7 @@ import type { Logger } from '../observe/logger'
 import { clientIp } from '../proxy/headers'
 import type { UpstreamGroup } from '../upstream/group'
 import type { Peer } from '../upstream/peer'
+import { limitConnections } from './listener'
 
 export class TcpProxy {
   readonly server: net.Server
@@ -22,34 +23,13 @@ export class TcpProxy {
   #idleWaiters: Array<() => void> = []
 
   readonly #countError: (type: string) => void
-  #dropped = 0
-  #lastDropLog = 0
 
   constructor(store: SnapshotStore, log: Logger, countError: (type: string) => void = () => undefined) {
     this.#store = store
     this.#log = log
     this.#countError = countError
     this.server = net.createServer({ allowHalfOpen: true, noDelay: true }, (c) => this.#accept(c))
-    // Node closes a connection that arrives at this many open ones before 'connection' fires.
-    this.server.maxConnections = store.current().snapshot.limits.maxConnections
-    this.server.on('drop', () => this.#drop())
-  }
-
-  /** A connection refused by max_connections: counted, and logged at most every 10 s. */
-  #drop(): void {
-    this.#dropped++
-    this.#countError('connection_limit')
-    const now = Date.now()
-    if (now - this.#lastDropLog < 10_000) return
-    this.#lastDropLog = now
-    this.#log.warn(
-      {
-        error_type: 'connection_limit',
-        max_connections: this.server.maxConnections,
-        dropped: this.#dropped,
-      },
-      'connection refused: max_connections reached',
-    )
+    limitConnections(this.server, store.current().snapshot.limits.maxConnections, log, countError)
   }
 
   get inFlight(): number {
