@@ -3,6 +3,7 @@
 // (load_balancer and api_gateway modes, per-request logging on), on this machine. Uses wrk when
 // installed, else autocannon (npm). Everything runs on 127.0.0.1 and stops by itself.
 //   BENCH_DURATION=10 BENCH_CONNECTIONS=50 npm run bench
+//   BENCH_ONLY='^api_gateway$' npm run bench     (only the proxy scenarios whose label matches)
 import { spawn, spawnSync } from 'node:child_process'
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
 import net from 'node:net'
@@ -191,7 +192,9 @@ try {
     process.stderr.write(`bench: direct /${body}\n`)
     rows.push({ target: 'direct (origin alone)', body, ...load(`http://127.0.0.1:${originPort}/${body}`) })
   }
+  const only = process.env.BENCH_ONLY ? new RegExp(process.env.BENCH_ONLY) : undefined
   for (const [label, yaml, bodies, headers] of scenarios) {
+    if (only && !only.test(label)) continue
     const file = path.join(dir, `${rows.length}.yaml`)
     writeFileSync(file, yaml)
     const { child: proxy, seen } = await start(
