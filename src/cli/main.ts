@@ -151,6 +151,24 @@ async function start(opts: GlobalOptions): Promise<void> {
   const snapshot = loadOrExit(r.file, r.overrides, r.problems)
   const logging = createLogger({ level: snapshot.logging.level, format: snapshot.logging.format })
   const log = logging.logger
+  // Last line of defence. Every request path guards itself (a fault ends that request, not the
+  // process); reaching these handlers is a bug, logged loudly and counted, and the process
+  // keeps serving the requests that are fine.
+  let countFault: () => void = () => undefined
+  process.on('uncaughtException', (err) => {
+    log.error(
+      { err: err?.stack ?? String(err), error_type: 'internal' },
+      'uncaught exception (a bug; please report it)',
+    )
+    countFault()
+  })
+  process.on('unhandledRejection', (reason) => {
+    log.error(
+      { err: (reason as Error)?.stack ?? String(reason), error_type: 'internal' },
+      'unhandled rejection (a bug; please report it)',
+    )
+    countFault()
+  })
 
   let stop: () => Promise<void>
   let reload: () => void
@@ -178,6 +196,7 @@ async function start(opts: GlobalOptions): Promise<void> {
       )
       stop = () => instance.stop()
       reload = () => void instance.reload()
+      countFault = () => instance.metrics.error(snapshot.mode, 'internal')
       // A worker whose primary is gone drains and exits.
       if (cluster.isWorker) process.on('disconnect', () => void stop().then(() => process.exit(0)))
     }

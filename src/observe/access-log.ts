@@ -16,6 +16,8 @@ export interface AccessRecord {
   status: number
   duration_ms: number
   request_id: string
+  /** The client's address (behind trusted proxies, the one they name). */
+  client?: string | undefined
   error_type?: string | undefined
 }
 
@@ -53,6 +55,8 @@ export class AccessLog {
           (r.upstream !== undefined ? `,"upstream":${JSON.stringify(r.upstream)}` : '') +
           (r.server !== undefined ? `,"server":"${r.server}"` : '') +
           `,"status":${r.status},"duration_ms":${r.duration_ms},"request_id":"${r.request_id}"` +
+          // An IP address (validated by node:net) or "unknown": nothing to escape.
+          (r.client !== undefined ? `,"client":"${r.client}"` : '') +
           (r.error_type !== undefined ? `,"error_type":"${r.error_type}"` : '') +
           ',"msg":"request"}\n',
       )
@@ -63,6 +67,7 @@ export class AccessLog {
           (r.upstream !== undefined ? ` upstream=${kv(r.upstream)}` : '') +
           (r.server !== undefined ? ` server=${kv(r.server)}` : '') +
           ` status=${r.status} duration_ms=${r.duration_ms} request_id=${kv(r.request_id)}` +
+          (r.client !== undefined ? ` client=${r.client}` : '') +
           (r.error_type !== undefined ? ` error_type=${r.error_type}` : '') +
           '\n',
       )

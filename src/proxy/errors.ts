@@ -6,6 +6,9 @@ import type { ServerResponse } from 'node:http'
 import type { RetryCondition } from '../config/snapshot'
 
 export type ErrorKind =
+  | 'bad_request'
+  | 'payload_too_large'
+  | 'request_timeout'
   | 'no_route'
   | 'method_not_allowed'
   | 'unauthorized'
@@ -29,6 +32,10 @@ interface ErrorEntry {
 }
 
 export const ERRORS: Readonly<Record<ErrorKind, ErrorEntry>> = {
+  // Faults of the request itself: answered before or instead of an upstream, never charged to one.
+  bad_request: { status: 400, body: 'malformed request', warn: false },
+  payload_too_large: { status: 413, body: 'request body too large', warn: false },
+  request_timeout: { status: 408, body: 'request body timed out', warn: false },
   no_route: { status: 404, body: 'no route for this path', warn: false },
   method_not_allowed: { status: 405, body: 'method not allowed for this path', warn: false },
   unauthorized: { status: 401, body: 'a valid bearer token is required', warn: false },

@@ -9,6 +9,14 @@
 // Retry safety: a connect failure never reached the peer, so any request may go elsewhere. Any
 // other failure (timeout, reset, 5xx) is retried only for idempotent methods without a body,
 // and only before a byte of the response reached the client: a streamed body is never sent twice.
+// A GET or HEAD whose connection is reset before any response byte (a server dying under load)
+// is always retried on another server when retries and the budget allow.
+//
+// Deadlines: each attempt has `timeoutMs` from the moment it is dispatched to the response head,
+// time queued for a pooled connection included; the response body has `timeoutMs` between
+// chunks; the request body goes through a BodyGuard (size limit, stall timeout). Faults of the
+// request itself (too large, stalled) are answered 413/408 and never charged to the upstream.
+// Every callback undici calls is guarded: a fault ends this exchange, never the process.
 
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Dispatcher } from 'undici'
@@ -17,8 +25,9 @@ import type { AccessLog } from '../observe/access-log'
 import type { Logger } from '../observe/logger'
 import type { UpstreamGroup } from '../upstream/group'
 import type { Peer } from '../upstream/peer'
+import { BODY_TIMEOUT, BODY_TOO_LARGE, BodyGuard } from './body-guard'
 import { classifyUpstreamError, ERRORS, type ErrorKind, replyError, retryCondition } from './errors'
-import { downstreamResponseHeaders } from './headers'
+import { downstreamResponseHeaders, writeResponseHead } from './headers'
 
 /** RFC 9110 section 9.2.2. */
 const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE'])
@@ -41,6 +50,9 @@ export interface ExchangeOptions {
   /** Upstream response headers the proxy replaces (lower case). */
   dropResponseHeaders: ReadonlySet<string> | undefined
   hasBody: boolean
+  /** Request body limits (only used when hasBody). */
+  maxBodyBytes: number
+  bodyTimeoutMs: number
   timeoutMs: number
   route: string | undefined
   upstream: string
@@ -51,10 +63,16 @@ export interface ExchangeOptions {
   h2: boolean
   /** Ask the client to close its connection (the proxy is draining). */
   closing: () => boolean
+  /** The client's address, for the access log. */
+  client: string
   onDone: () => void
 }
 
 const RETRYING = new Error('retrying on another server')
+const HEADERS_TIMEOUT = Object.assign(new Error('upstream did not answer in time'), {
+  code: 'UND_ERR_HEADERS_TIMEOUT',
+})
+const CLIENT_FAULT = new Error('the request was refused')
 
 export class Exchange implements Dispatcher.DispatchHandler {
   readonly #o: ExchangeOptions
@@ -71,6 +89,10 @@ export class Exchange implements Dispatcher.DispatchHandler {
   /** Set by downstreamResponseHeaders: the response's Content-Length, or -1. */
   contentLength = -1
   #resume: (() => void) | undefined
+  /** This attempt's deadline for the response head (queue time included). */
+  #headTimer: NodeJS.Timeout | undefined
+  #headersSeen = false
+  #body: BodyGuard | undefined
 
   constructor(o: ExchangeOptions) {
     this.#o = o
@@ -78,6 +100,15 @@ export class Exchange implements Dispatcher.DispatchHandler {
   }
 
   start(): void {
+    const o = this.#o
+    if (o.hasBody) {
+      const body = new BodyGuard(o.maxBodyBytes, o.bodyTimeoutMs)
+      this.#body = body
+      body.once('error', this.#onBodyError)
+      // pipe, not pipeline: a refused body must not destroy the request (and its socket)
+      // before the 413 or 408 reply is written.
+      o.req.pipe(body)
+    }
     this.#attempt()
   }
 
@@ -87,6 +118,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
     this.#peer = peer
     this.#sent = false
     this.#abort = undefined
+    this.#headersSeen = false
     peer.inFlight++
     try {
       peer.pool.dispatch(
@@ -94,8 +126,9 @@ export class Exchange implements Dispatcher.DispatchHandler {
           path: o.upstreamPath,
           method: o.method,
           headers: o.headers,
-          body: o.hasBody ? o.req : null,
-          headersTimeout: o.timeoutMs,
+          body: this.#body ?? null,
+          // The head deadline is #headTimer's, which also covers time in the pool's queue.
+          headersTimeout: 0,
           bodyTimeout: o.timeoutMs,
         },
         this,
@@ -107,7 +140,50 @@ export class Exchange implements Dispatcher.DispatchHandler {
         'request could not be sent upstream',
       )
       this.#fail('internal')
+      return
     }
+    if (!this.#finished && !this.#headersSeen) {
+      this.#headTimer = setTimeout(this.#onHeadTimeout, o.timeoutMs)
+    }
+  }
+
+  #onHeadTimeout = (): void => {
+    this.#headTimer = undefined
+    if (this.#finished || this.#headersSeen) return
+    if (this.#abort) {
+      // On a connection: an upstream timeout like any other (passive health, retry policy).
+      this.#abort(HEADERS_TIMEOUT)
+      return
+    }
+    // Still queued for a connection of a busy pool: answer now; onConnect aborts it later.
+    this.#o.log.warn(
+      { request_id: this.#o.requestId, upstream: this.#o.upstream, server: this.#peer?.address },
+      'timed out waiting for a free upstream connection',
+    )
+    this.#fail('upstream_timeout')
+  }
+
+  #clearHeadTimer(): void {
+    if (this.#headTimer !== undefined) {
+      clearTimeout(this.#headTimer)
+      this.#headTimer = undefined
+    }
+  }
+
+  /** The request body broke a limit: the client's fault, answered here, never the upstream's. */
+  #onBodyError = (err: Error & { code?: string }): void => {
+    if (this.#finished) return
+    const kind: ErrorKind | undefined =
+      err.code === BODY_TOO_LARGE
+        ? 'payload_too_large'
+        : err.code === BODY_TIMEOUT
+          ? 'request_timeout'
+          : undefined
+    if (kind === undefined) return // the client went away: #onClientClose handles it
+    this.#o.log.info({ request_id: this.#o.requestId, error_type: kind, err: err.message }, 'request refused')
+    this.#o.req.unpipe(this.#body)
+    this.#abort?.(CLIENT_FAULT)
+    this.#fail(kind, true)
   }
 
   /** Whether a failure under `cond` may be retried on the next candidate, and takes the budget. */
@@ -119,7 +195,22 @@ export class Exchange implements Dispatcher.DispatchHandler {
     return o.group.budget.tryRetry(Date.now())
   }
 
+  /** Whether the failure may go to the next candidate: retry_on, or a reset GET/HEAD. */
+  #retryable(kind: ErrorKind): boolean {
+    const cond = retryCondition(kind)
+    if (cond === undefined) return false
+    if (this.#o.retry.on.has(cond)) return this.#mayRetry(cond)
+    // A server dying under load resets the connections it had: nothing was answered, and a
+    // GET or HEAD without a body is safe to send elsewhere whatever retry_on says.
+    const o = this.#o
+    if (kind !== 'upstream_reset' || this.#headersSeen || o.hasBody) return false
+    if (o.method !== 'GET' && o.method !== 'HEAD') return false
+    if (this.#index >= o.retry.retries || this.#index + 1 >= o.candidates.length) return false
+    return o.group.budget.tryRetry(Date.now())
+  }
+
   #next(): void {
+    this.#clearHeadTimer()
     this.#peer!.inFlight--
     this.#index++
     this.#attempt()
@@ -137,11 +228,16 @@ export class Exchange implements Dispatcher.DispatchHandler {
     this.#sent = true
     this.#abort = abort
     if (this.#clientGone) abort(new Error('client closed the connection'))
+    // Answered while queued (deadline, refused body): nothing more to do upstream.
+    else if (this.#finished) abort(CLIENT_FAULT)
   }
 
   onHeaders(statusCode: number, rawHeaders: Buffer[], resume: () => void, statusText: string): boolean {
     const o = this.#o
     if (statusCode < 200) return true // 1xx informational: Node answers `100 Continue` itself.
+    if (this.#finished) return false
+    this.#headersSeen = true
+    this.#clearHeadTimer()
     const peer = this.#peer!
     if (statusCode >= 500) {
       o.group.reportFailure(peer, `status ${statusCode}`)
@@ -168,12 +264,22 @@ export class Exchange implements Dispatcher.DispatchHandler {
       this,
     )
     this.#remaining = this.contentLength
-    if (statusText && !o.h2) o.res.writeHead(statusCode, statusText, headers)
-    else o.res.writeHead(statusCode, headers)
+    if (!writeResponseHead(o.res, statusCode, statusText, headers, o.h2)) {
+      o.log.warn(
+        { request_id: o.requestId, upstream: o.upstream, server: peer.address, status: statusCode },
+        'upstream response head cannot be relayed',
+      )
+      o.group.reportFailure(peer, 'invalid response head')
+      this.#status = 0
+      this.#fail('upstream_error')
+      this.#abort?.(CLIENT_FAULT)
+      return false
+    }
     return true
   }
 
   onData(chunk: Buffer): boolean {
+    if (this.#finished) return false
     const res = this.#o.res
     if (this.#remaining > 0) {
       this.#remaining -= chunk.length
@@ -193,12 +299,44 @@ export class Exchange implements Dispatcher.DispatchHandler {
   }
 
   onComplete(): void {
+    if (this.#finished) return
     const res = this.#o.res
-    if (!res.writableEnded) res.end()
+    try {
+      if (!res.writableEnded) res.end()
+    } catch (err) {
+      this.#internal(err)
+      return
+    }
     this.#finish(undefined)
   }
 
   onError(err: Error & { code?: string }): void {
+    this.#clearHeadTimer()
+    if (this.#finished) return
+    try {
+      this.#onError(err)
+    } catch (e) {
+      this.#internal(e)
+    }
+  }
+
+  /** A fault in the proxy's own handling: logged and counted, this exchange ends, nothing else. */
+  #internal(err: unknown): void {
+    const o = this.#o
+    o.log.error(
+      { request_id: o.requestId, err: (err as Error)?.stack ?? String(err) },
+      'internal error while proxying',
+    )
+    this.#abort?.(CLIENT_FAULT)
+    if (o.res.headersSent) {
+      o.res.destroy()
+      this.#finish('internal')
+    } else {
+      this.#fail('internal')
+    }
+  }
+
+  #onError(err: Error & { code?: string }): void {
     const o = this.#o
     const peer = this.#peer!
     if (this.#retryPending) {
@@ -211,9 +349,18 @@ export class Exchange implements Dispatcher.DispatchHandler {
       this.#finish('client_aborted')
       return
     }
+    if (
+      err.code === 'UND_ERR_RES_CONTENT_LENGTH_MISMATCH' &&
+      (this.#status === 304 || this.#status === 204)
+    ) {
+      // undici holds a 304's Content-Length (that of the cached representation, RFC 9110
+      // section 8.6) against its empty body; the answer is complete.
+      this.onComplete()
+      return
+    }
     const kind = classifyUpstreamError(err, this.#sent)
     o.group.reportFailure(peer, kind)
-    const retry = !o.res.headersSent && this.#mayRetry(retryCondition(kind))
+    const retry = !o.res.headersSent && !this.#body?.destroyed && this.#retryable(kind)
     o.log.warn(
       {
         request_id: o.requestId,
@@ -238,10 +385,15 @@ export class Exchange implements Dispatcher.DispatchHandler {
     this.#fail(kind)
   }
 
-  #fail(kind: ErrorKind): void {
+  /** Answers with `kind`'s reply; `close`: the connection ends after it (unread body left). */
+  #fail(kind: ErrorKind, close = false): void {
     const o = this.#o
-    if (!o.res.headersSent && !this.#clientGone) {
-      replyError(o.res, kind, o.requestId, o.closing(), o.responseHeaders)
+    if (!o.res.headersSent && !this.#clientGone && !o.res.destroyed) {
+      try {
+        replyError(o.res, kind, o.requestId, (close && !o.h2) || o.closing(), o.responseHeaders)
+      } catch {
+        o.res.destroy()
+      }
     }
     this.#status = ERRORS[kind].status
     this.#finish(kind)
@@ -250,6 +402,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
   #finish(kind: ErrorKind | undefined): void {
     if (this.#finished) return
     this.#finished = true
+    this.#clearHeadTimer()
     const o = this.#o
     if (this.#peer) this.#peer.inFlight--
     const status = kind === 'client_aborted' ? 499 : this.#status || (kind ? ERRORS[kind].status : 0)
@@ -262,6 +415,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
       status,
       duration_ms: Math.round((performance.now() - o.start) * 1000) / 1000,
       request_id: o.requestId,
+      client: o.client,
       error_type: kind ?? undefined,
     })
     o.onDone()

@@ -3,6 +3,7 @@
 // flat raw header arrays, lowercasing only names whose length could match a header we act on.
 
 import { randomUUID } from 'node:crypto'
+import { isIP } from 'node:net'
 
 const HOP_BY_HOP = new Set([
   'connection',
@@ -14,19 +15,24 @@ const HOP_BY_HOP = new Set([
   'trailer',
   'transfer-encoding',
   'upgrade',
+  // Connection-specific too (RFC 9113 section 3.2.1); an HTTP/2 client must never receive it.
+  'http2-settings',
 ])
 
 // Request headers the proxy replaces or must not pass on: `expect` because Node answers
-// `100-continue` itself; the X-Forwarded-* and X-Request-Id values are rebuilt below.
+// `100-continue` itself; the forwarding headers and X-Request-Id are rebuilt below.
 const REQUEST_SPECIAL = new Set([
   ...HOP_BY_HOP,
   'host',
   'expect',
   'content-length',
+  'cookie',
   'x-forwarded-for',
   'x-forwarded-proto',
   'x-forwarded-host',
   'x-request-id',
+  'x-real-ip',
+  'forwarded',
 ])
 const REQUEST_LENGTHS = new Set([...REQUEST_SPECIAL].map((n) => n.length))
 const RESPONSE_LENGTHS = new Set([...HOP_BY_HOP].map((n) => n.length))
@@ -37,29 +43,50 @@ export interface UpstreamRequestHead {
   /** Flat [name, value, ...] array for undici. */
   headers: string[]
   requestId: string
-  /** The request carries a body (Content-Length > 0 or Transfer-Encoding). */
+  /** The request carries a body (Content-Length > 0 or Transfer-Encoding; HTTP/1 only). */
   hasBody: boolean
-  /** Client's Host header, if any. */
+  /** Client's Host header (`:authority` over HTTP/2), if any. */
   host: string | undefined
+  /** The client's address: the peer, or with trusted proxies in front, the one they name. */
   clientIp: string
+  /** Set when the head must be refused (400): why. */
+  problem: string | undefined
 }
 
-export interface ForwardedFor {
-  clientIp: string
+export interface RequestSide {
+  /** The connection's peer address (clientIp() applied). */
+  peer: string
   proto: 'http' | 'https'
-  /** Host header sent upstream instead of the client's one (upstream `sni`). */
-  hostOverride: string | undefined
+  /** Whether a peer's forwarding headers are believed (server.trusted_proxies). */
+  trusted: ((ip: string) => boolean) | undefined
+  /** Header names only the proxy may send (lower case, `_` as `-`): removed from the request. */
+  protectedHeaders: ReadonlySet<string>
+  /** HTTP/2 downstream: `:authority` is the Host; cookie crumbs are joined. */
+  h2: boolean
 }
 
 /**
  * Builds the upstream request headers from the client's raw headers. Connection-named headers
  * (`Connection: foo` makes `foo` hop-by-hop) are dropped too.
+ *
+ * Forwarding headers (as Traefik does): from a trusted proxy, X-Forwarded-For is extended and
+ * X-Forwarded-Proto/-Host, Forwarded and X-Real-IP are kept; the client is the right-most
+ * X-Forwarded-For hop that is not itself a trusted proxy. From anyone else every X-Forwarded-*,
+ * Forwarded and X-Real-IP header is dropped and rebuilt from the connection, so a client cannot
+ * choose the address that rate limits, logs and consistent hashing see.
  */
-export function upstreamRequestHead(raw: readonly string[], fwd: ForwardedFor): UpstreamRequestHead {
+export function upstreamRequestHead(raw: readonly string[], side: RequestSide): UpstreamRequestHead {
   const out: string[] = []
+  const trusted = side.trusted !== undefined && side.trusted(side.peer)
+  const guarded = side.protectedHeaders.size > 0
   let requestId: string | undefined
   let host: string | undefined
+  let authority: string | undefined
+  let problem: string | undefined
   let xff: string | undefined
+  let xfProto: string | undefined
+  let xfHost: string | undefined
+  let cookie: string | undefined
   let hasBody = false
   let connectionTokens: string[] | undefined
   for (let i = 0; i < raw.length; i += 2) {
@@ -68,20 +95,24 @@ export function upstreamRequestHead(raw: readonly string[], fwd: ForwardedFor): 
     if (name.charCodeAt(0) === 58 /* : */) {
       // HTTP/2 pseudo-headers: `:authority` is the Host (RFC 9113 section 8.3.1); the rest
       // (:method, :path, :scheme) travel in the HTTP/1.1 request line instead.
-      if (name === ':authority' && host === undefined) host = value
+      if (name === ':authority') authority = value
       continue
     }
-    if (!REQUEST_LENGTHS.has(name.length)) {
+    if (guarded && isProtected(name, side.protectedHeaders)) continue
+    if (!REQUEST_LENGTHS.has(name.length) && !(name.length > 12 && isForwardingFamily(name))) {
       out.push(name, value)
       continue
     }
     const lower = name.toLowerCase()
     if (!REQUEST_SPECIAL.has(lower)) {
-      out.push(name, value)
+      // Other X-Forwarded-* (Port, Prefix, Server...): only a trusted proxy may send them.
+      if (trusted || !lower.startsWith('x-forwarded-')) out.push(name, value)
       continue
     }
     switch (lower) {
       case 'host':
+        // RFC 9112 section 3.2: a request with more than one Host is invalid.
+        if (host !== undefined) problem = 'more than one Host header'
         host = value
         break
       case 'content-length':
@@ -91,11 +122,26 @@ export function upstreamRequestHead(raw: readonly string[], fwd: ForwardedFor): 
       case 'transfer-encoding':
         hasBody = true
         break
+      case 'cookie':
+        // HTTP/2 may split cookies into crumbs (RFC 9113 section 8.2.3); HTTP/1.1 wants one.
+        if (side.h2) cookie = cookie === undefined ? value : `${cookie}; ${value}`
+        else out.push(name, value)
+        break
       case 'x-request-id':
         if (requestId === undefined && REQUEST_ID.test(value)) requestId = value
         break
       case 'x-forwarded-for':
-        xff = xff === undefined ? value : `${xff}, ${value}`
+        if (trusted) xff = xff === undefined ? value : `${xff}, ${value}`
+        break
+      case 'x-forwarded-proto':
+        if (trusted) xfProto ??= value
+        break
+      case 'x-forwarded-host':
+        if (trusted) xfHost ??= value
+        break
+      case 'forwarded':
+      case 'x-real-ip':
+        if (trusted) out.push(name, value)
         break
       case 'connection':
         connectionTokens = namedByConnection(value, connectionTokens)
@@ -104,20 +150,56 @@ export function upstreamRequestHead(raw: readonly string[], fwd: ForwardedFor): 
         break
     }
   }
+  if (authority !== undefined) {
+    // RFC 9113 section 8.3.1: a Host that differs from :authority makes the request malformed.
+    if (host !== undefined && host !== authority) problem = 'the host header differs from :authority'
+    host = authority
+  }
   const headers = withoutNamed(out, connectionTokens)
+  if (cookie !== undefined) headers.push('cookie', cookie)
   requestId ??= randomUUID()
-  const upstreamHost = fwd.hostOverride ?? host
-  if (upstreamHost !== undefined) headers.push('host', upstreamHost)
+  if (host !== undefined) headers.push('host', host)
+  const clientIp =
+    trusted && xff !== undefined ? rightmostUntrusted(xff, side.trusted!, side.peer) : side.peer
   headers.push(
     'x-forwarded-for',
-    xff === undefined ? fwd.clientIp : `${xff}, ${fwd.clientIp}`,
+    xff === undefined ? side.peer : `${xff}, ${side.peer}`,
     'x-forwarded-proto',
-    fwd.proto,
+    xfProto ?? side.proto,
     'x-request-id',
     requestId,
   )
-  if (host !== undefined) headers.push('x-forwarded-host', host)
-  return { headers, requestId, hasBody, host, clientIp: fwd.clientIp }
+  const forwardedHost = xfHost ?? host
+  if (forwardedHost !== undefined) headers.push('x-forwarded-host', forwardedHost)
+  return { headers, requestId, hasBody, host, clientIp, problem }
+}
+
+/** `x-forwarded-*` by its prefix, without lowercasing names that cannot be one. */
+function isForwardingFamily(name: string): boolean {
+  const c = name.charCodeAt(0)
+  return (c === 120 || c === 88) /* x X */ && name.toLowerCase().startsWith('x-forwarded-')
+}
+
+/** Case and `_`/`-` variants alike: some servers (CGI, nginx's underscores) read them as one. */
+function isProtected(name: string, names: ReadonlySet<string>): boolean {
+  const lower = name.toLowerCase()
+  return names.has(lower.includes('_') ? lower.replaceAll('_', '-') : lower)
+}
+
+/**
+ * The client behind trusted proxies: walking X-Forwarded-For from the right, the first hop that
+ * is not a trusted proxy. A hop that is not an IP address ends the walk at the hop before it.
+ */
+function rightmostUntrusted(xff: string, trusted: (ip: string) => boolean, peer: string): string {
+  const hops = xff.split(',')
+  let last = peer
+  for (let i = hops.length - 1; i >= 0; i--) {
+    const hop = clientIp(hops[i]!.trim())
+    if (isIP(hop) === 0) return last
+    if (!trusted(hop)) return hop
+    last = hop
+  }
+  return last
 }
 
 /**
@@ -197,4 +279,102 @@ function withoutNamed(flat: string[], names: string[] | undefined): string[] {
 export function clientIp(remote: string | undefined): string {
   if (remote === undefined) return 'unknown'
   return remote.startsWith('::ffff:') ? remote.slice(7) : remote
+}
+
+/** What a ServerResponse (HTTP/1 or the HTTP/2 compatibility one) offers writeResponseHead. */
+interface HeadWriter {
+  statusMessage: string
+  writeHead(status: number, reason: string, headers: string[]): unknown
+  writeHead(status: number, headers: string[]): unknown
+  getHeaderNames(): string[]
+  removeHeader(name: string): void
+}
+
+// Node's HTTP/2 layer refuses a second value for these (lib/internal/http2/util.js).
+const H2_SINGLE_VALUE = new Set([
+  'access-control-allow-credentials',
+  'access-control-max-age',
+  'access-control-request-method',
+  'age',
+  'authorization',
+  'content-encoding',
+  'content-language',
+  'content-length',
+  'content-location',
+  'content-md5',
+  'content-range',
+  'content-type',
+  'date',
+  'dnt',
+  'etag',
+  'expires',
+  'from',
+  'host',
+  'if-match',
+  'if-modified-since',
+  'if-none-match',
+  'if-range',
+  'if-unmodified-since',
+  'last-modified',
+  'location',
+  'max-forwards',
+  'proxy-authorization',
+  'range',
+  'referer',
+  'retry-after',
+  'tk',
+  'upgrade-insecure-requests',
+  'user-agent',
+  'x-content-type-options',
+])
+
+/**
+ * Writes the response head an upstream sent. Node validates what it writes (a reason phrase
+ * with control characters, a second Content-Type for an HTTP/2 client...) and throws; an
+ * upstream must not be able to leave the client hanging that way. The common case costs one
+ * call; on a throw the head is cleaned (no reason phrase; for HTTP/2, first values only) and
+ * written once more. Returns false when even that fails: the caller answers 502.
+ */
+export function writeResponseHead(
+  res: HeadWriter,
+  status: number,
+  reason: string | undefined,
+  headers: string[],
+  h2: boolean,
+): boolean {
+  try {
+    if (reason && !h2) res.writeHead(status, reason, headers)
+    else res.writeHead(status, headers)
+    return true
+  } catch {
+    resetHead(res)
+  }
+  try {
+    res.writeHead(status, h2 ? firstValues(headers) : headers)
+    return true
+  } catch {
+    resetHead(res)
+    return false
+  }
+}
+
+/** Forgets what a failed writeHead left behind (the reason phrase, HTTP/2's stored headers). */
+export function resetHead(res: HeadWriter): void {
+  res.statusMessage = ''
+  for (const n of res.getHeaderNames()) res.removeHeader(n)
+}
+
+function firstValues(headers: string[]): string[] {
+  const seen = new Set<string>()
+  const out: string[] = []
+  for (let i = 0; i < headers.length; i += 2) {
+    const lower = headers[i]!.toLowerCase()
+    if (HOP_BY_HOP.has(lower)) continue
+    if (H2_SINGLE_VALUE.has(lower)) {
+      if (seen.has(lower)) continue
+      seen.add(lower)
+    }
+    out.push(headers[i]!, headers[i + 1]!)
+  }
+  return out
 }

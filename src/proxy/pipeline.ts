@@ -3,7 +3,8 @@
 // involved (404, 405, a middleware's 401/429/204, 503 with no server) are written here; later
 // failures by the Exchange; both through errors.ts.
 
-import { type IncomingMessage, type ServerResponse, STATUS_CODES } from 'node:http'
+import type { IncomingMessage, ServerResponse } from 'node:http'
+import type { Http2ServerRequest } from 'node:http2'
 import type { Socket } from 'node:net'
 import type { RetryCondition, RetryPolicy } from '../config/snapshot'
 import type { Runtime, SnapshotStore } from '../config/store'
@@ -18,10 +19,12 @@ import {
 } from '../middleware/types'
 import type { AccessLog } from '../observe/access-log'
 import type { Logger } from '../observe/logger'
+import { normalizePath } from '../routing/normalize-path'
 import { stripPrefix } from '../routing/route-table'
 import { ERRORS, type ErrorKind, replyError } from './errors'
 import { Exchange } from './forward'
 import { clientIp, type UpstreamRequestHead, upstreamRequestHead } from './headers'
+import { RawResponse } from './raw-response'
 import { forwardUpgrade } from './upgrade'
 
 export interface PipelineOptions {
@@ -37,20 +40,25 @@ interface Routed {
   res: ServerResponse
   /** The request came over HTTP/2: no h1-only headers (Connection) and no reason phrase. */
   h2: boolean
-  /** Set for an Upgrade (WebSocket) request. */
+  /** Set for a WebSocket Upgrade request. */
   upgrade: { socket: Socket; head: Buffer; protocol: string } | undefined
   start: number
   rt: Runtime
   method: string
+  /** The normalized path (normalize-path.ts): what routes, middlewares and the log see. */
   path: string
   upstreamPath: string
   head: UpstreamRequestHead
+  hasBody: boolean
   route: string | undefined
   upstream: string
   timeoutMs: number
+  maxBodyBytes: number
   retries: number | undefined
   retryOn: ReadonlySet<RetryCondition> | undefined
   ctx: RequestContext | undefined
+  /** Set once the request has been counted out of #inFlight. */
+  ended: boolean
 }
 
 export class Pipeline {
@@ -84,7 +92,10 @@ export class Pipeline {
 
   #closing = (): boolean => this.#draining
 
-  #done = (): void => {
+  /** Counts a request out, once, whoever ends it. */
+  #end(r: Routed): void {
+    if (r.ended) return
+    r.ended = true
     if (--this.#inFlight === 0 && this.#idleWaiters.length > 0) {
       const waiters = this.#idleWaiters
       this.#idleWaiters = []
@@ -96,47 +107,119 @@ export class Pipeline {
     this.#begin(req, res, undefined)
   }
 
-  /** An HTTP/1.1 Upgrade request (WebSocket): routed and checked like any request. */
+  /**
+   * An HTTP/1.1 Upgrade request. `websocket` is routed and checked like any request, then
+   * tunnelled (upgrade.ts). Any other token (h2c, anything) is not upgraded: the request is
+   * proxied as an ordinary one without Upgrade, its answer written raw on the socket.
+   */
   upgrade = (req: IncomingMessage, socket: Socket, head: Buffer): void => {
+    socket.on('error', () => socket.destroy())
     const protocol = rawHeader(req.rawHeaders, 'upgrade') ?? ''
-    this.#begin(req, new RawReply(socket) as unknown as ServerResponse, { socket, head, protocol })
+    const ws = protocol.trim().toLowerCase() === 'websocket'
+    this.#begin(
+      req,
+      new RawResponse(socket) as unknown as ServerResponse,
+      ws ? { socket, head, protocol } : undefined,
+      true,
+    )
   }
 
-  #begin(req: IncomingMessage, res: ServerResponse, upgrade: Routed['upgrade']): void {
+  /** Runs `f` for request `r`; a fault in it ends that request (500) and nothing else. */
+  #guard(r: Routed, f: () => void): void {
+    try {
+      f()
+    } catch (err) {
+      this.#crashed(r, err)
+    }
+  }
+
+  #crashed(r: Routed, err: unknown): void {
+    this.#log.error(
+      { request_id: r.head.requestId, err: (err as Error)?.stack ?? String(err) },
+      'internal error while handling a request',
+    )
+    this.#reply(r, { status: 500, kind: 'internal', headers: [] })
+  }
+
+  #begin(req: IncomingMessage, res: ServerResponse, upgrade: Routed['upgrade'], raw = false): void {
     const start = performance.now()
     this.#inFlight++
     const rt = this.#store.current()
     const { snapshot } = rt
-    const method = req.method!
-    const url = originForm(req.url!)
-    const q = url.indexOf('?')
-    const path = q < 0 ? url : url.slice(0, q)
-    const head = upstreamRequestHead(req.rawHeaders, {
-      clientIp: clientIp(req.socket.remoteAddress),
-      proto: snapshot.tls ? 'https' : 'http',
-      hostOverride: undefined,
-    })
-
+    const h2 = req.httpVersionMajor === 2
     const r: Routed = {
       req,
       res,
-      h2: req.httpVersionMajor === 2,
+      h2,
       upgrade,
       start,
       rt,
-      method,
-      path,
-      upstreamPath: url,
-      head,
+      method: req.method ?? '',
+      path: '',
+      upstreamPath: '',
+      head: EMPTY_HEAD,
+      hasBody: false,
       route: undefined,
       upstream: snapshot.lbUpstream ?? '',
       timeoutMs: snapshot.upstreamTimeoutMs,
+      maxBodyBytes: snapshot.limits.maxBodyBytes,
       retries: undefined,
       retryOn: undefined,
       ctx: undefined,
+      ended: false,
     }
+    try {
+      this.#route(r, raw)
+    } catch (err) {
+      this.#crashed(r, err)
+    }
+  }
+
+  #route(r: Routed, raw: boolean): void {
+    const { req } = r
+    const { snapshot } = r.rt
+    const head = upstreamRequestHead(req.rawHeaders, {
+      peer: clientIp(req.socket?.remoteAddress),
+      proto: snapshot.tls ? 'https' : 'http',
+      trusted: snapshot.limits.trustedProxy,
+      protectedHeaders: snapshot.protectedHeaders,
+      h2: r.h2,
+    })
+    r.head = head
+    // HTTP/2 says whether a body follows in the HEADERS frame, not in headers (RFC 9113 8.1).
+    r.hasBody = r.h2 ? !(req as unknown as Http2ServerRequest).stream.endAfterHeaders : head.hasBody
+    const method = r.method
+    // CONNECT asks for a tunnel (forward proxying), which a reverse proxy does not offer.
+    if (method === 'CONNECT')
+      return this.#reply(r, { status: 405, kind: 'method_not_allowed', headers: ['allow', ALLOW] })
+    const url = originForm(req.url ?? '')
+    const q = url.indexOf('?')
+    const rawPath = q < 0 ? url : url.slice(0, q)
+    const normalized = normalizePath(rawPath, snapshot.limits.escapedSlashes === 'keep')
+    if (!normalized.ok || head.problem !== undefined) {
+      r.path = normalized.ok ? normalized.path : rawPath.slice(0, 200)
+      this.#log.info(
+        {
+          request_id: head.requestId,
+          error_type: 'bad_request',
+          reason: head.problem ?? (normalized as { reason: string }).reason,
+        },
+        'request refused',
+      )
+      return this.#reply(r, { status: 400, kind: 'bad_request', headers: [] })
+    }
+    const path = normalized.path
+    r.path = path
+    r.upstreamPath = path === rawPath ? url : q < 0 ? path : path + url.slice(q)
+    // Not a WebSocket: an Upgrade socket can carry no request body Node has framed for us.
+    if (raw && r.upgrade === undefined && head.hasBody) {
+      return this.#reply(r, { status: 400, kind: 'bad_request', headers: [] })
+    }
+    if (r.upgrade && head.hasBody) return this.#reply(r, { status: 400, kind: 'bad_request', headers: [] })
+
     let chain: Chain | undefined
     const preflight = isPreflight(method, req.rawHeaders)
+    const { rt } = r
     if (snapshot.routes) {
       // A CORS preflight is routed by the method it asks about, when that route answers CORS.
       let m = snapshot.routes.match(
@@ -153,13 +236,17 @@ export class Pipeline {
       const route = m.route
       r.route = route.name
       r.upstream = route.upstream
-      if (route.stripPrefix) r.upstreamPath = stripPrefix(route.regex, url)
+      if (route.stripPrefix) r.upstreamPath = stripPrefix(route.regex, r.upstreamPath)
       if (route.timeoutMs !== undefined) r.timeoutMs = route.timeoutMs
+      if (route.maxBodyBytes !== undefined) r.maxBodyBytes = route.maxBodyBytes
       r.retries = route.retries
       r.retryOn = route.retryOn
       chain = rt.chains.get(route.name)
     } else {
       chain = rt.chains.get(LB_CHAIN)
+    }
+    if (r.hasBody && declaredLength(req) > r.maxBodyBytes) {
+      return this.#reply(r, { status: 413, kind: 'payload_too_large', headers: [] })
     }
 
     if (chain === undefined) return this.#forward(r)
@@ -180,10 +267,10 @@ export class Pipeline {
     )
     if (result instanceof Promise) {
       result.then(
-        (reply) => this.#afterChain(r, reply),
+        (reply) => this.#guard(r, () => this.#afterChain(r, reply)),
         (err: Error) => {
-          this.#log.error({ request_id: head.requestId, err: err.message }, 'middleware failed')
-          this.#reply(r, { status: 500, kind: 'internal', headers: [] })
+          this.#log.error({ request_id: head.requestId, err: err?.message }, 'middleware failed')
+          this.#guard(r, () => this.#reply(r, { status: 500, kind: 'internal', headers: [] }))
         },
       )
     } else {
@@ -227,7 +314,8 @@ export class Pipeline {
         log: this.#log,
         access: this.#access,
         start: r.start,
-        onDone: this.#done,
+        client: r.head.clientIp,
+        onDone: () => this.#end(r),
       })
     }
     new Exchange({
@@ -243,7 +331,9 @@ export class Pipeline {
       headers: r.head.headers,
       responseHeaders: r.ctx?.responseHeaders,
       dropResponseHeaders: r.ctx?.dropResponseHeaders,
-      hasBody: r.head.hasBody,
+      hasBody: r.hasBody,
+      maxBodyBytes: r.maxBodyBytes,
+      bodyTimeoutMs: r.rt.snapshot.limits.bodyTimeoutMs,
       timeoutMs: r.timeoutMs,
       route: r.route,
       upstream: r.upstream,
@@ -252,78 +342,81 @@ export class Pipeline {
       candidates,
       h2: r.h2,
       closing: r.h2 ? never : this.#closing,
-      onDone: this.#done,
+      client: r.head.clientIp,
+      onDone: () => this.#end(r),
     }).start()
   }
 
   /** Answers without an upstream: routing errors, a middleware's reply, no available server. */
   #reply(r: Routed, reply: Reply): void {
+    if (r.ended) return
     const { res } = r
     const extra = r.ctx ? [...r.ctx.responseHeaders, ...reply.headers] : reply.headers
-    if (res.destroyed) {
-      // The client left while a middleware was waiting.
-    } else if (reply.kind !== undefined) {
-      replyError(res, reply.kind, r.head.requestId, this.#draining && !r.h2, extra)
-    } else {
-      const headers = [...extra, 'content-length', '0', 'x-request-id', r.head.requestId]
-      if (this.#draining && !r.h2) headers.push('connection', 'close')
-      res.writeHead(reply.status, headers)
-      res.end()
+    // A refused request may still be sending its body: close the connection after the answer.
+    const close = !r.h2 && (this.#draining || (r.hasBody && reply.status >= 400))
+    try {
+      if (res.destroyed || res.headersSent) {
+        // The client left while a middleware was waiting (or a fault came after the head).
+        if (res.headersSent) res.destroy()
+      } else if (reply.kind !== undefined) {
+        replyError(res, reply.kind, r.head.requestId, close, extra)
+      } else {
+        const headers = [...extra, 'content-length', '0', 'x-request-id', r.head.requestId]
+        if (close) headers.push('connection', 'close')
+        res.writeHead(reply.status, headers)
+        res.end()
+      }
+    } catch (err) {
+      this.#log.error(
+        { request_id: r.head.requestId, err: (err as Error)?.message },
+        'reply could not be written',
+      )
+      res.destroy()
     }
     const kind: ErrorKind | undefined = reply.kind
     const upstream = kind === 'no_healthy_peer' ? r.upstream : undefined
     if (kind !== undefined && ERRORS[kind].warn) {
       this.#log.warn({ request_id: r.head.requestId, upstream, error_type: kind }, 'upstream error')
     }
+    this.#record(r, reply.status, kind, upstream)
+    this.#end(r)
+  }
+
+  #record(r: Routed, status: number, kind: ErrorKind | undefined, upstream: string | undefined): void {
     this.#access.write({
       method: r.method,
       path: r.path,
       route: r.route,
       upstream,
       server: undefined,
-      status: reply.status,
+      status,
       duration_ms: Math.round((performance.now() - r.start) * 1000) / 1000,
       request_id: r.head.requestId,
+      client: r.head.clientIp,
       error_type: kind,
     })
-    this.#done()
   }
 }
 
 const never = (): boolean => false
 
-/**
- * Stands in for a ServerResponse when answering an Upgrade request without an upstream
- * (404, 401, 429...): writes the answer as raw HTTP/1.1 on the socket and closes it.
- */
-class RawReply {
-  readonly #socket: Socket
-  #status = 0
-  #headers: readonly string[] = []
-  headersSent = false
+/** What a 405 for CONNECT offers instead. */
+const ALLOW = 'GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS'
 
-  constructor(socket: Socket) {
-    this.#socket = socket
-  }
+/** Placeholder until the head is built (a fault before that still has something to log). */
+const EMPTY_HEAD: UpstreamRequestHead = {
+  headers: [],
+  requestId: '-',
+  hasBody: false,
+  host: undefined,
+  clientIp: 'unknown',
+  problem: undefined,
+}
 
-  get destroyed(): boolean {
-    return this.#socket.destroyed
-  }
-
-  writeHead(status: number, headers: readonly string[]): this {
-    this.#status = status
-    this.#headers = headers
-    this.headersSent = true
-    return this
-  }
-
-  end(body?: string): void {
-    let head = `HTTP/1.1 ${this.#status} ${STATUS_CODES[this.#status] ?? ''}\r\n`
-    for (let i = 0; i < this.#headers.length; i += 2) {
-      if (this.#headers[i] !== 'connection') head += `${this.#headers[i]}: ${this.#headers[i + 1]}\r\n`
-    }
-    this.#socket.end(`${head}connection: close\r\n\r\n${body ?? ''}`)
-  }
+/** The Content-Length the client declared (0 when none: chunked and HTTP/2 bodies are counted as they come). */
+function declaredLength(req: IncomingMessage): number {
+  const v = req.headers['content-length']
+  return v === undefined ? 0 : Number(v)
 }
 
 function retryPolicy(

@@ -1,8 +1,9 @@
 // WebSocket (and other HTTP/1.1 Upgrade) proxying. After routing and middlewares, the handshake
 // goes to a server of the group on a fresh connection; a 101 answer is relayed and the two
 // sockets are piped both ways (backpressure through pipe), with an idle timeout; when either
-// side closes, so does the other. A non-101 answer is relayed as it is and the connection ends.
-// Connect failures move on to the next candidate like any request.
+// side closes, so does the other. A non-101 answer is streamed back (backpressure through pipe,
+// never buffered whole) and the connection ends with it. Connect failures move on to the next
+// candidate like any request. Only `Upgrade: websocket` comes here (pipeline.ts).
 
 import http from 'node:http'
 import https from 'node:https'
@@ -13,6 +14,7 @@ import { writeRaw } from '../server/listener'
 import type { UpstreamGroup } from '../upstream/group'
 import type { Peer } from '../upstream/peer'
 import { classifyUpstreamError, ERRORS, type ErrorKind } from './errors'
+import { RawResponse } from './raw-response'
 
 export interface UpgradeOptions {
   socket: Socket
@@ -35,6 +37,8 @@ export interface UpgradeOptions {
   log: Logger
   access: AccessLog
   start: number
+  /** The client's address, for the access log. */
+  client: string
   onDone: () => void
 }
 
@@ -56,13 +60,36 @@ export function forwardUpgrade(o: UpgradeOptions): void {
       status: status || (kind ? ERRORS[kind].status : 0),
       duration_ms: Math.round((performance.now() - o.start) * 1000) / 1000,
       request_id: o.requestId,
+      client: o.client,
       error_type: kind,
     })
     o.onDone()
   }
-  o.socket.on('error', () => o.socket.destroy())
+  const fail = (kind: ErrorKind) => {
+    if (!o.socket.destroyed)
+      writeRaw(o.socket, ERRORS[kind].status, ERRORS[kind].body, [
+        'x-request-id',
+        o.requestId,
+        ...(o.responseHeaders ?? []),
+      ])
+    finish(kind)
+  }
 
+  // http.request validates what it sends and throws (a header value it refuses): that ends
+  // this request with a 502, never the process.
   const attempt = () => {
+    try {
+      tryPeer()
+    } catch (err) {
+      o.log.warn(
+        { request_id: o.requestId, upstream: o.upstream, err: (err as Error).message },
+        'upgrade request could not be sent upstream',
+      )
+      fail('internal')
+    }
+  }
+
+  const tryPeer = () => {
     peer = o.candidates[index]!
     peer.inFlight++
     const tlsOpts = o.group.spec.tlsOptions
@@ -116,32 +143,33 @@ export function forwardUpgrade(o: UpgradeOptions): void {
       join(o.socket, up, o.idleTimeoutMs, () => finish(undefined))
     })
     req.once('response', (res: http.IncomingMessage) => {
-      // The server refused the upgrade: relay its answer and end.
+      // The server refused the upgrade: relay its answer as it streams, then end.
+      req.setTimeout(0)
       status = res.statusCode ?? 502
       if (status >= 500) o.group.reportFailure(peer!, `status ${status}`)
       else o.group.reportSuccess(peer!)
-      const chunks: Buffer[] = []
-      res.on('data', (c: Buffer) => chunks.push(c))
-      res.on('end', () => {
-        const body = Buffer.concat(chunks)
-        let head = `HTTP/1.1 ${status} ${res.statusMessage ?? ''}\r\n`
-        for (let i = 0; i < res.rawHeaders.length; i += 2) {
-          const name = res.rawHeaders[i]!.toLowerCase()
-          if (
-            name === 'connection' ||
-            name === 'transfer-encoding' ||
-            name === 'content-length' ||
-            name === 'keep-alive'
-          )
-            continue
-          head += `${res.rawHeaders[i]}: ${res.rawHeaders[i + 1]}\r\n`
-        }
-        o.socket.end(
-          `${head}content-length: ${body.length}\r\nx-request-id: ${o.requestId}\r\nconnection: close\r\n\r\n${body.toString('latin1')}`,
-          'latin1',
-        )
-        finish(undefined)
+      const out = new RawResponse(o.socket)
+      const headers: string[] = []
+      for (let i = 0; i < res.rawHeaders.length; i += 2) {
+        const name = res.rawHeaders[i]!.toLowerCase()
+        if (name === 'content-length' || name === 'x-request-id' || name === 'upgrade') continue
+        headers.push(res.rawHeaders[i]!, res.rawHeaders[i + 1]!)
+      }
+      headers.push('x-request-id', o.requestId)
+      try {
+        out.writeHead(status, res.statusMessage, headers)
+      } catch {
+        res.destroy()
+        o.socket.destroy()
+        finish('upstream_error')
+        return
+      }
+      res.once('error', () => o.socket.destroy())
+      o.socket.once('close', () => {
+        res.destroy()
+        finish(res.complete ? undefined : 'client_aborted')
       })
+      res.pipe(o.socket)
     })
     req.once('error', (err: Error & { code?: string }) => {
       const kind = classifyUpstreamError(err, connected)
@@ -170,13 +198,7 @@ export function forwardUpgrade(o: UpgradeOptions): void {
         attempt()
         return
       }
-      if (!o.socket.destroyed)
-        writeRaw(o.socket, ERRORS[kind].status, ERRORS[kind].body, [
-          'x-request-id',
-          o.requestId,
-          ...(o.responseHeaders ?? []),
-        ])
-      finish(kind)
+      fail(kind)
     })
     req.end()
   }

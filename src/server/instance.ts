@@ -199,7 +199,7 @@ export class ProxyInstance implements ControlActions {
       }
       this.#front = next
     } else {
-      this.#front!.listener?.updateTls(s)
+      this.#front!.listener?.update(s)
     }
     const redirectKey = s.redirectHttp ? formatHostPort(s.redirectHttp) : ''
     if ((this.#redirect?.key ?? '') !== redirectKey) {
@@ -207,7 +207,11 @@ export class ProxyInstance implements ControlActions {
       this.#redirect?.server.closeAllConnections()
       this.#redirect = undefined
       if (s.redirectHttp) {
-        const server = createRedirectListener(() => (this.#front!.server.address() as net.AddressInfo).port)
+        const server = createRedirectListener(
+          () => (this.#front!.server.address() as net.AddressInfo).port,
+          () => this.#store.current().snapshot.tls,
+          this.#log,
+        )
         await listen(server, s.redirectHttp.host, s.redirectHttp.port)
         this.#redirect = { key: redirectKey, server }
       }

@@ -23,8 +23,8 @@ export interface ListenerHandle {
   closeIdle(): void
   /** Closes every connection now. */
   closeAll(): void
-  /** Swaps in the certificates of a new snapshot (a renewed certificate needs no restart). */
-  updateTls(snapshot: Snapshot): void
+  /** Applies a new snapshot's certificates (no restart for a renewal) and connection limit. */
+  update(snapshot: Snapshot): void
 }
 
 const OPTIONS: http.ServerOptions = {
@@ -65,18 +65,22 @@ export function createListener(
   if (!t) {
     const server = http.createServer(OPTIONS, handler)
     wire(server, onUpgrade, log, onBadRequest)
+    server.maxConnections = snapshot.limits.maxConnections
     return {
       server,
       closeIdle: () => server.closeIdleConnections(),
       closeAll: () => server.closeAllConnections(),
-      updateTls: () => undefined,
+      update: (s) => {
+        server.maxConnections = s.limits.maxConnections
+      },
     }
   }
   const store = new CertificateStore()
   store.update(t.certificates, t.minVersion)
   const first = t.certificates[0]!
   const secure = { cert: first.cert, key: first.key, minVersion: t.minVersion, SNICallback: store.pick }
-  const updateTls = (s: Snapshot) => {
+  const update = (s: Snapshot) => {
+    server.maxConnections = s.limits.maxConnections
     if (!s.tls) return
     store.update(s.tls.certificates, s.tls.minVersion)
     const d = s.tls.certificates[0]!
@@ -100,6 +104,7 @@ export function createListener(
     })
     wire(h2 as unknown as http.Server, onUpgrade, log, onBadRequest)
     server = h2
+    server.maxConnections = snapshot.limits.maxConnections
     return {
       server,
       // GOAWAY: clients finish their streams and open no new ones. HTTP/1.1 connections on this
@@ -111,17 +116,18 @@ export function createListener(
         for (const s of sessions) s.destroy()
         for (const s of sockets) s.destroy()
       },
-      updateTls,
+      update,
     }
   }
   const h1 = https.createServer({ ...OPTIONS, ...secure }, handler)
   wire(h1, onUpgrade, log, onBadRequest)
   server = h1
+  server.maxConnections = snapshot.limits.maxConnections
   return {
     server,
     closeIdle: () => h1.closeIdleConnections(),
     closeAll: () => h1.closeAllConnections(),
-    updateTls,
+    update,
   }
 }
 
@@ -137,16 +143,53 @@ function wire(server: http.Server, onUpgrade: UpgradeHandler, log: Logger, onBad
   })
 }
 
-/** server.redirect_http_bind: every request gets a 308 to the same URL over HTTPS. */
-export function createRedirectListener(httpsPort: () => number): http.Server {
-  return http.createServer(OPTIONS, (req, res) => {
-    const host = (req.headers.host ?? 'localhost').replace(/:\d+$/, '')
-    const port = httpsPort()
-    const location = `https://${host}${port === 443 ? '' : `:${port}`}${req.url ?? '/'}`
-    // 308 keeps the method and body (RFC 9110 section 15.4.9), unlike 301.
-    res.writeHead(308, { location, 'content-type': 'text/plain', 'content-length': 0 })
-    res.end()
+/**
+ * server.redirect_http_bind: every request gets a 308 to the same URL over HTTPS. The Location's
+ * host is the client's Host only when a certificate of the listener names it; otherwise
+ * `server.tls.redirect_host`; otherwise 400. A redirect built from any Host would send users to
+ * whatever site an attacker names (cache poisoning, phishing through a trusted domain).
+ */
+export function createRedirectListener(
+  httpsPort: () => number,
+  tls: () => Snapshot['tls'],
+  log: Logger,
+): http.Server {
+  const server = http.createServer(OPTIONS, (req, res) => {
+    try {
+      const t = tls()
+      const host = (req.headers.host ?? '').toLowerCase().replace(/:\d+$/, '')
+      const named = t?.certificates.some((c) => c.names.some((n) => n === host || nameMatches(n, host)))
+      let authority: string
+      if (named && host !== '') {
+        const port = httpsPort()
+        authority = `${host}${port === 443 ? '' : `:${port}`}`
+      } else if (t?.redirectHost !== undefined) {
+        authority = t.redirectHost
+      } else {
+        const body = '400 unknown host; use https:// and a known name\n'
+        res.writeHead(400, {
+          'content-type': 'text/plain',
+          'content-length': body.length,
+          connection: 'close',
+        })
+        res.end(body)
+        return
+      }
+      const path = req.url?.startsWith('/') ? req.url : '/'
+      // 308 keeps the method and body (RFC 9110 section 15.4.9), unlike 301.
+      res.writeHead(308, {
+        location: `https://${authority}${path}`,
+        'content-type': 'text/plain',
+        'content-length': 0,
+      })
+      res.end()
+    } catch (err) {
+      log.error({ err: (err as Error).message }, 'redirect listener failed')
+      res.destroy()
+    }
   })
+  server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => onClientError(err, socket, log))
+  return server
 }
 
 function onClientError(err: NodeJS.ErrnoException, socket: Socket, log: Logger): void {

@@ -56,12 +56,14 @@ export function cors(cfg: CorsConfig): Middleware {
       return { status: 204, kind: undefined, headers: out }
     }
     ctx.responseHeaders.push('vary', 'Origin')
+    // The proxy's policy is the only one browsers see: an origin it refuses must not be let in
+    // by the upstream's own Access-Control-* headers.
+    ctx.dropResponseHeaders = UPSTREAM_CORS
     if (allowed === undefined) return undefined
     ctx.responseHeaders.push('access-control-allow-origin', allowed, 'access-control-allow-methods', methods)
     if (headers !== '') ctx.responseHeaders.push('access-control-allow-headers', headers)
     if (cfg.allow_credentials) ctx.responseHeaders.push('access-control-allow-credentials', 'true')
     if (expose !== '') ctx.responseHeaders.push('access-control-expose-headers', expose)
-    ctx.dropResponseHeaders = UPSTREAM_CORS
     return undefined
   }
 }

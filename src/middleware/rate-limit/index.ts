@@ -40,17 +40,19 @@ export function rateLimiting(
   const burst = cfg.burst_size
   const keyHeader = cfg.key_header?.toLowerCase()
   const limit = String(burst)
+  if (cfg.trust_forwarded_for !== undefined) {
+    log.warn(
+      { middleware: name, setting: 'trust_forwarded_for' },
+      'trust_forwarded_for is deprecated and has no effect (anyone could forge X-Forwarded-For): list your load balancers under server.trusted_proxies instead, e.g. trusted_proxies: ["10.0.0.0/8"]',
+    )
+  }
 
   const keyOf = (ctx: RequestContext): string => {
     if (keyHeader) {
       const v = rawHeader(ctx.rawHeaders, keyHeader)
       if (v !== undefined && v !== '') return `h:${v}`
     }
-    if (cfg.trust_forwarded_for) {
-      const xff = rawHeader(ctx.rawHeaders, 'x-forwarded-for')
-      const first = xff?.split(',')[0]?.trim()
-      if (first) return `ip:${first}`
-    }
+    // The one resolved client address (server.trusted_proxies decides whom to believe).
     return `ip:${ctx.clientIp}`
   }
 
