@@ -142,7 +142,7 @@ export function report(failures: Failure[], settings: RunSettings, examples = 3)
     for (const f of g.slice(0, examples)) {
       const iterations = f.id
         .split(',')
-        .map((x) => x.split('.')[1])
+        .map((x) => (x.startsWith(`${f.cls}.`) ? x.slice(f.cls.length + 1) : x).split('.')[0])
         .join(',')
       lines.push(`  ${f.id}: ${f.problem}`)
       lines.push(`    ${f.detail}`)
