@@ -9,6 +9,7 @@ export type ErrorKind =
   | 'bad_request'
   | 'payload_too_large'
   | 'request_timeout'
+  | 'version_not_supported'
   | 'no_route'
   | 'method_not_allowed'
   | 'unauthorized'
@@ -36,6 +37,7 @@ export const ERRORS: Readonly<Record<ErrorKind, ErrorEntry>> = {
   bad_request: { status: 400, body: 'malformed request', warn: false },
   payload_too_large: { status: 413, body: 'request body too large', warn: false },
   request_timeout: { status: 408, body: 'request body timed out', warn: false },
+  version_not_supported: { status: 505, body: 'HTTP version not supported', warn: false },
   no_route: { status: 404, body: 'no route for this path', warn: false },
   method_not_allowed: { status: 405, body: 'method not allowed for this path', warn: false },
   unauthorized: { status: 401, body: 'a valid bearer token is required', warn: false },

@@ -146,7 +146,9 @@ export class Pipeline {
     this.#inFlight++
     const rt = this.#store.current()
     const { snapshot } = rt
-    const h2 = req.httpVersionMajor === 2
+    // HTTP/2 is the compatibility request with a stream; `GET / HTTP/2.0` on an HTTP/1 connection
+    // is not HTTP/2 (it gets 505 below).
+    const h2 = req.httpVersionMajor === 2 && (req as unknown as Http2ServerRequest).stream !== undefined
     const r: Routed = {
       req,
       res,
@@ -186,6 +188,10 @@ export class Pipeline {
       h2: r.h2,
     })
     r.head = head
+    // HTTP/1.0 and 1.1 on an HTTP/1 connection; anything else (2.0, 0.9, 1.2) is not spoken here.
+    if (!r.h2 && (req.httpVersionMajor !== 1 || req.httpVersionMinor > 1)) {
+      return this.#reply(r, { status: 505, kind: 'version_not_supported', headers: [] })
+    }
     // HTTP/2 says whether a body follows in the HEADERS frame, not in headers (RFC 9113 8.1).
     r.hasBody = r.h2 ? !(req as unknown as Http2ServerRequest).stream.endAfterHeaders : head.hasBody
     const method = r.method

@@ -148,6 +148,13 @@ export function forwardUpgrade(o: UpgradeOptions): void {
       status = res.statusCode ?? 502
       if (status >= 500) o.group.reportFailure(peer!, `status ${status}`)
       else o.group.reportSuccess(peer!)
+      if (o.socket.destroyed || !o.socket.writable) {
+        // The client is gone (or half-closed, so nothing can be written back): no 'close' to wait for.
+        res.destroy()
+        o.socket.destroy()
+        finish('client_aborted')
+        return
+      }
       const out = new RawResponse(o.socket)
       const headers: string[] = []
       for (let i = 0; i < res.rawHeaders.length; i += 2) {

@@ -10,8 +10,8 @@ import net from 'node:net'
 import { after, before, describe, test } from 'node:test'
 import { type RunningProxy, startProxy } from '../helpers/proxy'
 import { rawRequest, rssOf } from '../helpers/raw'
-import { startUpstream, type Upstream } from '../helpers/upstream'
 import { until } from '../helpers/until'
+import { startUpstream, type Upstream } from '../helpers/upstream'
 
 describe('upgrade requests', () => {
   let big: http.Server
@@ -30,7 +30,10 @@ describe('upgrade requests', () => {
         release = () => res.end()
         return
       }
-      res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': String(256 * 1024 * 1024) })
+      res.writeHead(200, {
+        'content-type': 'application/octet-stream',
+        'content-length': String(256 * 1024 * 1024),
+      })
       const chunk = Buffer.alloc(1024 * 1024, 97)
       let left = 256
       written = 0
@@ -140,7 +143,9 @@ control_api: { enabled: true, bind_address: "127.0.0.1:0" }
   test('no request stays in flight afterwards', async () => {
     await until(
       async () => {
-        const j = (await (await fetch(`${proxy.controlUrl}/api/v1/status`)).json()) as { requests_in_flight: number }
+        const j = (await (await fetch(`${proxy.controlUrl}/api/v1/status`)).json()) as {
+          requests_in_flight: number
+        }
         return j.requests_in_flight === 0
       },
       'in-flight back to 0',

@@ -164,7 +164,7 @@ api_gateway:
     assert.notEqual(outcome, 'connected')
   })
 
-  test('redirect_http_bind answers 308 to the HTTPS URL', async () => {
+  test('redirect_http_bind answers 308 to the HTTPS URL of a name the certificates cover', async () => {
     const redirect = new URL(String(proxy.logs.find((l) => l.msg === 'locci-proxy listening')!.redirect_http))
     // node:http rather than fetch: fetch does not let a caller set Host.
     const res = await new Promise<http.IncomingMessage>((resolve, reject) =>
@@ -174,7 +174,7 @@ api_gateway:
             host: '127.0.0.1',
             port: redirect.port,
             path: '/some/path?x=1',
-            headers: { host: 'example.test' },
+            headers: { host: 'www.b.test' },
           },
           resolve,
         )
@@ -182,7 +182,7 @@ api_gateway:
     )
     res.resume()
     assert.equal(res.statusCode, 308)
-    assert.equal(res.headers.location, `https://example.test:${proxy.port}/some/path?x=1`)
+    assert.equal(res.headers.location, `https://www.b.test:${proxy.port}/some/path?x=1`)
   })
 })
 
