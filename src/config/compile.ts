@@ -22,6 +22,7 @@ import {
   deepFreeze,
   type HashKey,
   type Mode,
+  type OriginPolicy,
   type Snapshot,
   type Strategy,
   type UpstreamSpec,
@@ -527,8 +528,26 @@ function build(
     })
   }
   const gateway = raw.mode === 'api_gateway'
+  // A route's WebSocket origins: its own list, else those its cors middlewares allow.
+  const originPolicy = (own: '*' | string[] | undefined, chain: readonly string[]): OriginPolicy => {
+    if (own !== undefined) return own === '*' ? '*' : new Set(own)
+    const allowed: string[] = []
+    for (const name of chain) {
+      const m = middlewares.get(name)
+      if (m?.kind !== 'cors') continue
+      if (m.allowed_origins === '*' || m.allowed_origins.includes('*')) return '*'
+      allowed.push(...m.allowed_origins)
+    }
+    return allowed.length > 0 ? new Set(allowed) : undefined
+  }
   const routes = gateway
-    ? new RouteTable(Object.entries(raw.api_gateway?.routes ?? {}).map(([name, r]) => ({ name, ...r })))
+    ? new RouteTable(
+        Object.entries(raw.api_gateway?.routes ?? {}).map(([name, r]) => ({
+          name,
+          ...r,
+          websocketOrigins: originPolicy(r.websocket_origins, r.middlewares),
+        })),
+      )
     : undefined
   const activeUpstreams = gateway
     ? [...new Set(routes!.routes.map((r) => r.upstream))]
@@ -566,6 +585,7 @@ function build(
       bodyTimeoutMs: raw.server.body_timeout_secs * 1000,
       tcpIdleTimeoutMs: raw.server.tcp_idle_timeout_secs * 1000,
       escapedSlashes: raw.server.escaped_slashes,
+      allowTrace: raw.server.allow_trace,
     },
     protectedHeaders: new Set(
       [...middlewares.values()].flatMap((m) =>
@@ -580,6 +600,9 @@ function build(
     lbUpstream: gateway ? undefined : raw.load_balancer!.upstream,
     lbProtocol: gateway ? 'http' : raw.load_balancer!.protocol,
     lbMiddlewares: gateway ? [] : raw.load_balancer!.middlewares,
+    lbWebsocketOrigins: gateway
+      ? undefined
+      : originPolicy(raw.load_balancer!.websocket_origins, raw.load_balancer!.middlewares),
     middlewares,
     routes,
     controlApi: {

@@ -93,6 +93,8 @@ const server = z.strictObject({
   tcp_idle_timeout_secs: secs.default(300),
   /** `%2F`, `%5C` or `\\` in a path: `reject` (400, default) or `keep` (passed on as they are). */
   escaped_slashes: z.enum(['reject', 'keep']).default('reject'),
+  /** Forward TRACE requests (refused with 405 by default: they echo credentials back). */
+  allow_trace: z.boolean().default(false),
 })
 
 const logging = z.strictObject({
@@ -186,6 +188,20 @@ const pathPattern = z.string().superRefine((p, ctx) => {
   if (typeof re === 'string') ctx.addIssue({ code: 'custom', message: re })
 })
 
+/** Browser origins (`https://app.example`) or `*`. */
+const websocketOrigins = z.union([
+  z.literal('*'),
+  z
+    .array(
+      z
+        .string()
+        .regex(/^[a-z][a-z0-9+.-]*:\/\/[^/]+$/i, {
+          message: 'must be an origin such as https://app.example',
+        }),
+    )
+    .min(1),
+])
+
 const route = z.strictObject({
   path_pattern: pathPattern,
   methods: z
@@ -205,6 +221,8 @@ const route = z.strictObject({
   retry_on: retryOn.optional(),
   /** Largest request body for this route (overrides server.max_body_bytes). */
   max_body_bytes: z.number().int().min(0).optional(),
+  /** Origins allowed to open a WebSocket on this route (default: its cors allowed_origins). */
+  websocket_origins: websocketOrigins.optional(),
 })
 
 /** Middleware declarations by name; each is validated by its type's schema in compile.ts. */
@@ -221,6 +239,8 @@ const loadBalancer = z.strictObject({
   protocol: z.enum(['http', 'tcp']).default('http'),
   /** Middlewares applied to every request in load_balancer mode (none by default). */
   middlewares: z.array(z.string().min(1)).default([]),
+  /** Origins allowed to open a WebSocket (default: the cors middleware's allowed_origins). */
+  websocket_origins: websocketOrigins.optional(),
 })
 
 const controlApi = z.strictObject({

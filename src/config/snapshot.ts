@@ -113,6 +113,8 @@ export interface Snapshot {
   readonly lbProtocol: 'http' | 'tcp'
   /** load_balancer mode: middlewares applied to every request. */
   readonly lbMiddlewares: readonly string[]
+  /** load_balancer mode: origins that may open a WebSocket (see OriginPolicy). */
+  readonly lbWebsocketOrigins: OriginPolicy
   /** Every valid middleware declaration, by name (paths resolved by the middleware itself). */
   readonly middlewares: ReadonlyMap<string, MiddlewareConfig>
   /** api_gateway mode: the compiled route table. */
@@ -125,6 +127,13 @@ export interface Snapshot {
   }
 }
 
+/**
+ * Which browser origins may open a WebSocket: undefined allows any (no policy configured), `*`
+ * too; otherwise a request with an Origin outside the set is refused (403). A request without
+ * Origin is not from a browser and is let through: cross-site WebSocket hijacking needs one.
+ */
+export type OriginPolicy = ReadonlySet<string> | '*' | undefined
+
 export interface Limits {
   /** Whether a peer's X-Forwarded-* headers are believed; undefined when none is trusted. */
   readonly trustedProxy: ((ip: string) => boolean) | undefined
@@ -134,6 +143,7 @@ export interface Limits {
   readonly tcpIdleTimeoutMs: number
   /** `%2F`, `%5C`, `\\` in a path: refused with 400, or kept as they are. */
   readonly escapedSlashes: 'reject' | 'keep'
+  readonly allowTrace: boolean
 }
 
 export function deepFreeze<T>(value: T): T {

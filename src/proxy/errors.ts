@@ -10,6 +10,8 @@ export type ErrorKind =
   | 'payload_too_large'
   | 'request_timeout'
   | 'version_not_supported'
+  | 'unknown_transfer_coding'
+  | 'origin_not_allowed'
   | 'no_route'
   | 'method_not_allowed'
   | 'unauthorized'
@@ -38,6 +40,8 @@ export const ERRORS: Readonly<Record<ErrorKind, ErrorEntry>> = {
   payload_too_large: { status: 413, body: 'request body too large', warn: false },
   request_timeout: { status: 408, body: 'request body timed out', warn: false },
   version_not_supported: { status: 505, body: 'HTTP version not supported', warn: false },
+  unknown_transfer_coding: { status: 501, body: 'transfer coding not implemented', warn: false },
+  origin_not_allowed: { status: 403, body: 'origin not allowed to open a WebSocket here', warn: false },
   no_route: { status: 404, body: 'no route for this path', warn: false },
   method_not_allowed: { status: 405, body: 'method not allowed for this path', warn: false },
   unauthorized: { status: 401, body: 'a valid bearer token is required', warn: false },

@@ -108,6 +108,11 @@ export class Exchange implements Dispatcher.DispatchHandler {
       // pipe, not pipeline: a refused body must not destroy the request (and its socket)
       // before the 413 or 408 reply is written.
       o.req.pipe(body)
+      // A client that stops before its body is complete (reset, or a half-close Node treats as
+      // an abort) will never finish it: end the exchange now rather than at the stall timeout.
+      o.req.once('close', () => {
+        if (!o.req.complete && !this.#finished) this.#onRequestAborted()
+      })
     }
     this.#attempt()
   }
@@ -222,6 +227,14 @@ export class Exchange implements Dispatcher.DispatchHandler {
     if (this.#finished || this.#o.res.writableEnded) return
     this.#clientGone = true
     // Not yet on a socket (queued or connecting): onConnect sees #clientGone and aborts there.
+    this.#abort?.(new Error('client closed the connection'))
+  }
+
+  #onRequestAborted(): void {
+    this.#clientGone = true
+    this.#body?.destroy()
+    if (!this.#o.res.writableEnded) this.#o.res.destroy()
+    this.#finish('client_aborted')
     this.#abort?.(new Error('client closed the connection'))
   }
 

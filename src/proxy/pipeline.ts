@@ -6,7 +6,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Http2ServerRequest } from 'node:http2'
 import type { Socket } from 'node:net'
-import type { RetryCondition, RetryPolicy } from '../config/snapshot'
+import type { OriginPolicy, RetryCondition, RetryPolicy } from '../config/snapshot'
 import type { Runtime, SnapshotStore } from '../config/store'
 import { isPreflight } from '../middleware/cors/index'
 import { type Chain, LB_CHAIN } from '../middleware/registry'
@@ -195,10 +195,21 @@ export class Pipeline {
     // HTTP/2 says whether a body follows in the HEADERS frame, not in headers (RFC 9113 8.1).
     r.hasBody = r.h2 ? !(req as unknown as Http2ServerRequest).stream.endAfterHeaders : head.hasBody
     const method = r.method
-    // CONNECT asks for a tunnel (forward proxying), which a reverse proxy does not offer.
-    if (method === 'CONNECT')
+    // CONNECT asks for a tunnel (forward proxying), which a reverse proxy does not offer. TRACE
+    // echoes the request back, cookies and credentials included (cross-site tracing).
+    if (method === 'CONNECT' || (method === 'TRACE' && !snapshot.limits.allowTrace)) {
       return this.#reply(r, { status: 405, kind: 'method_not_allowed', headers: ['allow', ALLOW] })
-    const url = originForm(req.url ?? '')
+    }
+    // RFC 9112 section 6.1: a transfer coding the proxy does not know is 501; only chunked is
+    // known (Node frames the body by the final chunked and would drop the others silently).
+    const te = r.h2 ? undefined : req.headers['transfer-encoding']
+    if (te !== undefined && !isChunked(te)) {
+      return this.#reply(r, { status: 501, kind: 'unknown_transfer_coding', headers: [] })
+    }
+    const target = req.url ?? ''
+    const url = originForm(target)
+    // RFC 9112 section 3.2.2: with an absolute-form target, its authority is the Host.
+    if (target.charCodeAt(0) !== 47 && url !== target) useTargetHost(head, target)
     const q = url.indexOf('?')
     const rawPath = q < 0 ? url : url.slice(0, q)
     const normalized = normalizePath(rawPath, snapshot.limits.escapedSlashes === 'keep')
@@ -224,6 +235,7 @@ export class Pipeline {
     if (r.upgrade && head.hasBody) return this.#reply(r, { status: 400, kind: 'bad_request', headers: [] })
 
     let chain: Chain | undefined
+    let origins: OriginPolicy
     const preflight = isPreflight(method, req.rawHeaders)
     const { rt } = r
     if (snapshot.routes) {
@@ -248,8 +260,18 @@ export class Pipeline {
       r.retries = route.retries
       r.retryOn = route.retryOn
       chain = rt.chains.get(route.name)
+      origins = route.websocketOrigins
     } else {
       chain = rt.chains.get(LB_CHAIN)
+      origins = snapshot.lbWebsocketOrigins
+    }
+    // Browsers do not apply CORS to WebSocket: without this a page on any site could open an
+    // authenticated socket with the user's cookies (cross-site WebSocket hijacking).
+    if (r.upgrade && origins !== undefined && origins !== '*') {
+      const origin = rawHeader(req.rawHeaders, 'origin')
+      if (origin !== undefined && !origins.has(origin)) {
+        return this.#reply(r, { status: 403, kind: 'origin_not_allowed', headers: [] })
+      }
     }
     if (r.hasBody && declaredLength(req) > r.maxBodyBytes) {
       return this.#reply(r, { status: 413, kind: 'payload_too_large', headers: [] })
@@ -432,6 +454,23 @@ function retryPolicy(
 ): RetryPolicy {
   if (retries === undefined && on === undefined) return group
   return { retries: retries ?? group.retries, on: on ?? group.on }
+}
+
+function isChunked(te: string): boolean {
+  return te.length === 7 ? te.toLowerCase() === 'chunked' : te.trim().toLowerCase() === 'chunked'
+}
+
+/** The authority of an absolute-form target replaces the Host header (and X-Forwarded-Host). */
+function useTargetHost(head: UpstreamRequestHead, target: string): void {
+  const m = /^[a-zA-Z][a-zA-Z0-9+.-]*:\/\/(?:[^@/?#]*@)?([^/?#]*)/.exec(target)
+  const authority = m?.[1]
+  if (!authority) return
+  const old = head.host
+  head.host = authority
+  setHeader(head.headers, 'host', authority)
+  for (let i = 0; i < head.headers.length; i += 2) {
+    if (head.headers[i] === 'x-forwarded-host' && head.headers[i + 1] === old) head.headers[i + 1] = authority
+  }
 }
 
 /** Absolute-form request targets (`GET http://host/path`) are reduced to their path. */

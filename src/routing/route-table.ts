@@ -1,7 +1,7 @@
 // The compiled `api_gateway.routes`: patterns compiled once at load, ordered longest pattern first
 // (ties keep file order). `match` is the only thing the request path calls.
 
-import type { RetryCondition } from '../config/snapshot'
+import type { OriginPolicy, RetryCondition } from '../config/snapshot'
 import { compilePattern } from './pattern'
 
 export interface Route {
@@ -20,6 +20,8 @@ export interface Route {
   readonly retryOn: ReadonlySet<RetryCondition> | undefined
   /** Largest request body for this route; undefined falls back to server.max_body_bytes. */
   readonly maxBodyBytes: number | undefined
+  /** Origins that may open a WebSocket on this route. */
+  readonly websocketOrigins: OriginPolicy
 }
 
 export interface RouteInput {
@@ -33,6 +35,7 @@ export interface RouteInput {
   retries?: number | undefined
   retry_on?: RetryCondition[] | undefined
   max_body_bytes?: number | undefined
+  websocketOrigins?: OriginPolicy
 }
 
 export type RouteMatch =
@@ -63,6 +66,7 @@ export class RouteTable {
         retries: r.retries,
         retryOn: r.retry_on ? new Set(r.retry_on) : undefined,
         maxBodyBytes: r.max_body_bytes,
+        websocketOrigins: r.websocketOrigins,
       }
       return { route, index }
     })

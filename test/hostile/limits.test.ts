@@ -145,3 +145,45 @@ load_balancer: { upstream: u }
     }
   })
 })
+
+describe('a client that gives up on its body', () => {
+  let up: Upstream
+  let proxy: RunningProxy
+  before(async () => {
+    up = await startUpstream('app')
+    proxy = await startProxy(`mode: load_balancer
+server: { bind_address: "127.0.0.1:0", body_timeout_secs: 60, shutdown_timeout_secs: 60 }
+upstreams:
+  u: { servers: ["${up.address}"] }
+load_balancer: { upstream: u }
+control_api: { enabled: true, bind_address: "127.0.0.1:0" }
+`)
+  })
+  after(async () => {
+    await proxy.stop('SIGKILL')
+    await up.close()
+  })
+
+  const inFlight = async () =>
+    ((await (await fetch(`${proxy.controlUrl}/api/v1/status`)).json()) as { requests_in_flight: number })
+      .requests_in_flight
+
+  for (const how of ['half-close', 'reset'] as const) {
+    test(`${how} mid-body frees its slot at once, not at the body timeout`, async () => {
+      const s = net.connect(proxy.port, '127.0.0.1')
+      await new Promise((r) => s.once('connect', r))
+      s.write('POST /x HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\nten bytes.')
+      await until(async () => (await inFlight()) === 1, 'the request in flight', 10_000)
+      if (how === 'half-close') s.end()
+      else s.resetAndDestroy()
+      await until(async () => (await inFlight()) === 0, 'the slot released', 10_000)
+      s.destroy()
+    })
+  }
+
+  test('SIGTERM then exits at once (nothing left in flight)', async () => {
+    const t0 = Date.now()
+    assert.equal(await proxy.stop(), 0)
+    assert.ok(Date.now() - t0 < 20_000, `stopped in ${Date.now() - t0} ms (grace period 60 s)`)
+  })
+})
