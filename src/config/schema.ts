@@ -193,11 +193,9 @@ const websocketOrigins = z.union([
   z.literal('*'),
   z
     .array(
-      z
-        .string()
-        .regex(/^[a-z][a-z0-9+.-]*:\/\/[^/]+$/i, {
-          message: 'must be an origin such as https://app.example',
-        }),
+      z.string().regex(/^[a-z][a-z0-9+.-]*:\/\/[^/]+$/i, {
+        message: 'must be an origin such as https://app.example',
+      }),
     )
     .min(1),
 ])
