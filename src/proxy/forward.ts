@@ -101,6 +101,12 @@ export class Exchange implements Dispatcher.DispatchHandler {
 
   start(): void {
     const o = this.#o
+    // The client may have left while a middleware was waiting: its 'close' has been and gone.
+    if (o.res.destroyed) {
+      this.#clientGone = true
+      this.#finish('client_aborted')
+      return
+    }
     if (o.hasBody) {
       const body = new BodyGuard(o.maxBodyBytes, o.bodyTimeoutMs)
       this.#body = body
@@ -108,11 +114,6 @@ export class Exchange implements Dispatcher.DispatchHandler {
       // pipe, not pipeline: a refused body must not destroy the request (and its socket)
       // before the 413 or 408 reply is written.
       o.req.pipe(body)
-      // A client that stops before its body is complete (reset, or a half-close Node treats as
-      // an abort) will never finish it: end the exchange now rather than at the stall timeout.
-      o.req.once('close', () => {
-        if (!o.req.complete && !this.#finished) this.#onRequestAborted()
-      })
     }
     this.#attempt()
   }
@@ -230,14 +231,6 @@ export class Exchange implements Dispatcher.DispatchHandler {
     this.#abort?.(new Error('client closed the connection'))
   }
 
-  #onRequestAborted(): void {
-    this.#clientGone = true
-    this.#body?.destroy()
-    if (!this.#o.res.writableEnded) this.#o.res.destroy()
-    this.#finish('client_aborted')
-    this.#abort?.(new Error('client closed the connection'))
-  }
-
   onConnect(abort: (err?: Error) => void): void {
     this.#sent = true
     this.#abort = abort
@@ -304,6 +297,11 @@ export class Exchange implements Dispatcher.DispatchHandler {
       }
     }
     if (res.write(chunk)) return true
+    if (res.destroyed) {
+      // No 'drain' will ever come; end this exchange instead of pausing it for good.
+      this.#onClientClose()
+      return false
+    }
     res.once('drain', this.#onDrain)
     return false
   }
