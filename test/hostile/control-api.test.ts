@@ -44,9 +44,9 @@ function raw(port: number, bytes: string | Buffer, giveUpMs = 20_000): Promise<A
 const KEY = 'adm-key'
 const auth = `Authorization: Bearer ${KEY}\r\n`
 const get = (target: string, withKey: boolean, method = 'GET') =>
-  `${method} ${target} HTTP/1.1\r\nHost: control\r\n${withKey ? auth : ''}Connection: close\r\n\r\n`
+  `${method} ${target} HTTP/1.1\r\nHost: 127.0.0.1\r\n${withKey ? auth : ''}Connection: close\r\n\r\n`
 const post = (target: string, body: string, type: string, withKey: boolean) =>
-  `POST ${target} HTTP/1.1\r\nHost: control\r\n${withKey ? auth : ''}Content-Type: ${type}\r\n` +
+  `POST ${target} HTTP/1.1\r\nHost: 127.0.0.1\r\n${withKey ? auth : ''}Content-Type: ${type}\r\n` +
   `Content-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`
 
 const ODD_TARGETS: Array<{ desc: string; method?: string; target: string; want: number }> = [
