@@ -33,6 +33,8 @@ export function parseHostPort(text: string, opts: { listen?: boolean } = {}): Ho
     if (host.includes(':')) return `an IPv6 address must be written in brackets: [${host}]:${portText}`
   }
   if (host === '') return `must be host:port; the host is missing (got "${text}")`
+  const bad = hostProblem(host, text.startsWith('['))
+  if (bad) return `${bad} (got "${text}")`
   const min = opts.listen ? 0 : 1
   const range = `port must be a number from ${min} to 65535 (got "${text}")`
   if (!/^\d{1,5}$/.test(portText)) return range
@@ -82,4 +84,24 @@ export function addressMatcher(cidrs: readonly string[]): (ip: string) => boolea
     }
     return false
   }
+}
+
+const LABEL = /^(?!-)[A-Za-z0-9_-]{1,63}(?<!-)$/
+
+/**
+ * Why `host` (from host:port) is neither an IP address nor a DNS name, or undefined. A name is
+ * dot-separated labels of letters, digits and hyphens (RFC 1123: 1-63 characters, no hyphen at
+ * either end), 253 characters at most, with an optional final dot. `_` is allowed too: Docker
+ * Compose resolves service and container names such as `my_api` or `app_web_1`. Anything else
+ * (`{`, `$`, `%`, `@`, spaces...) names no host, so it is refused rather than handed to DNS.
+ * `bracketed`: the host was written `[...]`, so it must be an IPv6 address.
+ */
+export function hostProblem(host: string, bracketed = false): string | undefined {
+  if (bracketed) return isIP(host) === 6 ? undefined : 'the host in brackets must be an IPv6 address'
+  if (isIP(host) === 4) return undefined
+  const name = host.endsWith('.') ? host.slice(0, -1) : host
+  const labels = name.split('.')
+  if (/^[\d.]+$/.test(name)) return `"${host}" is not an IPv4 address`
+  if (name.length <= 253 && labels.every((l) => LABEL.test(l))) return undefined
+  return 'the host must be a DNS name (letters, digits, hyphens and dots) or an IP address'
 }

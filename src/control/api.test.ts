@@ -127,7 +127,7 @@ control_api: { enabled: true, bind_address: "127.0.0.1:0" }
     })
     const closed = new Promise<void>((resolve) => s.on('close', () => resolve()))
     s.write(
-      'POST /api/v1/routes HTTP/1.1\r\nHost: c\r\nContent-Type: application/json\r\nContent-Length: 50\r\n\r\n{',
+      'POST /api/v1/routes HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 50\r\n\r\n{',
     )
     const giveUp = setTimeout(() => s.destroy(), 10_000)
     await closed

@@ -1,8 +1,9 @@
 // The control API, on its own listener (control_api.bind_address): JSON in and out, Prometheus
 // text on /metrics. With `api_key` set every request but the liveness probe `GET /healthz`
-// needs `Authorization: Bearer <key>` (401 otherwise). Changes go through ControlActions, which
-// validates them exactly like the config file and swaps in a new snapshot. No request can end
-// the process: the key is checked first, client mistakes are 4xx, anything else a logged 500.
+// needs `Authorization: Bearer <key>` (401 otherwise). Requests sent by web pages (CSRF, DNS
+// rebinding) are refused with 403, key or not (browser.ts). Changes go through ControlActions,
+// which validates them exactly like the config file and swaps in a new snapshot. No request can
+// end the process: the key is checked first, client mistakes are 4xx, anything else a logged 500.
 
 import http from 'node:http'
 import { redact } from '../config/redact'
@@ -10,6 +11,7 @@ import type { SnapshotStore } from '../config/store'
 import type { Logger } from '../observe/logger'
 import type { Explanation } from '../routing/explain'
 import { bearerMatches } from './auth'
+import { browserRefusal } from './browser'
 import { ApiError, type ChangeOp } from './mutations'
 
 export interface ControlActions {
@@ -150,12 +152,13 @@ export function createControlServer(o: ControlApiOptions): http.Server {
   /**
    * Every request ends here with a reply, whatever it sent: the key is checked first (nothing
    * else is looked at for an unauthenticated request but its path, to let /healthz through),
-   * a client mistake is a 4xx ApiError, and anything else is a 500 logged at error.
+   * then requests from web pages are refused (403, see browser.ts), a client mistake is a 4xx ApiError, and anything else is a 500 logged at error.
    */
   async function respond(req: http.IncomingMessage): Promise<Reply> {
     try {
       const t = requestTarget(req.url ?? '')
-      const apiKey = o.store.current().snapshot.controlApi.apiKey
+      const control = o.store.current().snapshot.controlApi
+      const apiKey = control.apiKey
       if (
         apiKey !== undefined &&
         t?.path !== '/healthz' &&
@@ -168,6 +171,8 @@ export function createControlServer(o: ControlApiOptions): http.Server {
           { 'www-authenticate': 'Bearer realm="locci-proxy control"' },
         )
       }
+      const refusal = browserRefusal(req.headers, { apiKey, bindHost: control.bind.host })
+      if (refusal !== undefined) throw new ApiError(403, refusal)
       if (t === undefined)
         throw new ApiError(400, 'the request target must be a path, such as /api/v1/status')
       const path = t.path

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict'
 import { test } from 'node:test'
 import { parseDocument } from 'yaml'
 import { parseConfigText } from '../config/load'
-import { addRoute, addUpstream } from './mutations'
+import { ApiError, addRoute, addUpstream, fileFields } from './mutations'
 
 const BASE = `mode: api_gateway
 upstreams:
@@ -45,16 +45,10 @@ const cases: Array<{
     want: '/${HOME}',
   },
   {
-    desc: 'a server added to a group, as a string',
-    change: (d) => addUpstream(d, { name: 'api', servers: ['${S}:80'] }),
-    at: ['upstreams', 'api', 'servers', 1],
-    want: '${S}:80',
-  },
-  {
-    desc: 'a server added to a group, as {address}',
-    change: (d) => addUpstream(d, { name: 'api', servers: [{ address: '${S}:80', weight: 2 }] }),
-    at: ['upstreams', 'api', 'servers', 1, 'address'],
-    want: '${S}:80',
+    desc: 'a reference in the SNI of a new upstream',
+    change: (d) => addUpstream(d, { name: 'u', servers: ['127.0.0.1:2'], tls: true, sni: '${S}' }),
+    at: ['upstreams', 'u', 'sni'],
+    want: '${S}',
   },
   {
     desc: 'a number stays a number',
@@ -75,8 +69,102 @@ for (const c of cases) {
   })
 }
 
-test('a server written literally is still recognised as already present', () => {
+test('a server already present, spelled another way, is not added twice', () => {
   const doc = parseDocument(BASE)
-  addUpstream(doc, { name: 'api', servers: ['${S}:80'] })
-  assert.throws(() => addUpstream(doc, { name: 'api', servers: ['${S}:80'] }), /already in upstream/)
+  addUpstream(doc, { name: 'api', servers: ['[::1]:80'] })
+  assert.throws(
+    () => addUpstream(doc, { name: 'api', servers: [{ address: '[::1]:80' }] }),
+    /already in upstream/,
+  )
+})
+
+const FILES = 'file paths cannot be set through the control API; edit the config file and reload'
+const refused: Array<{
+  desc: string
+  body: Record<string, unknown>
+  error: RegExp | string
+  fields?: string[]
+}> = [
+  {
+    desc: 'a CA bundle path',
+    body: { name: 'u', servers: ['127.0.0.1:2'], tls: true, ca_path: '/etc/shadow' },
+    error: FILES,
+    fields: ['ca_path'],
+  },
+  {
+    desc: 'a client certificate and key',
+    body: {
+      name: 'u',
+      servers: ['127.0.0.1:2'],
+      tls: true,
+      client_cert_path: '/root/.ssh/id_rsa',
+      client_key_path: '/dev/zero',
+    },
+    error: FILES,
+    fields: ['client_cert_path', 'client_key_path'],
+  },
+  {
+    desc: 'a file path for an existing group',
+    body: { name: 'api', servers: ['127.0.0.1:2'], ca_path: '/etc/passwd' },
+    error: FILES,
+    fields: ['ca_path'],
+  },
+  {
+    desc: 'an empty file path',
+    body: { name: 'u', servers: ['127.0.0.1:2'], ca_path: '' },
+    error: FILES,
+    fields: ['ca_path'],
+  },
+  {
+    desc: 'a nested field that names a file',
+    body: { name: 'u', servers: ['127.0.0.1:2'], health_check: { body_file: '/etc/passwd' } },
+    error: FILES,
+    fields: ['health_check.body_file'],
+  },
+  {
+    desc: 'a server host with braces',
+    body: { name: 'u', servers: ['a{b}:80'] },
+    error: /servers: the host must be a DNS name .* \(got "a\{b\}:80"\)/,
+  },
+  {
+    desc: 'a server host with an escaped reference',
+    body: { name: 'u', servers: ['$${X}:80'] },
+    error: /servers: the host must be a DNS name/,
+  },
+  {
+    desc: 'a reference added to an existing group, as {address}',
+    body: { name: 'api', servers: [{ address: '${S}:80', weight: 2 }] },
+    error: /servers: the host must be a DNS name/,
+  },
+  {
+    desc: 'a server with a user part',
+    body: { name: 'u', servers: ['user@host:80'] },
+    error: /servers: the host must be a DNS name/,
+  },
+  {
+    desc: 'a name in brackets',
+    body: { name: 'u', servers: ['[host]:80'] },
+    error: /servers: the host in brackets must be an IPv6 address/,
+  },
+]
+for (const r of refused) {
+  test(`POST /api/v1/upstreams refuses ${r.desc} with 400, and the document is unchanged`, () => {
+    const doc = parseDocument(BASE)
+    assert.throws(
+      () => addUpstream(doc, r.body),
+      (err: unknown) => {
+        assert.ok(err instanceof ApiError)
+        assert.equal(err.status, 400)
+        if (typeof r.error === 'string') assert.equal(err.message, r.error)
+        else assert.match(err.message, r.error)
+        if (r.fields) assert.deepEqual(err.details.fields, r.fields)
+        return true
+      },
+    )
+    assert.equal(doc.toString(), parseDocument(BASE).toString())
+  })
+}
+
+test('a health check path is a URL path, not a file', () => {
+  assert.deepEqual(fileFields({ health_check: { path: '/healthz' }, servers: [{ address: 'a:1' }] }), [])
 })

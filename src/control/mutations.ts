@@ -76,13 +76,55 @@ export function removeRoute(doc: Document, name: string): string {
   return `removed route ${name}`
 }
 
+/** The upstream fields naming a file on the proxy's host (schema.ts `upstream`). */
+const UPSTREAM_FILE_FIELDS = ['ca_path', 'client_cert_path', 'client_key_path']
+/** Any other key that names a file or directory, at any depth (`health_check.path` is a URL path). */
+const FILE_KEY = /_(?:path|file|dir)$/
+
+/**
+ * Where `v` sets a field that names a file (dotted paths). A client of the API must not make the
+ * proxy open a file of its choosing: the answer (missing, unreadable, not PEM) would tell it
+ * what exists on the host, and the file could be a device that never ends.
+ */
+export function fileFields(v: unknown, at = ''): string[] {
+  if (Array.isArray(v)) return v.flatMap((x, i) => fileFields(x, `${at}[${i}]`))
+  if (v === null || typeof v !== 'object') return []
+  return Object.entries(v).flatMap(([k, x]) => {
+    const here = at === '' ? k : `${at}.${k}`
+    return (at === '' && UPSTREAM_FILE_FIELDS.includes(k)) || FILE_KEY.test(k) ? [here] : fileFields(x, here)
+  })
+}
+
+/** `servers` entries as given: each address must be a real host:port (see parseHostPort). */
+function checkServers(servers: unknown[]): void {
+  for (const s of servers) {
+    const address = s !== null && typeof s === 'object' ? (s as { address?: unknown }).address : s
+    if (typeof address !== 'string') continue // not an address at all: compile() says what is expected
+    const hp = parseHostPort(address)
+    if (typeof hp === 'string') throw new ApiError(400, `servers: ${clip(hp)}`)
+  }
+}
+
+function clip(s: string): string {
+  return s.length > 300 ? `${s.slice(0, 300)}...` : s
+}
+
 /** POST /api/v1/upstreams: a new group, or more servers for an existing one. */
 export function addUpstream(doc: Document, input: unknown): string {
   const b = body(input)
   const name = nameOf(b, 'upstream group')
+  const files = fileFields(b)
+  if (files.length) {
+    throw new ApiError(
+      400,
+      'file paths cannot be set through the control API; edit the config file and reload',
+      { fields: files },
+    )
+  }
   if (!Array.isArray(b.servers) || b.servers.length === 0) {
     throw new ApiError(400, '"servers" is required: a list of "host:port" (or {address, weight})')
   }
+  checkServers(b.servers)
   const group = doc.getIn(['upstreams', name], true)
   if (group === undefined) {
     const { name: _n, ...rest } = b
