@@ -31,6 +31,7 @@ const ROUTE_FIELDS = [
   'retries',
   'retry_on',
   'max_body_bytes',
+  'websocket_origins',
 ]
 
 function body(input: unknown): Record<string, unknown> {
