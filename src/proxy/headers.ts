@@ -45,6 +45,10 @@ export interface UpstreamRequestHead {
   requestId: string
   /** The request carries a body (Content-Length > 0 or Transfer-Encoding; HTTP/1 only). */
   hasBody: boolean
+  /** The declared Content-Length, or -1. */
+  contentLength: number
+  /** The Transfer-Encoding value as sent (HTTP/1 framing), if any. */
+  transferEncoding: string | undefined
   /** Client's Host header (`:authority` over HTTP/2), if any. */
   host: string | undefined
   /** The client's address: the peer, or with trusted proxies in front, the one they name. */
@@ -88,6 +92,8 @@ export function upstreamRequestHead(raw: readonly string[], side: RequestSide): 
   let xfHost: string | undefined
   let cookie: string | undefined
   let hasBody = false
+  let contentLength = -1
+  let transferEncoding: string | undefined
   let connectionTokens: string[] | undefined
   for (let i = 0; i < raw.length; i += 2) {
     const name = raw[i]!
@@ -117,10 +123,12 @@ export function upstreamRequestHead(raw: readonly string[], side: RequestSide): 
         break
       case 'content-length':
         if (value !== '0') hasBody = true
+        contentLength = Number(value)
         out.push(name, value)
         break
       case 'transfer-encoding':
         hasBody = true
+        transferEncoding = transferEncoding === undefined ? value : `${transferEncoding}, ${value}`
         break
       case 'cookie':
         // HTTP/2 may split cookies into crumbs (RFC 9113 section 8.2.3); HTTP/1.1 wants one.
@@ -171,7 +179,7 @@ export function upstreamRequestHead(raw: readonly string[], side: RequestSide): 
   )
   const forwardedHost = xfHost ?? host
   if (forwardedHost !== undefined) headers.push('x-forwarded-host', forwardedHost)
-  return { headers, requestId, hasBody, host, clientIp, problem }
+  return { headers, requestId, hasBody, contentLength, transferEncoding, host, clientIp, problem }
 }
 
 /** `x-forwarded-*` by its prefix, without lowercasing names that cannot be one. */

@@ -202,7 +202,7 @@ export class Pipeline {
     }
     // RFC 9112 section 6.1: a transfer coding the proxy does not know is 501; only chunked is
     // known (Node frames the body by the final chunked and would drop the others silently).
-    const te = r.h2 ? undefined : req.headers['transfer-encoding']
+    const te = r.h2 ? undefined : head.transferEncoding
     if (te !== undefined && !isChunked(te)) {
       return this.#reply(r, { status: 501, kind: 'unknown_transfer_coding', headers: [] })
     }
@@ -228,11 +228,9 @@ export class Pipeline {
     const path = normalized.path
     r.path = path
     r.upstreamPath = path === rawPath ? url : q < 0 ? path : path + url.slice(q)
-    // Not a WebSocket: an Upgrade socket can carry no request body Node has framed for us.
-    if (raw && r.upgrade === undefined && head.hasBody) {
-      return this.#reply(r, { status: 400, kind: 'bad_request', headers: [] })
-    }
-    if (r.upgrade && head.hasBody) return this.#reply(r, { status: 400, kind: 'bad_request', headers: [] })
+    // On a socket Node handed over for an Upgrade, no request body has been framed for us: a
+    // WebSocket handshake has none, and any other upgrade is proxied without one.
+    if (raw && head.hasBody) return this.#reply(r, { status: 400, kind: 'bad_request', headers: [] })
 
     let chain: Chain | undefined
     let origins: OriginPolicy
@@ -273,7 +271,7 @@ export class Pipeline {
         return this.#reply(r, { status: 403, kind: 'origin_not_allowed', headers: [] })
       }
     }
-    if (r.hasBody && declaredLength(req) > r.maxBodyBytes) {
+    if (head.contentLength > r.maxBodyBytes) {
       return this.#reply(r, { status: 413, kind: 'payload_too_large', headers: [] })
     }
 
@@ -436,15 +434,11 @@ const EMPTY_HEAD: UpstreamRequestHead = {
   headers: [],
   requestId: '-',
   hasBody: false,
+  contentLength: -1,
+  transferEncoding: undefined,
   host: undefined,
   clientIp: 'unknown',
   problem: undefined,
-}
-
-/** The Content-Length the client declared (0 when none: chunked and HTTP/2 bodies are counted as they come). */
-function declaredLength(req: IncomingMessage): number {
-  const v = req.headers['content-length']
-  return v === undefined ? 0 : Number(v)
 }
 
 function retryPolicy(
