@@ -126,7 +126,8 @@ function guardResets(session: http2.ServerHttp2Session, maxConcurrentStreams: nu
         { client: session.socket?.remoteAddress, error_type: 'http2_rapid_reset' },
         'HTTP/2 client cancels streams faster than allowed; connection closed (ENHANCE_YOUR_CALM)',
       )
-      session.destroy(undefined, http2.constants.NGHTTP2_ENHANCE_YOUR_CALM)
+      // With an error: destroy(undefined, code) sends NO_ERROR (undefined takes the default).
+      session.destroy(new Error('HTTP/2 rapid reset'), http2.constants.NGHTTP2_ENHANCE_YOUR_CALM)
     })
   })
 }
