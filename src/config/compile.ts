@@ -31,6 +31,9 @@ import {
   type CertificateMaterial,
   loadCertificatePair,
   loadUpstreamTls,
+  parseCipherList,
+  policyMinVersion,
+  TLS12_SUITES,
   type UpstreamTlsMaterial,
 } from './tls'
 
@@ -281,6 +284,12 @@ function crossCheck(
       at(['server', 'tls'], 'needs cert_path and key_path, or certificates')
     }
     material.listener = certs
+  }
+  if (isRecord(server?.http2) && (!tls || tls.http2 === false)) {
+    at(
+      ['server', 'http2'],
+      'has no effect without server.tls with http2: true (HTTP/2 is offered over TLS only)',
+    )
   }
   if (server?.redirect_http_bind !== undefined && !tls) {
     at(['server', 'redirect_http_bind'], 'redirects to HTTPS, so it needs server.tls')
@@ -561,7 +570,11 @@ function build(
     workers: raw.server.workers === 'auto' ? availableParallelism() : raw.server.workers,
     tls: raw.server.tls && {
       certificates: tlsMaterial.listener ?? [],
-      minVersion: raw.server.tls.min_version,
+      policy: raw.server.tls.policy,
+      minVersion: raw.server.tls.min_version ?? policyMinVersion(raw.server.tls.policy),
+      ciphers: raw.server.tls.ciphers
+        ? (parseCipherList(raw.server.tls.ciphers) as { ciphers: string }).ciphers
+        : TLS12_SUITES.join(':'),
       http2: raw.server.tls.http2,
       redirectHost: raw.server.tls.redirect_host,
     },
@@ -586,6 +599,10 @@ function build(
       tcpIdleTimeoutMs: raw.server.tcp_idle_timeout_secs * 1000,
       escapedSlashes: raw.server.escaped_slashes,
       allowTrace: raw.server.allow_trace,
+      http2: {
+        maxConcurrentStreams: raw.server.http2.max_concurrent_streams,
+        maxHeaderListBytes: raw.server.http2.max_header_list_bytes,
+      },
     },
     protectedHeaders: new Set(
       [...middlewares.values()].flatMap((m) =>

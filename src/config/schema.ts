@@ -6,6 +6,7 @@
 import { z } from 'zod'
 import { compilePattern } from '../routing/pattern'
 import { cidrProblem, parseHostPort } from './address'
+import { parseCipherList } from './tls'
 
 const address = (listen: boolean) =>
   z.string().superRefine((text, ctx) => {
@@ -33,19 +34,61 @@ const certPair = z.strictObject({
   key_path: z.string().min(1),
 })
 
+/** TLS 1.2 suites by name, checked against the allowed ECDHE + AEAD ones (config/tls.ts). */
+const cipherList = z.string().superRefine((text, ctx) => {
+  const r = parseCipherList(text)
+  if ('problem' in r) ctx.addIssue({ code: 'custom', message: r.problem })
+})
+
 /** TLS on the listener: one pair (the guide's form) and/or several chosen by SNI. */
-const tlsListener = z.strictObject({
-  cert_path: z.string().min(1).optional(),
-  key_path: z.string().min(1).optional(),
-  certificates: z.array(certPair).min(1).optional(),
-  min_version: z.enum(['TLSv1.2', 'TLSv1.3']).default('TLSv1.2'),
-  /** Offer HTTP/2 by ALPN (HTTP/1.1 stays available). */
-  http2: z.boolean().default(true),
-  /** Host the HTTP to HTTPS redirect uses when the client's Host is none of the certificate names. */
-  redirect_host: z
-    .string()
-    .regex(/^[A-Za-z0-9.-]+(:\d{1,5})?$/, { message: 'must be a host name, optionally with :port' })
-    .optional(),
+const tlsListener = z
+  .strictObject({
+    cert_path: z.string().min(1).optional(),
+    key_path: z.string().min(1).optional(),
+    certificates: z.array(certPair).min(1).optional(),
+    /** intermediate: TLS 1.2 and 1.3, ECDHE + AEAD suites only; modern: TLS 1.3 only. */
+    policy: z.enum(['intermediate', 'modern']).default('intermediate'),
+    /** Lowest version accepted; the policy's when not written (TLSv1.2, or TLSv1.3 for modern). */
+    min_version: z.enum(['TLSv1.2', 'TLSv1.3']).optional(),
+    /** TLS 1.2 suites in order of preference, among the policy's (default: all of them). */
+    ciphers: cipherList.optional(),
+    /** Offer HTTP/2 by ALPN (HTTP/1.1 stays available). */
+    http2: z.boolean().default(true),
+    /** Host the HTTP to HTTPS redirect uses when the client's Host is none of the certificate names. */
+    redirect_host: z
+      .string()
+      .regex(/^[A-Za-z0-9.-]+(:\d{1,5})?$/, { message: 'must be a host name, optionally with :port' })
+      .optional(),
+  })
+  .superRefine((t, ctx) => {
+    if (t.policy === 'modern' && t.min_version === 'TLSv1.2') {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['min_version'],
+        message: 'TLSv1.2 contradicts policy: modern (TLS 1.3 only); use policy: intermediate for TLS 1.2',
+      })
+    }
+    if (t.ciphers !== undefined && (t.policy === 'modern' || t.min_version === 'TLSv1.3')) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['ciphers'],
+        message:
+          'has no effect when only TLS 1.3 is accepted (its suites are fixed; ciphers lists TLS 1.2 suites)',
+      })
+    }
+  })
+
+/** HTTP/2 limits, advertised in the SETTINGS frame of every HTTP/2 connection. */
+const http2Limits = z.strictObject({
+  /** Streams (requests) a client may have open at once on one connection. */
+  max_concurrent_streams: z.number().int().min(1).max(10_000).default(128),
+  /** Largest request header list (HPACK-decoded, 32 bytes counted per field); larger are reset. */
+  max_header_list_bytes: z
+    .number()
+    .int()
+    .min(1024)
+    .max(16 * 1024 * 1024)
+    .default(64 * 1024),
 })
 
 const connectionPool = z.strictObject({
@@ -70,6 +113,8 @@ const server = z.strictObject({
     })
     .default(1),
   tls: tlsListener.optional(),
+  /** Limits of HTTP/2 connections (with tls and tls.http2). */
+  http2: http2Limits.prefault({}),
   /** A plain-HTTP listener that redirects every request to the HTTPS one (needs tls). */
   redirect_http_bind: listenAddress.optional(),
   /** Close a proxied WebSocket after this long without a frame either way. */

@@ -5,7 +5,7 @@ import type { MiddlewareConfig } from '../middleware/schema'
 import type { RouteTable } from '../routing/route-table'
 import type { HostPort } from './address'
 import type { RawConfig } from './schema'
-import type { CertificateMaterial, UpstreamTlsMaterial } from './tls'
+import type { CertificateMaterial, TlsPolicy, UpstreamTlsMaterial } from './tls'
 
 export type Mode = 'load_balancer' | 'api_gateway'
 
@@ -84,7 +84,11 @@ export interface Snapshot {
     | {
         /** The first is the default; others are chosen by SNI. */
         readonly certificates: readonly CertificateMaterial[]
+        /** intermediate (TLS 1.2 and 1.3) or modern (TLS 1.3 only); see config/tls.ts. */
+        readonly policy: TlsPolicy
         readonly minVersion: 'TLSv1.2' | 'TLSv1.3'
+        /** TLS 1.2 suites offered, in the server's order (OpenSSL names joined by `:`). */
+        readonly ciphers: string
         readonly http2: boolean
         /** Host (and port) for HTTPS redirects when the client's Host names no certificate. */
         readonly redirectHost: string | undefined
@@ -144,6 +148,12 @@ export interface Limits {
   /** `%2F`, `%5C`, `\\` in a path: refused with 400, or kept as they are. */
   readonly escapedSlashes: 'reject' | 'keep'
   readonly allowTrace: boolean
+  /** HTTP/2 connections (server.http2): advertised in SETTINGS and enforced. */
+  readonly http2: {
+    readonly maxConcurrentStreams: number
+    /** Largest request header list, counted as HTTP/2 does (name + value + 32 per field). */
+    readonly maxHeaderListBytes: number
+  }
 }
 
 export function deepFreeze<T>(value: T): T {

@@ -3,6 +3,7 @@
 // answered here (400, 431 for oversized headers) and the listener keeps serving. Also the
 // optional plain listener that redirects to HTTPS.
 
+import { constants as cryptoConstants, randomBytes } from 'node:crypto'
 import http from 'node:http'
 import http2 from 'node:http2'
 import https from 'node:https'
@@ -10,8 +11,9 @@ import type net from 'node:net'
 import type { Socket } from 'node:net'
 import tls from 'node:tls'
 import type { Snapshot } from '../config/snapshot'
-import { type CertificateMaterial, nameMatches } from '../config/tls'
+import { ECDH_CURVES, nameMatches, TLS13_SUITES } from '../config/tls'
 import type { Logger } from '../observe/logger'
+import { OcspStapler } from './ocsp'
 
 export type RequestHandler = (req: http.IncomingMessage, res: http.ServerResponse) => void
 export type UpgradeHandler = (req: http.IncomingMessage, socket: Socket, head: Buffer) => void
@@ -35,14 +37,42 @@ const OPTIONS: http.ServerOptions = {
   requestTimeout: 300_000,
 }
 
+/** Client-cancelled streams a session may have at once, at least (rapid reset, see below). */
+const RESET_BURST_MIN = 100
+/** ...and then per second, sustained. */
+const RESET_RATE_PER_SEC = 32
+/** Session ticket keys are replaced this often (see rotateTicketKeys). */
+const TICKET_KEY_ROTATION_MS = 60 * 60_000
+
+/**
+ * The TLS policy every secure context of the listener is made with (the default one, each SNI
+ * one, and again on reload): TLS 1.2 with ECDHE + AEAD suites only (or TLS 1.3 only with policy
+ * modern), the server's suite order (ChaCha20 first for clients that prefer it: those without
+ * AES hardware), X25519/P-256/P-384 key exchange, and no renegotiation (a client-initiated
+ * renegotiation costs the server a full handshake, a known DoS lever).
+ */
+export function secureContextOptions(t: NonNullable<Snapshot['tls']>): tls.SecureContextOptions {
+  const { SSL_OP_CIPHER_SERVER_PREFERENCE, SSL_OP_PRIORITIZE_CHACHA, SSL_OP_NO_RENEGOTIATION } =
+    cryptoConstants
+  return {
+    minVersion: t.minVersion,
+    maxVersion: 'TLSv1.3',
+    ciphers: `${TLS13_SUITES}:${t.ciphers}`,
+    ecdhCurve: ECDH_CURVES,
+    honorCipherOrder: true,
+    secureOptions: SSL_OP_CIPHER_SERVER_PREFERENCE | SSL_OP_PRIORITIZE_CHACHA | SSL_OP_NO_RENEGOTIATION,
+  }
+}
+
 /** Certificates by name for SNI; the first is the default for clients that send no name. */
 class CertificateStore {
   #entries: Array<{ names: readonly string[]; context: tls.SecureContext }> = []
 
-  update(certs: readonly CertificateMaterial[], minVersion: tls.SecureVersion): void {
-    this.#entries = certs.map((c) => ({
+  update(t: NonNullable<Snapshot['tls']>): void {
+    const policy = secureContextOptions(t)
+    this.#entries = t.certificates.map((c) => ({
       names: c.names,
-      context: tls.createSecureContext({ cert: c.cert, key: c.key, minVersion }),
+      context: tls.createSecureContext({ cert: c.cert, key: c.key, ...policy }),
     }))
   }
 
@@ -51,6 +81,61 @@ class CertificateStore {
     const exact = this.#entries.find((e) => e.names.includes(host))
     const wild = exact ?? this.#entries.find((e) => e.names.some((n) => nameMatches(n, host)))
     cb(null, (wild ?? this.#entries[0])?.context)
+  }
+}
+
+/**
+ * Session tickets stay on (they spare a returning client a full handshake; with tickets off,
+ * Node resumes nothing, as it keeps no server-side session cache), but their key is replaced
+ * every hour instead of living as long as the process. Node takes one key only
+ * (server.setTicketKeys), so tickets issued under the previous key stop resuming: the client
+ * does one full handshake. Tickets live 300 s (Node's sessionTimeout), so that touches only the
+ * last minutes before each rotation. What it buys: a key read from memory decrypts (TLS 1.2) or
+ * resumes (TLS 1.3) at most the last hour's sessions, not every one since start. A reload
+ * (setSecureContext) also draws a new key.
+ */
+export function rotateTicketKeys(server: tls.Server, everyMs = TICKET_KEY_ROTATION_MS): () => void {
+  const timer = setInterval(() => server.setTicketKeys(randomBytes(48)), everyMs)
+  timer.unref()
+  return () => clearInterval(timer)
+}
+
+/**
+ * HTTP/2 rapid reset (CVE-2023-44487): a client opens streams and cancels them at once, so the
+ * server starts a request for each while the client's concurrent-stream count stays near zero.
+ * nghttp2 (inside Node since 20.8.1) counts incoming RST_STREAM frames (1000, then 33/s) and sends
+ * GOAWAY(INTERNAL_ERROR), but Node 20 then leaves the connection open and has already handed
+ * about 1,400 streams to the proxy. This budget acts first: a session whose client cancels more
+ * than max(100, 2 x max_concurrent_streams) streams at once, or more than 32 per second
+ * sustained, gets GOAWAY(ENHANCE_YOUR_CALM) and is closed. A browser cancelling requests when
+ * the user navigates away stays far below.
+ */
+function guardResets(session: http2.ServerHttp2Session, maxConcurrentStreams: number, log: Logger): void {
+  const burst = Math.max(RESET_BURST_MIN, 2 * maxConcurrentStreams)
+  let tokens = burst
+  let last = performance.now()
+  session.on('stream', (stream: http2.ServerHttp2Stream) => {
+    // 'aborted': the client reset the stream before our response ended.
+    stream.once('aborted', () => {
+      const now = performance.now()
+      tokens = Math.min(burst, tokens + ((now - last) / 1000) * RESET_RATE_PER_SEC)
+      last = now
+      tokens -= 1
+      if (tokens >= 0 || session.destroyed) return
+      log.warn(
+        { client: session.socket?.remoteAddress, error_type: 'http2_rapid_reset' },
+        'HTTP/2 client cancels streams faster than allowed; connection closed (ENHANCE_YOUR_CALM)',
+      )
+      // With an error: destroy(undefined, code) sends NO_ERROR (undefined takes the default).
+      session.destroy(new Error('HTTP/2 rapid reset'), http2.constants.NGHTTP2_ENHANCE_YOUR_CALM)
+    })
+  })
+}
+
+function http2Settings(s: Snapshot): http2.Settings {
+  return {
+    maxConcurrentStreams: s.limits.http2.maxConcurrentStreams,
+    maxHeaderListSize: s.limits.http2.maxHeaderListBytes,
   }
 }
 
@@ -77,20 +162,37 @@ export function createListener(
     }
   }
   const store = new CertificateStore()
-  store.update(t.certificates, t.minVersion)
+  store.update(t)
+  const stapler = new OcspStapler(log)
+  stapler.update(t.certificates)
   const first = t.certificates[0]!
-  const secure = { cert: first.cert, key: first.key, minVersion: t.minVersion, SNICallback: store.pick }
+  const secure = { cert: first.cert, key: first.key, ...secureContextOptions(t), SNICallback: store.pick }
+  let limits = snapshot.limits
   const update = (s: Snapshot) => {
     server.maxConnections = s.limits.maxConnections
+    limits = s.limits
     if (!s.tls) return
-    store.update(s.tls.certificates, s.tls.minVersion)
+    store.update(s.tls)
+    stapler.update(s.tls.certificates)
     const d = s.tls.certificates[0]!
-    ;(server as tls.Server).setSecureContext({ cert: d.cert, key: d.key, minVersion: s.tls.minVersion })
+    ;(server as tls.Server).setSecureContext({ cert: d.cert, key: d.key, ...secureContextOptions(s.tls) })
+    h2server?.updateSettings(http2Settings(s))
   }
   let server: net.Server
+  let h2server: http2.Http2SecureServer | undefined
+  const ocsp = (certificate: Buffer, _issuer: Buffer, cb: (err: Error | null, resp: Buffer) => void) =>
+    (cb as (err: null, resp: Buffer | null) => void)(null, stapler.staple(certificate) ?? null)
   if (t.http2) {
     const h2 = http2.createSecureServer(
-      { ...secure, allowHTTP1: true },
+      {
+        ...secure,
+        allowHTTP1: true,
+        settings: http2Settings(snapshot),
+        // Node's defaults, stated: a session is destroyed after this many malformed frames, or
+        // after this many streams refused for exceeding max_concurrent_streams.
+        maxSessionInvalidFrames: 1000,
+        maxSessionRejectedStreams: 100,
+      },
       handler as unknown as (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => void,
     )
     const sessions = new Set<http2.ServerHttp2Session>()
@@ -98,13 +200,17 @@ export function createListener(
     h2.on('session', (s: http2.ServerHttp2Session) => {
       sessions.add(s)
       s.once('close', () => sessions.delete(s))
+      guardResets(s, limits.http2.maxConcurrentStreams, log)
     })
     h2.on('secureConnection', (s: Socket) => {
       sockets.add(s)
       s.once('close', () => sockets.delete(s))
     })
+    h2.on('OCSPRequest', ocsp)
+    const stopTickets = rotateTicketKeys(h2 as unknown as tls.Server)
     wire(h2 as unknown as http.Server, onUpgrade, log, onBadRequest, handler)
     server = h2
+    h2server = h2
     limitConnections(server, snapshot.limits.maxConnections, log, countError)
     return {
       server,
@@ -114,6 +220,8 @@ export function createListener(
         for (const s of sessions) s.close()
       },
       closeAll: () => {
+        stopTickets()
+        stapler.close()
         for (const s of sessions) s.destroy()
         for (const s of sockets) s.destroy()
       },
@@ -121,13 +229,19 @@ export function createListener(
     }
   }
   const h1 = https.createServer({ ...OPTIONS, ...secure }, handler)
+  h1.on('OCSPRequest', ocsp)
+  const stopTickets = rotateTicketKeys(h1)
   wire(h1, onUpgrade, log, onBadRequest)
   server = h1
   limitConnections(server, snapshot.limits.maxConnections, log, countError)
   return {
     server,
     closeIdle: () => h1.closeIdleConnections(),
-    closeAll: () => h1.closeAllConnections(),
+    closeAll: () => {
+      stopTickets()
+      stapler.close()
+      h1.closeAllConnections()
+    },
     update,
   }
 }
