@@ -81,7 +81,7 @@ export interface RequestSide {
  */
 export function upstreamRequestHead(raw: readonly string[], side: RequestSide): UpstreamRequestHead {
   const out: string[] = []
-  const trusted = side.trusted !== undefined && side.trusted(side.peer)
+  const trusted = side.trusted?.(side.peer) === true
   const guarded = side.protectedHeaders.size > 0
   let requestId: string | undefined
   let host: string | undefined
