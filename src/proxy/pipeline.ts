@@ -200,11 +200,12 @@ export class Pipeline {
     if (method === 'CONNECT' || (method === 'TRACE' && !snapshot.limits.allowTrace)) {
       return this.#reply(r, { status: 405, kind: 'method_not_allowed', headers: ['allow', ALLOW] })
     }
-    // RFC 9112 section 6.1: a transfer coding the proxy does not know is 501; only chunked is
-    // known (Node frames the body by the final chunked and would drop the others silently).
+    // RFC 9112 section 6.1: a transfer coding the proxy does not know gets its own status; only
+    // chunked is known (Node frames the body by the final chunked and drops the others silently).
     const te = r.h2 ? undefined : head.transferEncoding
     if (te !== undefined && !isChunked(te)) {
-      return this.#reply(r, { status: 501, kind: 'unknown_transfer_coding', headers: [] })
+      const kind = 'unknown_transfer_coding'
+      return this.#reply(r, { status: ERRORS[kind].status, kind, headers: [] })
     }
     const target = req.url ?? ''
     const url = originForm(target)
