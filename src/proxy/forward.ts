@@ -25,12 +25,10 @@ import type { AccessLog } from '../observe/access-log'
 import type { Logger } from '../observe/logger'
 import type { UpstreamGroup } from '../upstream/group'
 import type { Peer } from '../upstream/peer'
+import { mayRetry } from '../upstream/retry'
 import { BODY_TIMEOUT, BODY_TOO_LARGE, BodyGuard } from './body-guard'
 import { classifyUpstreamError, ERRORS, type ErrorKind, replyError, retryCondition } from './errors'
 import { downstreamResponseHeaders, writeResponseHead } from './headers'
-
-/** RFC 9110 section 9.2.2. */
-const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE'])
 
 export interface ExchangeOptions {
   req: IncomingMessage
@@ -193,27 +191,20 @@ export class Exchange implements Dispatcher.DispatchHandler {
     this.#abort?.(CLIENT_FAULT)
   }
 
-  /** Whether a failure under `cond` may be retried on the next candidate, and takes the budget. */
-  #mayRetry(cond: RetryCondition | undefined): boolean {
+  /** Whether a failure under `condition` may go to the next candidate (upstream/retry.ts). */
+  #mayRetry(condition: RetryCondition | undefined): boolean {
     const o = this.#o
-    if (cond === undefined || !o.retry.on.has(cond)) return false
-    if (this.#index >= o.retry.retries || this.#index + 1 >= o.candidates.length) return false
-    if (cond !== 'connect_failure' && (o.hasBody || !IDEMPOTENT.has(o.method))) return false
-    return o.group.budget.tryRetry(Date.now())
-  }
-
-  /** Whether the failure may go to the next candidate: retry_on, or a reset GET/HEAD. */
-  #retryable(kind: ErrorKind): boolean {
-    const cond = retryCondition(kind)
-    if (cond === undefined) return false
-    if (this.#o.retry.on.has(cond)) return this.#mayRetry(cond)
-    // A server dying under load resets the connections it had: nothing was answered, and a
-    // GET or HEAD without a body is safe to send elsewhere whatever retry_on says.
-    const o = this.#o
-    if (kind !== 'upstream_reset' || this.#headersSeen || o.hasBody) return false
-    if (o.method !== 'GET' && o.method !== 'HEAD') return false
-    if (this.#index >= o.retry.retries || this.#index + 1 >= o.candidates.length) return false
-    return o.group.budget.tryRetry(Date.now())
+    if (condition === undefined || this.#body?.destroyed) return false
+    return mayRetry({
+      policy: o.retry,
+      condition,
+      attempt: this.#index,
+      candidates: o.candidates.length,
+      method: o.method,
+      hasBody: o.hasBody,
+      responseStarted: o.res.headersSent,
+      budget: o.group.budget,
+    })
   }
 
   #next(): void {
@@ -372,7 +363,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
     }
     const kind = classifyUpstreamError(err, this.#sent)
     o.group.reportFailure(peer, kind)
-    const retry = !o.res.headersSent && !this.#body?.destroyed && this.#retryable(kind)
+    const retry = this.#mayRetry(retryCondition(kind))
     o.log.warn(
       {
         request_id: o.requestId,

@@ -334,6 +334,7 @@ export class Pipeline {
         route: r.route,
         upstream: r.upstream,
         group,
+        retry: retryPolicy(group.retry, r.retries, r.retryOn),
         candidates,
         responseHeaders: r.ctx?.responseHeaders,
         connectTimeoutMs: r.rt.snapshot.pool.connectTimeoutMs,

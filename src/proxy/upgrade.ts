@@ -8,12 +8,14 @@
 import http from 'node:http'
 import https from 'node:https'
 import type { Socket } from 'node:net'
+import type { RetryPolicy } from '../config/snapshot'
 import type { AccessLog } from '../observe/access-log'
 import type { Logger } from '../observe/logger'
 import { writeRaw } from '../server/listener'
 import type { UpstreamGroup } from '../upstream/group'
 import type { Peer } from '../upstream/peer'
-import { classifyUpstreamError, ERRORS, type ErrorKind } from './errors'
+import { mayRetry } from '../upstream/retry'
+import { classifyUpstreamError, ERRORS, type ErrorKind, retryCondition } from './errors'
 import { RawResponse } from './raw-response'
 
 export interface UpgradeOptions {
@@ -30,6 +32,8 @@ export interface UpgradeOptions {
   route: string | undefined
   upstream: string
   group: UpstreamGroup
+  /** The route's retry policy (its retries / retry_on over the group's). */
+  retry: RetryPolicy
   candidates: Peer[]
   responseHeaders: readonly string[] | undefined
   connectTimeoutMs: number
@@ -181,13 +185,22 @@ export function forwardUpgrade(o: UpgradeOptions): void {
     req.once('error', (err: Error & { code?: string }) => {
       const kind = classifyUpstreamError(err, connected)
       o.group.reportFailure(peer!, kind)
+      // Only before the handshake reached the server: its answer is not something to repeat.
+      const condition = retryCondition(kind)
       const retry =
         !connected &&
         !o.socket.destroyed &&
-        o.group.retry.on.has('connect_failure') &&
-        index < o.group.retry.retries &&
-        index + 1 < o.candidates.length &&
-        o.group.budget.tryRetry(Date.now())
+        condition !== undefined &&
+        mayRetry({
+          policy: o.retry,
+          condition,
+          attempt: index,
+          candidates: o.candidates.length,
+          method: o.method,
+          hasBody: false,
+          responseStarted: false,
+          budget: o.group.budget,
+        })
       o.log.warn(
         {
           request_id: o.requestId,

@@ -12,6 +12,7 @@ import type { Logger } from '../observe/logger'
 import { clientIp } from '../proxy/headers'
 import type { UpstreamGroup } from '../upstream/group'
 import type { Peer } from '../upstream/peer'
+import { mayRetry } from '../upstream/retry'
 import { limitConnections } from './listener'
 
 export class TcpProxy {
@@ -176,13 +177,18 @@ class TcpConnection {
     peer.inFlight--
     const kind = err.code === 'ETIMEDOUT' ? 'connect_timeout' : 'connect_failed'
     this.group.reportFailure(peer, kind)
-    const policy = this.group.retry
     const retry =
       !this.#done &&
-      policy.on.has('connect_failure') &&
-      this.#index < policy.retries &&
-      this.#index + 1 < this.candidates.length &&
-      this.group.budget.tryRetry(Date.now())
+      mayRetry({
+        policy: this.group.retry,
+        condition: 'connect_failure',
+        attempt: this.#index,
+        candidates: this.candidates.length,
+        method: undefined,
+        hasBody: false,
+        responseStarted: false,
+        budget: this.group.budget,
+      })
     this.log.warn(
       {
         upstream: this.group.name,

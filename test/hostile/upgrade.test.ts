@@ -11,7 +11,7 @@ import { after, before, describe, test } from 'node:test'
 import { type RunningProxy, startProxy } from '../helpers/proxy'
 import { rawRequest, rssOf } from '../helpers/raw'
 import { until } from '../helpers/until'
-import { startUpstream, type Upstream } from '../helpers/upstream'
+import { closedPort, startUpstream, type Upstream } from '../helpers/upstream'
 
 describe('upgrade requests', () => {
   let big: http.Server
@@ -151,5 +151,47 @@ control_api: { enabled: true, bind_address: "127.0.0.1:0" }
       'in-flight back to 0',
       10_000,
     )
+  })
+})
+
+describe("a WebSocket handshake follows its route's retry policy", () => {
+  let wss: import('ws').WebSocketServer
+  let proxy: RunningProxy
+  before(async () => {
+    const { WebSocketServer } = await import('ws')
+    wss = new WebSocketServer({ host: '127.0.0.1', port: 0 })
+    await new Promise((r) => wss.once('listening', r))
+    const port = (wss.address() as net.AddressInfo).port
+    const refused = await closedPort()
+    const servers = `["127.0.0.1:${refused}", "127.0.0.1:${port}"]`
+    proxy = await startProxy(`mode: api_gateway
+server: { bind_address: "127.0.0.1:0" }
+upstreams:
+  once: { servers: ${servers}, passive_health: { enabled: false } }
+  retried: { servers: ${servers}, passive_health: { enabled: false } }
+api_gateway:
+  routes:
+    no_retry: { path_pattern: "^/once", upstream: once, retries: 0 }
+    default: { path_pattern: "^/", upstream: retried }
+`)
+  })
+  after(async () => {
+    await proxy.stop()
+    wss.close()
+  })
+
+  const handshake = (path: string) =>
+    rawRequest(
+      proxy.port,
+      `GET ${path} HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n`,
+      3000,
+    )
+
+  test('retries: 0 on the route: the refused first server is the answer (502)', async () => {
+    assert.equal((await handshake('/once')).status, 502)
+  })
+
+  test("the group's default (one retry): the second server takes it (101)", async () => {
+    assert.equal((await handshake('/ws')).status, 101)
   })
 })
