@@ -40,7 +40,7 @@ export const ERRORS: Readonly<Record<ErrorKind, ErrorEntry>> = {
   payload_too_large: { status: 413, body: 'request body too large', warn: false },
   request_timeout: { status: 408, body: 'request body timed out', warn: false },
   version_not_supported: { status: 505, body: 'HTTP version not supported', warn: false },
-  // RFC 9112 section 6.1: Not Implemented.
+  // RFC 9112 section 6.1: a transfer coding the server does not know gets this status.
   unknown_transfer_coding: { status: 501, body: 'unknown transfer coding', warn: false },
   origin_not_allowed: { status: 403, body: 'origin not allowed to open a WebSocket here', warn: false },
   no_route: { status: 404, body: 'no route for this path', warn: false },
