@@ -5,12 +5,13 @@
 // workers). One implementation for both, so they log, count and persist alike.
 
 import { parseDocument } from 'yaml'
-import { ApiError, applyChange, type ChangeOp } from '../control/mutations'
 import type { Logger } from '../observe/logger'
 import { compile, type Overrides } from './compile'
 import { type ConfigDiff, diffSnapshots, isEmpty } from './diff'
 import { parseConfigText, readConfigFile } from './load'
+import { applyChange, type ChangeOp } from './mutations'
 import { formatProblem } from './problems'
+import { ChangeRefused } from './refused'
 import type { Snapshot } from './snapshot'
 import { writeAtomically } from './write'
 
@@ -27,7 +28,7 @@ export interface KeeperOptions {
   overrides: Overrides
   log: Logger
   /**
-   * Makes `next` live, or throws (an ApiError for a reason the user can act on). `unsaved` is
+   * Makes `next` live, or throws (a ChangeRefused for a reason the user can act on). `unsaved` is
    * the list of unsaved runtime changes once this change is in.
    */
   apply(next: Snapshot, text: string, unsaved: readonly string[]): Promise<void>
@@ -68,7 +69,8 @@ export class ConfigKeeper {
     const { file, env, overrides } = this.#o
     const source = fromFile ? readConfigFile(file, env) : parseConfigText(file, text, env)
     const r = compile(source, overrides)
-    if (!r.ok) throw new ApiError(400, 'invalid configuration', { problems: r.problems.map(formatProblem) })
+    if (!r.ok)
+      throw new ChangeRefused('invalid', 'invalid configuration', { problems: r.problems.map(formatProblem) })
     const nextText = fromFile ? source.text : text
     const unsaved = unsavedFor(r.snapshot)
     await this.#o.apply(r.snapshot, nextText, unsaved)
@@ -105,7 +107,7 @@ export class ConfigKeeper {
         }
       } catch (err) {
         const problems =
-          err instanceof ApiError ? (err.details.problems as string[]) : [(err as Error).message]
+          err instanceof ChangeRefused ? (err.details.problems as string[]) : [(err as Error).message]
         this.#o.onReload?.('failure')
         log.error({ problems }, 'config reload failed; the running config stays')
         return { result: 'failure', problems }

@@ -6,13 +6,34 @@
 // end the process: the key is checked first, client mistakes are 4xx, anything else a logged 500.
 
 import http from 'node:http'
+import type { ChangeOp } from '../config/mutations'
 import { redact } from '../config/redact'
+import { ChangeRefused, type RefusalReason } from '../config/refused'
 import type { SnapshotStore } from '../config/store'
 import type { Logger } from '../observe/logger'
 import type { Explanation } from '../routing/explain'
 import { bearerMatches } from './auth'
 import { browserRefusal } from './browser'
-import { ApiError, type ChangeOp } from './mutations'
+
+/** A refusal this API answers with a status of its own choosing (bad query, wrong method, ...). */
+export class ApiError extends Error {
+  constructor(
+    readonly status: number,
+    message: string,
+    readonly details: Record<string, unknown> = {},
+    readonly headers: Record<string, string> = {},
+  ) {
+    super(message)
+  }
+}
+
+/** A config change the config refused, as HTTP sees it. */
+const REFUSAL_STATUS: Readonly<Record<RefusalReason, number>> = {
+  invalid: 400,
+  not_found: 404,
+  conflict: 409,
+  unavailable: 503,
+}
 
 export interface ControlActions {
   status(): Record<string, unknown>
@@ -192,6 +213,8 @@ export function createControlServer(o: ControlApiOptions): http.Server {
     } catch (err) {
       if (err instanceof ApiError)
         return { status: err.status, body: { error: err.message, ...err.details }, headers: err.headers }
+      if (err instanceof ChangeRefused)
+        return { status: REFUSAL_STATUS[err.reason], body: { error: err.message, ...err.details } }
       o.log.error(
         { err: errorText(err), method: req.method, url: clip(req.url ?? '') },
         'control API handler failed',

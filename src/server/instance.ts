@@ -12,11 +12,12 @@ import { formatHostPort, type HostPort } from '../config/address'
 import { compile, type Overrides } from '../config/compile'
 import { ConfigKeeper, type ReloadResult } from '../config/keeper'
 import { parseConfigText } from '../config/load'
+import type { ChangeOp } from '../config/mutations'
 import { formatProblem } from '../config/problems'
+import { ChangeRefused } from '../config/refused'
 import type { Snapshot } from '../config/snapshot'
 import { SnapshotStore } from '../config/store'
 import { type ControlActions, createControlServer } from '../control/api'
-import { ApiError, type ChangeOp } from '../control/mutations'
 import type { TakeResult } from '../middleware/rate-limit/token-bucket'
 import { MiddlewareRegistry } from '../middleware/registry'
 import { AccessLog } from '../observe/access-log'
@@ -116,7 +117,8 @@ export class ProxyInstance implements ControlActions {
   /** A config the primary validated: apply it as it is (every worker gets the same text). */
   async #applyFromPrimary(m: ApplyMessage): Promise<void> {
     const r = compile(parseConfigText(this.#o.file, m.text, this.#o.env), this.#o.overrides)
-    if (!r.ok) throw new ApiError(400, 'invalid configuration', { problems: r.problems.map(formatProblem) })
+    if (!r.ok)
+      throw new ChangeRefused('invalid', 'invalid configuration', { problems: r.problems.map(formatProblem) })
     await this.#install(r.snapshot)
     this.#workerUnsaved = m.unsaved
   }
@@ -267,7 +269,9 @@ export class ProxyInstance implements ControlActions {
   async #install(next: Snapshot): Promise<void> {
     const prev = this.#store.current().snapshot
     const { retired } = await this.#bind(next).catch((err: Error) => {
-      throw new ApiError(400, 'invalid configuration', { problems: [`${this.#o.file}: ${err.message}`] })
+      throw new ChangeRefused('invalid', 'invalid configuration', {
+        problems: [`${this.#o.file}: ${err.message}`],
+      })
     })
     const groups = this.#upstreams.build(next)
     const chains = this.#middlewares.build(next)

@@ -1,8 +1,8 @@
 // Request/response over a cluster IPC channel (process.send / worker.send), used between the
-// primary and its workers. Errors cross as status + message + details so an ApiError raised in
-// the primary (a refused change) reaches the worker's control API intact.
+// primary and its workers. A ChangeRefused raised in the primary (a refused change) crosses as
+// reason + message + details and reaches the worker's control API intact; other errors as a message.
 
-import { ApiError } from '../control/mutations'
+import { ChangeRefused, type RefusalReason } from '../config/refused'
 
 export interface RpcMessage {
   locci: 'req' | 'res' | 'event'
@@ -10,7 +10,7 @@ export interface RpcMessage {
   kind?: string
   payload?: unknown
   ok?: boolean
-  error?: { status: number; message: string; details: Record<string, unknown> }
+  error?: { reason: RefusalReason | undefined; message: string; details: Record<string, unknown> }
 }
 
 export type RpcHandler = (payload: unknown) => unknown
@@ -62,7 +62,10 @@ export class Rpc {
       if (!p) return true
       this.#pending.delete(msg.id!)
       if (msg.ok) p.resolve(msg.payload)
-      else p.reject(new ApiError(msg.error!.status, msg.error!.message, msg.error!.details))
+      else {
+        const e = msg.error!
+        p.reject(e.reason ? new ChangeRefused(e.reason, e.message, e.details) : new Error(e.message))
+      }
       return true
     }
     const handler = this.#handlers.get(msg.kind!)
@@ -83,9 +86,9 @@ export class Rpc {
             id: msg.id!,
             ok: false,
             error: {
-              status: err instanceof ApiError ? err.status : 500,
+              reason: err instanceof ChangeRefused ? err.reason : undefined,
               message: err.message,
-              details: err instanceof ApiError ? err.details : {},
+              details: err instanceof ChangeRefused ? err.details : {},
             },
           }),
       )
@@ -102,7 +105,7 @@ export class Rpc {
 
   /** Fails every request still waiting (the other side died). */
   close(reason: string): void {
-    for (const p of this.#pending.values()) p.reject(new ApiError(503, reason))
+    for (const p of this.#pending.values()) p.reject(new ChangeRefused('unavailable', reason))
     this.#pending.clear()
   }
 }

@@ -2,7 +2,8 @@ import assert from 'node:assert/strict'
 import { test } from 'node:test'
 import { parseDocument } from 'yaml'
 import { parseConfigText } from '../config/load'
-import { ApiError, addRoute, addUpstream, fileFields } from './mutations'
+import { addRoute, addUpstream, fileFields } from './mutations'
+import { ChangeRefused } from './refused'
 
 const BASE = `mode: api_gateway
 upstreams:
@@ -153,8 +154,8 @@ for (const r of refused) {
     assert.throws(
       () => addUpstream(doc, r.body),
       (err: unknown) => {
-        assert.ok(err instanceof ApiError)
-        assert.equal(err.status, 400)
+        assert.ok(err instanceof ChangeRefused)
+        assert.equal(err.reason, 'invalid')
         if (typeof r.error === 'string') assert.equal(err.message, r.error)
         else assert.match(err.message, r.error)
         if (r.fields) assert.deepEqual(err.details.fields, r.fields)

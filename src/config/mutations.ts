@@ -1,24 +1,14 @@
 // Runtime changes from the control API, made the way a user would make them: by editing the
 // YAML document (comments and ${VAR} references survive) and running the result through the same
 // compile() as the file, so a change is valid exactly when the file would be. Each function edits
-// a Document and returns what it did, or throws an ApiError (400, 404, 409). What a client sends
+// a Document and returns what it did, or throws a ChangeRefused (invalid, not_found, conflict). What a client sends
 // is taken literally: its strings are written with `${` escaped, so they are never expanded from
 // the proxy's environment (now, or when a persisted file is read again).
 
 import { type Document, isMap, isScalar, isSeq, type YAMLMap, type YAMLSeq } from 'yaml'
-import { formatHostPort, parseHostPort } from '../config/address'
-import { escapeEnv } from '../config/env'
-
-export class ApiError extends Error {
-  constructor(
-    readonly status: number,
-    message: string,
-    readonly details: Record<string, unknown> = {},
-    readonly headers: Record<string, string> = {},
-  ) {
-    super(message)
-  }
-}
+import { formatHostPort, parseHostPort } from './address'
+import { escapeEnv } from './env'
+import { ChangeRefused } from './refused'
 
 const NAME = /^[A-Za-z0-9_.-]{1,100}$/
 const ROUTE_FIELDS = [
@@ -36,7 +26,7 @@ const ROUTE_FIELDS = [
 
 function body(input: unknown): Record<string, unknown> {
   if (input === null || typeof input !== 'object' || Array.isArray(input))
-    throw new ApiError(400, 'the body must be a JSON object')
+    throw new ChangeRefused('invalid', 'the body must be a JSON object')
   return input as Record<string, unknown>
 }
 
@@ -51,7 +41,7 @@ export function literal(v: unknown): unknown {
 
 function nameOf(b: Record<string, unknown>, what: string): string {
   if (typeof b.name !== 'string' || !NAME.test(b.name)) {
-    throw new ApiError(400, `"name" is required: the ${what}'s name (letters, digits, _ . -)`)
+    throw new ChangeRefused('invalid', `"name" is required: the ${what}'s name (letters, digits, _ . -)`)
   }
   return b.name
 }
@@ -62,8 +52,9 @@ export function addRoute(doc: Document, input: unknown): string {
   const name = nameOf(b, 'route')
   const unknown = Object.keys(b).filter((k) => k !== 'name' && !ROUTE_FIELDS.includes(k))
   if (unknown.length)
-    throw new ApiError(400, `unknown field${unknown.length > 1 ? 's' : ''}: ${unknown.join(', ')}`)
-  if (doc.hasIn(['api_gateway', 'routes', name])) throw new ApiError(409, `route "${name}" already exists`)
+    throw new ChangeRefused('invalid', `unknown field${unknown.length > 1 ? 's' : ''}: ${unknown.join(', ')}`)
+  if (doc.hasIn(['api_gateway', 'routes', name]))
+    throw new ChangeRefused('conflict', `route "${name}" already exists`)
   const route: Record<string, unknown> = {}
   for (const k of ROUTE_FIELDS) if (b[k] !== undefined) route[k] = literal(b[k])
   doc.setIn(['api_gateway', 'routes', name], doc.createNode(route))
@@ -72,7 +63,7 @@ export function addRoute(doc: Document, input: unknown): string {
 
 /** DELETE /api/v1/routes/:name */
 export function removeRoute(doc: Document, name: string): string {
-  if (!doc.hasIn(['api_gateway', 'routes', name])) throw new ApiError(404, `no route "${name}"`)
+  if (!doc.hasIn(['api_gateway', 'routes', name])) throw new ChangeRefused('not_found', `no route "${name}"`)
   doc.deleteIn(['api_gateway', 'routes', name])
   return `removed route ${name}`
 }
@@ -102,7 +93,7 @@ function checkServers(servers: unknown[]): void {
     const address = s !== null && typeof s === 'object' ? (s as { address?: unknown }).address : s
     if (typeof address !== 'string') continue // not an address at all: compile() says what is expected
     const hp = parseHostPort(address)
-    if (typeof hp === 'string') throw new ApiError(400, `servers: ${clip(hp)}`)
+    if (typeof hp === 'string') throw new ChangeRefused('invalid', `servers: ${clip(hp)}`)
   }
 }
 
@@ -116,14 +107,14 @@ export function addUpstream(doc: Document, input: unknown): string {
   const name = nameOf(b, 'upstream group')
   const files = fileFields(b)
   if (files.length) {
-    throw new ApiError(
-      400,
+    throw new ChangeRefused(
+      'invalid',
       'file paths cannot be set through the control API; edit the config file and reload',
       { fields: files },
     )
   }
   if (!Array.isArray(b.servers) || b.servers.length === 0) {
-    throw new ApiError(400, '"servers" is required: a list of "host:port" (or {address, weight})')
+    throw new ChangeRefused('invalid', '"servers" is required: a list of "host:port" (or {address, weight})')
   }
   checkServers(b.servers)
   const group = doc.getIn(['upstreams', name], true)
@@ -134,13 +125,13 @@ export function addUpstream(doc: Document, input: unknown): string {
   }
   const extra = Object.keys(b).filter((k) => k !== 'name' && k !== 'servers')
   if (extra.length) {
-    throw new ApiError(
-      400,
+    throw new ChangeRefused(
+      'invalid',
       `upstream "${name}" exists; only servers can be added to it (got ${extra.join(', ')}). Edit the file and reload to change its settings`,
     )
   }
   const seq = isMap(group) ? group.get('servers', true) : undefined
-  if (!isSeq(seq)) throw new ApiError(400, `upstream "${name}" has no servers list to add to`)
+  if (!isSeq(seq)) throw new ChangeRefused('invalid', `upstream "${name}" has no servers list to add to`)
   const present = new Set(seq.items.map((i) => normalized(addressOf(i))))
   const added: unknown[] = []
   for (const given of b.servers) {
@@ -152,18 +143,19 @@ export function addUpstream(doc: Document, input: unknown): string {
     added.push(given)
     if (addr !== undefined) present.add(addr)
   }
-  if (added.length === 0) throw new ApiError(409, `every server given is already in upstream "${name}"`)
+  if (added.length === 0)
+    throw new ChangeRefused('conflict', `every server given is already in upstream "${name}"`)
   return `added ${added.length} server${added.length === 1 ? '' : 's'} to ${name}`
 }
 
 /** DELETE /api/v1/upstreams/:name/servers/:server */
 export function removeServer(doc: Document, name: string, server: string): string {
   const group = doc.getIn(['upstreams', name], true)
-  if (group === undefined) throw new ApiError(404, `no upstream "${name}"`)
+  if (group === undefined) throw new ChangeRefused('not_found', `no upstream "${name}"`)
   const seq: unknown = isMap(group) ? (group as YAMLMap).get('servers', true) : undefined
   const target = normalized(server)
   const index = isSeq(seq) ? (seq as YAMLSeq).items.findIndex((i) => normalized(addressOf(i)) === target) : -1
-  if (index < 0) throw new ApiError(404, `no server "${server}" in upstream "${name}"`)
+  if (index < 0) throw new ChangeRefused('not_found', `no server "${server}" in upstream "${name}"`)
   ;(seq as YAMLSeq).delete(index)
   return `removed server ${server} from ${name}`
 }
