@@ -4,8 +4,9 @@
 
 import { type Command, Option } from 'commander'
 import { type Dispatcher, request } from 'undici'
-import { loadConfig, type Overrides } from '../config/compile'
+import type { Overrides } from '../config/compile'
 import { formatProblem } from '../config/problems'
+import { loadPlan } from '../proxy/runtime'
 import { type Explanation, explain, renderExplanation } from '../routing/explain'
 
 interface AdminOptions {
@@ -25,15 +26,15 @@ interface Target {
 /** Where the control API is: flags and env first, then the config file. */
 function target(opts: AdminOptions, file: string, overrides: Overrides): Target {
   const flagKey = opts.apiKey ?? (process.env.LOCCI_API_KEY || undefined)
-  const r = loadConfig(file, overrides)
-  const fileKey = r.ok ? r.snapshot.controlApi.apiKey : undefined
+  const r = loadPlan(file, overrides)
+  const fileKey = r.ok ? r.plan.snapshot.controlApi.apiKey : undefined
   if (opts.controlUrl) return { url: opts.controlUrl.replace(/\/$/, ''), apiKey: flagKey ?? fileKey }
   if (!r.ok) {
     throw new CliError(
       `cannot find the control API from ${file}:\n${r.problems.map((p) => `  ${formatProblem(p)}`).join('\n')}\n(or pass --control-url)`,
     )
   }
-  const c = r.snapshot.controlApi
+  const c = r.plan.snapshot.controlApi
   if (!c.enabled)
     throw new CliError(
       `the control API is disabled in ${file} (control_api.enabled: false); pass --control-url`,
@@ -274,7 +275,7 @@ export function registerAdminCommands(
     .action((method: string, path: string, _o: unknown, cmd: Command) => {
       const opts = cmd.optsWithGlobals<AdminOptions & { header: string[] }>()
       const { file, overrides } = resolve(opts)
-      const r = loadConfig(file, overrides)
+      const r = loadPlan(file, overrides)
       if (!r.ok) {
         process.stderr.write(
           `locci-proxy: ${file}: invalid configuration\n${r.problems.map((p) => `  ${formatProblem(p)}\n`).join('')}`,
@@ -287,7 +288,7 @@ export function registerAdminCommands(
         return colon > 0 ? [h.slice(0, colon).trim(), h.slice(colon + 1).trim()] : []
       })
       const e: Explanation = explain(
-        r.snapshot,
+        r.plan,
         undefined,
         method,
         path.startsWith('/') ? path : `/${path}`,

@@ -4,14 +4,16 @@
 import cluster from 'node:cluster'
 import { readFileSync } from 'node:fs'
 import { Command, Option } from 'commander'
-import { loadConfig, type Overrides } from '../config/compile'
+import type { Overrides } from '../config/compile'
 import { loadDotEnv } from '../config/env'
 import { formatProblem, type Problem } from '../config/problems'
 import { LOG_LEVELS } from '../config/schema'
-import type { Mode, Snapshot } from '../config/snapshot'
+import type { Mode } from '../config/snapshot'
 import { createLogger } from '../observe/logger'
+import { loadPlan, type Plan } from '../proxy/runtime'
 import { ProxyInstance } from '../server/instance'
 import { Primary } from '../server/primary'
+import type { ToPrimary, ToWorker } from '../server/protocol'
 import { Rpc } from '../server/rpc'
 import { registerAdminCommands } from './admin'
 
@@ -121,34 +123,36 @@ function printProblems(file: string, problems: readonly Problem[]): void {
   )
 }
 
-function loadOrExit(file: string, overrides: Overrides, usage: string[]): Snapshot {
+function loadOrExit(file: string, overrides: Overrides, usage: string[]): Plan {
   if (usage.length > 0) {
     for (const u of usage) process.stderr.write(`locci-proxy: ${u}\n`)
     process.exit(1)
   }
-  const result = loadConfig(file, overrides)
+  const result = loadPlan(file, overrides)
   if (!result.ok) {
     printProblems(file, result.problems)
     process.exit(1)
   }
-  return result.snapshot
+  return result.plan
 }
 
 function validate(fileArg: string | undefined, opts: GlobalOptions): void {
   const r = resolveOptions(opts, process.env)
   const file = fileArg ?? r.file
-  const snapshot = loadOrExit(file, r.overrides, r.problems)
-  const routes = snapshot.routes?.routes.length ?? 0
+  const { snapshot } = loadOrExit(file, r.overrides, r.problems)
+  const mode = snapshot.mode
+  const routes = mode.kind === 'api_gateway' ? mode.routes.length : 0
   process.stdout.write(
-    `${file}: OK (mode ${snapshot.mode}, ${snapshot.upstreams.size} upstream${snapshot.upstreams.size === 1 ? '' : 's'}` +
-      (snapshot.mode === 'api_gateway' ? `, ${routes} route${routes === 1 ? '' : 's'}` : '') +
+    `${file}: OK (mode ${mode.kind}, ${snapshot.upstreams.size} upstream${snapshot.upstreams.size === 1 ? '' : 's'}` +
+      (mode.kind === 'api_gateway' ? `, ${routes} route${routes === 1 ? '' : 's'}` : '') +
       ')\n',
   )
 }
 
 async function start(opts: GlobalOptions): Promise<void> {
   const r = resolveOptions(opts, process.env)
-  const snapshot = loadOrExit(r.file, r.overrides, r.problems)
+  const plan = loadOrExit(r.file, r.overrides, r.problems)
+  const { snapshot } = plan
   const logging = createLogger({ level: snapshot.logging.level, format: snapshot.logging.format })
   const log = logging.logger
   // Last line of defence. Every request path guards itself (a fault ends that request, not the
@@ -177,26 +181,26 @@ async function start(opts: GlobalOptions): Promise<void> {
     if (snapshot.workers > 1 && cluster.isPrimary) {
       const primary = new Primary(
         { file: r.file, overrides: r.overrides, env: process.env, logging },
-        snapshot,
+        plan,
         text,
       )
       await primary.start()
       stop = () => primary.stop()
       reload = () => void primary.reload()
     } else {
-      let link: Rpc | undefined
+      let link: Rpc<ToPrimary, ToWorker> | undefined
       if (cluster.isWorker) {
         link = new Rpc((m) => process.send!(m))
         process.on('message', (m) => link!.receive(m))
       }
       const instance = await ProxyInstance.start(
         { file: r.file, overrides: r.overrides, env: process.env, version: VERSION, logging, primary: link },
-        snapshot,
+        plan,
         text,
       )
       stop = () => instance.stop()
       reload = () => void instance.reload()
-      countFault = () => instance.metrics.error(snapshot.mode, 'internal')
+      countFault = () => instance.metrics.error(snapshot.mode.kind, 'internal')
       // A worker whose primary is gone drains and exits.
       if (cluster.isWorker) process.on('disconnect', () => void stop().then(() => process.exit(0)))
     }

@@ -1,7 +1,16 @@
 import assert from 'node:assert/strict'
 import path from 'node:path'
 import { describe, test } from 'node:test'
-import { compile, loadConfig } from './compile'
+import { compilePlan, loadPlan, type PlanResult } from '../proxy/runtime'
+import type { Overrides } from './compile'
+import type { SourceDocument } from './load'
+
+// The whole compile, as start, validate and reload run it: with the checks routing and
+// middleware own (route patterns, middleware settings).
+const asSnapshot = (r: PlanResult) => (r.ok ? { ok: true as const, snapshot: r.plan.snapshot } : r)
+const compile = (source: SourceDocument, o: Overrides = {}) => asSnapshot(compilePlan(source, o))
+const loadConfig = (file: string, o: Overrides, env: NodeJS.ProcessEnv) => asSnapshot(loadPlan(file, o, env))
+
 import { parseConfigText } from './load'
 import { formatProblem } from './problems'
 
@@ -36,7 +45,7 @@ describe('every config shown in the guide loads unchanged', () => {
     const r = loadConfig(path.join(GUIDE, 'load-balancer.yaml'), {}, {})
     assert.ok(r.ok)
     assert.deepEqual(r.snapshot.bind, { host: '0.0.0.0', port: 8484 })
-    assert.equal(r.snapshot.lbUpstream, 'app_fleet')
+    assert.equal(r.snapshot.mode.kind === 'load_balancer' && r.snapshot.mode.upstream, 'app_fleet')
     assert.equal(r.snapshot.upstreams.get('app_fleet')?.healthCheck?.intervalMs, 15000)
   })
 })
@@ -225,7 +234,7 @@ describe('environment interpolation and overrides', () => {
       logLevel: 'warn',
     })
     assert.ok(r.ok)
-    assert.equal(r.snapshot.mode, 'load_balancer')
+    assert.equal(r.snapshot.mode.kind, 'load_balancer')
     assert.equal(r.snapshot.bind.port, 9999)
     assert.equal(r.snapshot.logging.level, 'warn')
   })
@@ -234,7 +243,7 @@ describe('environment interpolation and overrides', () => {
     const r = compile(parseConfigText('cfg.yaml', BASE, {}))
     assert.ok(r.ok)
     assert.throws(() => {
-      ;(r.snapshot as { mode: string }).mode = 'load_balancer'
+      ;(r.snapshot as { mode: unknown }).mode = 'load_balancer'
     })
     assert.throws(() => {
       ;(r.snapshot.raw.upstreams.users!.servers as string[]).push('x:1')

@@ -2,27 +2,21 @@
 // reload and control-API changes. It collects every problem (schema, cross-references, files on
 // disk) with file, key path and line, and returns either all of them or a frozen Snapshot.
 
-import { accessSync, constants, statSync } from 'node:fs'
 import { availableParallelism } from 'node:os'
 import path from 'node:path'
 import type { z } from 'zod'
-import {
-  declaredType,
-  MIDDLEWARE_SCHEMAS,
-  MIDDLEWARE_TYPES,
-  type MiddlewareConfig,
-  type MiddlewareType,
-} from '../middleware/schema'
-import { RouteTable } from '../routing/route-table'
 import { addressMatcher, formatHostPort, type HostPort, parseHostPort } from './address'
-import { readConfigFile, type SourceDocument } from './load'
-import { fileErrorReason, formatPath, type KeyPath, type Problem } from './problems'
-import { configSchema, type RawConfig } from './schema'
+import type { SourceDocument } from './load'
+import { formatPath, type KeyPath, type Problem } from './problems'
+import { configSchema, type RawConfig, type RawRoute } from './schema'
 import {
   deepFreeze,
   type HashKey,
+  type MiddlewareDeclaration,
   type Mode,
+  type ModeSpec,
   type OriginPolicy,
+  type RouteSpec,
   type Snapshot,
   type Strategy,
   type UpstreamSpec,
@@ -37,7 +31,7 @@ import {
   type UpstreamTlsMaterial,
 } from './tls'
 
-/** Values from CLI flags and environment variables, which win over the file (SPEC precedence). */
+/** Values from CLI flags and environment variables, which win over the file (flag > environment > file > default). */
 export interface Overrides {
   mode?: Mode | undefined
   bind?: string | undefined
@@ -46,13 +40,17 @@ export interface Overrides {
 
 export type CompileResult = { ok: true; snapshot: Snapshot } | { ok: false; problems: Problem[] }
 
-export function loadConfig(file: string, overrides: Overrides = {}, env = process.env): CompileResult {
-  return compile(readConfigFile(file, env), overrides)
-}
-
 const LOOPBACK = addressMatcher(['127.0.0.0/8', '::1'])
 
-export function compile(source: SourceDocument, overrides: Overrides = {}): CompileResult {
+/**
+ * `checks` are the checks other folders own (see ConfigCheck); they run on every compile, with
+ * the schema and the cross-section checks, so a file's problems are all reported at once.
+ */
+export function compile(
+  source: SourceDocument,
+  overrides: Overrides = {},
+  checks: readonly ConfigCheck[] = [],
+): CompileResult {
   const problems = [...source.problems]
   const { file } = source
   if (source.data === undefined) return { ok: false, problems }
@@ -63,7 +61,7 @@ export function compile(source: SourceDocument, overrides: Overrides = {}): Comp
   const data = structuredClone(source.data) as Record<string, unknown>
   applyOverrides(data, overrides)
 
-  const at = (p: KeyPath, message: string): void => {
+  const at: At = (p, message) => {
     problems.push({ file, path: formatPath(p), line: source.lineOf(p), message })
   }
 
@@ -71,9 +69,10 @@ export function compile(source: SourceDocument, overrides: Overrides = {}): Comp
   if (!parsed.success) {
     for (const issue of parsed.error.issues) reportIssue(issue, at)
   }
-  const checked = crossCheck(data, at, file)
+  const tls = crossCheck(data, at, file)
+  for (const check of checks) check(data, at, file)
   if (!parsed.success || problems.length > 0) return { ok: false, problems: dedupe(problems) }
-  return { ok: true, snapshot: build(parsed.data, file, checked.middlewares, checked.tls) }
+  return { ok: true, snapshot: build(parsed.data, file, tls) }
 }
 
 function applyOverrides(data: Record<string, unknown>, o: Overrides): void {
@@ -90,7 +89,8 @@ function applyOverrides(data: Record<string, unknown>, o: Overrides): void {
   }
 }
 
-function reportIssue(issue: z.core.$ZodIssue, at: (p: KeyPath, m: string) => void): void {
+/** Reports a zod issue at its path, in the words the rest of compile uses. */
+export function reportIssue(issue: z.core.$ZodIssue, at: At): void {
   const p = issue.path.filter((s): s is string | number => typeof s !== 'symbol')
   // Messages the schema wrote itself are used as they are; zod's generic ones are reworded.
   if (!/^(Invalid|Too (small|big)|Unrecognized)/.test(issue.message)) {
@@ -138,30 +138,69 @@ function tooSmall(issue: z.core.$ZodIssueTooSmall): string {
   return `at least ${String(issue.minimum)}`
 }
 
-function isRecord(v: unknown): v is Record<string, unknown> {
+export function isRecord(v: unknown): v is Record<string, unknown> {
   return v !== null && typeof v === 'object' && !Array.isArray(v)
 }
 
-/**
- * Checks that span sections. It reads the unvalidated tree defensively, so its findings are
- * reported together with the schema's instead of after the user fixes those.
- */
-function crossCheck(
-  data: Record<string, unknown>,
-  at: (p: KeyPath, m: string) => void,
-  file: string,
-): { middlewares: Map<string, MiddlewareConfig>; tls: TlsMaterial } {
-  const upstreams = isRecord(data.upstreams) ? data.upstreams : undefined
-  const upstreamNames = upstreams ? Object.keys(upstreams) : []
-  const defined =
-    upstreamNames.length > 0 ? `defined: ${upstreamNames.join(', ')}` : 'no upstreams are defined'
-  const checkUpstreamRef = (p: KeyPath, ref: unknown): void => {
-    if (typeof ref === 'string' && ref !== '' && upstreams && !(ref in upstreams)) {
-      at(p, `upstream "${ref}" is not defined under upstreams (${defined})`)
-    }
-  }
+/** Reports a problem at a key path of the file (the line is looked up). */
+export type At = (p: KeyPath, message: string) => void
 
-  for (const [name, u] of Object.entries(upstreams ?? {})) {
+/**
+ * A check another folder owns (middleware settings, route patterns): it reads the unvalidated
+ * tree defensively and reports through `at`, together with the schema's findings.
+ */
+export type ConfigCheck = (data: Readonly<Record<string, unknown>>, at: At, file: string) => void
+
+/**
+ * The checks that span sections, each named for what it guards. They read the unvalidated tree
+ * defensively, so their findings are reported together with the schema's instead of after the
+ * user fixes those.
+ */
+function crossCheck(data: Record<string, unknown>, at: At, file: string): TlsMaterial {
+  const t = tree(data)
+  checkUpstreamStrategies(t, at)
+  checkModeSections(t, at)
+  checkTcpPassThrough(t, at)
+  checkReferences(t, at)
+  checkMiddlewareDeclarations(t, at)
+  checkListenerOptions(t, at)
+  checkControlApi(t, at)
+  return { listener: loadListenerCertificates(t, at, file), upstreams: loadUpstreamTlsFiles(t, at, file) }
+}
+
+/** The sections the checks read, each a mapping or undefined. */
+interface Tree {
+  data: Record<string, unknown>
+  upstreams: Record<string, unknown> | undefined
+  lb: Record<string, unknown> | undefined
+  gw: Record<string, unknown> | undefined
+  routes: Record<string, unknown> | undefined
+  server: Record<string, unknown> | undefined
+  tls: Record<string, unknown> | undefined
+  control: Record<string, unknown> | undefined
+}
+
+function tree(data: Record<string, unknown>): Tree {
+  const sub = (o: Record<string, unknown> | undefined, k: string) => (o && isRecord(o[k]) ? o[k] : undefined)
+  const gw = sub(data, 'api_gateway')
+  const server = sub(data, 'server')
+  return {
+    data,
+    upstreams: sub(data, 'upstreams'),
+    lb: sub(data, 'load_balancer'),
+    gw,
+    routes: sub(gw, 'routes'),
+    server,
+    tls: sub(server, 'tls'),
+    control: sub(data, 'control_api'),
+  }
+}
+
+const str = (v: unknown): string | undefined => (typeof v === 'string' && v !== '' ? v : undefined)
+
+/** Weights and hash keys only mean something with the strategies that use them. */
+function checkUpstreamStrategies(t: Tree, at: At): void {
+  for (const [name, u] of Object.entries(t.upstreams ?? {})) {
     if (!isRecord(u)) continue
     const strategy = typeof u.strategy === 'string' ? u.strategy : 'round_robin'
     if (Array.isArray(u.servers) && strategy === 'round_robin') {
@@ -178,130 +217,167 @@ function crossCheck(
       at(['upstreams', name, 'hash_key'], 'only applies with strategy: consistent_hash')
     }
   }
+}
 
-  const lb = isRecord(data.load_balancer) ? data.load_balancer : undefined
-  if (data.mode === 'load_balancer') {
-    if (!lb) at(['load_balancer'], 'is required when mode is load_balancer')
-    else checkUpstreamRef(['load_balancer', 'upstream'], lb.upstream)
+/** The section of the chosen mode must be there. */
+function checkModeSections(t: Tree, at: At): void {
+  if (t.data.mode === 'load_balancer' && !t.lb)
+    at(['load_balancer'], 'is required when mode is load_balancer')
+  if (t.data.mode === 'api_gateway' && !t.gw) at(['api_gateway'], 'is required when mode is api_gateway')
+}
+
+/** TCP pass-through sees bytes, not requests: HTTP-level settings cannot apply to it. */
+function checkTcpPassThrough(t: Tree, at: At): void {
+  const lb = t.lb
+  if (lb?.protocol !== 'tcp') return
+  if (Array.isArray(lb.middlewares) && lb.middlewares.length > 0) {
+    at(['load_balancer', 'middlewares'], 'HTTP middlewares cannot run with load_balancer.protocol: tcp')
   }
-  if (lb?.protocol === 'tcp' && data.mode === 'load_balancer') {
-    if (isRecord(data.server) && data.server.tls !== undefined) {
-      at(
-        ['server', 'tls'],
-        'cannot be used with load_balancer.protocol: tcp (TLS is passed through to the servers)',
-      )
-    }
-    const u = typeof lb.upstream === 'string' && upstreams ? upstreams[lb.upstream] : undefined
-    if (isRecord(u)) {
-      for (const key of ['tls', 'sni'] as const) {
-        if (u[key] !== undefined && u[key] !== false && u[key] !== '') {
-          at(
-            ['upstreams', String(lb.upstream), key],
-            'has no effect with load_balancer.protocol: tcp (bytes pass through as they are)',
-          )
-        }
-      }
-      if (typeof u.hash_key === 'string' && u.hash_key !== 'client_ip') {
-        at(
-          ['upstreams', String(lb.upstream), 'hash_key'],
-          'only client_ip can be used with load_balancer.protocol: tcp',
-        )
-      }
-      if (Array.isArray(u.retry_on) && u.retry_on.some((c) => c !== 'connect_failure')) {
-        at(
-          ['upstreams', String(lb.upstream), 'retry_on'],
-          'only connect_failure applies with load_balancer.protocol: tcp',
-        )
-      }
+  if (t.data.mode !== 'load_balancer') return
+  if (t.server?.tls !== undefined) {
+    at(
+      ['server', 'tls'],
+      'cannot be used with load_balancer.protocol: tcp (TLS is passed through to the servers)',
+    )
+  }
+  const u = typeof lb.upstream === 'string' && t.upstreams ? t.upstreams[lb.upstream] : undefined
+  if (!isRecord(u)) return
+  const base = ['upstreams', String(lb.upstream)]
+  for (const key of ['tls', 'sni'] as const) {
+    if (u[key] !== undefined && u[key] !== false && u[key] !== '') {
+      at([...base, key], 'has no effect with load_balancer.protocol: tcp (bytes pass through as they are)')
     }
   }
-  if (data.mode === 'api_gateway' && !isRecord(data.api_gateway)) {
-    at(['api_gateway'], 'is required when mode is api_gateway')
+  if (typeof u.hash_key === 'string' && u.hash_key !== 'client_ip') {
+    at([...base, 'hash_key'], 'only client_ip can be used with load_balancer.protocol: tcp')
   }
+  if (Array.isArray(u.retry_on) && u.retry_on.some((c) => c !== 'connect_failure')) {
+    at([...base, 'retry_on'], 'only connect_failure applies with load_balancer.protocol: tcp')
+  }
+}
 
-  // Middleware declarations: both sections, each entry by its type's schema.
-  const gw = isRecord(data.api_gateway) ? data.api_gateway : undefined
-  const declared = checkMiddlewares(data, gw, at, file)
-  const names = [...declared.keys()]
-  const checkMiddlewareRefs = (base: KeyPath, list: unknown) => {
+/** Every upstream and middleware a route or the load balancer names is defined. */
+function checkReferences(t: Tree, at: At): void {
+  const upstreamNames = Object.keys(t.upstreams ?? {})
+  const defined =
+    upstreamNames.length > 0 ? `defined: ${upstreamNames.join(', ')}` : 'no upstreams are defined'
+  const upstreamRef = (p: KeyPath, ref: unknown): void => {
+    if (typeof ref === 'string' && ref !== '' && t.upstreams && !(ref in t.upstreams)) {
+      at(p, `upstream "${ref}" is not defined under upstreams (${defined})`)
+    }
+  }
+  const declared = [...declarationsOf(t).keys()]
+  const middlewareRefs = (base: KeyPath, list: unknown) => {
     if (!Array.isArray(list)) return
     list.forEach((mw, i) => {
-      if (typeof mw !== 'string' || declared.has(mw)) return
+      if (typeof mw !== 'string' || declared.includes(mw)) return
       at(
         [...base, i],
-        `unknown middleware "${mw}" (${names.length ? `declared: ${names.join(', ')}` : 'none is declared under middlewares or api_gateway.middlewares'})`,
+        `unknown middleware "${mw}" (${declared.length ? `declared: ${declared.join(', ')}` : 'none is declared under middlewares or api_gateway.middlewares'})`,
       )
     })
   }
-
+  if (t.data.mode === 'load_balancer' && t.lb) upstreamRef(['load_balancer', 'upstream'], t.lb.upstream)
   // Routes are checked in both modes: a file is valid or not whichever mode a flag picks.
-  const routes = gw && isRecord(gw.routes) ? gw.routes : undefined
-  for (const [name, route] of Object.entries(routes ?? {})) {
+  for (const [name, route] of Object.entries(t.routes ?? {})) {
     if (!isRecord(route)) continue
-    checkUpstreamRef(['api_gateway', 'routes', name, 'upstream'], route.upstream)
-    checkMiddlewareRefs(['api_gateway', 'routes', name, 'middlewares'], route.middlewares)
+    upstreamRef(['api_gateway', 'routes', name, 'upstream'], route.upstream)
+    middlewareRefs(['api_gateway', 'routes', name, 'middlewares'], route.middlewares)
   }
-  if (lb) checkMiddlewareRefs(['load_balancer', 'middlewares'], lb.middlewares)
-  if (lb?.protocol === 'tcp' && Array.isArray(lb.middlewares) && lb.middlewares.length > 0) {
-    at(['load_balancer', 'middlewares'], 'HTTP middlewares cannot run with load_balancer.protocol: tcp')
-  }
+  if (t.lb) middlewareRefs(['load_balancer', 'middlewares'], t.lb.middlewares)
+}
 
-  const server = isRecord(data.server) ? data.server : undefined
-  const tls = server && isRecord(server.tls) ? server.tls : undefined
-  const material: TlsMaterial = { listener: undefined, upstreams: new Map() }
-  const str = (v: unknown): string | undefined => (typeof v === 'string' && v !== '' ? v : undefined)
-  if (tls) {
-    const certs: CertificateMaterial[] = []
-    const single = [str(tls.cert_path), str(tls.key_path)]
-    if (single[0] !== undefined || single[1] !== undefined) {
-      if (single[0] === undefined || single[1] === undefined) {
-        at(['server', 'tls'], 'cert_path and key_path go together')
-      } else {
-        const pair = loadCertificatePair(
-          resolveFrom(file, single[0]),
-          resolveFrom(file, single[1]),
-          ['server', 'tls', 'cert_path'],
-          ['server', 'tls', 'key_path'],
-          at,
-        )
-        if (pair) certs.push(pair)
-      }
+/** The two places a middleware may be declared, and where each declaration sits. */
+const MIDDLEWARE_SECTIONS: readonly KeyPath[] = [['middlewares'], ['api_gateway', 'middlewares']]
+
+/** Every declaration by name (the first one where a name is declared twice), with its key path. */
+export function declarationsOf(t: {
+  data: Readonly<Record<string, unknown>>
+}): Map<string, { raw: unknown; path: KeyPath }> {
+  const out = new Map<string, { raw: unknown; path: KeyPath }>()
+  for (const base of MIDDLEWARE_SECTIONS) {
+    let section: unknown = t.data
+    for (const k of base) section = isRecord(section) ? section[k as string] : undefined
+    if (!isRecord(section)) continue
+    for (const [name, raw] of Object.entries(section)) {
+      if (!out.has(name)) out.set(name, { raw, path: [...base, name] })
     }
-    if (Array.isArray(tls.certificates)) {
-      tls.certificates.forEach((c, i) => {
-        if (!isRecord(c) || str(c.cert_path) === undefined || str(c.key_path) === undefined) return
-        const base = ['server', 'tls', 'certificates', i]
-        const pair = loadCertificatePair(
-          resolveFrom(file, String(c.cert_path)),
-          resolveFrom(file, String(c.key_path)),
-          [...base, 'cert_path'],
-          [...base, 'key_path'],
-          at,
-        )
-        if (pair) certs.push(pair)
-      })
-    } else if (single[0] === undefined && single[1] === undefined) {
-      at(['server', 'tls'], 'needs cert_path and key_path, or certificates')
-    }
-    material.listener = certs
   }
-  if (isRecord(server?.http2) && (!tls || tls.http2 === false)) {
+  return out
+}
+
+/** A name is declared once, in one of the two sections. */
+function checkMiddlewareDeclarations(t: Tree, at: At): void {
+  const top = isRecord(t.data.middlewares) ? t.data.middlewares : {}
+  const gw = t.gw && isRecord(t.gw.middlewares) ? t.gw.middlewares : {}
+  for (const name of Object.keys(gw)) {
+    if (name in top) {
+      at(
+        ['api_gateway', 'middlewares', name],
+        `middleware "${name}" is declared twice (under middlewares and api_gateway.middlewares)`,
+      )
+    }
+  }
+}
+
+/** Listener settings that only mean something together with others. */
+function checkListenerOptions(t: Tree, at: At): void {
+  if (isRecord(t.server?.http2) && (!t.tls || t.tls.http2 === false)) {
     at(
       ['server', 'http2'],
       'has no effect without server.tls with http2: true (HTTP/2 is offered over TLS only)',
     )
   }
-  if (server?.redirect_http_bind !== undefined && !tls) {
+  if (t.server?.redirect_http_bind !== undefined && !t.tls) {
     at(['server', 'redirect_http_bind'], 'redirects to HTTPS, so it needs server.tls')
   }
-  for (const [name, u] of Object.entries(upstreams ?? {})) {
+}
+
+/** The listener's certificates, read and checked (files, pairs); undefined without server.tls. */
+function loadListenerCertificates(t: Tree, at: At, file: string): CertificateMaterial[] | undefined {
+  const tls = t.tls
+  if (!tls) return undefined
+  const certs: CertificateMaterial[] = []
+  const single = [str(tls.cert_path), str(tls.key_path)]
+  if (single[0] !== undefined || single[1] !== undefined) {
+    if (single[0] === undefined || single[1] === undefined) {
+      at(['server', 'tls'], 'cert_path and key_path go together')
+    } else {
+      const pair = loadCertificatePair(
+        resolveFrom(file, single[0]),
+        resolveFrom(file, single[1]),
+        ['server', 'tls', 'cert_path'],
+        ['server', 'tls', 'key_path'],
+        at,
+      )
+      if (pair) certs.push(pair)
+    }
+  }
+  if (Array.isArray(tls.certificates)) {
+    tls.certificates.forEach((c, i) => {
+      if (!isRecord(c) || str(c.cert_path) === undefined || str(c.key_path) === undefined) return
+      const base = ['server', 'tls', 'certificates', i]
+      const pair = loadCertificatePair(
+        resolveFrom(file, String(c.cert_path)),
+        resolveFrom(file, String(c.key_path)),
+        [...base, 'cert_path'],
+        [...base, 'key_path'],
+        at,
+      )
+      if (pair) certs.push(pair)
+    })
+  } else if (single[0] === undefined && single[1] === undefined) {
+    at(['server', 'tls'], 'needs cert_path and key_path, or certificates')
+  }
+  return certs
+}
+
+/** Upstream TLS files (CA, client certificate), read and checked; TLS keys without tls: true refused. */
+function loadUpstreamTlsFiles(t: Tree, at: At, file: string): Map<string, UpstreamTlsMaterial> {
+  const out = new Map<string, UpstreamTlsMaterial>()
+  for (const [name, u] of Object.entries(t.upstreams ?? {})) {
     if (!isRecord(u)) continue
     const base = ['upstreams', name]
-    const files = {
-      ca: str(u.ca_path) && resolveFrom(file, String(u.ca_path)),
-      cert: str(u.client_cert_path) && resolveFrom(file, String(u.client_cert_path)),
-      key: str(u.client_key_path) && resolveFrom(file, String(u.client_key_path)),
-    }
     if (u.tls !== true) {
       for (const key of [
         'ca_path',
@@ -315,19 +391,33 @@ function crossCheck(
       }
       continue
     }
+    const files = {
+      ca: str(u.ca_path) && resolveFrom(file, String(u.ca_path)),
+      cert: str(u.client_cert_path) && resolveFrom(file, String(u.client_cert_path)),
+      key: str(u.client_key_path) && resolveFrom(file, String(u.client_key_path)),
+    }
     if (u.tls_skip_verify === true && files.ca !== undefined) {
       at([...base, 'ca_path'], 'has no effect with tls_skip_verify: true (nothing is verified)')
     }
     const m = loadUpstreamTls(files, base, at)
-    if (m) material.upstreams.set(name, m)
+    if (m) out.set(name, m)
   }
+  return out
+}
 
-  const control = isRecord(data.control_api) ? data.control_api : undefined
-  if (server && control && control.enabled === true && typeof server.bind_address === 'string') {
-    const a = parseHostPort(server.bind_address, { listen: true })
-    const b = parseHostPort(
-      typeof control.bind_address === 'string' ? control.bind_address : '127.0.0.1:8485',
-    )
+/**
+ * The control API must not share the proxy's address, and it changes routes and upstreams:
+ * reachable from other hosts, it needs a key, or an explicit `insecure: true`. Loopback is
+ * 127.0.0.0/8, ::1 and localhost; a host name or 0.0.0.0/:: (every interface) is not. An empty
+ * api_key refuses every request, so it counts.
+ */
+function checkControlApi(t: Tree, at: At): void {
+  const control = t.control
+  if (control?.enabled !== true) return
+  const bindText = typeof control.bind_address === 'string' ? control.bind_address : '127.0.0.1:8485'
+  if (t.server && typeof t.server.bind_address === 'string') {
+    const a = parseHostPort(t.server.bind_address, { listen: true })
+    const b = parseHostPort(bindText)
     if (
       typeof a !== 'string' &&
       typeof b !== 'string' &&
@@ -341,119 +431,22 @@ function crossCheck(
       )
     }
   }
-  // The control API changes routes and upstreams: reachable from other hosts, it needs a key,
-  // or an explicit `insecure: true`. Loopback is 127.0.0.0/8, ::1 and localhost; a host name or
-  // 0.0.0.0/:: (every interface) is not. An empty api_key refuses every request, so it counts.
-  if (control && control.enabled === true && control.insecure !== true && control.api_key === undefined) {
-    const b = parseHostPort(
-      typeof control.bind_address === 'string' ? control.bind_address : '127.0.0.1:8485',
-      { listen: true },
+  if (control.insecure === true || control.api_key !== undefined) return
+  const b = parseHostPort(bindText, { listen: true })
+  const host = typeof b === 'string' ? undefined : b.host.toLowerCase()
+  if (host !== undefined && host !== 'localhost' && host !== 'localhost.' && !LOOPBACK(host)) {
+    at(
+      ['control_api', 'api_key'],
+      `is required: the control API listens on ${formatHostPort(b as HostPort)}, which is not a loopback address, ` +
+        'and anyone who reaches it could change routes and upstreams. Write `api_key: ${LOCCI_API_KEY}` ' +
+        '(and set LOCCI_API_KEY), bind it to 127.0.0.1, or write `insecure: true` to allow it without a key',
     )
-    const host = typeof b === 'string' ? undefined : b.host.toLowerCase()
-    if (host !== undefined && host !== 'localhost' && host !== 'localhost.' && !LOOPBACK(host)) {
-      at(
-        ['control_api', 'api_key'],
-        `is required: the control API listens on ${formatHostPort(b as HostPort)}, which is not a loopback address, ` +
-          'and anyone who reaches it could change routes and upstreams. Write `api_key: ${LOCCI_API_KEY}` ' +
-          '(and set LOCCI_API_KEY), bind it to 127.0.0.1, or write `insecure: true` to allow it without a key',
-      )
-    }
   }
-  return { middlewares: declared, tls: material }
 }
 
 interface TlsMaterial {
   listener: CertificateMaterial[] | undefined
   upstreams: Map<string, UpstreamTlsMaterial>
-}
-
-/**
- * Validates every middleware declaration (top-level `middlewares` and `api_gateway.middlewares`)
- * and returns the valid ones by name.
- */
-function checkMiddlewares(
-  data: Record<string, unknown>,
-  gw: Record<string, unknown> | undefined,
-  at: (p: KeyPath, m: string) => void,
-  file: string,
-): Map<string, MiddlewareConfig> {
-  const out = new Map<string, MiddlewareConfig>()
-  const sections: Array<[KeyPath, unknown]> = [
-    [['middlewares'], data.middlewares],
-    [['api_gateway', 'middlewares'], gw?.middlewares],
-  ]
-  for (const [base, section] of sections) {
-    if (!isRecord(section)) continue
-    for (const [name, raw] of Object.entries(section)) {
-      const p = [...base, name]
-      if (out.has(name)) {
-        at(p, `middleware "${name}" is declared twice (under middlewares and api_gateway.middlewares)`)
-        continue
-      }
-      const type = declaredType(name, raw)
-      if (type === undefined || !(MIDDLEWARE_TYPES as readonly string[]).includes(type)) {
-        at(
-          isRecord(raw) && raw.type !== undefined ? [...p, 'type'] : p,
-          type === undefined
-            ? `needs a type: ${MIDDLEWARE_TYPES.join(', ')} (or use one of those as its name)`
-            : `unknown middleware type "${type}"; use ${MIDDLEWARE_TYPES.join(', ')}`,
-        )
-        continue
-      }
-      const kind = type as MiddlewareType
-      const parsed = MIDDLEWARE_SCHEMAS[kind].safeParse(raw ?? {})
-      if (!parsed.success) {
-        for (const issue of parsed.error.issues) reportIssue({ ...issue, path: [...p, ...issue.path] }, at)
-        continue
-      }
-      const cfg = { kind, ...parsed.data } as MiddlewareConfig
-      let ok = true
-      const bad = (key: string, message: string) => {
-        at([...p, key], message)
-        ok = false
-      }
-      if (cfg.kind === 'authentication') {
-        const sources = (['jwt_secret', 'public_key_path', 'jwks_url'] as const).filter(
-          (k) => cfg[k] !== undefined,
-        )
-        if (sources.length !== 1) {
-          at(
-            p,
-            `needs exactly one of jwt_secret, public_key_path or jwks_url${sources.length ? ` (got ${sources.join(' and ')})` : ''}`,
-          )
-          ok = false
-        }
-        if (cfg.public_key_path !== undefined) {
-          const problem = fileProblem(resolveFrom(file, cfg.public_key_path))
-          if (problem) bad('public_key_path', `${problem}: ${cfg.public_key_path}`)
-        }
-        const hmac = cfg.algorithms?.filter((a) => a.startsWith('HS')) ?? []
-        if (cfg.jwt_secret !== undefined && cfg.algorithms && hmac.length !== cfg.algorithms.length) {
-          bad('algorithms', 'a jwt_secret can only verify HS256, HS384 or HS512')
-        }
-        if (cfg.jwt_secret === undefined && hmac.length > 0) {
-          bad(
-            'algorithms',
-            'HS* algorithms need jwt_secret (a public key must never be used as an HMAC secret)',
-          )
-        }
-      } else if (cfg.kind === 'cors') {
-        if (cfg.allow_credentials && (cfg.allowed_origins === '*' || cfg.allowed_origins.includes('*'))) {
-          bad(
-            'allow_credentials',
-            'cannot be true with allowed_origins "*" (browsers refuse it); list the origins',
-          )
-        }
-      } else {
-        if (cfg.store === 'redis' && cfg.redis_url === undefined)
-          bad('redis_url', 'is required with store: redis')
-        if (cfg.store === 'memory' && cfg.redis_url !== undefined)
-          bad('redis_url', 'is only used with store: redis')
-      }
-      if (ok) out.set(name, cfg)
-    }
-  }
-  return out
 }
 
 function sameHost(a: HostPort, b: HostPort): boolean {
@@ -464,16 +457,6 @@ function sameHost(a: HostPort, b: HostPort): boolean {
 /** Paths in the config are relative to the config file's directory. */
 export function resolveFrom(configFile: string, p: string): string {
   return path.resolve(path.dirname(configFile), p)
-}
-
-function fileProblem(p: string): string | undefined {
-  try {
-    if (!statSync(p).isFile()) return 'is not a file'
-    accessSync(p, constants.R_OK)
-    return undefined
-  } catch (err) {
-    return fileErrorReason(err)
-  }
 }
 
 function dedupe(problems: Problem[]): Problem[] {
@@ -494,12 +477,7 @@ function parseHashKey(k: string): HashKey {
   return { kind, name: kind === 'header' ? name.toLowerCase() : name }
 }
 
-function build(
-  raw: RawConfig,
-  file: string,
-  middlewares: Map<string, MiddlewareConfig>,
-  tlsMaterial: TlsMaterial,
-): Snapshot {
+function build(raw: RawConfig, file: string, tlsMaterial: TlsMaterial): Snapshot {
   const bind = parseHostPort(raw.server.bind_address, { listen: true }) as HostPort
   const upstreams = new Map<string, UpstreamSpec>()
   for (const [name, u] of Object.entries(raw.upstreams)) {
@@ -536,36 +514,31 @@ function build(
       retryBudget: { percent: u.retry_budget.percent, minPerSec: u.retry_budget.min_per_sec },
     })
   }
-  const gateway = raw.mode === 'api_gateway'
-  // A route's WebSocket origins: its own list, else those its cors middlewares allow.
-  const originPolicy = (own: '*' | string[] | undefined, chain: readonly string[]): OriginPolicy => {
-    if (own !== undefined) return own === '*' ? '*' : new Set(own)
-    const allowed: string[] = []
-    for (const name of chain) {
-      const m = middlewares.get(name)
-      if (m?.kind !== 'cors') continue
-      if (m.allowed_origins === '*' || m.allowed_origins.includes('*')) return '*'
-      allowed.push(...m.allowed_origins)
+  const own = (o: '*' | string[] | undefined): OriginPolicy => (o === undefined || o === '*' ? o : new Set(o))
+  const mode: ModeSpec =
+    raw.mode === 'api_gateway'
+      ? { kind: 'api_gateway', routes: routeSpecs(raw.api_gateway?.routes ?? {}) }
+      : {
+          kind: 'load_balancer',
+          upstream: raw.load_balancer!.upstream,
+          protocol: raw.load_balancer!.protocol,
+          middlewares: raw.load_balancer!.middlewares,
+          websocketOrigins: own(raw.load_balancer!.websocket_origins),
+        }
+  const activeUpstreams =
+    mode.kind === 'api_gateway' ? [...new Set(mode.routes.map((r) => r.upstream))] : [mode.upstream]
+  const middlewares = new Map<string, MiddlewareDeclaration>()
+  for (const section of [raw.middlewares, raw.api_gateway?.middlewares ?? {}]) {
+    for (const [name, settings] of Object.entries(section)) {
+      if (!middlewares.has(name))
+        middlewares.set(name, { type: typeof settings.type === 'string' ? settings.type : name, settings })
     }
-    return allowed.length > 0 ? new Set(allowed) : undefined
   }
-  const routes = gateway
-    ? new RouteTable(
-        Object.entries(raw.api_gateway?.routes ?? {}).map(([name, r]) => ({
-          name,
-          ...r,
-          websocketOrigins: originPolicy(r.websocket_origins, r.middlewares),
-        })),
-      )
-    : undefined
-  const activeUpstreams = gateway
-    ? [...new Set(routes!.routes.map((r) => r.upstream))]
-    : [raw.load_balancer!.upstream]
   const control = raw.control_api
   const snapshot: Snapshot = {
     file,
     raw,
-    mode: raw.mode,
+    mode,
     bind,
     workers: raw.server.workers === 'auto' ? availableParallelism() : raw.server.workers,
     tls: raw.server.tls && {
@@ -604,24 +577,10 @@ function build(
         maxHeaderListBytes: raw.server.http2.max_header_list_bytes,
       },
     },
-    protectedHeaders: new Set(
-      [...middlewares.values()].flatMap((m) =>
-        m.kind === 'authentication'
-          ? Object.values(m.forward_claims).map((h) => h.toLowerCase().replaceAll('_', '-'))
-          : [],
-      ),
-    ),
     logging: { level: raw.logging.level, format: raw.logging.format },
     upstreams,
     activeUpstreams,
-    lbUpstream: gateway ? undefined : raw.load_balancer!.upstream,
-    lbProtocol: gateway ? 'http' : raw.load_balancer!.protocol,
-    lbMiddlewares: gateway ? [] : raw.load_balancer!.middlewares,
-    lbWebsocketOrigins: gateway
-      ? undefined
-      : originPolicy(raw.load_balancer!.websocket_origins, raw.load_balancer!.middlewares),
     middlewares,
-    routes,
     controlApi: {
       enabled: control.enabled,
       bind: parseHostPort(control.bind_address, { listen: true }) as HostPort,
@@ -630,4 +589,28 @@ function build(
     },
   }
   return deepFreeze(snapshot)
+}
+
+/** Routes in the order they are tried: longest pattern first; Array.sort is stable, so ties keep file order. */
+function routeSpecs(routes: Record<string, RawRoute>): RouteSpec[] {
+  return Object.entries(routes)
+    .map(
+      ([name, r]): RouteSpec => ({
+        name,
+        pattern: r.path_pattern,
+        methods: r.methods ? new Set(r.methods) : null,
+        upstream: r.upstream,
+        stripPrefix: r.strip_prefix,
+        timeoutMs: r.timeout_secs !== undefined ? r.timeout_secs * 1000 : undefined,
+        middlewares: r.middlewares,
+        retries: r.retries,
+        retryOn: r.retry_on ? new Set(r.retry_on) : undefined,
+        maxBodyBytes: r.max_body_bytes,
+        websocketOrigins:
+          r.websocket_origins === undefined || r.websocket_origins === '*'
+            ? r.websocket_origins
+            : new Set(r.websocket_origins),
+      }),
+    )
+    .sort((a, b) => b.pattern.length - a.pattern.length)
 }

@@ -2,6 +2,8 @@
 // Every config consumer (start, validate, reload, control-API mutations) collects all of them
 // before refusing, so a user fixes a file in one pass.
 
+import { accessSync, constants, statSync } from 'node:fs'
+
 export type KeyPath = ReadonlyArray<string | number>
 
 export interface Problem {
@@ -27,19 +29,6 @@ export function formatProblem(p: Problem): string {
   return p.path ? `${where}: ${p.path}: ${p.message}` : `${where}: ${p.message}`
 }
 
-/** Thrown where a caller wants the problems as one error (start, reload). */
-export class ConfigError extends Error {
-  readonly problems: readonly Problem[]
-  constructor(problems: readonly Problem[]) {
-    super(
-      `invalid configuration (${problems.length} problem${problems.length === 1 ? '' : 's'}):\n` +
-        problems.map((p) => `  ${formatProblem(p)}`).join('\n'),
-    )
-    this.name = 'ConfigError'
-    this.problems = problems
-  }
-}
-
 /** Why a file could not be read, in the words problems use. */
 export function fileErrorReason(err: unknown): string {
   const code = (err as NodeJS.ErrnoException).code
@@ -47,4 +36,15 @@ export function fileErrorReason(err: unknown): string {
   if (code === 'EACCES') return 'file is not readable'
   if (code === 'EISDIR') return 'is a directory, not a file'
   return 'cannot read file'
+}
+
+/** Why `p` cannot be read as a file, or undefined when it can. */
+export function fileProblem(p: string): string | undefined {
+  try {
+    if (!statSync(p).isFile()) return 'is not a file'
+    accessSync(p, constants.R_OK)
+    return undefined
+  } catch (err) {
+    return fileErrorReason(err)
+  }
 }

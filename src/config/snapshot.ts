@@ -1,13 +1,59 @@
 // The runtime view of one config: validated, compiled (patterns, addresses, milliseconds) and
 // frozen. A request reads the current snapshot once, at entry, and keeps it to the end.
 
-import type { MiddlewareConfig } from '../middleware/schema'
-import type { RouteTable } from '../routing/route-table'
 import type { HostPort } from './address'
 import type { RawConfig } from './schema'
 import type { CertificateMaterial, TlsPolicy, UpstreamTlsMaterial } from './tls'
 
 export type Mode = 'load_balancer' | 'api_gateway'
+
+/** What the proxy does with a request: one of the two modes, with what that mode needs. */
+export type ModeSpec =
+  | {
+      readonly kind: 'load_balancer'
+      /** The one group every request goes to. */
+      readonly upstream: string
+      /** HTTP proxying, or raw TCP pass-through. */
+      readonly protocol: 'http' | 'tcp'
+      /** Middlewares applied to every request. */
+      readonly middlewares: readonly string[]
+      /** `websocket_origins` as written; undefined: derived from the cors middlewares. */
+      readonly websocketOrigins: OriginPolicy
+    }
+  | {
+      readonly kind: 'api_gateway'
+      /** In the order they are tried: longest pattern first, ties in file order. */
+      readonly routes: readonly RouteSpec[]
+    }
+
+/** One `api_gateway.routes` entry, validated (its pattern is compiled by routing/route-table.ts). */
+export interface RouteSpec {
+  readonly name: string
+  readonly pattern: string
+  /** Upper-case method names; null means every method. */
+  readonly methods: ReadonlySet<string> | null
+  readonly upstream: string
+  readonly stripPrefix: boolean
+  /** Upstream timeout for this route; undefined falls back to server.upstream_timeout_secs. */
+  readonly timeoutMs: number | undefined
+  readonly middlewares: readonly string[]
+  /** Overrides of the upstream group's retry policy (either part may be absent). */
+  readonly retries: number | undefined
+  readonly retryOn: ReadonlySet<RetryCondition> | undefined
+  /** Largest request body for this route; undefined falls back to server.max_body_bytes. */
+  readonly maxBodyBytes: number | undefined
+  /** `websocket_origins` as written; undefined: derived from the route's cors middlewares. */
+  readonly websocketOrigins: OriginPolicy
+}
+
+/**
+ * A middleware declaration as the config holds it: its name, its type and its settings. The
+ * settings are checked by the middleware's own schema (middleware/validate.ts) during compile.
+ */
+export interface MiddlewareDeclaration {
+  readonly type: string
+  readonly settings: Readonly<Record<string, unknown>>
+}
 
 export interface PeerSpec {
   /** `host:port` as written (normalised for IPv6); the peer's identity in logs, metrics and the API. */
@@ -77,7 +123,7 @@ export interface Snapshot {
   readonly file: string
   /** The config as validated (defaults filled in); what `/api/v1/config` shows, redacted. */
   readonly raw: RawConfig
-  readonly mode: Mode
+  readonly mode: ModeSpec
   readonly bind: HostPort
   readonly workers: number
   readonly tls:
@@ -102,27 +148,12 @@ export interface Snapshot {
   readonly pool: PoolSpec
   /** The security limits and policies of the listener (server.*). */
   readonly limits: Limits
-  /**
-   * Header names (lower case, `_` as `-`) that the proxy alone may send upstream: every
-   * `forward_claims` header of every authentication middleware. Removed from every request.
-   */
-  readonly protectedHeaders: ReadonlySet<string>
   readonly logging: { readonly level: RawConfig['logging']['level']; readonly format: 'json' | 'text' }
   readonly upstreams: ReadonlyMap<string, UpstreamSpec>
   /** Upstream groups the active mode can send traffic to (health checks run for these). */
   readonly activeUpstreams: readonly string[]
-  /** load_balancer mode: the one group every request goes to. */
-  readonly lbUpstream: string | undefined
-  /** load_balancer mode: HTTP proxying, or raw TCP pass-through. */
-  readonly lbProtocol: 'http' | 'tcp'
-  /** load_balancer mode: middlewares applied to every request. */
-  readonly lbMiddlewares: readonly string[]
-  /** load_balancer mode: origins that may open a WebSocket (see OriginPolicy). */
-  readonly lbWebsocketOrigins: OriginPolicy
-  /** Every valid middleware declaration, by name (paths resolved by the middleware itself). */
-  readonly middlewares: ReadonlyMap<string, MiddlewareConfig>
-  /** api_gateway mode: the compiled route table. */
-  readonly routes: RouteTable | undefined
+  /** Every middleware declaration, by name (both sections; paths resolved by the middleware). */
+  readonly middlewares: ReadonlyMap<string, MiddlewareDeclaration>
   readonly controlApi: {
     readonly enabled: boolean
     readonly bind: HostPort

@@ -5,7 +5,6 @@ import net from 'node:net'
 import { after, before, describe, test } from 'node:test'
 import { compile } from '../config/compile'
 import { parseConfigText } from '../config/load'
-import { SnapshotStore } from '../config/store'
 import type { Logger } from '../observe/logger'
 import { type ControlActions, createControlServer, requestTarget } from './api'
 
@@ -85,8 +84,8 @@ control_api: { enabled: true, bind_address: "127.0.0.1:0" }
       ),
     )
     assert.ok(r.ok)
-    const store = new SnapshotStore({ snapshot: r.snapshot, groups: new Map(), chains: new Map() })
-    server = createControlServer({ store, log, actions, bodyTimeoutMs: 300 })
+    const view = { snapshot: r.snapshot, groups: new Map() }
+    server = createControlServer({ current: () => view, log, actions, bodyTimeoutMs: 300 })
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
     base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`
   })

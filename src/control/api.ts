@@ -9,9 +9,10 @@ import http from 'node:http'
 import type { ChangeOp } from '../config/mutations'
 import { redact } from '../config/redact'
 import { ChangeRefused, type RefusalReason } from '../config/refused'
-import type { SnapshotStore } from '../config/store'
+import type { Snapshot } from '../config/snapshot'
 import type { Logger } from '../observe/logger'
 import type { Explanation } from '../routing/explain'
+import type { UpstreamGroup } from '../upstream/group'
 import { bearerMatches } from './auth'
 import { browserRefusal } from './browser'
 
@@ -44,8 +45,15 @@ export interface ControlActions {
   explain(method: string, url: string, headers: string[]): Explanation
 }
 
+/** What the API shows: the live config and the upstream groups serving it. */
+export interface ControlView {
+  readonly snapshot: Snapshot
+  readonly groups: ReadonlyMap<string, UpstreamGroup>
+}
+
 export interface ControlApiOptions {
-  store: SnapshotStore
+  /** The live view, read once per request. */
+  current: () => ControlView
   log: Logger
   actions: ControlActions
   /** Deadline for a request body; BODY_TIMEOUT_MS unless a test wants it shorter. */
@@ -78,11 +86,11 @@ export function createControlServer(o: ControlApiOptions): http.Server {
   const routes: Array<[string, RegExp, Handler]> = [
     ['GET', /^\/healthz$/, () => ({ status: 200, body: { status: 'ok' } })],
     ['GET', /^\/api\/v1\/status$/, () => ({ status: 200, body: a.status() })],
-    ['GET', /^\/api\/v1\/config$/, () => ({ status: 200, body: redact(o.store.current().snapshot.raw) })],
+    ['GET', /^\/api\/v1\/config$/, () => ({ status: 200, body: redact(o.current().snapshot.raw) })],
     ['GET', /^\/api\/v1\/metrics$/, metrics],
     ['GET', /^\/metrics$/, metrics],
-    ['GET', /^\/api\/v1\/routes$/, () => ({ status: 200, body: routesView(o.store) })],
-    ['GET', /^\/api\/v1\/upstreams$/, () => ({ status: 200, body: upstreamsView(o.store) })],
+    ['GET', /^\/api\/v1\/routes$/, () => ({ status: 200, body: routesView(o.current()) })],
+    ['GET', /^\/api\/v1\/upstreams$/, () => ({ status: 200, body: upstreamsView(o.current()) })],
     [
       'POST',
       /^\/api\/v1\/routes$/,
@@ -178,7 +186,7 @@ export function createControlServer(o: ControlApiOptions): http.Server {
   async function respond(req: http.IncomingMessage): Promise<Reply> {
     try {
       const t = requestTarget(req.url ?? '')
-      const control = o.store.current().snapshot.controlApi
+      const control = o.current().snapshot.controlApi
       const apiKey = control.apiKey
       if (
         apiKey !== undefined &&
@@ -345,10 +353,9 @@ function tooDeep(v: unknown, left: number): boolean {
   return false
 }
 
-function routesView(store: SnapshotStore) {
-  const s = store.current().snapshot
+function routesView({ snapshot }: ControlView) {
   return {
-    routes: (s.routes?.routes ?? []).map((r) => ({
+    routes: (snapshot.mode.kind === 'api_gateway' ? snapshot.mode.routes : []).map((r) => ({
       name: r.name,
       path_pattern: r.pattern,
       methods: r.methods ? [...r.methods] : null,
@@ -360,8 +367,7 @@ function routesView(store: SnapshotStore) {
   }
 }
 
-function upstreamsView(store: SnapshotStore) {
-  const { snapshot, groups } = store.current()
+function upstreamsView({ snapshot, groups }: ControlView) {
   const now = Date.now()
   return {
     upstreams: [...groups.values()].map((g) => ({

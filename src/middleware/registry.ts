@@ -42,11 +42,14 @@ export class MiddlewareRegistry {
     this.#shared = shared
   }
 
-  /** Chains for `snapshot`, by route name (LB_CHAIN in load_balancer mode); unchanged ones reused. */
-  build(snapshot: Snapshot): Map<string, Chain> {
+  /**
+   * Chains for `snapshot`, by route name (LB_CHAIN in load_balancer mode), from the validated
+   * declarations `middlewares` (middleware/validate.ts); unchanged ones are reused.
+   */
+  build(snapshot: Snapshot, middlewares: ReadonlyMap<string, MiddlewareConfig>): Map<string, Chain> {
     const next = new Map<string, Live>()
     const instance = (name: string): Live => {
-      const cfg = snapshot.middlewares.get(name)!
+      const cfg = middlewares.get(name)!
       const key = `${name}\0${JSON.stringify(cfg)}`
       let live = next.get(key) ?? this.#live.get(key)
       if (!live) live = this.#create(name, cfg, snapshot.file)
@@ -61,9 +64,10 @@ export class MiddlewareRegistry {
       }
     }
     const chains = new Map<string, Chain>()
-    for (const r of snapshot.routes?.routes ?? [])
-      if (r.middlewares.length > 0) chains.set(r.name, chainOf(r.middlewares))
-    if (snapshot.lbMiddlewares.length > 0) chains.set(LB_CHAIN, chainOf(snapshot.lbMiddlewares))
+    const mode = snapshot.mode
+    if (mode.kind === 'api_gateway') {
+      for (const r of mode.routes) if (r.middlewares.length > 0) chains.set(r.name, chainOf(r.middlewares))
+    } else if (mode.middlewares.length > 0) chains.set(LB_CHAIN, chainOf(mode.middlewares))
     for (const [key, live] of this.#live) if (!next.has(key)) live.close()
     this.#live = next
     return chains

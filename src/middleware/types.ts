@@ -54,3 +54,6 @@ export function rawHeader(raw: readonly string[], lowerName: string): string | u
   }
   return undefined
 }
+
+/** Reports a problem with a middleware's settings: at one key of it, or (undefined) at the whole declaration. */
+export type Report = (key: string | undefined, message: string) => void

@@ -4,7 +4,6 @@
 // use request-metrics.ts (no label hashing on the hot path); the rest are prom-client's own.
 
 import { Counter, collectDefaultMetrics, Gauge, Registry } from 'prom-client'
-import type { Runtime } from '../config/store'
 import { FastCounter, FastHistogram, type HistogramSeries } from './request-metrics'
 
 export const DURATION_BUCKETS = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5]
@@ -19,6 +18,16 @@ export interface RequestSample {
 }
 
 type CounterChild = ReturnType<Counter<string>['labels']>
+
+/** What the gauges read from an upstream group (upstream/group.ts) at scrape time. */
+export interface GroupGauges {
+  readonly name: string
+  readonly peers: Iterable<{
+    readonly address: string
+    readonly inFlight: number
+    available(now: number): boolean
+  }>
+}
 
 export class Metrics {
   readonly registry = new Registry()
@@ -39,8 +48,8 @@ export class Metrics {
     Map<string, Map<string, { duration: HistogramSeries; byStatus: Map<number, { value: number }> }>>
   >()
 
-  /** `runtime` is read at scrape time for the health and connection gauges. */
-  constructor(runtime: () => Runtime, inFlight: () => number) {
+  /** `groups` is read at scrape time for the health and connection gauges. */
+  constructor(groups: () => Iterable<GroupGauges>, inFlight: () => number) {
     const registers = [this.registry]
     this.registry.registerMetric(this.#requests as never)
     this.registry.registerMetric(this.#duration as never)
@@ -76,7 +85,7 @@ export class Metrics {
       collect() {
         this.reset()
         const now = Date.now()
-        for (const g of runtime().groups.values()) {
+        for (const g of groups()) {
           for (const p of g.peers) this.labels(g.name, p.address).set(p.available(now) ? 1 : 0)
         }
       },
@@ -88,7 +97,7 @@ export class Metrics {
       registers,
       collect() {
         this.reset()
-        for (const g of runtime().groups.values()) {
+        for (const g of groups()) {
           let n = 0
           for (const p of g.peers) n += p.inFlight
           this.labels(g.name).set(n)

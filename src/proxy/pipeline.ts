@@ -7,7 +7,6 @@ import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Http2ServerRequest } from 'node:http2'
 import type { Socket } from 'node:net'
 import type { OriginPolicy, RetryCondition, RetryPolicy } from '../config/snapshot'
-import type { Runtime, SnapshotStore } from '../config/store'
 import { isPreflight } from '../middleware/cors/index'
 import { type Chain, LB_CHAIN } from '../middleware/registry'
 import {
@@ -25,10 +24,11 @@ import { ERRORS, type ErrorKind, replyError } from './errors'
 import { Exchange } from './forward'
 import { clientIp, type UpstreamRequestHead, upstreamRequestHead } from './headers'
 import { RawResponse } from './raw-response'
+import type { Runtime, RuntimeStore } from './runtime'
 import { forwardUpgrade } from './upgrade'
 
 export interface PipelineOptions {
-  store: SnapshotStore
+  store: RuntimeStore
   log: Logger
   access: AccessLog
 }
@@ -62,7 +62,7 @@ interface Routed {
 }
 
 export class Pipeline {
-  readonly #store: SnapshotStore
+  readonly #store: RuntimeStore
   readonly #log: Logger
   readonly #access: AccessLog
   #draining = false
@@ -162,7 +162,7 @@ export class Pipeline {
       head: EMPTY_HEAD,
       hasBody: false,
       route: undefined,
-      upstream: snapshot.lbUpstream ?? '',
+      upstream: snapshot.mode.kind === 'load_balancer' ? snapshot.mode.upstream : '',
       timeoutMs: snapshot.upstreamTimeoutMs,
       maxBodyBytes: snapshot.limits.maxBodyBytes,
       retries: undefined,
@@ -184,7 +184,7 @@ export class Pipeline {
       peer: clientIp(req.socket?.remoteAddress),
       proto: snapshot.tls ? 'https' : 'http',
       trusted: snapshot.limits.trustedProxy,
-      protectedHeaders: snapshot.protectedHeaders,
+      protectedHeaders: r.rt.protectedHeaders,
       h2: r.h2,
     })
     r.head = head
@@ -237,14 +237,14 @@ export class Pipeline {
     let origins: OriginPolicy
     const preflight = isPreflight(method, req.rawHeaders)
     const { rt } = r
-    if (snapshot.routes) {
+    if (rt.routes) {
       // A CORS preflight is routed by the method it asks about, when that route answers CORS.
-      let m = snapshot.routes.match(
+      let m = rt.routes.match(
         preflight ? rawHeader(req.rawHeaders, 'access-control-request-method')!.toUpperCase() : method,
         path,
       )
       if (preflight && (m.kind !== 'route' || !rt.chains.get(m.route.name)?.preflight.length)) {
-        m = snapshot.routes.match(method, path)
+        m = rt.routes.match(method, path)
       }
       if (m.kind === 'no_route') return this.#reply(r, { status: 404, kind: 'no_route', headers: [] })
       if (m.kind === 'method_not_allowed') {
@@ -262,7 +262,7 @@ export class Pipeline {
       origins = route.websocketOrigins
     } else {
       chain = rt.chains.get(LB_CHAIN)
-      origins = snapshot.lbWebsocketOrigins
+      origins = rt.lbOrigins
     }
     // Browsers do not apply CORS to WebSocket: without this a page on any site could open an
     // authenticated socket with the user's cookies (cross-site WebSocket hijacking).

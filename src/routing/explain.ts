@@ -5,9 +5,10 @@
 
 import type { Snapshot } from '../config/snapshot'
 import { isPreflight } from '../middleware/cors/index'
+import type { MiddlewareConfig } from '../middleware/schema'
 import { rawHeader } from '../middleware/types'
 import type { UpstreamGroup } from '../upstream/group'
-import { stripPrefix } from './route-table'
+import { type RouteTable, stripPrefix } from './route-table'
 
 export interface Explanation {
   method: string
@@ -26,20 +27,28 @@ export interface Explanation {
   upstream_path: string | null
 }
 
+/** What explain reads: the compiled config (a Plan, see proxy/runtime.ts). */
+export interface ExplainInput {
+  readonly snapshot: Snapshot
+  readonly routes: RouteTable | undefined
+  readonly middlewares: ReadonlyMap<string, MiddlewareConfig>
+}
+
 export function explain(
-  snapshot: Snapshot,
+  plan: ExplainInput,
   groups: ReadonlyMap<string, UpstreamGroup> | undefined,
   method: string,
   url: string,
   headers: readonly string[] = [],
 ): Explanation {
+  const { snapshot } = plan
   method = method.toUpperCase()
   const q = url.indexOf('?')
   const path = q < 0 ? url : url.slice(0, q)
   const e: Explanation = {
     method,
     path,
-    mode: snapshot.mode,
+    mode: snapshot.mode.kind,
     outcome: 'forward',
     status: null,
     allow: null,
@@ -53,11 +62,11 @@ export function explain(
   }
   const preflight = isPreflight(method, headers)
   let middlewares: readonly string[]
-  if (snapshot.routes) {
+  if (plan.routes) {
     const asked = preflight ? rawHeader(headers, 'access-control-request-method')!.toUpperCase() : method
     let allow: string[] = []
     let chosen: string | undefined
-    for (const r of snapshot.routes.routes) {
+    for (const r of plan.routes.routes) {
       let result: string
       if (chosen !== undefined)
         result = `not tried: ${chosen} matched first (its pattern is longer or earlier in the file)`
@@ -78,18 +87,18 @@ export function explain(
       e.upstream_path = null
       return e
     }
-    const route = snapshot.routes.routes.find((r) => r.name === chosen)!
+    const route = plan.routes.routes.find((r) => r.name === chosen)!
     e.route = route.name
     e.upstream = route.upstream
     if (route.stripPrefix) e.upstream_path = stripPrefix(route.regex, url)
     middlewares = route.middlewares
-  } else {
-    e.upstream = snapshot.lbUpstream!
-    middlewares = snapshot.lbMiddlewares
-  }
+  } else if (snapshot.mode.kind === 'load_balancer') {
+    e.upstream = snapshot.mode.upstream
+    middlewares = snapshot.mode.middlewares
+  } else return e
 
   for (const name of middlewares) {
-    const cfg = snapshot.middlewares.get(name)!
+    const cfg = plan.middlewares.get(name)!
     let note: string | null = null
     if (cfg.kind === 'cors' && preflight) note = 'answers this preflight itself (204); nothing is forwarded'
     else if (preflight) note = 'does not see preflights'

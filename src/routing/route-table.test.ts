@@ -1,26 +1,27 @@
 import assert from 'node:assert/strict'
 import { describe, test } from 'node:test'
+import { compile } from '../config/compile'
+import { parseConfigText } from '../config/load'
 import { compilePattern } from './pattern'
-import { type RouteInput, RouteTable, stripPrefix } from './route-table'
+import { RouteTable, stripPrefix } from './route-table'
 
-const r = (
-  name: string,
-  path_pattern: string,
-  methods?: string[],
-  extra: Partial<RouteInput> = {},
-): RouteInput => ({
-  name,
-  path_pattern,
-  methods,
-  upstream: `${name}_up`,
-  strip_prefix: false,
-  middlewares: [],
-  ...extra,
-})
+type R = [name: string, pattern: string, methods?: string[]]
+
+/** A table built the way the proxy builds it: the routes written in a config file, in this order. */
+function table(...routes: R[]): RouteTable {
+  const lines = routes.map(
+    ([name, pattern, methods]) =>
+      `    ${name}: {path_pattern: ${JSON.stringify(pattern)}, upstream: u${methods ? `, methods: [${methods.join(', ')}]` : ''}}`,
+  )
+  const yaml = `mode: api_gateway\nupstreams: {u: {servers: ["127.0.0.1:1"]}}\napi_gateway:\n  routes:\n${lines.join('\n')}\n`
+  const r = compile(parseConfigText('/t.yaml', yaml, {}))
+  if (!r.ok || r.snapshot.mode.kind !== 'api_gateway') throw new Error(JSON.stringify(r))
+  return new RouteTable(r.snapshot.mode.routes, () => undefined)
+}
 
 describe('RouteTable', () => {
   test('longest pattern first, whatever the file order (the guide example)', () => {
-    const t = new RouteTable([r('web_app', '^/'), r('users_api', '^/api/users')])
+    const t = table(['web_app', '^/'], ['users_api', '^/api/users'])
     assert.deepEqual(
       t.routes.map((x) => x.name),
       ['users_api', 'web_app'],
@@ -30,7 +31,7 @@ describe('RouteTable', () => {
   })
 
   test('equal lengths keep the order written in the file', () => {
-    const t = new RouteTable([r('first', '^/a'), r('second', '^/b'), r('third', '^/.')])
+    const t = table(['first', '^/a'], ['second', '^/b'], ['third', '^/.'])
     assert.deepEqual(
       t.routes.map((x) => x.name),
       ['first', 'second', 'third'],
@@ -39,11 +40,7 @@ describe('RouteTable', () => {
     assert.equal(m.kind === 'route' && m.route.name, 'first')
   })
 
-  const table = new RouteTable([
-    r('read', '^/items', ['GET']),
-    r('write', '^/items/', ['POST', 'PUT']),
-    r('any', '^/open'),
-  ])
+  const t = table(['read', '^/items', ['GET']], ['write', '^/items/', ['POST', 'PUT']], ['any', '^/open'])
   const cases = [
     { desc: 'method allowed by the longer route', method: 'POST', path: '/items/1', want: 'write' },
     {
@@ -64,7 +61,7 @@ describe('RouteTable', () => {
   ]
   for (const c of cases) {
     test(c.desc, () => {
-      const m = table.match(c.method, c.path)
+      const m = t.match(c.method, c.path)
       const got =
         m.kind === 'route' ? m.route.name : m.kind === 'method_not_allowed' ? `405 ${m.allow}` : m.kind
       assert.equal(got, c.want)

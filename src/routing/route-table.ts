@@ -1,41 +1,14 @@
 // The compiled `api_gateway.routes`: patterns compiled once at load, ordered longest pattern first
 // (ties keep file order). `match` is the only thing the request path calls.
 
-import type { OriginPolicy, RetryCondition } from '../config/snapshot'
+import type { ConfigCheck } from '../config/compile'
+import type { OriginPolicy, RouteSpec } from '../config/snapshot'
 import { compilePattern } from './pattern'
 
-export interface Route {
-  readonly name: string
-  readonly pattern: string
+export interface Route extends RouteSpec {
   readonly regex: RegExp
-  /** Upper-case method names; null means every method. */
-  readonly methods: ReadonlySet<string> | null
-  readonly upstream: string
-  readonly stripPrefix: boolean
-  /** Upstream timeout for this route; undefined falls back to server.upstream_timeout_secs. */
-  readonly timeoutMs: number | undefined
-  readonly middlewares: readonly string[]
-  /** Overrides of the upstream group's retry policy (either part may be absent). */
-  readonly retries: number | undefined
-  readonly retryOn: ReadonlySet<RetryCondition> | undefined
-  /** Largest request body for this route; undefined falls back to server.max_body_bytes. */
-  readonly maxBodyBytes: number | undefined
-  /** Origins that may open a WebSocket on this route. */
+  /** Origins that may open a WebSocket on this route: its own list, else its cors middlewares'. */
   readonly websocketOrigins: OriginPolicy
-}
-
-export interface RouteInput {
-  name: string
-  path_pattern: string
-  methods?: string[] | undefined
-  upstream: string
-  strip_prefix: boolean
-  timeout_secs?: number | undefined
-  middlewares: string[]
-  retries?: number | undefined
-  retry_on?: RetryCondition[] | undefined
-  max_body_bytes?: number | undefined
-  websocketOrigins?: OriginPolicy
 }
 
 export type RouteMatch =
@@ -49,30 +22,17 @@ const NO_ROUTE: RouteMatch = Object.freeze({ kind: 'no_route' })
 export class RouteTable {
   readonly routes: readonly Route[]
 
-  /** Patterns must already be valid (schema.ts checks them); an invalid one throws here. */
-  constructor(inputs: readonly RouteInput[]) {
-    const compiled = inputs.map((r, index) => {
-      const regex = compilePattern(r.path_pattern)
+  /**
+   * `specs` in the order they are tried (config/compile.ts orders them); patterns must already be
+   * valid (checkRoutePatterns ran at compile), an invalid one throws here. `origins` gives a
+   * route without websocket_origins of its own the origins its middlewares allow.
+   */
+  constructor(specs: readonly RouteSpec[], origins: (middlewares: readonly string[]) => OriginPolicy) {
+    this.routes = specs.map((r) => {
+      const regex = compilePattern(r.pattern)
       if (typeof regex === 'string') throw new Error(`route ${r.name}: ${regex}`)
-      const route: Route = {
-        name: r.name,
-        pattern: r.path_pattern,
-        regex,
-        methods: r.methods ? new Set(r.methods.map((m) => m.toUpperCase())) : null,
-        upstream: r.upstream,
-        stripPrefix: r.strip_prefix,
-        timeoutMs: r.timeout_secs !== undefined ? r.timeout_secs * 1000 : undefined,
-        middlewares: r.middlewares,
-        retries: r.retries,
-        retryOn: r.retry_on ? new Set(r.retry_on) : undefined,
-        maxBodyBytes: r.max_body_bytes,
-        websocketOrigins: r.websocketOrigins,
-      }
-      return { route, index }
+      return { ...r, regex, websocketOrigins: r.websocketOrigins ?? origins(r.middlewares) }
     })
-    // Array.prototype.sort is stable, so equal lengths keep the order written in the file.
-    compiled.sort((a, b) => b.route.pattern.length - a.route.pattern.length)
-    this.routes = compiled.map((c) => c.route)
   }
 
   /** `path` is the request path without the query string. */
@@ -102,4 +62,20 @@ export function stripPrefix(regex: RegExp, url: string): string {
   if (rest === '') rest = '/'
   else if (rest[0] !== '/') rest = `/${rest}`
   return rest + query
+}
+
+/** Every route's path_pattern compiles (and passes the ReDoS check); reported where it is written. */
+export const checkRoutePatterns: ConfigCheck = (data, at) => {
+  const gw = data.api_gateway
+  const routes = gw !== null && typeof gw === 'object' ? (gw as Record<string, unknown>).routes : undefined
+  if (routes === null || typeof routes !== 'object') return
+  for (const [name, route] of Object.entries(routes)) {
+    const p =
+      route !== null && typeof route === 'object'
+        ? (route as Record<string, unknown>).path_pattern
+        : undefined
+    if (typeof p !== 'string' || p === '') continue
+    const re = compilePattern(p)
+    if (typeof re === 'string') at(['api_gateway', 'routes', name, 'path_pattern'], re)
+  }
 }

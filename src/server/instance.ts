@@ -9,25 +9,25 @@ import type http from 'node:http'
 import type net from 'node:net'
 import path from 'node:path'
 import { formatHostPort, type HostPort } from '../config/address'
-import { compile, type Overrides } from '../config/compile'
-import { ConfigKeeper, type ReloadResult } from '../config/keeper'
+import type { Overrides } from '../config/compile'
 import { parseConfigText } from '../config/load'
 import type { ChangeOp } from '../config/mutations'
 import { formatProblem } from '../config/problems'
 import { ChangeRefused } from '../config/refused'
 import type { Snapshot } from '../config/snapshot'
-import { SnapshotStore } from '../config/store'
 import { type ControlActions, createControlServer } from '../control/api'
-import type { TakeResult } from '../middleware/rate-limit/token-bucket'
 import { MiddlewareRegistry } from '../middleware/registry'
 import { AccessLog } from '../observe/access-log'
 import type { LoggerHandle } from '../observe/logger'
 import { Metrics } from '../observe/metrics'
 import { Pipeline } from '../proxy/pipeline'
+import { compilePlan, type Plan, RuntimeStore } from '../proxy/runtime'
 import { explain } from '../routing/explain'
 import { UpstreamRegistry } from '../upstream/registry'
+import { ConfigKeeper, type ReloadResult } from './keeper'
 import { createListener, createRedirectListener, type ListenerHandle, listen } from './listener'
-import type { ApplyMessage, HealthEvent, TakeRequest } from './primary'
+import { LocalOwner, type Owner, PrimaryOwner } from './owner'
+import type { ChangeResult, MetricsText, ToPrimary, ToWorker } from './protocol'
 import type { Rpc } from './rpc'
 import { TcpProxy } from './tcp'
 
@@ -38,7 +38,7 @@ export interface StartOptions {
   version: string
   logging: LoggerHandle
   /** Set in a worker: the channel to the primary, which owns instance-wide state. */
-  primary?: Rpc
+  primary?: Rpc<ToPrimary, ToWorker>
 }
 
 /** The downstream side: an HTTP(S) listener, or the TCP pass-through. */
@@ -52,7 +52,7 @@ interface Front {
 export class ProxyInstance implements ControlActions {
   readonly #o: StartOptions
   readonly #log: LoggerHandle['logger']
-  readonly #store: SnapshotStore
+  readonly #store: RuntimeStore
   readonly #upstreams: UpstreamRegistry
   readonly #middlewares: MiddlewareRegistry
   readonly #metrics: Metrics
@@ -61,70 +61,75 @@ export class ProxyInstance implements ControlActions {
   #front: Front | undefined
   #control: { key: string; server: http.Server } | undefined
   #redirect: { key: string; server: http.Server } | undefined
-  /** The live config's text, unsaved runtime changes, reload and change (single process). */
-  readonly #config: ConfigKeeper
-  /** In a worker: the unsaved runtime changes the primary last reported. */
-  #workerUnsaved: readonly string[] = []
+  /** Config changes and the metrics sum: this process, or (in a worker) the primary. */
+  readonly #owner: Owner
   #lastReload: { at: string; result: string } | undefined
   #stopping: Promise<void> | undefined
 
-  private constructor(o: StartOptions, snapshot: Snapshot, text: string) {
+  private constructor(o: StartOptions, plan: Plan, text: string) {
     this.#o = o
     this.#log = o.logging.logger
-    this.#config = new ConfigKeeper(
-      {
-        file: o.file,
-        env: o.env,
-        overrides: o.overrides,
-        log: this.#log,
-        apply: (next) => this.#install(next),
-        onReload: (result) => {
-          this.#metrics.reload(result)
-          this.#lastReload = { at: new Date().toISOString(), result }
-        },
-      },
-      snapshot,
-      text,
-    )
     const link = o.primary
+    // In a worker the primary runs the health checks and holds the memory rate-limit buckets.
     this.#upstreams = new UpstreamRegistry(this.#log, undefined, { healthChecks: !link })
     this.#middlewares = new MiddlewareRegistry(
       this.#log,
       (type) => this.#countError(type),
       link &&
         ((store, burst, perMs, maxKeys) => ({
-          take: (key) =>
-            link.request<TakeResult>('take', { store, key, burst, perMs, maxKeys } satisfies TakeRequest),
+          take: (key) => link.request('take', { store, key, burst, perMs, maxKeys }),
         })),
     )
-    const groups = this.#upstreams.build(snapshot)
-    this.#store = new SnapshotStore({ snapshot, groups, chains: this.#middlewares.build(snapshot) })
+    const { snapshot } = plan
+    this.#store = new RuntimeStore({
+      ...plan,
+      groups: this.#upstreams.build(snapshot),
+      chains: this.#middlewares.build(snapshot, plan.middlewares),
+    })
     this.#metrics = new Metrics(
-      () => this.#store.current(),
+      () => this.#store.current().groups.values(),
       () => (this.#front?.tcp ?? this.#pipeline).inFlight,
     )
-    const access = new AccessLog(o.logging, this.#metrics, () => this.#store.current().snapshot.mode)
+    const access = new AccessLog(o.logging, this.#metrics, () => this.#store.current().snapshot.mode.kind)
     this.#pipeline = new Pipeline({ store: this.#store, log: this.#log, access })
-    link
-      ?.on('apply', (p) => this.#config.serial(() => this.#applyFromPrimary(p as ApplyMessage)))
-      .on('health', (p) => {
-        const h = p as HealthEvent
-        this.#upstreams.setHealth(h.group, h.address, h.healthy)
-      })
-      .on('metrics-json', () => this.#metrics.registry.getMetricsAsJSON())
+    if (link) {
+      const owner = new PrimaryOwner(link)
+      link
+        .on('apply', (m) => owner.applied(m.unsaved, () => this.#applyFromPrimary(m.text)))
+        .on('health', (h) => this.#upstreams.setHealth(h.group, h.address, h.healthy))
+        .on('metrics-json', () => this.#metrics.registry.getMetricsAsJSON())
+      this.#owner = owner
+    } else {
+      const keeper = new ConfigKeeper(
+        {
+          file: o.file,
+          env: o.env,
+          overrides: o.overrides,
+          log: this.#log,
+          apply: (next) => this.#install(next),
+          onReload: (result) => {
+            this.#metrics.reload(result)
+            this.#lastReload = { at: new Date().toISOString(), result }
+          },
+        },
+        plan,
+        text,
+      )
+      this.#owner = new LocalOwner(keeper, this.#metrics)
+    }
   }
 
   /** A config the primary validated: apply it as it is (every worker gets the same text). */
-  async #applyFromPrimary(m: ApplyMessage): Promise<void> {
-    const r = compile(parseConfigText(this.#o.file, m.text, this.#o.env), this.#o.overrides)
+  async #applyFromPrimary(text: string): Promise<void> {
+    const r = compilePlan(parseConfigText(this.#o.file, text, this.#o.env), this.#o.overrides)
     if (!r.ok)
       throw new ChangeRefused('invalid', 'invalid configuration', { problems: r.problems.map(formatProblem) })
-    await this.#install(r.snapshot)
-    this.#workerUnsaved = m.unsaved
+    await this.#install(r.plan)
   }
 
-  static async start(o: StartOptions, snapshot: Snapshot, text: string): Promise<ProxyInstance> {
-    const inst = new ProxyInstance(o, snapshot, text)
+  static async start(o: StartOptions, plan: Plan, text: string): Promise<ProxyInstance> {
+    const { snapshot } = plan
+    const inst = new ProxyInstance(o, plan, text)
     try {
       await inst.#bind(snapshot)
     } catch (err) {
@@ -141,7 +146,7 @@ export class ProxyInstance implements ControlActions {
 
   /** An error that is not a whole request (bad request line, Redis fail-open, TCP failure). */
   #countError(type: string): void {
-    this.#metrics.error(this.#store.current().snapshot.mode, type)
+    this.#metrics.error(this.#store.current().snapshot.mode.kind, type)
   }
 
   get metrics(): Metrics {
@@ -152,7 +157,7 @@ export class ProxyInstance implements ControlActions {
     const f = this.#front!
     this.#log.info(
       {
-        mode: s.mode,
+        mode: s.mode.kind,
         bind: `${f.tcp ? 'tcp' : s.tls ? 'https' : 'http'}://${bound(f.server, s.bind)}`,
         control_api: this.#control ? `http://${bound(this.#control.server, s.controlApi.bind)}` : null,
         ...(this.#redirect
@@ -189,7 +194,7 @@ export class ProxyInstance implements ControlActions {
   async #bind(s: Snapshot): Promise<{ retired: Front | undefined }> {
     const frontKey = JSON.stringify({
       bind: s.bind,
-      protocol: s.lbProtocol,
+      protocol: s.mode.kind === 'load_balancer' ? s.mode.protocol : 'http',
       tls: s.tls ? [s.tls.http2, s.tls.minVersion] : null,
     })
     let retired: Front | undefined
@@ -229,7 +234,11 @@ export class ProxyInstance implements ControlActions {
       const old = this.#control
       this.#control = undefined
       if (s.controlApi.enabled) {
-        const server = createControlServer({ store: this.#store, log: this.#log, actions: this })
+        const server = createControlServer({
+          current: () => this.#store.current(),
+          log: this.#log,
+          actions: this,
+        })
         if (old && sameAddress(old.server, s.controlApi.bind)) old.server.close()
         await listen(server, s.controlApi.bind.host, s.controlApi.bind.port)
         this.#control = { key: controlKey, server }
@@ -244,7 +253,7 @@ export class ProxyInstance implements ControlActions {
   }
 
   #makeFront(s: Snapshot, key: string): Front {
-    if (s.lbProtocol === 'tcp') {
+    if (s.mode.kind === 'load_balancer' && s.mode.protocol === 'tcp') {
       const tcp = new TcpProxy(this.#store, this.#log, (type) => this.#countError(type))
       return { key, server: tcp.server, listener: undefined, tcp }
     }
@@ -265,17 +274,18 @@ export class ProxyInstance implements ControlActions {
     }, graceMs).unref()
   }
 
-  /** Makes a validated snapshot live: listeners, pools, chains, one swap. */
-  async #install(next: Snapshot): Promise<void> {
+  /** Makes a validated plan live: listeners, pools, chains, one swap. */
+  async #install(plan: Plan): Promise<void> {
     const prev = this.#store.current().snapshot
+    const next = plan.snapshot
     const { retired } = await this.#bind(next).catch((err: Error) => {
       throw new ChangeRefused('invalid', 'invalid configuration', {
         problems: [`${this.#o.file}: ${err.message}`],
       })
     })
     const groups = this.#upstreams.build(next)
-    const chains = this.#middlewares.build(next)
-    this.#store.swap({ snapshot: next, groups, chains })
+    const chains = this.#middlewares.build(next, plan.middlewares)
+    this.#store.swap({ ...plan, groups, chains })
     this.#upstreams.activate(next, groups)
     if (retired) this.#retire(retired, next.shutdownTimeoutMs)
     if (next.logging.level !== prev.logging.level) this.#log.level = next.logging.level
@@ -287,46 +297,41 @@ export class ProxyInstance implements ControlActions {
     }
   }
 
-  /** Re-reads the config file; an invalid file leaves the running config as it is. */
   reload(): Promise<ReloadResult> {
-    if (this.#o.primary) return this.#o.primary.request<ReloadResult>('reload')
-    return this.#config.reload()
+    return this.#owner.reload()
   }
 
-  /** A control-API change, validated like the file (in a worker: by the primary, for all). */
-  change(c: ChangeOp): Promise<{ change: string; saved: boolean }> {
-    if (this.#o.primary) return this.#o.primary.request('change', c)
-    return this.#config.change(c)
+  change(c: ChangeOp): Promise<ChangeResult> {
+    return this.#owner.change(c)
   }
 
-  metricsText(): Promise<{ text: string; contentType: string }> {
-    if (this.#o.primary) return this.#o.primary.request('metrics')
-    return this.#metrics.text().then((text) => ({ text, contentType: this.#metrics.contentType }))
+  metricsText(): Promise<MetricsText> {
+    return this.#owner.metricsText()
   }
 
   status(): Record<string, unknown> {
     const s = this.#store.current().snapshot
     return {
       status: 'running',
-      mode: s.mode,
-      lb_enabled: s.mode === 'load_balancer',
-      gateway_enabled: s.mode === 'api_gateway',
+      mode: s.mode.kind,
+      lb_enabled: s.mode.kind === 'load_balancer',
+      gateway_enabled: s.mode.kind === 'api_gateway',
       version: this.#o.version,
       pid: process.pid,
       workers: s.workers,
       uptime_secs: Math.round((Date.now() - this.#startedAt) / 1000),
       config_file: path.resolve(s.file),
       persist: s.raw.control_api.persist,
-      ...(this.#o.primary ? { worker: cluster.worker?.id } : {}),
-      unsaved_changes: this.#o.primary ? this.#workerUnsaved : this.#config.unsaved,
+      ...(cluster.isWorker ? { worker: cluster.worker?.id } : {}),
+      unsaved_changes: this.#owner.unsaved,
       last_reload: this.#lastReload ?? null,
       requests_in_flight: (this.#front?.tcp ?? this.#pipeline).inFlight,
     }
   }
 
   explain(method: string, url: string, headers: string[]) {
-    const { snapshot, groups } = this.#store.current()
-    return explain(snapshot, groups, method, url, headers)
+    const rt = this.#store.current()
+    return explain(rt, rt.groups, method, url, headers)
   }
 
   #closeListeners(graceMs: number): void {

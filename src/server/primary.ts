@@ -10,12 +10,12 @@
 import cluster, { type Worker } from 'node:cluster'
 import { AggregatorRegistry, Counter, Registry } from 'prom-client'
 import type { Overrides } from '../config/compile'
-import { ConfigKeeper } from '../config/keeper'
-import type { ChangeOp } from '../config/mutations'
-import type { Snapshot } from '../config/snapshot'
 import { MemoryStore } from '../middleware/rate-limit/memory-store'
 import type { LoggerHandle } from '../observe/logger'
+import type { Plan } from '../proxy/runtime'
 import { UpstreamRegistry } from '../upstream/registry'
+import { ConfigKeeper } from './keeper'
+import type { HealthEvent, MetricsText, TakeRequest, ToPrimary, ToWorker } from './protocol'
 import { Rpc } from './rpc'
 
 export interface PrimaryOptions {
@@ -25,21 +25,9 @@ export interface PrimaryOptions {
   logging: LoggerHandle
 }
 
-/** What a worker needs to know about a peer's health. */
-export interface HealthEvent {
-  group: string
-  address: string
-  healthy: boolean
-}
-
-export interface ApplyMessage {
-  text: string
-  unsaved: string[]
-}
-
 interface WorkerLink {
   worker: Worker
-  rpc: Rpc
+  rpc: Rpc<ToWorker, ToPrimary>
   listening: boolean
 }
 
@@ -52,12 +40,12 @@ export class Primary {
   readonly #restarts: Counter
   readonly #reloads: Counter<'result'>
   readonly #config: ConfigKeeper
-  #snapshot: Snapshot
+  #plan: Plan
   #stopping = false
 
-  constructor(o: PrimaryOptions, snapshot: Snapshot, text: string) {
+  constructor(o: PrimaryOptions, plan: Plan, text: string) {
     this.#log = o.logging.logger
-    this.#snapshot = snapshot
+    this.#plan = plan
     this.#config = new ConfigKeeper(
       {
         file: o.file,
@@ -67,11 +55,11 @@ export class Primary {
         apply: (next, nextText, unsaved) => this.#apply(next, nextText, unsaved),
         onReload: (result) => this.#reloads.labels(result).inc(),
       },
-      snapshot,
+      plan,
       text,
     )
     this.#upstreams = new UpstreamRegistry(this.#log, (group, peer, healthy) =>
-      this.#broadcastEvent('health', { group, address: peer.address, healthy } satisfies HealthEvent),
+      this.#broadcastHealth({ group, address: peer.address, healthy }),
     )
     this.#restarts = new Counter({
       name: 'locci_worker_restarts_total',
@@ -88,8 +76,9 @@ export class Primary {
 
   /** Forks the workers; resolves when every one is listening. */
   start(): Promise<void> {
-    const expected = this.#snapshot.workers
-    this.#upstreams.activate(this.#snapshot, this.#upstreams.build(this.#snapshot))
+    const { snapshot } = this.#plan
+    const expected = snapshot.workers
+    this.#upstreams.activate(snapshot, this.#upstreams.build(snapshot))
     return new Promise((resolve, reject) => {
       let settled = false
       cluster.on('listening', (w) => {
@@ -125,10 +114,10 @@ export class Primary {
 
   #fork(): void {
     const worker = cluster.fork({ LOCCI_WORKER: '1' })
-    const rpc = new Rpc((m) => worker.send(m))
+    const rpc = new Rpc<ToWorker, ToPrimary>((m) => worker.send(m))
     rpc
-      .on('take', (p) => this.#take(p as TakeRequest))
-      .on('change', (p) => this.#config.change(p as ChangeOp))
+      .on('take', (p) => this.#take(p))
+      .on('change', (p) => this.#config.change(p))
       .on('reload', () => this.reload())
       .on('metrics', () => this.#metrics())
     worker.on('message', (m) => rpc.receive(m))
@@ -139,14 +128,13 @@ export class Primary {
   #sendHealth(link: WorkerLink): void {
     for (const g of this.#upstreams.groups()) {
       for (const p of g.peers) {
-        if (!p.healthy)
-          link.rpc.emit('health', { group: g.name, address: p.address, healthy: false } satisfies HealthEvent)
+        if (!p.healthy) link.rpc.emit('health', { group: g.name, address: p.address, healthy: false })
       }
     }
   }
 
-  #broadcastEvent(kind: string, payload: unknown): void {
-    for (const l of this.#links.values()) l.rpc.emit(kind, payload)
+  #broadcastHealth(e: HealthEvent): void {
+    for (const l of this.#links.values()) l.rpc.emit('health', e)
   }
 
   #take(r: TakeRequest) {
@@ -159,16 +147,15 @@ export class Primary {
   }
 
   /** Every worker applies the validated config before the primary takes it as its own. */
-  async #apply(next: Snapshot, text: string, unsaved: readonly string[]): Promise<void> {
+  async #apply(next: Plan, text: string, unsaved: readonly string[]): Promise<void> {
     await Promise.all(
-      [...this.#links.values()].map((l) =>
-        l.rpc.request('apply', { text, unsaved: [...unsaved] } satisfies ApplyMessage),
-      ),
+      [...this.#links.values()].map((l) => l.rpc.request('apply', { text, unsaved: [...unsaved] })),
     )
-    const prev = this.#snapshot
-    this.#snapshot = next
-    this.#upstreams.activate(next, this.#upstreams.build(next))
-    if (next.logging.level !== prev.logging.level) this.#log.level = next.logging.level
+    const prev = this.#plan.snapshot
+    this.#plan = next
+    const { snapshot } = next
+    this.#upstreams.activate(snapshot, this.#upstreams.build(snapshot))
+    if (snapshot.logging.level !== prev.logging.level) this.#log.level = snapshot.logging.level
   }
 
   reload() {
@@ -176,9 +163,9 @@ export class Primary {
   }
 
   /** The instance's metrics: every worker's registry summed, plus the primary's own. */
-  async #metrics(): Promise<{ text: string; contentType: string }> {
+  async #metrics(): Promise<MetricsText> {
     const parts = await Promise.all(
-      [...this.#links.values()].map((l) => l.rpc.request<unknown>('metrics-json')),
+      [...this.#links.values()].map((l) => l.rpc.request('metrics-json', undefined)),
     )
     const all = AggregatorRegistry.aggregate([
       ...(parts as never[]),
@@ -205,12 +192,4 @@ export class Primary {
       for (const s of this.#stores.values()) s.close()
     })
   }
-}
-
-export interface TakeRequest {
-  store: string
-  key: string
-  burst: number
-  perMs: number
-  maxKeys: number
 }

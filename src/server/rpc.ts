@@ -3,6 +3,7 @@
 // reason + message + details and reaches the worker's control API intact; other errors as a message.
 
 import { ChangeRefused, type RefusalReason } from '../config/refused'
+import type { Protocol } from './protocol'
 
 export interface RpcMessage {
   locci: 'req' | 'res' | 'event'
@@ -13,11 +14,12 @@ export interface RpcMessage {
   error?: { reason: RefusalReason | undefined; message: string; details: Record<string, unknown> }
 }
 
-export type RpcHandler = (payload: unknown) => unknown
+type Handler = (payload: never) => unknown
 
-export class Rpc {
+/** `Out`: the messages this side sends (protocol.ts); `In`: the ones it answers. */
+export class Rpc<Out extends Protocol, In extends Protocol> {
   readonly #send: (m: RpcMessage) => void
-  readonly #handlers = new Map<string, RpcHandler>()
+  readonly #handlers = new Map<string, Handler>()
   readonly #pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>()
   #next = 1
 
@@ -26,14 +28,17 @@ export class Rpc {
   }
 
   /** Handles `kind` requests (or events) from the other side. */
-  on(kind: string, handler: RpcHandler): this {
-    this.#handlers.set(kind, handler)
+  on<K extends keyof In & string>(
+    kind: K,
+    handler: (payload: In[K]['req']) => In[K]['res'] | Promise<In[K]['res']>,
+  ): this {
+    this.#handlers.set(kind, handler as Handler)
     return this
   }
 
-  request<T>(kind: string, payload?: unknown): Promise<T> {
+  request<K extends keyof Out & string>(kind: K, payload: Out[K]['req']): Promise<Out[K]['res']> {
     const id = this.#next++
-    return new Promise<T>((resolve, reject) => {
+    return new Promise((resolve, reject) => {
       this.#pending.set(id, { resolve: resolve as (v: unknown) => void, reject })
       try {
         this.#send({ locci: 'req', id, kind, payload })
@@ -45,7 +50,7 @@ export class Rpc {
   }
 
   /** A message that wants no answer. */
-  emit(kind: string, payload?: unknown): void {
+  emit<K extends keyof Out & string>(kind: K, payload: Out[K]['req']): void {
     try {
       this.#send({ locci: 'event', kind, payload })
     } catch {
@@ -70,13 +75,13 @@ export class Rpc {
     }
     const handler = this.#handlers.get(msg.kind!)
     if (msg.locci === 'event') {
-      handler?.(msg.payload)
+      handler?.(msg.payload as never)
       return true
     }
     Promise.resolve()
       .then(() => {
         if (!handler) throw new Error(`no handler for ${msg.kind}`)
-        return handler(msg.payload)
+        return handler(msg.payload as never)
       })
       .then(
         (payload) => this.#reply({ locci: 'res', id: msg.id!, ok: true, payload }),

@@ -7,9 +7,9 @@
 // are open at once in this process; more are closed as they arrive.
 
 import net from 'node:net'
-import type { SnapshotStore } from '../config/store'
 import type { Logger } from '../observe/logger'
 import { clientIp } from '../proxy/headers'
+import type { RuntimeStore } from '../proxy/runtime'
 import type { UpstreamGroup } from '../upstream/group'
 import type { Peer } from '../upstream/peer'
 import { mayRetry } from '../upstream/retry'
@@ -17,7 +17,7 @@ import { limitConnections } from './listener'
 
 export class TcpProxy {
   readonly server: net.Server
-  readonly #store: SnapshotStore
+  readonly #store: RuntimeStore
   readonly #log: Logger
   readonly #sockets = new Set<net.Socket>()
   #active = 0
@@ -25,7 +25,7 @@ export class TcpProxy {
 
   readonly #countError: (type: string) => void
 
-  constructor(store: SnapshotStore, log: Logger, countError: (type: string) => void = () => undefined) {
+  constructor(store: RuntimeStore, log: Logger, countError: (type: string) => void = () => undefined) {
     this.#store = store
     this.#log = log
     this.#countError = countError
@@ -50,7 +50,8 @@ export class TcpProxy {
   #accept(client: net.Socket): void {
     const start = performance.now()
     const { snapshot, groups } = this.#store.current()
-    const group = groups.get(snapshot.lbUpstream!)!
+    // Only load_balancer mode with protocol: tcp makes a TcpProxy (instance.ts).
+    const group = groups.get((snapshot.mode as { upstream: string }).upstream)!
     const ip = clientIp(client.remoteAddress)
     // A reload's max_connections applies from the next connection on.
     this.server.maxConnections = snapshot.limits.maxConnections

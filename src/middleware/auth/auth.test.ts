@@ -6,8 +6,8 @@ import path from 'node:path'
 import { describe, mock, test } from 'node:test'
 import { SignJWT, UnsecuredJWT } from 'jose'
 import type { Logger } from '../../observe/logger'
-import type { AuthenticationConfig } from '../schema'
 import type { Reply, RequestContext } from '../types'
+import type { AuthenticationConfig } from './config'
 import { authentication, encodeClaim } from './index'
 
 const quiet = { warn() {}, info() {} } as unknown as Logger

@@ -13,8 +13,8 @@ import { createPublicKey, type KeyObject } from 'node:crypto'
 import { readFileSync } from 'node:fs'
 import { createRemoteJWKSet, type JWTPayload, type JWTVerifyGetKey, jwtVerify } from 'jose'
 import type { Logger } from '../../observe/logger'
-import type { AuthenticationConfig } from '../schema'
 import { type Middleware, type Reply, type RequestContext, rawHeader } from '../types'
+import type { AuthenticationConfig } from './config'
 
 const HMAC = ['HS256', 'HS384', 'HS512']
 const RSA = ['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512']

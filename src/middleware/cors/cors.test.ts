@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
-import type { CorsConfig } from '../schema'
 import type { Reply, RequestContext } from '../types'
+import type { CorsConfig } from './config'
 import { cors } from './index'
 
 const cfg = (over: Partial<CorsConfig> = {}): CorsConfig => ({

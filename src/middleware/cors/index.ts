@@ -4,8 +4,8 @@
 // own Access-Control-* headers are replaced, so the proxy's policy is the one browsers see.
 // Everything is joined once, here, not per request.
 
-import type { CorsConfig } from '../schema'
 import { type Middleware, type Reply, type RequestContext, rawHeader } from '../types'
+import type { CorsConfig } from './config'
 
 const UPSTREAM_CORS = new Set([
   'access-control-allow-origin',

@@ -1,19 +1,19 @@
 // The live config as its owner sees it: the YAML text (the file as last read, plus runtime
 // changes), runtime changes not yet saved, and the two ways it changes: a reload of the file and
-// a control-API change. Both are validated by compile() and applied one at a time; making a new
-// snapshot live is the owner's job (the single process swaps it in, the primary hands it to its
+// a control-API change. Both are validated by compilePlan() and applied one at a time; making a
+// new plan live is the owner's job (the single process swaps it in, the primary hands it to its
 // workers). One implementation for both, so they log, count and persist alike.
 
 import { parseDocument } from 'yaml'
+import type { Overrides } from '../config/compile'
+import { type ConfigDiff, diffSnapshots, isEmpty } from '../config/diff'
+import { parseConfigText, readConfigFile } from '../config/load'
+import { applyChange, type ChangeOp } from '../config/mutations'
+import { formatProblem } from '../config/problems'
+import { ChangeRefused } from '../config/refused'
+import { writeAtomically } from '../config/write'
 import type { Logger } from '../observe/logger'
-import { compile, type Overrides } from './compile'
-import { type ConfigDiff, diffSnapshots, isEmpty } from './diff'
-import { parseConfigText, readConfigFile } from './load'
-import { applyChange, type ChangeOp } from './mutations'
-import { formatProblem } from './problems'
-import { ChangeRefused } from './refused'
-import type { Snapshot } from './snapshot'
-import { writeAtomically } from './write'
+import { compilePlan, type Plan } from '../proxy/runtime'
 
 export interface ReloadResult {
   result: 'success' | 'failure' | 'unchanged'
@@ -31,21 +31,21 @@ export interface KeeperOptions {
    * Makes `next` live, or throws (a ChangeRefused for a reason the user can act on). `unsaved` is
    * the list of unsaved runtime changes once this change is in.
    */
-  apply(next: Snapshot, text: string, unsaved: readonly string[]): Promise<void>
+  apply(next: Plan, text: string, unsaved: readonly string[]): Promise<void>
   /** Hears each reload's outcome (metrics, status). */
   onReload?(result: 'success' | 'failure'): void
 }
 
 export class ConfigKeeper {
   readonly #o: KeeperOptions
-  #snapshot: Snapshot
+  #plan: Plan
   #text: string
   #unsaved: string[] = []
   #queue: Promise<unknown> = Promise.resolve()
 
-  constructor(o: KeeperOptions, snapshot: Snapshot, text: string) {
+  constructor(o: KeeperOptions, plan: Plan, text: string) {
     this.#o = o
-    this.#snapshot = snapshot
+    this.#plan = plan
     this.#text = text
   }
 
@@ -64,21 +64,21 @@ export class ConfigKeeper {
   async #install(
     fromFile: boolean,
     text: string,
-    unsavedFor: (next: Snapshot) => string[],
-  ): Promise<{ next: Snapshot; diff: ConfigDiff }> {
+    unsavedFor: (next: Plan) => string[],
+  ): Promise<{ next: Plan; diff: ConfigDiff }> {
     const { file, env, overrides } = this.#o
     const source = fromFile ? readConfigFile(file, env) : parseConfigText(file, text, env)
-    const r = compile(source, overrides)
+    const r = compilePlan(source, overrides)
     if (!r.ok)
       throw new ChangeRefused('invalid', 'invalid configuration', { problems: r.problems.map(formatProblem) })
     const nextText = fromFile ? source.text : text
-    const unsaved = unsavedFor(r.snapshot)
-    await this.#o.apply(r.snapshot, nextText, unsaved)
-    const diff = diffSnapshots(this.#snapshot, r.snapshot)
-    this.#snapshot = r.snapshot
+    const unsaved = unsavedFor(r.plan)
+    await this.#o.apply(r.plan, nextText, unsaved)
+    const diff = diffSnapshots(this.#plan.snapshot, r.plan.snapshot)
+    this.#plan = r.plan
     this.#text = nextText
     this.#unsaved = unsaved
-    return { next: r.snapshot, diff }
+    return { next: r.plan, diff }
   }
 
   /** Re-reads the config file; an invalid file leaves the running config as it is. */
@@ -123,9 +123,9 @@ export class ConfigKeeper {
       const text = doc.toString()
       // Whether the change is saved depends on the config it produces (control_api.persist).
       const { next } = await this.#install(false, text, (n) =>
-        n.raw.control_api.persist ? this.#unsaved : [...this.#unsaved, description],
+        n.snapshot.raw.control_api.persist ? this.#unsaved : [...this.#unsaved, description],
       )
-      const saved = next.raw.control_api.persist
+      const saved = next.snapshot.raw.control_api.persist
       if (saved) writeAtomically(this.#o.file, text)
       this.#o.log.info({ change: description, saved }, 'config changed through the control API')
       return { change: description, saved }

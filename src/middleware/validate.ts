@@ -1,0 +1,72 @@
+// Compile-time side of the middlewares: every declaration (top-level `middlewares` and
+// `api_gateway.middlewares`) checked by its type's schema and its own checks, reported at its
+// key path with the config's other problems (a ConfigCheck, see config/compile.ts), and what
+// the proxy derives from the valid ones: protected headers and WebSocket origins.
+
+import { type ConfigCheck, declarationsOf, isRecord, reportIssue, resolveFrom } from '../config/compile'
+import type { OriginPolicy } from '../config/snapshot'
+import { checkAuthentication, claimHeaders } from './auth/config'
+import { checkCors } from './cors/config'
+import { checkRateLimiting } from './rate-limit/config'
+import { MIDDLEWARE_SCHEMAS, MIDDLEWARE_TYPES, type MiddlewareConfig, type MiddlewareType } from './schema'
+import type { Report } from './types'
+
+/** Validates every declaration; the valid ones, by name, go to `found`. */
+export function checkMiddlewares(found: Map<string, MiddlewareConfig>): ConfigCheck {
+  return (data, at, file) => {
+    for (const [name, { raw, path: p }] of declarationsOf({ data })) {
+      const type = isRecord(raw) && typeof raw.type === 'string' ? raw.type : name
+      if (!(MIDDLEWARE_TYPES as readonly string[]).includes(type)) {
+        at(
+          isRecord(raw) && raw.type !== undefined ? [...p, 'type'] : p,
+          isRecord(raw) && raw.type !== undefined
+            ? `unknown middleware type "${type}"; use ${MIDDLEWARE_TYPES.join(', ')}`
+            : `needs a type: ${MIDDLEWARE_TYPES.join(', ')} (or use one of those as its name)`,
+        )
+        continue
+      }
+      const kind = type as MiddlewareType
+      const parsed = MIDDLEWARE_SCHEMAS[kind].safeParse(raw ?? {})
+      if (!parsed.success) {
+        for (const issue of parsed.error.issues) reportIssue({ ...issue, path: [...p, ...issue.path] }, at)
+        continue
+      }
+      const cfg = { kind, ...parsed.data } as MiddlewareConfig
+      let ok = true
+      const report: Report = (key, message) => {
+        at(key === undefined ? p : [...p, key], message)
+        ok = false
+      }
+      if (cfg.kind === 'authentication') checkAuthentication(cfg, report, (f) => resolveFrom(file, f))
+      else if (cfg.kind === 'cors') checkCors(cfg, report)
+      else checkRateLimiting(cfg, report)
+      if (ok) found.set(name, cfg)
+    }
+  }
+}
+
+/** Every `forward_claims` header of every authentication middleware (see claimHeaders). */
+export function protectedHeaders(middlewares: ReadonlyMap<string, MiddlewareConfig>): Set<string> {
+  const out = new Set<string>()
+  for (const m of middlewares.values())
+    if (m.kind === 'authentication') for (const h of claimHeaders(m)) out.add(h)
+  return out
+}
+
+/**
+ * The WebSocket origins a chain's cors middlewares allow: `*` if one allows any, undefined
+ * (no policy) when the chain has no cors middleware. Used where no websocket_origins is written.
+ */
+export function corsOrigins(
+  middlewares: ReadonlyMap<string, MiddlewareConfig>,
+  chain: readonly string[],
+): OriginPolicy {
+  const allowed: string[] = []
+  for (const name of chain) {
+    const m = middlewares.get(name)
+    if (m?.kind !== 'cors') continue
+    if (m.allowed_origins === '*' || m.allowed_origins.includes('*')) return '*'
+    allowed.push(...m.allowed_origins)
+  }
+  return allowed.length > 0 ? new Set(allowed) : undefined
+}

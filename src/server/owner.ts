@@ -1,0 +1,78 @@
+// What is one per instance lives with the instance's owner: the config (reload, control-API
+// changes, unsaved changes) and the sum of the metrics. A single process is its own owner; a
+// worker's owner is the primary, asked over the typed RPC of protocol.ts. ProxyInstance picks
+// one at start and never asks which it has.
+
+import type { ChangeOp } from '../config/mutations'
+import type { Metrics } from '../observe/metrics'
+import type { ConfigKeeper, ReloadResult } from './keeper'
+import type { ChangeResult, MetricsText, ToPrimary, ToWorker } from './protocol'
+import type { Rpc } from './rpc'
+
+export interface Owner {
+  /** Re-reads the config file; an invalid file leaves the running config as it is. */
+  reload(): Promise<ReloadResult>
+  /** A control-API change, validated like the file. */
+  change(c: ChangeOp): Promise<ChangeResult>
+  /** Runtime changes not saved to the file. */
+  readonly unsaved: readonly string[]
+  /** Prometheus text for the whole instance. */
+  metricsText(): Promise<MetricsText>
+}
+
+/** The single process: its own keeper, its own metrics. */
+export class LocalOwner implements Owner {
+  constructor(
+    readonly keeper: ConfigKeeper,
+    readonly metrics: Metrics,
+  ) {}
+
+  reload(): Promise<ReloadResult> {
+    return this.keeper.reload()
+  }
+
+  change(c: ChangeOp): Promise<ChangeResult> {
+    return this.keeper.change(c)
+  }
+
+  get unsaved(): readonly string[] {
+    return this.keeper.unsaved
+  }
+
+  async metricsText(): Promise<MetricsText> {
+    return { text: await this.metrics.text(), contentType: this.metrics.contentType }
+  }
+}
+
+/** A worker: the primary validates every change once and hands it to all workers. */
+export class PrimaryOwner implements Owner {
+  #unsaved: readonly string[] = []
+  #queue: Promise<unknown> = Promise.resolve()
+
+  constructor(readonly rpc: Rpc<ToPrimary, ToWorker>) {}
+
+  reload(): Promise<ReloadResult> {
+    return this.rpc.request('reload', undefined)
+  }
+
+  change(c: ChangeOp): Promise<ChangeResult> {
+    return this.rpc.request('change', c)
+  }
+
+  get unsaved(): readonly string[] {
+    return this.#unsaved
+  }
+
+  metricsText(): Promise<MetricsText> {
+    return this.rpc.request('metrics', undefined)
+  }
+
+  /** Runs `install` for a config the primary sent, one at a time, then takes its unsaved list. */
+  applied(unsaved: readonly string[], install: () => Promise<void>): Promise<void> {
+    const run = this.#queue.then(install, install).then(() => {
+      this.#unsaved = unsaved
+    })
+    this.#queue = run.catch(() => undefined)
+    return run
+  }
+}

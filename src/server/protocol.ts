@@ -1,0 +1,63 @@
+// What the primary and its workers say to each other (server.workers > 1), one entry per message
+// kind: its payload and its answer. Rpc<Out, In> checks both ends against these at compile time.
+
+import type { ChangeOp } from '../config/mutations'
+import type { TakeResult } from '../middleware/rate-limit/token-bucket'
+import type { ReloadResult } from './keeper'
+
+/** One message kind: what is sent, and what comes back (`void` for an event, which is not answered). */
+export interface Message<Req, Res> {
+  req: Req
+  res: Res
+}
+
+export type Protocol = Record<string, Message<unknown, unknown>>
+
+export interface ChangeResult {
+  change: string
+  saved: boolean
+}
+
+export interface MetricsText {
+  text: string
+  contentType: string
+}
+
+/** A memory rate-limit bucket lives in the primary, so a burst counts across workers. */
+export interface TakeRequest {
+  store: string
+  key: string
+  burst: number
+  perMs: number
+  maxKeys: number
+}
+
+/** A config the primary validated, for every worker to apply as it is. */
+export interface ApplyMessage {
+  text: string
+  unsaved: string[]
+}
+
+/** A peer's health as the primary's checks see it. */
+export interface HealthEvent {
+  group: string
+  address: string
+  healthy: boolean
+}
+
+/** Worker -> primary: the primary owns the config, the shared buckets and the metrics sum. */
+export interface ToPrimary extends Protocol {
+  take: Message<TakeRequest, TakeResult>
+  change: Message<ChangeOp, ChangeResult>
+  reload: Message<undefined, ReloadResult>
+  metrics: Message<undefined, MetricsText>
+}
+
+/** Primary -> worker. */
+export interface ToWorker extends Protocol {
+  apply: Message<ApplyMessage, void>
+  /** The worker's own metrics, for the primary to sum (prom-client's JSON form). */
+  'metrics-json': Message<undefined, unknown>
+  /** Event: a checked peer went in or out of rotation. */
+  health: Message<HealthEvent, void>
+}
