@@ -1,4 +1,4 @@
-// The locci-proxy command line: options resolved flag > environment > file > default (SPEC),
+// The locci-proxy command line: options resolved flag > environment > file > default (docs/GUIDE.md),
 // `start` (the default command) and `validate`. Exit codes: 0 ok, 1 bad config or failed start.
 
 import cluster from 'node:cluster'
@@ -91,7 +91,7 @@ function seaWorkerArgv(argv: string[]): string[] {
   return sea && cluster.isWorker && argv[2] === argv[1] ? [argv[0]!, argv[1]!, ...argv.slice(3)] : argv
 }
 
-/** Config path and overrides, by SPEC precedence: flag > environment > file > default. */
+/** Config path and overrides, by precedence: flag > environment > file > default. */
 export function resolveOptions(
   opts: GlobalOptions,
   env: NodeJS.ProcessEnv,
