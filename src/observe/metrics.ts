@@ -1,7 +1,8 @@
 // Prometheus metrics (prom-client): the five of the guide's Metrics section, with its names and
 // labels, plus requests in flight, config reloads and Node's process metrics. Labels carry route
 // and upstream *names*, never raw paths, so cardinality stays bounded by the config. The two
-// recorded on every request use request-metrics.ts (no label hashing on the hot path); the rest are prom-client's own.
+// recorded on every request use request-metrics.ts (no label hashing on the hot path); the rest
+// are prom-client's own.
 
 import { Counter, collectDefaultMetrics, Gauge, Registry } from 'prom-client'
 import { FastCounter, FastHistogram, type HistogramSeries } from './request-metrics'
