@@ -8,8 +8,10 @@ export type { Logger }
 export interface LoggerOptions {
   level: string
   format: 'json' | 'text'
-  /** Where lines go; stdout by default. Tests pass a stream to capture lines. */
+  /** Where lines go; stdout by default. */
   fd?: number
+  /** Instead of `fd`: a sink that receives the formatted text (the in-process test harness). */
+  sink?: { write(text: string): unknown }
 }
 
 export interface LoggerHandle {
@@ -22,7 +24,9 @@ export interface LoggerHandle {
 }
 
 export function createLogger(opts: LoggerOptions): LoggerHandle {
-  const dest = pino.destination({ dest: opts.fd ?? 1, sync: false })
+  const dest = opts.sink
+    ? { write: (t: string) => opts.sink!.write(t), flushSync() {} }
+    : pino.destination({ dest: opts.fd ?? 1, sync: false })
   const stream = opts.format === 'text' ? { write: (line: string) => dest.write(toLogfmt(line)) } : dest
   const logger = pino(
     {

@@ -153,13 +153,21 @@ export class ProxyInstance implements ControlActions {
     return this.#metrics
   }
 
-  #logListening(s: Snapshot): void {
+  /** Where this instance listens (port 0 in the config is the port the OS picked). */
+  urls(): { bind: string; control_api: string | null } {
+    const s = this.#store.current().snapshot
     const f = this.#front!
+    return {
+      bind: `${f.tcp ? 'tcp' : s.tls ? 'https' : 'http'}://${bound(f.server, s.bind)}`,
+      control_api: this.#control ? `http://${bound(this.#control.server, s.controlApi.bind)}` : null,
+    }
+  }
+
+  #logListening(s: Snapshot): void {
     this.#log.info(
       {
         mode: s.mode.kind,
-        bind: `${f.tcp ? 'tcp' : s.tls ? 'https' : 'http'}://${bound(f.server, s.bind)}`,
-        control_api: this.#control ? `http://${bound(this.#control.server, s.controlApi.bind)}` : null,
+        ...this.urls(),
         ...(this.#redirect
           ? { redirect_http: `http://${bound(this.#redirect.server, s.redirectHttp!)}` }
           : {}),

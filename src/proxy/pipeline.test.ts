@@ -1,0 +1,122 @@
+// The pipeline, exchange, retry and preflight logic through the in-process harness
+// (test/helpers/gateway.ts): a gateway from a YAML string, in this process, against real
+// node:http upstreams on 127.0.0.1. Each case takes milliseconds.
+
+import assert from 'node:assert/strict'
+import net from 'node:net'
+import { after, before, describe, test } from 'node:test'
+import { type Gateway, gateway } from '../../test/helpers/gateway'
+import { startUpstream, type Upstream } from '../../test/helpers/upstream'
+
+/** A port nothing listens on: bound, then closed. */
+async function deadPort(): Promise<number> {
+  const s = net.createServer()
+  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r))
+  const port = (s.address() as net.AddressInfo).port
+  await new Promise<void>((r) => s.close(() => r()))
+  return port
+}
+
+describe('pipeline (in-process)', () => {
+  let a: Upstream
+  let b: Upstream
+  let gw: Gateway
+  let dead: number
+
+  before(async () => {
+    a = await startUpstream('a')
+    b = await startUpstream('b')
+    dead = await deadPort()
+    gw = await gateway(`
+mode: api_gateway
+server: {bind_address: "127.0.0.1:0", max_body_bytes: 1000}
+logging: {level: info}
+upstreams:
+  a: {servers: ["${a.address}"]}
+  b: {servers: ["${b.address}"]}
+  flaky: {servers: ["127.0.0.1:${dead}", "${b.address}"], retries: 1}
+  gone: {servers: ["127.0.0.1:${dead}"], retries: 0}
+middlewares:
+  cors: {allowed_origins: ["https://app.example"], allowed_methods: [GET, PUT]}
+  authentication: {jwt_secret: "0123456789abcdef0123456789abcdef", excluded_paths: ["/private/open"]}
+api_gateway:
+  routes:
+    api: {path_pattern: "^/api", upstream: a, strip_prefix: true}
+    items: {path_pattern: "^/items", upstream: b, methods: [GET]}
+    browser: {path_pattern: "^/browser", upstream: a, middlewares: [cors]}
+    private: {path_pattern: "^/private", upstream: b, middlewares: [authentication]}
+    flaky: {path_pattern: "^/flaky", upstream: flaky}
+    gone: {path_pattern: "^/gone", upstream: gone}
+`)
+  })
+
+  after(async () => {
+    await gw.close()
+    await a.close()
+    await b.close()
+  })
+
+  test('routes to the matching upstream and strips the prefix', async () => {
+    const r = await gw.request('GET', '/api/users?x=1')
+    assert.equal(r.status, 200)
+    assert.equal(JSON.parse(r.body).server, 'a')
+    assert.equal(a.seen.at(-1)?.url, '/users?x=1')
+  })
+
+  test('no route: 404; a route without the method: 405 with Allow', async () => {
+    assert.equal((await gw.request('GET', '/nothing')).status, 404)
+    const r = await gw.request('POST', '/items/1')
+    assert.equal(r.status, 405)
+    assert.equal(r.headers.allow, 'GET')
+  })
+
+  test('a CORS preflight on a cors route is answered by the gateway and never forwarded', async () => {
+    const before = a.seen.length
+    const r = await gw.request('OPTIONS', '/browser/x', {
+      headers: { origin: 'https://app.example', 'access-control-request-method': 'PUT' },
+    })
+    assert.equal(r.status, 204)
+    assert.equal(r.headers['access-control-allow-origin'], 'https://app.example')
+    assert.equal(a.seen.length, before)
+  })
+
+  test('authentication refuses a request without a token, but not on an excluded path', async () => {
+    const refused = await gw.request('GET', '/private/x')
+    assert.equal(refused.status, 401)
+    assert.match(String(refused.headers['www-authenticate']), /^Bearer/)
+    const open = await gw.request('GET', '/private/open')
+    assert.equal(open.status, 200)
+    assert.equal(JSON.parse(open.body).server, 'b')
+  })
+
+  test('a refused connection is retried on the next server', async () => {
+    // Round robin over [dead, b]: whichever comes first, every request ends on b.
+    for (let i = 0; i < 4; i++) {
+      const r = await gw.request('GET', '/flaky')
+      assert.equal(r.status, 200, r.body)
+      assert.equal(JSON.parse(r.body).server, 'b')
+    }
+  })
+
+  test('without retries left, a refused connection is a 502 with its error kind', async () => {
+    const r = await gw.request('GET', '/gone')
+    assert.equal(r.status, 502)
+    const line = gw.access().find((l) => l.path === '/gone')
+    assert.equal(line?.error_type, 'connect_failed')
+  })
+
+  test('a declared body larger than max_body_bytes is refused before any upstream sees it', async () => {
+    const before = a.seen.length
+    const r = await gw.request('POST', '/api/upload', { body: 'x'.repeat(2000) })
+    assert.equal(r.status, 413)
+    assert.equal(a.seen.length, before)
+  })
+
+  test('every request gets one access line with its route and upstream', async () => {
+    await gw.request('GET', '/api/one')
+    const line = gw.access().find((l) => l.path === '/api/one')
+    assert.equal(line?.route, 'api')
+    assert.equal(line?.upstream, 'a')
+    assert.equal(line?.status, 200)
+  })
+})
