@@ -1,7 +1,7 @@
 // What a middleware sees and what it may answer. Middlewares run in the order a route lists
 // them, after routing and before an upstream server is chosen (pipeline.ts).
 
-import type { ErrorKind } from '../proxy/errors'
+import type { ReplyKind } from '../observe/errors'
 
 export interface RequestContext {
   readonly method: string
@@ -23,7 +23,7 @@ export interface RequestContext {
 export interface Reply {
   readonly status: number
   /** Error kind for the reply body, log and metrics; undefined for a non-error (a preflight). */
-  readonly kind: ErrorKind | undefined
+  readonly kind: ReplyKind | undefined
   readonly headers: readonly string[]
 }
 

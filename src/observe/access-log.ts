@@ -4,6 +4,7 @@
 // written once per request, and pino's object serialization cost ~5 µs a line on the reference
 // machine against under 1 µs for this (see README, Performance). Everything else logs via pino.
 
+import { ERRORS, type ErrorKind, loggedStatus } from './errors'
 import type { LoggerHandle } from './logger'
 import type { Metrics } from './metrics'
 
@@ -21,6 +22,19 @@ export interface AccessRecord {
   error_type?: string | undefined
 }
 
+/** What every access line of a request says, whoever ends it (pipeline, Exchange, upgrade). */
+export interface RequestFacts {
+  readonly method: string
+  /** The normalized path without the query string (what routes and middlewares saw). */
+  readonly path: string
+  readonly route: string | undefined
+  readonly requestId: string
+  /** The client's address (behind trusted proxies, the one they name). */
+  readonly client: string
+  /** performance.now() when the request arrived. */
+  readonly start: number
+}
+
 export class AccessLog {
   readonly #handle: LoggerHandle
   readonly #pid = process.pid
@@ -31,6 +45,31 @@ export class AccessLog {
     this.#handle = handle
     this.#metrics = metrics
     this.#mode = mode
+  }
+
+  /**
+   * The one place a request's access record is built: `sent` is the status written to the
+   * client (0 if none), `kind` the failure that ended it, if any (observe/errors.ts).
+   */
+  request(
+    f: RequestFacts,
+    upstream: string | undefined,
+    server: string | undefined,
+    sent: number,
+    kind: ErrorKind | undefined,
+  ): void {
+    this.write({
+      method: f.method,
+      path: f.path,
+      route: f.route,
+      upstream,
+      server,
+      status: loggedStatus(sent, kind),
+      duration_ms: Math.round((performance.now() - f.start) * 1000) / 1000,
+      request_id: f.requestId,
+      client: f.client,
+      error_type: kind === undefined ? undefined : ERRORS[kind].label,
+    })
   }
 
   /** Every request ends here: one log line, and its metrics. */

@@ -4,9 +4,7 @@
 // charging the upstream. Only requests that carry a body pay for this stream.
 
 import { Transform, type TransformCallback } from 'node:stream'
-
-export const BODY_TOO_LARGE = 'LOCCI_BODY_TOO_LARGE'
-export const BODY_TIMEOUT = 'LOCCI_BODY_TIMEOUT'
+import { BODY_TIMEOUT, BODY_TOO_LARGE } from '../observe/errors'
 
 export class BodyGuard extends Transform {
   readonly #limit: number

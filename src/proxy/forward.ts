@@ -21,27 +21,32 @@
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Dispatcher } from 'undici'
 import type { RetryCondition, RetryPolicy } from '../config/snapshot'
-import type { AccessLog } from '../observe/access-log'
+import type { AccessLog, RequestFacts } from '../observe/access-log'
+import {
+  BODY_TIMEOUT,
+  BODY_TOO_LARGE,
+  ERRORS,
+  type ErrorKind,
+  errorKind,
+  logFailure,
+  type ReplyKind,
+  TIMED_OUT,
+} from '../observe/errors'
 import type { Logger } from '../observe/logger'
 import type { UpstreamGroup } from '../upstream/group'
 import type { Peer } from '../upstream/peer'
-import { mayRetry } from '../upstream/retry'
-import { BODY_TIMEOUT, BODY_TOO_LARGE, BodyGuard } from './body-guard'
-import { classifyUpstreamError, ERRORS, type ErrorKind, replyError, retryCondition } from './errors'
+import { mayRetry, retryCondition } from '../upstream/retry'
+import { BodyGuard } from './body-guard'
+import { replyError } from './errors'
 import { downstreamResponseHeaders, writeResponseHead } from './headers'
 
-export interface ExchangeOptions {
+export interface ExchangeOptions extends RequestFacts {
   req: IncomingMessage
   res: ServerResponse
   log: Logger
   access: AccessLog
-  start: number
-  requestId: string
-  method: string
   /** Path (and query) sent upstream, after strip_prefix. */
   upstreamPath: string
-  /** Path logged: the client's path without the query string. */
-  logPath: string
   headers: string[]
   /** Headers middlewares add to the response (CORS, RateLimit-*). */
   responseHeaders: readonly string[] | undefined
@@ -52,7 +57,6 @@ export interface ExchangeOptions {
   maxBodyBytes: number
   bodyTimeoutMs: number
   timeoutMs: number
-  route: string | undefined
   upstream: string
   group: UpstreamGroup
   retry: RetryPolicy
@@ -61,15 +65,11 @@ export interface ExchangeOptions {
   h2: boolean
   /** Ask the client to close its connection (the proxy is draining). */
   closing: () => boolean
-  /** The client's address, for the access log. */
-  client: string
   onDone: () => void
 }
 
 const RETRYING = new Error('retrying on another server')
-const HEADERS_TIMEOUT = Object.assign(new Error('upstream did not answer in time'), {
-  code: 'UND_ERR_HEADERS_TIMEOUT',
-})
+const HEADERS_TIMEOUT = Object.assign(new Error('upstream did not answer in time'), { code: TIMED_OUT })
 const CLIENT_FAULT = new Error('the request was refused')
 
 export class Exchange implements Dispatcher.DispatchHandler {
@@ -177,14 +177,10 @@ export class Exchange implements Dispatcher.DispatchHandler {
   /** The request body broke a limit: the client's fault, answered here, never the upstream's. */
   #onBodyError = (err: Error & { code?: string }): void => {
     if (this.#finished) return
-    const kind: ErrorKind | undefined =
-      err.code === BODY_TOO_LARGE
-        ? 'payload_too_large'
-        : err.code === BODY_TIMEOUT
-          ? 'request_timeout'
-          : undefined
-    if (kind === undefined) return // the client went away: #onClientClose handles it
-    this.#o.log.info({ request_id: this.#o.requestId, error_type: kind, err: err.message }, 'request refused')
+    // Not a limit of the guard's: undici aborting the attempt, or the client gone (#onClientClose).
+    if (err.code !== BODY_TOO_LARGE && err.code !== BODY_TIMEOUT) return
+    const kind = errorKind(err.code, 'client')
+    logFailure(this.#o.log, kind, { request_id: this.#o.requestId, err: err.message }, 'request refused')
     this.#o.req.unpipe(this.#body)
     // Answer first: aborting calls onError at once, which must find this exchange finished.
     this.#fail(kind, true)
@@ -361,15 +357,16 @@ export class Exchange implements Dispatcher.DispatchHandler {
       this.onComplete()
       return
     }
-    const kind = classifyUpstreamError(err, this.#sent)
+    const kind = errorKind(err.code, this.#sent ? 'exchange' : 'connect')
     o.group.reportFailure(peer, kind)
     const retry = this.#mayRetry(retryCondition(kind))
-    o.log.warn(
+    logFailure(
+      o.log,
+      kind,
       {
         request_id: o.requestId,
         upstream: o.upstream,
         server: peer.address,
-        error_type: kind,
         err: err.code ?? err.message,
         retry,
       },
@@ -389,7 +386,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
   }
 
   /** Answers with `kind`'s reply; `close`: the connection ends after it (unread body left). */
-  #fail(kind: ErrorKind, close = false): void {
+  #fail(kind: ReplyKind, close = false): void {
     const o = this.#o
     if (!o.res.headersSent && !this.#clientGone && !o.res.destroyed) {
       try {
@@ -408,19 +405,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
     this.#clearHeadTimer()
     const o = this.#o
     if (this.#peer) this.#peer.inFlight--
-    const status = kind === 'client_aborted' ? 499 : this.#status || (kind ? ERRORS[kind].status : 0)
-    o.access.write({
-      method: o.method,
-      path: o.logPath,
-      route: o.route,
-      upstream: o.upstream,
-      server: this.#peer?.address,
-      status,
-      duration_ms: Math.round((performance.now() - o.start) * 1000) / 1000,
-      request_id: o.requestId,
-      client: o.client,
-      error_type: kind ?? undefined,
-    })
+    o.access.request(o, o.upstream, this.#peer?.address, this.#status, kind)
     o.onDone()
   }
 }

@@ -17,10 +17,12 @@ import {
   runChain,
 } from '../middleware/types'
 import type { AccessLog } from '../observe/access-log'
+import { ERRORS, logFailure } from '../observe/errors'
+import { InFlight } from '../observe/in-flight'
 import type { Logger } from '../observe/logger'
 import { normalizePath } from '../routing/normalize-path'
 import { stripPrefix } from '../routing/route-table'
-import { ERRORS, type ErrorKind, replyError } from './errors'
+import { CONNECT_ALLOW, replyError } from './errors'
 import { Exchange } from './forward'
 import { clientIp, type UpstreamRequestHead, upstreamRequestHead } from './headers'
 import { RawResponse } from './raw-response'
@@ -47,6 +49,9 @@ interface Routed {
   method: string
   /** The normalized path (normalize-path.ts): what routes, middlewares and the log see. */
   path: string
+  /** head.requestId and head.clientIp, for the access line (RequestFacts). */
+  requestId: string
+  client: string
   upstreamPath: string
   head: UpstreamRequestHead
   hasBody: boolean
@@ -57,7 +62,7 @@ interface Routed {
   retries: number | undefined
   retryOn: ReadonlySet<RetryCondition> | undefined
   ctx: RequestContext | undefined
-  /** Set once the request has been counted out of #inFlight. */
+  /** Set once the request has been counted out of #inFlight and logged. */
   ended: boolean
 }
 
@@ -66,8 +71,7 @@ export class Pipeline {
   readonly #log: Logger
   readonly #access: AccessLog
   #draining = false
-  #inFlight = 0
-  #idleWaiters: Array<() => void> = []
+  readonly #inFlight = new InFlight()
 
   constructor(o: PipelineOptions) {
     this.#store = o.store
@@ -76,7 +80,7 @@ export class Pipeline {
   }
 
   get inFlight(): number {
-    return this.#inFlight
+    return this.#inFlight.count
   }
 
   /** From now on every response asks the client to close its connection. */
@@ -86,8 +90,7 @@ export class Pipeline {
 
   /** Resolves once no request is in flight. */
   idle(): Promise<void> {
-    if (this.#inFlight === 0) return Promise.resolve()
-    return new Promise((resolve) => this.#idleWaiters.push(resolve))
+    return this.#inFlight.idle()
   }
 
   #closing = (): boolean => this.#draining
@@ -96,11 +99,7 @@ export class Pipeline {
   #end(r: Routed): void {
     if (r.ended) return
     r.ended = true
-    if (--this.#inFlight === 0 && this.#idleWaiters.length > 0) {
-      const waiters = this.#idleWaiters
-      this.#idleWaiters = []
-      for (const w of waiters) w()
-    }
+    this.#inFlight.leave()
   }
 
   handle = (req: IncomingMessage, res: ServerResponse): void => {
@@ -143,7 +142,7 @@ export class Pipeline {
 
   #begin(req: IncomingMessage, res: ServerResponse, upgrade: Routed['upgrade'], raw = false): void {
     const start = performance.now()
-    this.#inFlight++
+    this.#inFlight.enter()
     const rt = this.#store.current()
     const { snapshot } = rt
     // HTTP/2 is the compatibility request with a stream; `GET / HTTP/2.0` on an HTTP/1 connection
@@ -158,6 +157,8 @@ export class Pipeline {
       rt,
       method: req.method ?? '',
       path: '',
+      requestId: EMPTY_HEAD.requestId,
+      client: EMPTY_HEAD.clientIp,
       upstreamPath: '',
       head: EMPTY_HEAD,
       hasBody: false,
@@ -188,6 +189,8 @@ export class Pipeline {
       h2: r.h2,
     })
     r.head = head
+    r.requestId = head.requestId
+    r.client = head.clientIp
     // HTTP/1.0 and 1.1 on an HTTP/1 connection; anything else (2.0, 0.9, 1.2) is not spoken here.
     if (!r.h2 && (req.httpVersionMajor !== 1 || req.httpVersionMinor > 1)) {
       return this.#reply(r, { status: 505, kind: 'version_not_supported', headers: [] })
@@ -198,7 +201,7 @@ export class Pipeline {
     // CONNECT asks for a tunnel (forward proxying), which a reverse proxy does not offer. TRACE
     // echoes the request back, cookies and credentials included (cross-site tracing).
     if (method === 'CONNECT' || (method === 'TRACE' && !snapshot.limits.allowTrace)) {
-      return this.#reply(r, { status: 405, kind: 'method_not_allowed', headers: ['allow', ALLOW] })
+      return this.#reply(r, { status: 405, kind: 'method_not_allowed', headers: ['allow', CONNECT_ALLOW] })
     }
     // RFC 9112 section 6.1: a transfer coding the proxy does not know gets its own status; only
     // chunked is known (Node frames the body by the final chunked and drops the others silently).
@@ -216,14 +219,8 @@ export class Pipeline {
     const normalized = normalizePath(rawPath, snapshot.limits.escapedSlashes === 'keep')
     if (!normalized.ok || head.problem !== undefined) {
       r.path = normalized.ok ? normalized.path : rawPath.slice(0, 200)
-      this.#log.info(
-        {
-          request_id: head.requestId,
-          error_type: 'bad_request',
-          reason: head.problem ?? (normalized as { reason: string }).reason,
-        },
-        'request refused',
-      )
+      const reason = head.problem ?? (normalized as { reason: string }).reason
+      logFailure(this.#log, 'bad_request', { request_id: head.requestId, reason }, 'request refused')
       return this.#reply(r, { status: 400, kind: 'bad_request', headers: [] })
     }
     const path = normalized.path
@@ -324,13 +321,14 @@ export class Pipeline {
     if (r.upgrade) {
       return forwardUpgrade({
         socket: r.upgrade.socket,
+        res: r.res,
         head: r.upgrade.head,
         method: r.method,
         upstreamPath: r.upstreamPath,
-        logPath: r.path,
+        path: r.path,
         headers: r.head.headers,
         upgrade: r.upgrade.protocol,
-        requestId: r.head.requestId,
+        requestId: r.requestId,
         route: r.route,
         upstream: r.upstream,
         group,
@@ -342,7 +340,7 @@ export class Pipeline {
         log: this.#log,
         access: this.#access,
         start: r.start,
-        client: r.head.clientIp,
+        client: r.client,
         onDone: () => this.#end(r),
       })
     }
@@ -352,10 +350,10 @@ export class Pipeline {
       log: this.#log,
       access: this.#access,
       start: r.start,
-      requestId: r.head.requestId,
+      requestId: r.requestId,
       method: r.method,
       upstreamPath: r.upstreamPath,
-      logPath: r.path,
+      path: r.path,
       headers: r.head.headers,
       responseHeaders: r.ctx?.responseHeaders,
       dropResponseHeaders: r.ctx?.dropResponseHeaders,
@@ -370,7 +368,7 @@ export class Pipeline {
       candidates,
       h2: r.h2,
       closing: r.h2 ? never : this.#closing,
-      client: r.head.clientIp,
+      client: r.client,
       onDone: () => this.#end(r),
     }).start()
   }
@@ -401,35 +399,18 @@ export class Pipeline {
       )
       res.destroy()
     }
-    const kind: ErrorKind | undefined = reply.kind
-    const upstream = kind === 'no_healthy_peer' ? r.upstream : undefined
-    if (kind !== undefined && ERRORS[kind].warn) {
-      this.#log.warn({ request_id: r.head.requestId, upstream, error_type: kind }, 'upstream error')
+    const kind = reply.kind
+    // A failure of the group (no server to try) names it; any other was logged where it arose.
+    const upstream = kind !== undefined && ERRORS[kind].upstream ? r.upstream : undefined
+    if (upstream !== undefined) {
+      logFailure(this.#log, kind!, { request_id: r.requestId, upstream }, 'upstream error')
     }
-    this.#record(r, reply.status, kind, upstream)
+    this.#access.request(r, upstream, undefined, reply.status, kind)
     this.#end(r)
-  }
-
-  #record(r: Routed, status: number, kind: ErrorKind | undefined, upstream: string | undefined): void {
-    this.#access.write({
-      method: r.method,
-      path: r.path,
-      route: r.route,
-      upstream,
-      server: undefined,
-      status,
-      duration_ms: Math.round((performance.now() - r.start) * 1000) / 1000,
-      request_id: r.head.requestId,
-      client: r.head.clientIp,
-      error_type: kind,
-    })
   }
 }
 
 const never = (): boolean => false
-
-/** What a 405 for CONNECT offers instead. */
-const ALLOW = 'GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS'
 
 /** Placeholder until the head is built (a fault before that still has something to log). */
 const EMPTY_HEAD: UpstreamRequestHead = {

@@ -9,27 +9,25 @@ import http from 'node:http'
 import https from 'node:https'
 import type { Socket } from 'node:net'
 import type { RetryPolicy } from '../config/snapshot'
-import type { AccessLog } from '../observe/access-log'
+import type { AccessLog, RequestFacts } from '../observe/access-log'
+import { type ErrorKind, errorKind, logFailure, type ReplyKind, TIMED_OUT } from '../observe/errors'
 import type { Logger } from '../observe/logger'
-import { writeRaw } from '../server/listener'
 import type { UpstreamGroup } from '../upstream/group'
-import type { Peer } from '../upstream/peer'
-import { mayRetry } from '../upstream/retry'
-import { classifyUpstreamError, ERRORS, type ErrorKind, retryCondition } from './errors'
-import { RawResponse } from './raw-response'
+import { type Peer, tlsConnectOptions } from '../upstream/peer'
+import { mayRetry, retryCondition } from '../upstream/retry'
+import { replyError } from './errors'
+import { rawHead } from './raw-response'
 
-export interface UpgradeOptions {
+export interface UpgradeOptions extends RequestFacts {
   socket: Socket
+  /** The writer of raw replies on `socket` (a RawResponse): error replies, a refused handshake. */
+  res: http.ServerResponse
   head: Buffer
-  method: string
   upstreamPath: string
-  logPath: string
   /** Upstream request headers (hop-by-hop already removed). */
   headers: string[]
   /** The client's Upgrade header value (e.g. `websocket`). */
   upgrade: string
-  requestId: string
-  route: string | undefined
   upstream: string
   group: UpstreamGroup
   /** The route's retry policy (its retries / retry_on over the group's). */
@@ -40,9 +38,6 @@ export interface UpgradeOptions {
   idleTimeoutMs: number
   log: Logger
   access: AccessLog
-  start: number
-  /** The client's address, for the access log. */
-  client: string
   onDone: () => void
 }
 
@@ -55,27 +50,19 @@ export function forwardUpgrade(o: UpgradeOptions): void {
     if (finished) return
     finished = true
     if (peer) peer.inFlight--
-    o.access.write({
-      method: o.method,
-      path: o.logPath,
-      route: o.route,
-      upstream: o.upstream,
-      server: peer?.address,
-      status: status || (kind ? ERRORS[kind].status : 0),
-      duration_ms: Math.round((performance.now() - o.start) * 1000) / 1000,
-      request_id: o.requestId,
-      client: o.client,
-      error_type: kind,
-    })
+    o.access.request(o, o.upstream, peer?.address, status, kind)
     o.onDone()
   }
-  const fail = (kind: ErrorKind) => {
-    if (!o.socket.destroyed)
-      writeRaw(o.socket, ERRORS[kind].status, ERRORS[kind].body, [
-        'x-request-id',
-        o.requestId,
-        ...(o.responseHeaders ?? []),
-      ])
+  /** Answers `kind`, unless an answer (a 101 or the server's refusal) is already on its way. */
+  const fail = (kind: ReplyKind) => {
+    if (finished) return
+    if (status === 0 && !o.socket.destroyed) {
+      try {
+        replyError(o.res, kind, o.requestId, true, o.responseHeaders)
+      } catch {
+        o.socket.destroy()
+      }
+    }
     finish(kind)
   }
 
@@ -96,7 +83,6 @@ export function forwardUpgrade(o: UpgradeOptions): void {
   const tryPeer = () => {
     peer = o.candidates[index]!
     peer.inFlight++
-    const tlsOpts = o.group.spec.tlsOptions
     const headers = [...o.headers, 'connection', 'Upgrade', 'upgrade', o.upgrade]
     const options: https.RequestOptions = {
       host: peer.host,
@@ -107,26 +93,14 @@ export function forwardUpgrade(o: UpgradeOptions): void {
       agent: false,
       timeout: o.connectTimeoutMs,
     }
-    if (o.group.tls) {
-      Object.assign(options, {
-        servername: o.group.spec.sni ?? peer.host,
-        ca: tlsOpts?.ca,
-        cert: tlsOpts?.cert,
-        key: tlsOpts?.key,
-        rejectUnauthorized: !tlsOpts?.skipVerify,
-      })
-    }
-    const req = (o.group.tls ? https : http).request(options)
+    const secure = peer.tls.enabled
+    if (secure) Object.assign(options, tlsConnectOptions(peer.tls, peer.host))
+    const req = (secure ? https : http).request(options)
     let connected = false
-    req.once('socket', (s: Socket) =>
-      s.once(o.group.tls ? 'secureConnect' : 'connect', () => (connected = true)),
-    )
+    req.once('socket', (s: Socket) => s.once(secure ? 'secureConnect' : 'connect', () => (connected = true)))
+    // Before the connection is up a connect timeout, after it an upstream timeout (errorKind).
     req.once('timeout', () =>
-      req.destroy(
-        Object.assign(new Error('upstream timed out'), {
-          code: connected ? 'UND_ERR_HEADERS_TIMEOUT' : 'UND_ERR_CONNECT_TIMEOUT',
-        }),
-      ),
+      req.destroy(Object.assign(new Error('upstream timed out'), { code: TIMED_OUT })),
     )
     req.once('upgrade', (res: http.IncomingMessage, up: Socket, upHead: Buffer) => {
       req.setTimeout(0)
@@ -137,11 +111,16 @@ export function forwardUpgrade(o: UpgradeOptions): void {
         finish('client_aborted')
         return
       }
-      let head = `HTTP/1.1 101 ${res.statusMessage || 'Switching Protocols'}\r\n`
-      for (let i = 0; i < res.rawHeaders.length; i += 2)
-        head += `${res.rawHeaders[i]}: ${res.rawHeaders[i + 1]}\r\n`
-      head += `x-request-id: ${o.requestId}\r\n\r\n`
-      o.socket.write(head)
+      let head: string
+      try {
+        head = rawHead(101, res.statusMessage, [...res.rawHeaders, 'x-request-id', o.requestId], false)
+      } catch {
+        up.destroy()
+        o.socket.destroy()
+        finish('upstream_error')
+        return
+      }
+      o.socket.write(head, 'latin1')
       if (upHead.length > 0) o.socket.write(upHead)
       if (o.head.length > 0) up.write(o.head)
       join(o.socket, up, o.idleTimeoutMs, () => finish(undefined))
@@ -159,7 +138,6 @@ export function forwardUpgrade(o: UpgradeOptions): void {
         finish('client_aborted')
         return
       }
-      const out = new RawResponse(o.socket)
       const headers: string[] = []
       for (let i = 0; i < res.rawHeaders.length; i += 2) {
         const name = res.rawHeaders[i]!.toLowerCase()
@@ -168,7 +146,7 @@ export function forwardUpgrade(o: UpgradeOptions): void {
       }
       headers.push('x-request-id', o.requestId)
       try {
-        out.writeHead(status, res.statusMessage, headers)
+        o.res.writeHead(status, res.statusMessage, headers)
       } catch {
         res.destroy()
         o.socket.destroy()
@@ -183,7 +161,7 @@ export function forwardUpgrade(o: UpgradeOptions): void {
       res.pipe(o.socket)
     })
     req.once('error', (err: Error & { code?: string }) => {
-      const kind = classifyUpstreamError(err, connected)
+      const kind = errorKind(err.code, connected ? 'exchange' : 'connect')
       o.group.reportFailure(peer!, kind)
       // Only before the handshake reached the server: its answer is not something to repeat.
       const condition = retryCondition(kind)
@@ -201,12 +179,13 @@ export function forwardUpgrade(o: UpgradeOptions): void {
           responseStarted: false,
           budget: o.group.budget,
         })
-      o.log.warn(
+      logFailure(
+        o.log,
+        kind,
         {
           request_id: o.requestId,
           upstream: o.upstream,
           server: peer!.address,
-          error_type: kind,
           err: err.code ?? err.message,
           retry,
         },

@@ -1,6 +1,7 @@
 // The downstream listener on server.bind_address: plain HTTP/1.1, or with server.tls HTTPS with
 // HTTP/2 and HTTP/1.1 offered by ALPN, certificates chosen by SNI. Malformed requests are
-// answered here (400, 431 for oversized headers) and the listener keeps serving. Also the
+// answered here (400, 431 for oversized headers, 408 for a slow head) and the listener keeps
+// serving. Also the
 // optional plain listener that redirects to HTTPS.
 
 import { constants as cryptoConstants, randomBytes } from 'node:crypto'
@@ -12,7 +13,10 @@ import type { Socket } from 'node:net'
 import tls from 'node:tls'
 import type { Snapshot } from '../config/snapshot'
 import { ECDH_CURVES, nameMatches, TLS13_SUITES } from '../config/tls'
+import { ERRORS, errorKind, logFailure, replyBody } from '../observe/errors'
 import type { Logger } from '../observe/logger'
+import { CONNECT_ALLOW } from '../proxy/errors'
+import { writeRaw } from '../proxy/raw-response'
 import { OcspStapler } from './ocsp'
 
 export type RequestHandler = (req: http.IncomingMessage, res: http.ServerResponse) => void
@@ -122,8 +126,10 @@ function guardResets(session: http2.ServerHttp2Session, maxConcurrentStreams: nu
       last = now
       tokens -= 1
       if (tokens >= 0 || session.destroyed) return
-      log.warn(
-        { client: session.socket?.remoteAddress, error_type: 'http2_rapid_reset' },
+      logFailure(
+        log,
+        'http2_rapid_reset',
+        { client: session.socket?.remoteAddress },
         'HTTP/2 client cancels streams faster than allowed; connection closed (ENHANCE_YOUR_CALM)',
       )
       // With an error: destroy(undefined, code) sends NO_ERROR (undefined takes the default).
@@ -146,11 +152,10 @@ export function createListener(
   log: Logger,
   countError: (type: string) => void = () => undefined,
 ): ListenerHandle {
-  const onBadRequest = () => countError('bad_request')
   const t = snapshot.tls
   if (!t) {
     const server = http.createServer(OPTIONS, handler)
-    wire(server, onUpgrade, log, onBadRequest)
+    wire(server, onUpgrade, log, countError)
     limitConnections(server, snapshot.limits.maxConnections, log, countError)
     return {
       server,
@@ -208,7 +213,7 @@ export function createListener(
     })
     h2.on('OCSPRequest', ocsp)
     const stopTickets = rotateTicketKeys(h2 as unknown as tls.Server)
-    wire(h2 as unknown as http.Server, onUpgrade, log, onBadRequest, handler)
+    wire(h2 as unknown as http.Server, onUpgrade, log, countError, handler)
     server = h2
     h2server = h2
     limitConnections(server, snapshot.limits.maxConnections, log, countError)
@@ -231,7 +236,7 @@ export function createListener(
   const h1 = https.createServer({ ...OPTIONS, ...secure }, handler)
   h1.on('OCSPRequest', ocsp)
   const stopTickets = rotateTicketKeys(h1)
-  wire(h1, onUpgrade, log, onBadRequest)
+  wire(h1, onUpgrade, log, countError)
   server = h1
   limitConnections(server, snapshot.limits.maxConnections, log, countError)
   return {
@@ -250,19 +255,18 @@ function wire(
   server: http.Server,
   onUpgrade: UpgradeHandler,
   log: Logger,
-  onBadRequest: () => void,
+  countError: (type: string) => void,
   h2Handler?: RequestHandler,
 ): void {
-  server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {
-    if (err.code !== 'ECONNRESET' && socket.writable) onBadRequest()
-    onClientError(err, socket, log)
-  })
+  server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) =>
+    onClientError(err, socket, log, countError),
+  )
   server.on('upgrade', onUpgrade)
   // CONNECT (forward-proxy tunnelling) is not something a reverse proxy offers. Over HTTP/2 the
   // event carries a response object, not a socket: the pipeline answers it (405).
   server.on('connect', (req: http.IncomingMessage, socket: Socket) => {
     if (h2Handler && req.httpVersionMajor === 2) h2Handler(req, socket as unknown as http.ServerResponse)
-    else writeRaw(socket, 405, 'CONNECT is not supported by this reverse proxy')
+    else writeRaw(socket, 405, replyBody('method_not_allowed'), ['allow', CONNECT_ALLOW])
   })
 }
 
@@ -315,31 +319,27 @@ export function createRedirectListener(
   return server
 }
 
-function onClientError(err: NodeJS.ErrnoException, socket: Socket, log: Logger): void {
-  if (err.code === 'ECONNRESET' || !socket.writable) {
+/** What Node's parser refused (a malformed or oversized head, a slow one): answered and counted. */
+function onClientError(
+  err: NodeJS.ErrnoException,
+  socket: Socket,
+  log: Logger,
+  countError?: (type: string) => void,
+): void {
+  const kind = errorKind(err.code, 'client')
+  if (kind === 'client_aborted' || !socket.writable) {
     socket.destroy()
     return
   }
-  const status =
-    err.code === 'HPE_HEADER_OVERFLOW' ? 431 : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : 400
-  log.info(
-    { status, error_type: 'bad_request', reason: err.code ?? err.message, client: socket.remoteAddress },
+  const { status, label } = ERRORS[kind]
+  countError?.(label)
+  logFailure(
+    log,
+    kind,
+    { status, reason: err.code ?? err.message, client: socket.remoteAddress },
     'bad request',
   )
-  writeRaw(socket, status, status === 431 ? 'request header fields too large' : 'malformed request')
-}
-
-export function writeRaw(
-  socket: Socket,
-  status: number,
-  message: string,
-  headers: readonly string[] = [],
-): void {
-  const body = message === '' ? '' : `${status} ${message}\n`
-  let head = `HTTP/1.1 ${status} ${http.STATUS_CODES[status]}\r\n`
-  for (let i = 0; i < headers.length; i += 2) head += `${headers[i]}: ${headers[i + 1]}\r\n`
-  if (body !== '') head += 'content-type: text/plain; charset=utf-8\r\n'
-  socket.end(`${head}content-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`)
+  writeRaw(socket, status, replyBody(kind))
 }
 
 /** Binds and resolves once listening; rejects with a readable reason (address in use, ...). */
@@ -382,12 +382,14 @@ export function limitConnections(
   let lastLog = 0
   server.on('drop', () => {
     dropped++
-    countError('connection_limit')
+    countError(ERRORS.connection_limit.label)
     const now = Date.now()
     if (now - lastLog < 10_000) return
     lastLog = now
-    log.warn(
-      { error_type: 'connection_limit', max_connections: server.maxConnections, dropped },
+    logFailure(
+      log,
+      'connection_limit',
+      { max_connections: server.maxConnections, dropped },
       'connection refused: max_connections reached',
     )
   })

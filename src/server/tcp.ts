@@ -7,12 +7,14 @@
 // are open at once in this process; more are closed as they arrive.
 
 import net from 'node:net'
+import { ERRORS, type ErrorKind, errorKind, logFailure, TIMED_OUT } from '../observe/errors'
+import { InFlight } from '../observe/in-flight'
 import type { Logger } from '../observe/logger'
 import { clientIp } from '../proxy/headers'
 import type { RuntimeStore } from '../proxy/runtime'
 import type { UpstreamGroup } from '../upstream/group'
 import type { Peer } from '../upstream/peer'
-import { mayRetry } from '../upstream/retry'
+import { mayRetry, retryCondition } from '../upstream/retry'
 import { limitConnections } from './listener'
 
 export class TcpProxy {
@@ -20,8 +22,7 @@ export class TcpProxy {
   readonly #store: RuntimeStore
   readonly #log: Logger
   readonly #sockets = new Set<net.Socket>()
-  #active = 0
-  #idleWaiters: Array<() => void> = []
+  readonly #inFlight = new InFlight()
 
   readonly #countError: (type: string) => void
 
@@ -34,12 +35,11 @@ export class TcpProxy {
   }
 
   get inFlight(): number {
-    return this.#active
+    return this.#inFlight.count
   }
 
   idle(): Promise<void> {
-    if (this.#active === 0) return Promise.resolve()
-    return new Promise((resolve) => this.#idleWaiters.push(resolve))
+    return this.#inFlight.idle()
   }
 
   /** Ends every connection still open (after the shutdown grace period). */
@@ -55,7 +55,7 @@ export class TcpProxy {
     const ip = clientIp(client.remoteAddress)
     // A reload's max_connections applies from the next connection on.
     this.server.maxConnections = snapshot.limits.maxConnections
-    this.#active++
+    this.#inFlight.enter()
     this.#sockets.add(client)
     client.pause()
     const now = Date.now()
@@ -76,11 +76,7 @@ export class TcpProxy {
           { ...info, duration_ms: Math.round((performance.now() - start) * 1000) / 1000 },
           'connection',
         )
-        if (--this.#active === 0 && this.#idleWaiters.length > 0) {
-          const waiters = this.#idleWaiters
-          this.#idleWaiters = []
-          for (const w of waiters) w()
-        }
+        this.#inFlight.leave()
       },
     )
     conn.start()
@@ -101,7 +97,7 @@ class TcpConnection {
   #peer: Peer | undefined
   #upstream: net.Socket | undefined
   #done = false
-  #errorType: string | undefined
+  #kind: ErrorKind | undefined
 
   constructor(
     readonly client: net.Socket,
@@ -121,16 +117,18 @@ class TcpConnection {
     // so its inactivity timer is the connection's; it runs from accept, so a client that never
     // sends anything while the upstream connect is under way is covered too.
     client.setTimeout(idleTimeoutMs, () => {
-      this.#errorType ??= 'idle_timeout'
+      this.#kind ??= 'idle_timeout'
       client.destroy()
     })
   }
 
   start(): void {
     if (this.candidates.length === 0) {
-      this.#errorType = 'no_healthy_peer'
-      this.log.warn(
-        { upstream: this.group.name, client: this.ip, error_type: 'no_healthy_peer' },
+      this.#kind = 'no_healthy_peer'
+      logFailure(
+        this.log,
+        'no_healthy_peer',
+        { upstream: this.group.name, client: this.ip },
         'upstream error',
       )
       this.client.destroy()
@@ -146,7 +144,7 @@ class TcpConnection {
     const up = net.connect({ host: peer.host, port: peer.port, allowHalfOpen: true, noDelay: true })
     this.#upstream = up
     const timer = setTimeout(
-      () => up.destroy(Object.assign(new Error('connect timeout'), { code: 'ETIMEDOUT' })),
+      () => up.destroy(Object.assign(new Error('connect timeout'), { code: TIMED_OUT })),
       this.connectTimeoutMs,
     )
     let connected = false
@@ -158,8 +156,8 @@ class TcpConnection {
         up.destroy()
         return
       }
-      up.on('error', () => {
-        this.#errorType ??= 'upstream_reset'
+      up.on('error', (err: NodeJS.ErrnoException) => {
+        this.#kind ??= errorKind(err.code, 'exchange')
         this.client.destroy()
       })
       this.client.pipe(up)
@@ -176,13 +174,15 @@ class TcpConnection {
 
   #connectFailed(peer: Peer, err: NodeJS.ErrnoException): void {
     peer.inFlight--
-    const kind = err.code === 'ETIMEDOUT' ? 'connect_timeout' : 'connect_failed'
+    const kind = errorKind(err.code, 'connect')
     this.group.reportFailure(peer, kind)
+    const condition = retryCondition(kind)
     const retry =
       !this.#done &&
+      condition !== undefined &&
       mayRetry({
         policy: this.group.retry,
-        condition: 'connect_failure',
+        condition,
         attempt: this.#index,
         candidates: this.candidates.length,
         method: undefined,
@@ -190,12 +190,13 @@ class TcpConnection {
         responseStarted: false,
         budget: this.group.budget,
       })
-    this.log.warn(
+    logFailure(
+      this.log,
+      kind,
       {
         upstream: this.group.name,
         server: peer.address,
         client: this.ip,
-        error_type: kind,
         err: err.code ?? err.message,
         retry,
       },
@@ -207,7 +208,7 @@ class TcpConnection {
       return
     }
     this.#peer = undefined
-    this.#errorType = kind
+    this.#kind = kind
     this.client.destroy()
   }
 
@@ -222,7 +223,7 @@ class TcpConnection {
       server: this.#peer?.address,
       bytes_in: this.client.bytesRead,
       bytes_out: this.client.bytesWritten,
-      ...(this.#errorType ? { error_type: this.#errorType } : {}),
+      ...(this.#kind ? { error_type: ERRORS[this.#kind].label } : {}),
     })
   }
 }

@@ -1,6 +1,7 @@
 // A peer is one server of an upstream group: its connection pool and its live state (health,
 // requests in flight). Peers outlive snapshots: a reload keeps the Peer of a server that stays.
 
+import type { ConnectionOptions } from 'node:tls'
 import { Pool } from 'undici'
 import type { PeerSpec, PoolSpec } from '../config/snapshot'
 
@@ -52,17 +53,7 @@ export class Peer {
       pipelining: 1,
       keepAliveTimeout: pool.idleTimeoutMs,
       keepAliveMaxTimeout: pool.idleTimeoutMs,
-      connect: {
-        timeout: pool.connectTimeoutMs,
-        ...(tls.enabled
-          ? {
-              servername: tls.servername ?? spec.host,
-              rejectUnauthorized: !tls.skipVerify,
-              ...(tls.ca !== undefined ? { ca: tls.ca } : {}),
-              ...(tls.cert !== undefined ? { cert: tls.cert, key: tls.key } : {}),
-            }
-          : {}),
-      },
+      connect: { timeout: pool.connectTimeoutMs, ...tlsConnectOptions(tls, spec.host) },
       // Timeouts are set per request (route > server > default); these are the pool's ceilings.
       headersTimeout: 0,
       bodyTimeout: 0,
@@ -82,6 +73,22 @@ export class Peer {
   destroy(): void {
     this.pool.destroy().catch(() => undefined)
   }
+}
+
+/**
+ * The TLS options of a connection to a server at `host`: SNI (`sni`, else the host), the CA and
+ * client certificate, verification. The one place they are built, for the pool (undici's
+ * connect), WebSocket handshakes (https.request) and health probes. Undefined without TLS.
+ */
+export function tlsConnectOptions(tls: PeerTls, host: string): ConnectionOptions | undefined {
+  if (!tls.enabled) return undefined
+  const o: ConnectionOptions = { servername: tls.servername ?? host, rejectUnauthorized: !tls.skipVerify }
+  if (tls.ca !== undefined) o.ca = tls.ca
+  if (tls.cert !== undefined) {
+    o.cert = tls.cert
+    o.key = tls.key
+  }
+  return o
 }
 
 export function peerKey(group: string, spec: PeerSpec, tls: PeerTls, pool: PoolSpec): string {

@@ -1,12 +1,18 @@
 // The one retry decision, for HTTP exchanges, WebSocket handshakes and TCP connections alike:
 // may a failed attempt move on to the next candidate peer? (Pingora's fail_to_connect: the
-// decision rides on what failed.) Callers map their failure to a RetryCondition first.
+// decision rides on what failed: retryCondition() reads it off the error kind's catalogue row.)
 
 import type { RetryCondition, RetryPolicy } from '../config/snapshot'
+import { ERRORS, type ErrorKind } from '../observe/errors'
 import type { RetryBudget } from './retry-budget'
 
 /** RFC 9110 section 9.2.2. */
 const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE'])
+
+/** Which `retry_on` condition a failure falls under (observe/errors.ts); undefined: never retried. */
+export function retryCondition(kind: ErrorKind): RetryCondition | undefined {
+  return ERRORS[kind].retry
+}
 
 export interface RetryQuestion {
   policy: RetryPolicy

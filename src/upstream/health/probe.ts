@@ -4,7 +4,7 @@
 import http from 'node:http'
 import https from 'node:https'
 import net from 'node:net'
-import type { PeerTls } from '../peer'
+import { type PeerTls, tlsConnectOptions } from '../peer'
 
 export interface ProbeTarget {
   host: string
@@ -57,15 +57,7 @@ function httpProbe(t: ProbeTarget, path: string, timeoutMs: number): Promise<Pro
         'user-agent': 'locci-proxy-health-check',
         connection: 'close',
       },
-      ...(t.tls.enabled
-        ? {
-            servername: t.tls.servername ?? t.host,
-            rejectUnauthorized: !t.tls.skipVerify,
-            ca: t.tls.ca,
-            cert: t.tls.cert,
-            key: t.tls.key,
-          }
-        : {}),
+      ...tlsConnectOptions(t.tls, t.host),
     })
     const timer = setTimeout(() => finish({ ok: false, reason: 'timeout' }), timeoutMs)
     const finish = (r: ProbeResult) => {
