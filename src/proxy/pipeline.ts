@@ -8,7 +8,6 @@ import type { Http2ServerRequest } from 'node:http2'
 import type { Socket } from 'node:net'
 import type { OriginPolicy, RetryCondition, RetryPolicy } from '../config/snapshot'
 import type { Runtime, SnapshotStore } from '../config/store'
-import { isPreflight } from '../middleware/cors/index'
 import { type Chain, LB_CHAIN } from '../middleware/registry'
 import {
   type MiddlewareResult,
@@ -20,6 +19,7 @@ import {
 import type { AccessLog } from '../observe/access-log'
 import type { Logger } from '../observe/logger'
 import { normalizePath } from '../routing/normalize-path'
+import { ROUTABLE_METHODS, refusesMethod, resolve } from '../routing/resolve'
 import { stripPrefix } from '../routing/route-table'
 import { ERRORS, type ErrorKind, replyError } from './errors'
 import { Exchange } from './forward'
@@ -195,10 +195,9 @@ export class Pipeline {
     // HTTP/2 says whether a body follows in the HEADERS frame, not in headers (RFC 9113 8.1).
     r.hasBody = r.h2 ? !(req as unknown as Http2ServerRequest).stream.endAfterHeaders : head.hasBody
     const method = r.method
-    // CONNECT asks for a tunnel (forward proxying), which a reverse proxy does not offer. TRACE
-    // echoes the request back, cookies and credentials included (cross-site tracing).
-    if (method === 'CONNECT' || (method === 'TRACE' && !snapshot.limits.allowTrace)) {
-      return this.#reply(r, { status: 405, kind: 'method_not_allowed', headers: ['allow', ALLOW] })
+    // CONNECT and TRACE (routing/resolve.ts says why), before anything else is looked at.
+    if (refusesMethod(method, snapshot.limits.allowTrace)) {
+      return this.#reply(r, { status: 405, kind: 'method_not_allowed', headers: ['allow', ROUTABLE_METHODS] })
     }
     // RFC 9112 section 6.1: a transfer coding the proxy does not know gets its own status; only
     // chunked is known (Node frames the body by the final chunked and drops the others silently).
@@ -235,22 +234,15 @@ export class Pipeline {
 
     let chain: Chain | undefined
     let origins: OriginPolicy
-    const preflight = isPreflight(method, req.rawHeaders)
     const { rt } = r
-    if (snapshot.routes) {
-      // A CORS preflight is routed by the method it asks about, when that route answers CORS.
-      let m = snapshot.routes.match(
-        preflight ? rawHeader(req.rawHeaders, 'access-control-request-method')!.toUpperCase() : method,
-        path,
-      )
-      if (preflight && (m.kind !== 'route' || !rt.chains.get(m.route.name)?.preflight.length)) {
-        m = snapshot.routes.match(method, path)
-      }
-      if (m.kind === 'no_route') return this.#reply(r, { status: 404, kind: 'no_route', headers: [] })
-      if (m.kind === 'method_not_allowed') {
-        return this.#reply(r, { status: 405, kind: 'method_not_allowed', headers: ['allow', m.allow] })
-      }
-      const route = m.route
+    // The routing decision, by the function `explain` uses too (routing/resolve.ts).
+    const d = resolve(snapshot, method, path, req.rawHeaders)
+    if (d.kind === 'no_route') return this.#reply(r, { status: 404, kind: 'no_route', headers: [] })
+    if (d.kind === 'method_not_allowed') {
+      return this.#reply(r, { status: 405, kind: 'method_not_allowed', headers: ['allow', d.allow] })
+    }
+    const route = d.kind === 'load_balancer' ? undefined : d.route
+    if (route !== undefined) {
       r.route = route.name
       r.upstream = route.upstream
       if (route.stripPrefix) r.upstreamPath = stripPrefix(route.regex, r.upstreamPath)
@@ -288,10 +280,8 @@ export class Pipeline {
       dropResponseHeaders: undefined,
     }
     r.ctx = ctx
-    const result = runChain(
-      preflight && chain.preflight.length > 0 ? chain.preflight : chain.middlewares,
-      ctx,
-    )
+    // A preflight the chain answers meets its cors middlewares only (Chain.preflight).
+    const result = runChain(d.kind === 'preflight' ? chain.preflight : chain.middlewares, ctx)
     if (result instanceof Promise) {
       result.then(
         (reply) => this.#guard(r, () => this.#afterChain(r, reply)),
@@ -427,9 +417,6 @@ export class Pipeline {
 }
 
 const never = (): boolean => false
-
-/** What a 405 for CONNECT offers instead. */
-const ALLOW = 'GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS'
 
 /** Placeholder until the head is built (a fault before that still has something to log). */
 const EMPTY_HEAD: UpstreamRequestHead = {

@@ -1,5 +1,5 @@
 // The compiled `api_gateway.routes`: patterns compiled once at load, ordered longest pattern first
-// (ties keep file order). `match` is the only thing the request path calls.
+// (ties keep file order). `match` is the only thing route resolution (resolve.ts) calls.
 
 import type { OriginPolicy, RetryCondition } from '../config/snapshot'
 import { compilePattern } from './pattern'
@@ -46,8 +46,16 @@ export type RouteMatch =
 
 const NO_ROUTE: RouteMatch = Object.freeze({ kind: 'no_route' })
 
+/** Why one route did or did not take a request, for `explain`. */
+export type RouteTry = 'matched' | 'no_match' | 'method_not_in_methods'
+
+/** Told about each route `match` tries, in order; it tries none after the one that matched. */
+export type RouteTrace = (route: Route, result: RouteTry) => void
+
 export class RouteTable {
   readonly routes: readonly Route[]
+  /** One frozen match per route (same index): matching allocates nothing. */
+  readonly #hits: readonly RouteMatch[]
 
   /** Patterns must already be valid (schema.ts checks them); an invalid one throws here. */
   constructor(inputs: readonly RouteInput[]) {
@@ -73,14 +81,28 @@ export class RouteTable {
     // Array.prototype.sort is stable, so equal lengths keep the order written in the file.
     compiled.sort((a, b) => b.route.pattern.length - a.route.pattern.length)
     this.routes = compiled.map((c) => c.route)
+    this.#hits = this.routes.map((route) => Object.freeze({ kind: 'route', route }))
   }
 
-  /** `path` is the request path without the query string. */
-  match(method: string, path: string): RouteMatch {
+  /**
+   * The first route, longest pattern first, whose pattern matches `path` (normalized, without
+   * the query string) and whose methods include `method` (upper case); else 405 with every
+   * method of the routes whose pattern matched, else 404.
+   */
+  match(method: string, path: string, trace?: RouteTrace): RouteMatch {
     let allow: Set<string> | null = null
-    for (const route of this.routes) {
-      if (!route.regex.test(path)) continue
-      if (route.methods === null || route.methods.has(method)) return { kind: 'route', route }
+    const routes = this.routes
+    for (let i = 0; i < routes.length; i++) {
+      const route = routes[i]!
+      if (!route.regex.test(path)) {
+        if (trace !== undefined) trace(route, 'no_match')
+        continue
+      }
+      if (route.methods === null || route.methods.has(method)) {
+        if (trace !== undefined) trace(route, 'matched')
+        return this.#hits[i]!
+      }
+      if (trace !== undefined) trace(route, 'method_not_in_methods')
       allow ??= new Set()
       for (const m of route.methods) allow.add(m)
     }
