@@ -29,6 +29,11 @@ interface Row {
   headers?: Record<string, string>
   /** A valid bearer token is added. */
   token?: boolean
+  /**
+   * Also ask `locci-proxy explain` (a process each, ~1-2 s): the CLI and the API call the same
+   * explain(), so the CLI takes one row of each kind of answer.
+   */
+  cli?: boolean
   /** What the proxy answers (pinned), and the upstream group behind a forwarded answer. */
   want: { status: number; upstream?: string; allow?: string }
 }
@@ -59,6 +64,7 @@ const GATEWAY_ROWS: Row[] = [
   },
   {
     desc: 'a preflight on a route with cors is answered by the proxy',
+    cli: true,
     method: 'OPTIONS',
     target: '/cors/x',
     headers: preflight('POST'),
@@ -94,6 +100,7 @@ const GATEWAY_ROWS: Row[] = [
   },
   {
     desc: 'a preflight on a route without cors is routed by OPTIONS: 405 when the route does not allow it',
+    cli: true,
     method: 'OPTIONS',
     target: '/plain',
     headers: preflight('GET'),
@@ -120,6 +127,7 @@ const GATEWAY_ROWS: Row[] = [
   },
   {
     desc: 'TRACE is refused (405) unless allowed, whatever the route',
+    cli: true,
     method: 'TRACE',
     target: '/any/x',
     want: { status: 405, allow: 'GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS' },
@@ -139,6 +147,7 @@ const GATEWAY_ROWS: Row[] = [
   },
   {
     desc: 'authentication with a valid token: forwarded',
+    cli: true,
     method: 'GET',
     target: '/private/x',
     token: true,
@@ -177,12 +186,14 @@ const GATEWAY_ROWS: Row[] = [
   },
   {
     desc: 'a dot segment cannot climb out of an excluded prefix (normalized first)',
+    cli: true,
     method: 'GET',
     target: '/private/pub/../x',
     want: { status: 401 },
   },
   {
     desc: 'a preflight on a route with authentication but no cors meets authentication: 401',
+    cli: true,
     method: 'OPTIONS',
     target: '/secure/x',
     headers: preflight('GET'),
@@ -203,6 +214,7 @@ const GATEWAY_ROWS: Row[] = [
   },
   {
     desc: 'a preflight asking for a method no route allows falls back to the OPTIONS route, forwarded',
+    cli: true,
     method: 'OPTIONS',
     target: '/mix',
     headers: preflight('GET'),
@@ -217,6 +229,7 @@ const GATEWAY_ROWS: Row[] = [
   },
   {
     desc: 'longest pattern first, strip_prefix keeps the query',
+    cli: true,
     method: 'GET',
     target: '/api/v2/users?x=1',
     want: { status: 200, upstream: 'c' },
@@ -246,9 +259,9 @@ const GATEWAY_ROWS: Row[] = [
     want: { status: 200, upstream: 'a' },
   },
   { desc: 'patterns are case-sensitive', method: 'GET', target: '/API/x', want: { status: 404 } },
-  { desc: 'no pattern matches: 404', method: 'GET', target: '/nothing', want: { status: 404 } },
+  { desc: 'no pattern matches: 404', cli: true, method: 'GET', target: '/nothing', want: { status: 404 } },
   { desc: 'a path climbing above the root: 400', method: 'GET', target: '/%2e%2e/x', want: { status: 400 } },
-  { desc: 'an escaped slash: 400', method: 'GET', target: '/api/a%2Fb', want: { status: 400 } },
+  { desc: 'an escaped slash: 400', cli: true, method: 'GET', target: '/api/a%2Fb', want: { status: 400 } },
   {
     desc: 'a method route with a longer pattern does not hide a shorter one allowing the method',
     method: 'GET',
@@ -305,12 +318,14 @@ const LB_CORS_ROWS: Row[] = [
   },
   {
     desc: 'load_balancer: excluded_paths see the normalized path',
+    cli: true,
     method: 'GET',
     target: '/x/../public/y',
     want: { status: 200, upstream: 'a' },
   },
   {
     desc: 'load_balancer: a preflight is answered by cors',
+    cli: true,
     method: 'OPTIONS',
     target: '/x',
     headers: preflight('PUT'),
@@ -335,6 +350,7 @@ const LB_CORS_ROWS: Row[] = [
 const LB_PLAIN_ROWS: Row[] = [
   {
     desc: 'load_balancer without cors: a preflight meets authentication',
+    cli: true,
     method: 'OPTIONS',
     target: '/x',
     headers: preflight('GET'),
@@ -513,7 +529,7 @@ function table(
     const ups: Record<string, Upstream> = {}
     let proxy: RunningProxy
     let token: string
-    let cli: Json[]
+    let cli: Map<Row, Json>
     const headersOf = (row: Row) => ({
       ...row.headers,
       ...(row.token ? { authorization: `Bearer ${token}` } : {}),
@@ -523,9 +539,11 @@ function table(
       proxy = await start(ups)
       token = await bearer()
       // The CLI is a process per row: run them ahead, a few at a time.
-      cli = await pooled(rows, 4, (row) =>
+      const some = rows.filter((r) => r.cli)
+      const answers = await pooled(some, 4, (row) =>
         viaCli(proxy.configFile, row.method, row.explainPath ?? row.target, headerList(headersOf(row))),
       )
+      cli = new Map(some.map((row, i) => [row, answers[i]]))
     })
     after(async () => {
       await proxy?.stop()
@@ -543,7 +561,8 @@ function table(
           await viaApi(proxy, row.method, row.explainPath ?? row.target, headerList(headersOf(row))),
         )
         assert.deepEqual(api, got, 'GET /api/v1/explain agrees with the proxy')
-        assert.deepEqual(fromExplain(cli[i]), got, 'locci-proxy explain agrees with the proxy')
+        if (row.cli)
+          assert.deepEqual(fromExplain(cli.get(row)), got, 'locci-proxy explain agrees with the proxy')
       })
     })
   })
