@@ -97,34 +97,30 @@ function chainAnswersPreflights(names: readonly string[], snapshot: Snapshot): b
   return false
 }
 
-/** The middlewares a resolution runs, by name, in order (none for a 404 or 405). */
-export function middlewaresOf(snapshot: Snapshot, d: Resolution): readonly string[] {
+/** The route a resolution takes: undefined in load_balancer mode, null for a 404 or 405. */
+function routeOf(d: Resolution): Route | undefined | null {
   switch (d.kind) {
     case 'no_route':
     case 'method_not_allowed':
-      return []
+      return null
     case 'load_balancer':
-      return snapshot.lbMiddlewares
+      return undefined
     case 'route':
-      return d.route.middlewares
     case 'preflight':
-      return d.route === undefined ? snapshot.lbMiddlewares : d.route.middlewares
+      return d.route
   }
+}
+
+/** The middlewares a resolution runs, by name, in order (none for a 404 or 405). */
+export function middlewaresOf(snapshot: Snapshot, d: Resolution): readonly string[] {
+  const route = routeOf(d)
+  return route === null ? [] : route === undefined ? snapshot.lbMiddlewares : route.middlewares
 }
 
 /** The upstream group a resolution sends to (undefined for a 404 or 405). */
 export function upstreamOf(snapshot: Snapshot, d: Resolution): string | undefined {
-  switch (d.kind) {
-    case 'no_route':
-    case 'method_not_allowed':
-      return undefined
-    case 'load_balancer':
-      return snapshot.lbUpstream
-    case 'route':
-      return d.route.upstream
-    case 'preflight':
-      return d.route === undefined ? snapshot.lbUpstream : d.route.upstream
-  }
+  const route = routeOf(d)
+  return route === null ? undefined : route === undefined ? snapshot.lbUpstream : route.upstream
 }
 
 /** What one middleware will do with the request, as far as can be known without running it. */
