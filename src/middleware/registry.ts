@@ -8,7 +8,7 @@ import { maskString } from '../config/redact'
 import type { Snapshot } from '../config/snapshot'
 import type { Logger } from '../observe/logger'
 import { authentication } from './auth/index'
-import { cors } from './cors/index'
+import { answersPreflights, cors } from './cors/index'
 import { rateLimiting, type SharedStore } from './rate-limit/index'
 import type { MiddlewareConfig } from './schema'
 import type { Middleware } from './types'
@@ -21,6 +21,7 @@ export interface Chain {
 
 interface Live {
   middleware: Middleware
+  /** answersPreflights(): the middleware is in the chain's `preflight` list. */
   cors: boolean
   close(): void
 }
@@ -52,7 +53,7 @@ export class MiddlewareRegistry {
       const cfg = middlewares.get(name)!
       const key = `${name}\0${JSON.stringify(cfg)}`
       let live = next.get(key) ?? this.#live.get(key)
-      if (!live) live = this.#create(name, cfg, snapshot.file)
+      if (!live) live = { ...this.#create(name, cfg, snapshot.file), cors: answersPreflights(cfg) }
       next.set(key, live)
       return live
     }
@@ -73,7 +74,7 @@ export class MiddlewareRegistry {
     return chains
   }
 
-  #create(name: string, cfg: MiddlewareConfig, file: string): Live {
+  #create(name: string, cfg: MiddlewareConfig, file: string): Omit<Live, 'cors'> {
     switch (cfg.kind) {
       case 'rate_limiting': {
         const rl = rateLimiting(
@@ -84,18 +85,17 @@ export class MiddlewareRegistry {
           this.#countError,
           this.#shared,
         )
-        return { middleware: rl.middleware, cors: false, close: rl.close }
+        return { middleware: rl.middleware, close: rl.close }
       }
       case 'authentication': {
         const keyPath = cfg.public_key_path === undefined ? undefined : resolveFrom(file, cfg.public_key_path)
         return {
           middleware: authentication(name, cfg, keyPath, this.#log),
-          cors: false,
           close: () => undefined,
         }
       }
       case 'cors':
-        return { middleware: cors(cfg), cors: true, close: () => undefined }
+        return { middleware: cors(cfg), close: () => undefined }
     }
   }
 

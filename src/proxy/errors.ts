@@ -5,9 +5,6 @@
 import type { ServerResponse } from 'node:http'
 import { ERRORS, type ReplyKind, replyBody } from '../observe/errors'
 
-/** What a 405 for CONNECT offers instead (over HTTP/1.1 in listener.ts, HTTP/2 in pipeline.ts). */
-export const CONNECT_ALLOW = 'GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS'
-
 /** Writes the short plain-text reply for `kind`. The caller makes sure headers were not sent. */
 export function replyError(
   res: ServerResponse,

@@ -7,7 +7,6 @@ import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Http2ServerRequest } from 'node:http2'
 import type { Socket } from 'node:net'
 import type { OriginPolicy, RetryCondition, RetryPolicy } from '../config/snapshot'
-import { isPreflight } from '../middleware/cors/index'
 import { type Chain, LB_CHAIN } from '../middleware/registry'
 import {
   type MiddlewareResult,
@@ -20,9 +19,10 @@ import type { AccessLog } from '../observe/access-log'
 import { ERRORS, logFailure } from '../observe/errors'
 import { InFlight } from '../observe/in-flight'
 import type { Logger } from '../observe/logger'
-import { normalizePath } from '../routing/normalize-path'
+import { normalizePath, withNormalizedPath } from '../routing/normalize-path'
+import { ROUTABLE_METHODS, refusesMethod, resolve } from '../routing/resolve'
 import { stripPrefix } from '../routing/route-table'
-import { CONNECT_ALLOW, replyError } from './errors'
+import { replyError } from './errors'
 import { Exchange } from './forward'
 import { clientIp, type UpstreamRequestHead, upstreamRequestHead } from './headers'
 import { RawResponse } from './raw-response'
@@ -198,10 +198,9 @@ export class Pipeline {
     // HTTP/2 says whether a body follows in the HEADERS frame, not in headers (RFC 9113 8.1).
     r.hasBody = r.h2 ? !(req as unknown as Http2ServerRequest).stream.endAfterHeaders : head.hasBody
     const method = r.method
-    // CONNECT asks for a tunnel (forward proxying), which a reverse proxy does not offer. TRACE
-    // echoes the request back, cookies and credentials included (cross-site tracing).
-    if (method === 'CONNECT' || (method === 'TRACE' && !snapshot.limits.allowTrace)) {
-      return this.#reply(r, { status: 405, kind: 'method_not_allowed', headers: ['allow', CONNECT_ALLOW] })
+    // CONNECT and TRACE (routing/resolve.ts says why), before anything else is looked at.
+    if (refusesMethod(method, snapshot.limits.allowTrace)) {
+      return this.#reply(r, { status: 405, kind: 'method_not_allowed', headers: ['allow', ROUTABLE_METHODS] })
     }
     // RFC 9112 section 6.1: a transfer coding the proxy does not know gets its own status; only
     // chunked is known (Node frames the body by the final chunked and drops the others silently).
@@ -225,29 +224,22 @@ export class Pipeline {
     }
     const path = normalized.path
     r.path = path
-    r.upstreamPath = path === rawPath ? url : q < 0 ? path : path + url.slice(q)
+    r.upstreamPath = withNormalizedPath(url, rawPath, path)
     // On a socket Node handed over for an Upgrade, no request body has been framed for us: a
     // WebSocket handshake has none, and any other upgrade is proxied without one.
     if (raw && head.hasBody) return this.#reply(r, { status: 400, kind: 'bad_request', headers: [] })
 
     let chain: Chain | undefined
     let origins: OriginPolicy
-    const preflight = isPreflight(method, req.rawHeaders)
     const { rt } = r
-    if (rt.routes) {
-      // A CORS preflight is routed by the method it asks about, when that route answers CORS.
-      let m = rt.routes.match(
-        preflight ? rawHeader(req.rawHeaders, 'access-control-request-method')!.toUpperCase() : method,
-        path,
-      )
-      if (preflight && (m.kind !== 'route' || !rt.chains.get(m.route.name)?.preflight.length)) {
-        m = rt.routes.match(method, path)
-      }
-      if (m.kind === 'no_route') return this.#reply(r, { status: 404, kind: 'no_route', headers: [] })
-      if (m.kind === 'method_not_allowed') {
-        return this.#reply(r, { status: 405, kind: 'method_not_allowed', headers: ['allow', m.allow] })
-      }
-      const route = m.route
+    // The routing decision, by the function `explain` uses too (routing/resolve.ts).
+    const d = resolve(rt, method, path, req.rawHeaders)
+    if (d.kind === 'no_route') return this.#reply(r, { status: 404, kind: 'no_route', headers: [] })
+    if (d.kind === 'method_not_allowed') {
+      return this.#reply(r, { status: 405, kind: 'method_not_allowed', headers: ['allow', d.allow] })
+    }
+    const route = d.kind === 'load_balancer' ? undefined : d.route
+    if (route !== undefined) {
       r.route = route.name
       r.upstream = route.upstream
       if (route.stripPrefix) r.upstreamPath = stripPrefix(route.regex, r.upstreamPath)
@@ -285,10 +277,8 @@ export class Pipeline {
       dropResponseHeaders: undefined,
     }
     r.ctx = ctx
-    const result = runChain(
-      preflight && chain.preflight.length > 0 ? chain.preflight : chain.middlewares,
-      ctx,
-    )
+    // A preflight the chain answers meets its cors middlewares only (Chain.preflight).
+    const result = runChain(d.kind === 'preflight' ? chain.preflight : chain.middlewares, ctx)
     if (result instanceof Promise) {
       result.then(
         (reply) => this.#guard(r, () => this.#afterChain(r, reply)),

@@ -110,3 +110,11 @@ function normalizeSlow(path: string, keep: boolean): NormalizedPath {
   }
   return { ok: true, path: `/${out.join('/')}` }
 }
+
+/**
+ * The request target `url` (origin-form) with its path `rawPath` replaced by the normalized
+ * `path`, the query kept as sent: what goes upstream, before strip_prefix.
+ */
+export function withNormalizedPath(url: string, rawPath: string, path: string): string {
+  return path === rawPath ? url : path + url.slice(rawPath.length)
+}

@@ -1,5 +1,5 @@
 // The compiled `api_gateway.routes`: patterns compiled once at load, ordered longest pattern first
-// (ties keep file order). `match` is the only thing the request path calls.
+// (ties keep file order). `match` is the only thing route resolution (resolve.ts) calls.
 
 import type { ConfigCheck } from '../config/compile'
 import type { OriginPolicy, RouteSpec } from '../config/snapshot'
@@ -19,8 +19,16 @@ export type RouteMatch =
 
 const NO_ROUTE: RouteMatch = Object.freeze({ kind: 'no_route' })
 
+/** Why one route did or did not take a request, for `explain`. */
+export type RouteTry = 'matched' | 'no_match' | 'method_not_in_methods'
+
+/** Told about each route `match` tries, in order; it tries none after the one that matched. */
+export type RouteTrace = (route: Route, result: RouteTry) => void
+
 export class RouteTable {
   readonly routes: readonly Route[]
+  /** One frozen match per route (same index): matching allocates nothing. */
+  readonly #hits: readonly RouteMatch[]
 
   /**
    * `specs` in the order they are tried (config/compile.ts orders them); patterns must already be
@@ -33,14 +41,28 @@ export class RouteTable {
       if (typeof regex === 'string') throw new Error(`route ${r.name}: ${regex}`)
       return { ...r, regex, websocketOrigins: r.websocketOrigins ?? origins(r.middlewares) }
     })
+    this.#hits = this.routes.map((route) => Object.freeze({ kind: 'route', route }))
   }
 
-  /** `path` is the request path without the query string. */
-  match(method: string, path: string): RouteMatch {
+  /**
+   * The first route, longest pattern first, whose pattern matches `path` (normalized, without
+   * the query string) and whose methods include `method` (upper case); else 405 with every
+   * method of the routes whose pattern matched, else 404.
+   */
+  match(method: string, path: string, trace?: RouteTrace): RouteMatch {
     let allow: Set<string> | null = null
-    for (const route of this.routes) {
-      if (!route.regex.test(path)) continue
-      if (route.methods === null || route.methods.has(method)) return { kind: 'route', route }
+    const routes = this.routes
+    for (let i = 0; i < routes.length; i++) {
+      const route = routes[i]!
+      if (!route.regex.test(path)) {
+        if (trace !== undefined) trace(route, 'no_match')
+        continue
+      }
+      if (route.methods === null || route.methods.has(method)) {
+        if (trace !== undefined) trace(route, 'matched')
+        return this.#hits[i]!
+      }
+      if (trace !== undefined) trace(route, 'method_not_in_methods')
       allow ??= new Set()
       for (const m of route.methods) allow.add(m)
     }

@@ -15,8 +15,8 @@ import type { Snapshot } from '../config/snapshot'
 import { ECDH_CURVES, nameMatches, TLS13_SUITES } from '../config/tls'
 import { ERRORS, errorKind, logFailure, replyBody } from '../observe/errors'
 import type { Logger } from '../observe/logger'
-import { CONNECT_ALLOW } from '../proxy/errors'
 import { writeRaw } from '../proxy/raw-response'
+import { ROUTABLE_METHODS } from '../routing/resolve'
 import { OcspStapler } from './ocsp'
 
 export type RequestHandler = (req: http.IncomingMessage, res: http.ServerResponse) => void
@@ -266,7 +266,7 @@ function wire(
   // event carries a response object, not a socket: the pipeline answers it (405).
   server.on('connect', (req: http.IncomingMessage, socket: Socket) => {
     if (h2Handler && req.httpVersionMajor === 2) h2Handler(req, socket as unknown as http.ServerResponse)
-    else writeRaw(socket, 405, replyBody('method_not_allowed'), ['allow', CONNECT_ALLOW])
+    else writeRaw(socket, 405, replyBody('method_not_allowed'), ['allow', ROUTABLE_METHODS])
   })
 }
 

@@ -64,8 +64,7 @@ export function authentication(
     clockTolerance: cfg.clock_skew_secs,
     requiredClaims: cfg.require_exp ? ['exp'] : [],
   }
-  const exact = new Set(cfg.excluded_paths.filter((p) => !p.endsWith('/*')))
-  const prefixes = cfg.excluded_paths.filter((p) => p.endsWith('/*')).map((p) => p.slice(0, -2))
+  const excluded = pathExclusion(cfg.excluded_paths)
   const forwards = Object.entries(cfg.forward_claims).map(
     ([claim, header]) => [claim, header.toLowerCase()] as const,
   )
@@ -92,20 +91,13 @@ export function authentication(
     return undefined
   }
 
-  const excluded = (path: string): boolean => {
-    if (exact.has(path)) return true
-    for (const p of prefixes) if (path === p || path.startsWith(`${p}/`)) return true
-    return false
-  }
-
   return (ctx) => {
     if (forwardNames.size > 0) ctx.upstreamHeaders = withoutHeaders(ctx.upstreamHeaders, forwardNames)
     if (excluded(ctx.path)) return undefined
     const header = rawHeader(ctx.rawHeaders, 'authorization')
-    const m = header === undefined ? null : /^Bearer[ \t]+([A-Za-z0-9\-_.~+/]+=*)[ \t]*$/i.exec(header)
-    if (m === null)
+    const token = bearerToken(header)
+    if (token === undefined)
       return refuse(header === undefined || !/^Bearer\b/i.test(header) ? undefined : 'malformed bearer token')
-    const token = m[1]!
     const now = Date.now()
     const hit = cache.get(token)
     if (hit !== undefined) {
@@ -136,6 +128,31 @@ export function authentication(
     )
   }
 }
+
+/**
+ * `excluded_paths` as a test on the normalized path: an exact path, or `/prefix/*`, which covers
+ * `/prefix` and everything below it (not `/prefixed`). `explain` uses the same test.
+ */
+export function pathExclusion(excludedPaths: readonly string[]): (path: string) => boolean {
+  const exact = new Set(excludedPaths.filter((p) => !p.endsWith('/*')))
+  const prefixes = excludedPaths.filter((p) => p.endsWith('/*')).map((p) => p.slice(0, -2))
+  return (path) => {
+    if (exact.has(path)) return true
+    for (const p of prefixes) if (path === p || path.startsWith(`${p}/`)) return true
+    return false
+  }
+}
+
+/**
+ * The token of an `Authorization: Bearer <token>` header (RFC 6750 section 2.1); undefined when
+ * the header is absent or is not a well-formed bearer credential, which the middleware refuses
+ * (401) without looking further.
+ */
+export function bearerToken(header: string | undefined): string | undefined {
+  if (header === undefined) return undefined
+  return BEARER.exec(header)?.[1]
+}
+const BEARER = /^Bearer[ \t]+([A-Za-z0-9\-_.~+/]+=*)[ \t]*$/i
 
 function describe(err: Error & { code?: string; claim?: string; reason?: string }): string {
   switch (err.code) {

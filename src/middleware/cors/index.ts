@@ -4,6 +4,7 @@
 // own Access-Control-* headers are replaced, so the proxy's policy is the one browsers see.
 // Everything is joined once, here, not per request.
 
+import type { MiddlewareConfig } from '../schema'
 import { type Middleware, type Reply, type RequestContext, rawHeader } from '../types'
 import type { CorsConfig } from './config'
 
@@ -22,6 +23,16 @@ export function isPreflight(method: string, raw: readonly string[]): boolean {
     rawHeader(raw, 'origin') !== undefined &&
     rawHeader(raw, 'access-control-request-method') !== undefined
   )
+}
+
+/**
+ * Whether a middleware answers CORS preflights itself. A preflight on a chain with such a
+ * middleware meets only those (the registry's Chain.preflight) and is answered 204; on a chain
+ * without one it is an ordinary OPTIONS request. Route resolution (routing/resolve.ts) asks the
+ * same question of the snapshot, so `explain` and the chains cannot disagree.
+ */
+export function answersPreflights(cfg: MiddlewareConfig): boolean {
+  return cfg.kind === 'cors'
 }
 
 export function cors(cfg: CorsConfig): Middleware {
