@@ -651,6 +651,7 @@ function build(raw: RawConfig, file: string, tlsMaterial: TlsMaterial): Snapshot
       apiKey: control.api_key,
       insecure: control.insecure,
     },
+    watch: raw.watch,
   }
   return deepFreeze(snapshot)
 }

@@ -201,7 +201,7 @@ describe('did you mean: the closest allowed key or name', () => {
 
 describe('keysAt: the keys the schema allows at a path', () => {
   const cases: Array<{ desc: string; path: (string | number)[]; has: string[]; size?: number }> = [
-    { desc: 'the top level', path: [], has: ['mode', 'server', 'upstreams'] },
+    { desc: 'the top level', path: [], has: ['mode', 'server', 'upstreams', 'watch'] },
     { desc: 'through a default', path: ['server'], has: ['bind_address', 'workers'] },
     { desc: 'through an optional', path: ['server', 'tls'], has: ['cert_path', 'policy'] },
     { desc: 'through a record of names', path: ['upstreams', 'any-name'], has: ['servers', 'strategy'] },
