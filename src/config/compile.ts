@@ -142,8 +142,8 @@ export function reportIssue(
   }
 }
 
-/** What zod keeps of a schema, as far as keysAt reads it (zod 4's `_zod.def`). */
-interface SchemaDef {
+/** What zod keeps of a schema, as far as the walks over it read (zod 4's `_zod.def`). */
+export interface SchemaDef {
   type: string
   shape?: Record<string, z.ZodType>
   innerType?: z.ZodType
@@ -153,12 +153,16 @@ interface SchemaDef {
   in?: z.ZodType
 }
 
+export function schemaDef(schema: z.ZodType): SchemaDef {
+  return (schema as unknown as { _zod: { def: SchemaDef } })._zod.def
+}
+
 /**
  * The keys `schema` allows in the mapping at `path` (a record's entries are any name; a union
  * allows the keys of each of its mappings); empty when the path leads to no mapping.
  */
 export function keysAt(schema: z.ZodType, path: KeyPath): string[] {
-  const def = (schema as unknown as { _zod: { def: SchemaDef } })._zod.def
+  const def = schemaDef(schema)
   switch (def.type) {
     case 'optional':
     case 'default':
