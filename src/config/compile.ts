@@ -7,7 +7,7 @@ import path from 'node:path'
 import type { z } from 'zod'
 import { addressMatcher, formatHostPort, type HostPort, parseHostPort } from './address'
 import type { SourceDocument } from './load'
-import { formatPath, type KeyPath, type Problem } from './problems'
+import { formatPath, type KeyPath, type Problem, sortProblems } from './problems'
 import { configSchema, type RawConfig, type RawRoute } from './schema'
 import {
   deepFreeze,
@@ -21,6 +21,7 @@ import {
   type Strategy,
   type UpstreamSpec,
 } from './snapshot'
+import { didYouMean } from './suggest'
 import {
   type CertificateMaterial,
   loadCertificatePair,
@@ -53,10 +54,10 @@ export function compile(
 ): CompileResult {
   const problems = [...source.problems]
   const { file } = source
-  if (source.data === undefined) return { ok: false, problems }
+  if (source.data === undefined) return { ok: false, problems: sortProblems(problems) }
   if (source.data === null || typeof source.data !== 'object' || Array.isArray(source.data)) {
     problems.push({ file, path: '', line: 1, message: 'the config must be a YAML mapping (key: value)' })
-    return { ok: false, problems }
+    return { ok: false, problems: sortProblems(problems) }
   }
   const data = structuredClone(source.data) as Record<string, unknown>
   applyOverrides(data, overrides)
@@ -71,7 +72,7 @@ export function compile(
   }
   const tls = crossCheck(data, at, file)
   for (const check of checks) check(data, at, file)
-  if (!parsed.success || problems.length > 0) return { ok: false, problems: dedupe(problems) }
+  if (!parsed.success || problems.length > 0) return { ok: false, problems: sortProblems(dedupe(problems)) }
   return { ok: true, snapshot: build(parsed.data, file, tls) }
 }
 
@@ -89,18 +90,40 @@ function applyOverrides(data: Record<string, unknown>, o: Overrides): void {
   }
 }
 
-/** Reports a zod issue at its path, in the words the rest of compile uses. */
-export function reportIssue(issue: z.core.$ZodIssue, at: At): void {
-  const p = issue.path.filter((s): s is string | number => typeof s !== 'symbol')
+/**
+ * Reports a zod issue of `schema` at `base` + its path, in the words the rest of compile uses.
+ * An unknown key gets the closest key the schema allows there, if one is close.
+ */
+export function reportIssue(
+  issue: z.core.$ZodIssue,
+  at: At,
+  schema: z.ZodType = configSchema,
+  base: KeyPath = [],
+): void {
+  const rel = issue.path.filter((s): s is string | number => typeof s !== 'symbol')
+  const p = [...base, ...rel]
   // Messages the schema wrote itself are used as they are; zod's generic ones are reworded.
   if (!/^(Invalid|Too (small|big)|Unrecognized)/.test(issue.message)) {
     at(p, issue.message)
     return
   }
   switch (issue.code) {
-    case 'unrecognized_keys':
-      for (const key of issue.keys) at([...p, key], `unknown key "${key}"`)
+    case 'unrecognized_keys': {
+      const allowed = keysAt(schema, rel)
+      for (const key of issue.keys) at([...p, key], `unknown key "${key}"${didYouMean(key, allowed)}`)
       return
+    }
+    case 'invalid_union': {
+      // The alternatives the value's type fits (a mapping for `{address, weight}`): when there is
+      // one, its own findings say what is wrong, instead of "Invalid input".
+      const fits = issue.errors.filter(
+        (errs) =>
+          !errs.some((e) => e.path.length === 0 && (e.code === 'invalid_type' || e.code === 'invalid_value')),
+      )
+      if (fits.length !== 1) at(p, issue.message)
+      else for (const e of fits[0]!) reportIssue({ ...e, path: [...rel, ...e.path] }, at, schema, base)
+      return
+    }
     case 'invalid_type':
       if (/received undefined$/.test(issue.message)) at(p, 'is required')
       else at(p, `must be ${article(issue.expected)}${receivedOf(issue.message)}`)
@@ -117,6 +140,51 @@ export function reportIssue(issue: z.core.$ZodIssue, at: At): void {
     default:
       at(p, issue.message)
   }
+}
+
+/** What zod keeps of a schema, as far as the walks over it read (zod 4's `_zod.def`). */
+export interface SchemaDef {
+  type: string
+  shape?: Record<string, z.ZodType>
+  innerType?: z.ZodType
+  options?: z.ZodType[]
+  element?: z.ZodType
+  valueType?: z.ZodType
+  in?: z.ZodType
+}
+
+export function schemaDef(schema: z.ZodType): SchemaDef {
+  return (schema as unknown as { _zod: { def: SchemaDef } })._zod.def
+}
+
+/**
+ * The keys `schema` allows in the mapping at `path` (a record's entries are any name; a union
+ * allows the keys of each of its mappings); empty when the path leads to no mapping.
+ */
+export function keysAt(schema: z.ZodType, path: KeyPath): string[] {
+  const def = schemaDef(schema)
+  switch (def.type) {
+    case 'optional':
+    case 'default':
+    case 'prefault':
+    case 'nullable':
+    case 'readonly':
+    case 'catch':
+      return keysAt(def.innerType!, path)
+    case 'pipe':
+      return keysAt(def.in!, path)
+    case 'union':
+      return [...new Set(def.options!.flatMap((o) => keysAt(o, path)))]
+  }
+  if (path.length === 0) return def.type === 'object' ? Object.keys(def.shape!) : []
+  const [seg, ...rest] = path
+  if (def.type === 'object') {
+    const child = def.shape![String(seg)]
+    return child ? keysAt(child, rest) : []
+  }
+  if (def.type === 'record') return keysAt(def.valueType!, rest)
+  if (def.type === 'array' && typeof seg === 'number') return keysAt(def.element!, rest)
+  return []
 }
 
 function article(expected: string): string {
@@ -263,7 +331,7 @@ function checkReferences(t: Tree, at: At): void {
     upstreamNames.length > 0 ? `defined: ${upstreamNames.join(', ')}` : 'no upstreams are defined'
   const upstreamRef = (p: KeyPath, ref: unknown): void => {
     if (typeof ref === 'string' && ref !== '' && t.upstreams && !(ref in t.upstreams)) {
-      at(p, `upstream "${ref}" is not defined under upstreams (${defined})`)
+      at(p, `upstream "${ref}" is not defined under upstreams${didYouMean(ref, upstreamNames)} (${defined})`)
     }
   }
   const declared = [...declarationsOf(t).keys()]
@@ -273,7 +341,7 @@ function checkReferences(t: Tree, at: At): void {
       if (typeof mw !== 'string' || declared.includes(mw)) return
       at(
         [...base, i],
-        `unknown middleware "${mw}" (${declared.length ? `declared: ${declared.join(', ')}` : 'none is declared under middlewares or api_gateway.middlewares'})`,
+        `unknown middleware "${mw}"${didYouMean(mw, declared)} (${declared.length ? `declared: ${declared.join(', ')}` : 'none is declared under middlewares or api_gateway.middlewares'})`,
       )
     })
   }
@@ -587,6 +655,7 @@ function build(raw: RawConfig, file: string, tlsMaterial: TlsMaterial): Snapshot
       apiKey: control.api_key,
       insecure: control.insecure,
     },
+    watch: raw.watch,
   }
   return deepFreeze(snapshot)
 }

@@ -57,7 +57,7 @@ export function diffSnapshots(a: Snapshot, b: Snapshot): ConfigDiff {
     if (JSON.stringify(a.middlewares.get(n)) !== JSON.stringify(b.middlewares.get(n)))
       d.middlewares_changed.push(n)
   }
-  for (const key of ['mode', 'server', 'logging', 'control_api', 'load_balancer'] as const) {
+  for (const key of ['mode', 'server', 'logging', 'control_api', 'load_balancer', 'watch'] as const) {
     if (JSON.stringify(a.raw[key]) !== JSON.stringify(b.raw[key])) d.settings_changed.push(key)
   }
   if (tlsFingerprint(a) !== tlsFingerprint(b)) d.settings_changed.push('certificates')
@@ -70,4 +70,29 @@ function tlsFingerprint(s: Snapshot): string {
 
 export function isEmpty(d: ConfigDiff): boolean {
   return Object.values(d).every((v) => v.length === 0)
+}
+
+/**
+ * A diff in the words of the control API's change descriptions (`added route x`), for the
+ * runtime changes not saved to the file: the diff from the file's config to the live one, so a
+ * change undone is no change. `live` is the config the diff leads to (server counts).
+ */
+export function describeDiff(d: ConfigDiff, live: Snapshot): string[] {
+  const plural = (n: number, what: string) => `${n} ${what}${n === 1 ? '' : 's'}`
+  // `group/host:port`: a server address has no `/`, a group name may.
+  const server = (s: string) => [s.slice(0, s.lastIndexOf('/')), s.slice(s.lastIndexOf('/') + 1)] as const
+  return [
+    ...d.routes_added.map((n) => `added route ${n}`),
+    ...d.routes_removed.map((n) => `removed route ${n}`),
+    ...d.routes_changed.map((n) => `changed route ${n}`),
+    ...d.upstreams_added.map(
+      (n) => `added upstream group ${n} (${plural(live.upstreams.get(n)?.peers.length ?? 0, 'server')})`,
+    ),
+    ...d.upstreams_removed.map((n) => `removed upstream group ${n}`),
+    ...d.upstreams_changed.map((n) => `changed upstream group ${n}`),
+    ...d.servers_added.map((s) => `added server ${server(s)[1]} to ${server(s)[0]}`),
+    ...d.servers_removed.map((s) => `removed server ${server(s)[1]} from ${server(s)[0]}`),
+    ...d.middlewares_changed.map((n) => `changed middleware ${n}`),
+    ...d.settings_changed.map((k) => `changed ${k}`),
+  ]
 }

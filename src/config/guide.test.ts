@@ -7,21 +7,12 @@ import path from 'node:path'
 import { test } from 'node:test'
 import type { z } from 'zod'
 import { MIDDLEWARE_SCHEMAS } from '../middleware/schema'
+import { schemaDef } from './compile'
 import { configSchema } from './schema'
-
-type Def = {
-  type: string
-  shape?: Record<string, z.ZodType>
-  innerType?: z.ZodType
-  options?: z.ZodType[]
-  element?: z.ZodType
-  valueType?: z.ZodType
-  in?: z.ZodType
-}
 
 /** Every object key in a schema, with its dotted path (records shown as `<name>`). */
 function keys(schema: z.ZodType, prefix: string, out: Map<string, string>): void {
-  const def = (schema as unknown as { _zod: { def: Def } })._zod.def
+  const def = schemaDef(schema)
   switch (def.type) {
     case 'object':
       for (const [k, v] of Object.entries(def.shape!)) {

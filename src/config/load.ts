@@ -5,6 +5,7 @@ import { readFileSync } from 'node:fs'
 import { isMap, isPair, isScalar, isSeq, LineCounter, type Node, parseDocument, Scalar } from 'yaml'
 import { expandEnv } from './env'
 import { formatPath, type KeyPath, type Problem } from './problems'
+import { isSecretKey, maskString } from './redact'
 
 export interface SourceDocument {
   file: string
@@ -51,9 +52,10 @@ export function parseConfigText(
   const lineCounter = new LineCounter()
   const doc = parseDocument(text, { lineCounter, prettyErrors: false, uniqueKeys: true })
   const problems: Problem[] = []
+  const pointAt = (offset: number | undefined) =>
+    offset === undefined ? {} : point(text, lineCounter, offset)
   for (const e of [...doc.errors, ...doc.warnings]) {
-    const line = e.linePos?.[0]?.line
-    problems.push({ file, path: '', line, message: `YAML: ${e.message.split('\n')[0]}` })
+    problems.push({ file, path: '', ...pointAt(e.pos[0]), message: `YAML: ${e.message.split('\n')[0]}` })
   }
   const lineAt = (offset: number | undefined): number | undefined =>
     offset === undefined ? undefined : lineCounter.linePos(offset).line
@@ -98,7 +100,7 @@ export function parseConfigText(
         problems.push({
           file,
           path: formatPath(path),
-          line: lineAt(node.range?.[0]),
+          ...pointAt(node.range?.[0]),
           message: `environment variable ${name} is not set (use \${${name}:-default} for a fallback)`,
         })
       }
@@ -110,4 +112,35 @@ export function parseConfigText(
   }
   expand(doc.contents, [])
   return { file, text, data: doc.toJS({ maxAliasCount: 100 }), problems, lineOf }
+}
+
+/** Widest excerpt shown; a longer line is cut to a window around the column. */
+const EXCERPT_WIDTH = 100
+
+/**
+ * Line, column and excerpt of an offset in `text`. The excerpt is left out for a line that may
+ * hold a secret (a secret-looking key, a URL password), since problems are logged and returned
+ * by the control API: the position still says where to look.
+ */
+export function point(
+  text: string,
+  lines: LineCounter,
+  offset: number,
+): Pick<Problem, 'line' | 'column' | 'excerpt'> {
+  const { line, col } = lines.linePos(Math.min(Math.max(offset, 0), text.length))
+  const start = lines.lineStarts[line - 1] ?? 0
+  const end = text.indexOf('\n', start)
+  const full = text.slice(start, end < 0 ? text.length : end).replace(/\r$/, '')
+  // An empty line (an error at the end of the file) has nothing to point at.
+  if (full.trim() === '' || mayHoldSecret(full)) return { line, column: col }
+  let from = 0
+  if (full.length > EXCERPT_WIDTH)
+    from = Math.max(0, Math.min(col - 1 - EXCERPT_WIDTH / 2, full.length - EXCERPT_WIDTH))
+  const shown = full.slice(from, from + EXCERPT_WIDTH)
+  return { line, column: col, excerpt: { text: shown, caret: Math.min(col - 1 - from, shown.length) } }
+}
+
+function mayHoldSecret(line: string): boolean {
+  for (const m of line.matchAll(/([A-Za-z0-9_-]+)["']?\s*:/g)) if (isSecretKey(m[1]!)) return true
+  return maskString(line) !== line
 }

@@ -9,6 +9,7 @@ import { type Document, isMap, isScalar, isSeq, type YAMLMap, type YAMLSeq } fro
 import { formatHostPort, parseHostPort } from './address'
 import { escapeEnv } from './env'
 import { ChangeRefused } from './refused'
+import { didYouMean } from './suggest'
 
 const NAME = /^[A-Za-z0-9_.-]{1,100}$/
 const ROUTE_FIELDS = [
@@ -51,8 +52,13 @@ export function addRoute(doc: Document, input: unknown): string {
   const b = body(input)
   const name = nameOf(b, 'route')
   const unknown = Object.keys(b).filter((k) => k !== 'name' && !ROUTE_FIELDS.includes(k))
-  if (unknown.length)
-    throw new ChangeRefused('invalid', `unknown field${unknown.length > 1 ? 's' : ''}: ${unknown.join(', ')}`)
+  if (unknown.length) {
+    const hint = unknown.length === 1 ? didYouMean(unknown[0]!, ROUTE_FIELDS) : ''
+    throw new ChangeRefused(
+      'invalid',
+      `unknown field${unknown.length > 1 ? 's' : ''}: ${unknown.map(clip).join(', ')}${hint}`,
+    )
+  }
   if (doc.hasIn(['api_gateway', 'routes', name]))
     throw new ChangeRefused('conflict', `route "${name}" already exists`)
   const route: Record<string, unknown> = {}

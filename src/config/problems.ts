@@ -11,6 +11,10 @@ export interface Problem {
   /** Key path as written in docs and messages: `upstreams.users.servers[1]`. Empty for the whole file. */
   path: string
   line?: number
+  /** Column (1-based) on `line`, where the position is a point rather than a key. */
+  column?: number
+  /** The source line (clipped around the column) and the caret's index in it. */
+  excerpt?: { text: string; caret: number }
   message: string
 }
 
@@ -24,9 +28,34 @@ export function formatPath(path: KeyPath): string {
   return out
 }
 
+/**
+ * `file:line:col: path: message`, and with an excerpt two more lines: the source line and a
+ * caret under the column, each indented to sit under a listed problem.
+ */
 export function formatProblem(p: Problem): string {
-  const where = p.line !== undefined ? `${p.file}:${p.line}` : p.file
-  return p.path ? `${where}: ${p.path}: ${p.message}` : `${where}: ${p.message}`
+  let where = p.file
+  if (p.line !== undefined) where += p.column !== undefined ? `:${p.line}:${p.column}` : `:${p.line}`
+  const head = p.path ? `${where}: ${p.path}: ${p.message}` : `${where}: ${p.message}`
+  if (!p.excerpt || p.line === undefined) return head
+  const gutter = String(p.line)
+  const pad = ' '.repeat(gutter.length)
+  // Tabs stay tabs under the caret, so it lines up whatever the terminal's tab width.
+  const under = p.excerpt.text.slice(0, p.excerpt.caret).replace(/[^\t]/g, ' ')
+  return `${head}\n    ${gutter} | ${p.excerpt.text}\n    ${pad} | ${under}^`
+}
+
+/** A problem as a runtime change reports it: key path and message, no file or line (see keeper). */
+export function formatChangeProblem(p: Problem): string {
+  return p.path ? `${p.path}: ${p.message}` : p.message
+}
+
+/**
+ * In file order: by line; problems on one line, and those without a line (after the others),
+ * keep the order they were found in (the sort is stable), so the first is the first cause.
+ */
+export function sortProblems(problems: readonly Problem[]): Problem[] {
+  const rank = (p: Problem) => p.line ?? Number.MAX_SAFE_INTEGER
+  return [...problems].sort((a, b) => rank(a) - rank(b))
 }
 
 /** Why a file could not be read, in the words problems use. */

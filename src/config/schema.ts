@@ -309,6 +309,8 @@ export const configSchema = z.strictObject({
   /** Middleware declarations usable from both modes (api_gateway.middlewares works too). */
   middlewares: middlewares.default({}),
   control_api: controlApi.prefault({}),
+  /** Reload when the config file changes (debounced; like SIGHUP). */
+  watch: z.boolean().default(false),
 })
 
 export type RawConfig = z.output<typeof configSchema>

@@ -160,6 +160,8 @@ export interface Snapshot {
     readonly apiKey: string | undefined
     readonly insecure: boolean
   }
+  /** Reload when the config file changes (server/watch.ts). */
+  readonly watch: boolean
 }
 
 /**

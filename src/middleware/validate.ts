@@ -5,6 +5,7 @@
 
 import { type ConfigCheck, declarationsOf, isRecord, reportIssue, resolveFrom } from '../config/compile'
 import type { OriginPolicy } from '../config/snapshot'
+import { didYouMean } from '../config/suggest'
 import { checkAuthentication, claimHeaders } from './auth/config'
 import { checkCors } from './cors/config'
 import { checkRateLimiting } from './rate-limit/config'
@@ -20,7 +21,7 @@ export function checkMiddlewares(found: Map<string, MiddlewareConfig>): ConfigCh
         at(
           isRecord(raw) && raw.type !== undefined ? [...p, 'type'] : p,
           isRecord(raw) && raw.type !== undefined
-            ? `unknown middleware type "${type}"; use ${MIDDLEWARE_TYPES.join(', ')}`
+            ? `unknown middleware type "${type}"${didYouMean(type, MIDDLEWARE_TYPES) || ';'} use ${MIDDLEWARE_TYPES.join(', ')}`
             : `needs a type: ${MIDDLEWARE_TYPES.join(', ')} (or use one of those as its name)`,
         )
         continue
@@ -28,7 +29,7 @@ export function checkMiddlewares(found: Map<string, MiddlewareConfig>): ConfigCh
       const kind = type as MiddlewareType
       const parsed = MIDDLEWARE_SCHEMAS[kind].safeParse(raw ?? {})
       if (!parsed.success) {
-        for (const issue of parsed.error.issues) reportIssue({ ...issue, path: [...p, ...issue.path] }, at)
+        for (const issue of parsed.error.issues) reportIssue(issue, at, MIDDLEWARE_SCHEMAS[kind], p)
         continue
       }
       const cfg = { kind, ...parsed.data } as MiddlewareConfig

@@ -360,6 +360,7 @@ export class ProxyInstance implements ControlActions {
       const front = this.#front!
       const counter = front.tcp ?? this.#pipeline
       this.#log.info({ in_flight: counter.inFlight, grace_ms: s.shutdownTimeoutMs }, 'shutting down')
+      if (this.#owner instanceof LocalOwner) this.#owner.keeper.close() // no reload while draining
       this.#pipeline.drain()
       this.#closeListeners(s.shutdownTimeoutMs)
       front.listener?.closeIdle()

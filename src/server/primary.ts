@@ -176,6 +176,7 @@ export class Primary {
 
   stop(): Promise<void> {
     this.#stopping = true
+    this.#config.close()
     this.#upstreams.stopHealthChecks()
     const workers = [...this.#links.values()].map((l) => l.worker)
     return Promise.all(

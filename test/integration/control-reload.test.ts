@@ -154,7 +154,8 @@ describe('runtime changes through the control API', () => {
 
   test('status reports unsaved runtime changes; a reload says which it dropped', async () => {
     const status = await api(proxy, 'GET', '/api/v1/status')
-    assert.ok(status.json.unsaved_changes.length >= 3, JSON.stringify(status.json.unsaved_changes))
+    // Net of the tests before: a route added and deleted, a server added and removed, a group added.
+    assert.deepEqual(status.json.unsaved_changes, ['added upstream group fresh (1 server)'])
     const r = await api(proxy, 'POST', '/api/v1/reload')
     assert.equal(r.status, 200)
     assert.ok(r.json.dropped_runtime_changes.includes('added upstream group fresh (1 server)'))
