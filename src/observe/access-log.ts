@@ -1,4 +1,4 @@
-// The access log: one line per request at `info` with SPEC's fields, in the logger's format
+// The access log: one line per request at `info` with the guide's fields (Access log), in the logger's format
 // (JSON, or key=value with `logging.format: text`) and into the logger's buffered output.
 // This one fixed-shape line is serialized here rather than through pino's generic path: it is
 // written once per request, and pino's object serialization cost ~5 µs a line on the reference
