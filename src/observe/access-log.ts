@@ -1,5 +1,6 @@
-// The access log: one line per request at `info` with the guide's fields (Access log), in the logger's format
-// (JSON, or key=value with `logging.format: text`) and into the logger's buffered output.
+// The access log: one line per request at `info` with the fields of the guide's Access log
+// section, in the logger's format (JSON, or key=value with `logging.format: text`) and into the
+// logger's buffered output.
 // This one fixed-shape line is serialized here rather than through pino's generic path: it is
 // written once per request, and pino's object serialization cost ~5 µs a line on the reference
 // machine against under 1 µs for this (see README, Performance). Everything else logs via pino.
