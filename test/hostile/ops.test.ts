@@ -5,40 +5,18 @@
 // keeps running, and the next probe is answered.
 
 import assert from 'node:assert/strict'
-import net from 'node:net'
 import { after, before, describe, test } from 'node:test'
 import { type RunningProxy, startProxy } from '../helpers/proxy'
+import { rawRequest } from '../helpers/raw'
 import { startUpstream, type Upstream } from '../helpers/upstream'
 
-interface Answer {
-  status: number
-  head: string
-  body: string
-  /** Every status line received (pipelined requests get one each). */
-  statuses: number[]
-  ms: number
-}
-
-/** Writes `bytes`, then reads until the server closes (or `giveUpMs`); `more` keeps writing after. */
-function raw(port: number, bytes: string, giveUpMs = 20_000): Promise<Answer> {
-  return new Promise((resolve) => {
-    const started = Date.now()
-    const s = net.connect(port, '127.0.0.1')
-    let out = ''
-    s.setEncoding('latin1')
-    s.on('data', (d: string) => {
-      out += d
-    })
-    const timer = setTimeout(() => s.destroy(), giveUpMs)
-    s.on('close', () => {
-      clearTimeout(timer)
-      const [head = '', body = ''] = out.split('\r\n\r\n', 2)
-      const statuses = [...out.matchAll(/HTTP\/1\.1 (\d{3})/g)].map((m) => Number(m[1]))
-      resolve({ status: statuses[0] ?? 0, head, body, statuses, ms: Date.now() - started })
-    })
-    s.on('error', () => undefined)
-    s.write(bytes)
-  })
+/** Writes `bytes` and reads until the server closes (or `giveUpMs`): every answer, split up. */
+async function raw(port: number, bytes: string, giveUpMs = 20_000) {
+  const started = Date.now()
+  const r = await rawRequest(port, bytes, giveUpMs)
+  const [head = '', body = ''] = r.text.split('\r\n\r\n', 2)
+  const statuses = [...r.text.matchAll(/HTTP\/1\.1 (\d{3})/g)].map((m) => Number(m[1]))
+  return { status: r.status, head, body, statuses, ms: Date.now() - started }
 }
 
 const req = (method: string, target: string, extra = '') =>

@@ -5,7 +5,7 @@
 
 import assert from 'node:assert/strict'
 import { writeFileSync } from 'node:fs'
-import { describe, test } from 'node:test'
+import { describe, type TestContext, test } from 'node:test'
 import type { RunningProxy } from '../helpers/proxy'
 import { startProxy } from '../helpers/proxy'
 import { until } from '../helpers/until'
@@ -38,6 +38,13 @@ function opsUrl(proxy: RunningProxy): string {
   return `http://127.0.0.1:${new URL(String(line!.ops)).port}`
 }
 
+/** An upstream closed when the test ends, whether or not the proxy started. */
+async function upstream(t: TestContext, name: string): Promise<Upstream> {
+  const up = await startUpstream(name)
+  t.after(() => up.close())
+  return up
+}
+
 const KEY = 'ops-test-key'
 
 function gateway(checked: Upstream[], unchecked: string, extra = '') {
@@ -58,8 +65,8 @@ control_api: { enabled: true, bind_address: "127.0.0.1:0", api_key: "${KEY}" }
 }
 
 describe('ops listener', () => {
-  test('healthz, readyz and metrics answer without a key; the control API keeps its own', async () => {
-    const a = await startUpstream('a')
+  test('healthz, readyz and metrics answer without a key; the control API keeps its own', async (t) => {
+    const a = await upstream(t, 'a')
     const proxy = await startProxy(gateway([a], `127.0.0.1:${await closedPort()}`))
     try {
       const ops = opsUrl(proxy)
@@ -99,13 +106,12 @@ describe('ops listener', () => {
       assert.equal(await head.text(), '')
     } finally {
       await proxy.stop()
-      await a.close()
     }
   })
 
-  test('readyz is 503 while every server of a health-checked group is down, 200 once one is back', async () => {
-    const a = await startUpstream('a')
-    const b = await startUpstream('b')
+  test('readyz is 503 while every server of a health-checked group is down, 200 once one is back', async (t) => {
+    const a = await upstream(t, 'a')
+    const b = await upstream(t, 'b')
     const proxy = await startProxy(gateway([a, b], a.address))
     try {
       const ops = opsUrl(proxy)
@@ -128,13 +134,11 @@ describe('ops listener', () => {
       await until(async () => (await get(`${ops}/readyz`)).status === 200, 'readyz back to 200')
     } finally {
       await proxy.stop()
-      await a.close()
-      await b.close()
     }
   })
 
-  test('readyz is 503 while draining after SIGTERM; healthz and metrics answer until the exit', async () => {
-    const slow = await startUpstream('slow')
+  test('readyz is 503 while draining after SIGTERM; healthz and metrics answer until the exit', async (t) => {
+    const slow = await upstream(t, 'slow')
     slow.behaviour = { kind: 'delay', ms: 3000 }
     const proxy = await startProxy(gateway([slow], slow.address))
     try {
@@ -156,12 +160,11 @@ describe('ops listener', () => {
       await assert.rejects(fetch(`${ops}/healthz`), 'the ops listener closes at exit')
     } finally {
       await proxy.stop()
-      await slow.close()
     }
   })
 
-  test('a reload adds, moves and removes the ops listener', async () => {
-    const a = await startUpstream('a')
+  test('a reload adds, moves and removes the ops listener', async (t) => {
+    const a = await upstream(t, 'a')
     const base = gateway([a], a.address).replace(', ops_bind_address: "127.0.0.1:0"', '')
     const proxy = await startProxy(base)
     const reload = async (yaml: string) => {
@@ -207,21 +210,25 @@ describe('ops listener', () => {
       assert.equal((await fetch(`${proxy.url}/api/x`)).status, 200, 'the proxy still serves')
     } finally {
       await proxy.stop()
-      await a.close()
     }
   })
 })
 
 describe('ops listener with workers: 2', () => {
-  test('the workers share the ops port: metrics are summed, readyz drains', { timeout: 90_000 }, async () => {
-    const slow = await startUpstream('slow')
-    const proxy = await startProxy(gateway([slow], slow.address, ', workers: 2'))
+  test('the workers share the ops port: metrics are summed, readyz drains', {
+    timeout: 90_000,
+  }, async (t) => {
+    const slow = await upstream(t, 'slow')
+    // Forking two workers on a loaded machine can take longer than startProxy waits.
+    const proxy = await startProxy(gateway([slow], slow.address, ', workers: 2'), { waitReady: false })
     try {
-      await proxy.waitForLog((l) => l.msg === 'all workers listening', 'workers', 20_000)
+      await proxy.waitForLog((l) => l.msg === 'all workers listening', 'workers', 40_000)
       const ops = opsUrl(proxy)
+      const line = proxy.logs.find((l) => l.msg === 'locci-proxy listening')
+      const url = `http://127.0.0.1:${new URL(String(line?.bind)).port}`
       for (let i = 0; i < 20; i++) {
         // A new connection each time, so the requests spread over both workers.
-        const r = await fetch(`${proxy.url}/api/${i}`, { headers: { connection: 'close' } })
+        const r = await fetch(`${url}/api/${i}`, { headers: { connection: 'close' } })
         assert.equal(r.status, 200)
         await r.text()
       }
@@ -233,7 +240,7 @@ describe('ops listener with workers: 2', () => {
       assert.equal((await get(`${ops}/readyz`)).status, 200)
 
       slow.behaviour = { kind: 'delay', ms: 4000 }
-      const inFlight = fetch(`${proxy.url}/api/slow`)
+      const inFlight = fetch(`${url}/api/slow`)
       await until(() => slow.seen.length === 21, 'the slow request to reach the upstream')
       proxy.child.kill('SIGTERM')
       // The idle worker exits at once; the busy one drains and says so until its request is done.
@@ -246,7 +253,6 @@ describe('ops listener with workers: 2', () => {
       assert.equal(await proxy.exited, 0)
     } finally {
       await proxy.stop()
-      await slow.close()
     }
   })
 })
