@@ -215,29 +215,7 @@ export class ProxyInstance implements ControlActions {
    * running config untouched; the same address must be released first.
    */
   async #bind(s: Snapshot): Promise<{ retired: Front | undefined }> {
-    const opsKey = s.ops ? formatHostPort(s.ops) : ''
-    if ((this.#ops?.key ?? '') !== opsKey) {
-      const old = this.#ops
-      if (s.ops) {
-        const server = createOpsServer({
-          readiness: () => this.#readiness(),
-          metricsText: () => this.metricsText(),
-          log: this.#log,
-        })
-        if (old && sameAddress(old.server, s.ops)) {
-          old.server.close()
-          this.#ops = undefined
-        }
-        await listen(server, s.ops.host, s.ops.port) // on failure the old one stays, if it can
-        this.#ops = { key: opsKey, server }
-      } else {
-        this.#ops = undefined
-      }
-      if (old) {
-        old.server.close()
-        setTimeout(() => old.server.closeAllConnections(), 1000).unref()
-      }
-    }
+    await this.#bindOps(s)
     const frontKey = JSON.stringify({
       bind: s.bind,
       protocol: s.mode.kind === 'load_balancer' ? s.mode.protocol : 'http',
@@ -296,6 +274,32 @@ export class ProxyInstance implements ControlActions {
       }
     }
     return { retired }
+  }
+
+  /** The ops listener, (re)bound when its address changes; the old one takes no new connections. */
+  async #bindOps(s: Snapshot): Promise<void> {
+    const key = s.ops ? formatHostPort(s.ops) : ''
+    if ((this.#ops?.key ?? '') === key) return
+    const old = this.#ops
+    if (s.ops) {
+      const server = createOpsServer({
+        readiness: () => this.#readiness(),
+        metricsText: () => this.metricsText(),
+        log: this.#log,
+      })
+      if (old && sameAddress(old.server, s.ops)) {
+        old.server.close()
+        this.#ops = undefined
+      }
+      await listen(server, s.ops.host, s.ops.port) // on failure the old one stays, if it can
+      this.#ops = { key, server }
+    } else {
+      this.#ops = undefined
+    }
+    if (old) {
+      old.server.close()
+      setTimeout(() => old.server.closeAllConnections(), 1000).unref()
+    }
   }
 
   #makeFront(s: Snapshot, key: string): Front {

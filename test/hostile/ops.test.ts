@@ -67,8 +67,9 @@ load_balancer: { upstream: api }
     port = Number(new URL(String(line?.ops)).port)
   })
   after(async () => {
-    await proxy.stop()
-    await up.close()
+    // Both, even when the proxy did not start: an open upstream would keep the file running.
+    await proxy?.stop()
+    await up?.close()
   })
 
   for (const c of CASES) {

@@ -139,7 +139,8 @@ describe('ops listener', () => {
 
   test('readyz is 503 while draining after SIGTERM; healthz and metrics answer until the exit', async (t) => {
     const slow = await upstream(t, 'slow')
-    slow.behaviour = { kind: 'delay', ms: 3000 }
+    // Long enough that a loaded machine still finds the proxy draining.
+    slow.behaviour = { kind: 'delay', ms: 8000 }
     const proxy = await startProxy(gateway([slow], slow.address))
     try {
       const ops = opsUrl(proxy)
@@ -239,7 +240,7 @@ describe('ops listener with workers: 2', () => {
       }
       assert.equal((await get(`${ops}/readyz`)).status, 200)
 
-      slow.behaviour = { kind: 'delay', ms: 4000 }
+      slow.behaviour = { kind: 'delay', ms: 12_000 }
       const inFlight = fetch(`${url}/api/slow`)
       await until(() => slow.seen.length === 21, 'the slow request to reach the upstream')
       proxy.child.kill('SIGTERM')
