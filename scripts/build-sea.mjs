@@ -3,7 +3,8 @@
 // 1. compile (tsc) and bundle the CLI and its dependencies into one file (@vercel/ncc);
 // 2. turn that into a Node single-executable-application blob (node --experimental-sea-config);
 // 3. copy the local node binary and inject the blob (postject). No download: the Node that runs
-//    this script is the one inside the executable.
+//    this script is the one inside the executable. Releases build on the current Node LTS (24,
+//    .github/workflows/release.yml); an older Node still works here, with a warning.
 import { execFileSync } from 'node:child_process'
 import { chmodSync, copyFileSync, mkdirSync, rmSync, writeFileSync } from 'node:fs'
 import { arch, platform } from 'node:os'
@@ -15,6 +16,14 @@ const target = `${platform()}-${arch()}`
 const exe = path.join(root, 'dist', `locci-proxy-${target}${platform() === 'win32' ? '.exe' : ''}`)
 const bin = (name) => path.join(root, 'node_modules', '.bin', name)
 const run = (cmd, args) => execFileSync(cmd, args, { cwd: root, stdio: 'inherit' })
+
+const LTS = 24
+const major = Number(process.versions.node.split('.')[0])
+if (major < LTS) {
+  console.warn(
+    `build:sea: this executable embeds Node ${process.versions.node}; releases use Node ${LTS} (the current LTS)`,
+  )
+}
 
 rmSync(out, { recursive: true, force: true })
 mkdirSync(out, { recursive: true })

@@ -233,6 +233,7 @@ function crossCheck(data: Record<string, unknown>, at: At, file: string): TlsMat
   checkMiddlewareDeclarations(t, at)
   checkListenerOptions(t, at)
   checkControlApi(t, at)
+  checkOpsListener(t, at)
   return { listener: loadListenerCertificates(t, at, file), upstreams: loadUpstreamTlsFiles(t, at, file) }
 }
 
@@ -512,6 +513,29 @@ function checkControlApi(t: Tree, at: At): void {
   }
 }
 
+/** The ops listener needs a port of its own: it must not take the main, redirect or control one. */
+function checkOpsListener(t: Tree, at: At): void {
+  const ops = t.server?.ops_bind_address
+  if (typeof ops !== 'string') return
+  const a = parseHostPort(ops, { listen: true })
+  if (typeof a === 'string' || a.port === 0) return
+  const others: Array<[string, unknown]> = [
+    ['server.bind_address', t.server?.bind_address ?? '0.0.0.0:8484'],
+    ['server.redirect_http_bind', t.server?.redirect_http_bind],
+    [
+      'control_api.bind_address',
+      t.control?.enabled === true ? (t.control.bind_address ?? '127.0.0.1:8485') : undefined,
+    ],
+  ]
+  for (const [name, text] of others) {
+    if (typeof text !== 'string') continue
+    const b = parseHostPort(text, { listen: true })
+    if (typeof b !== 'string' && a.port === b.port && sameHost(a, b)) {
+      at(['server', 'ops_bind_address'], `uses the same address as ${name} (${formatHostPort(b)})`)
+    }
+  }
+}
+
 interface TlsMaterial {
   listener: CertificateMaterial[] | undefined
   upstreams: Map<string, UpstreamTlsMaterial>
@@ -621,6 +645,9 @@ function build(raw: RawConfig, file: string, tlsMaterial: TlsMaterial): Snapshot
     },
     redirectHttp: raw.server.redirect_http_bind
       ? (parseHostPort(raw.server.redirect_http_bind, { listen: true }) as HostPort)
+      : undefined,
+    ops: raw.server.ops_bind_address
+      ? (parseHostPort(raw.server.ops_bind_address, { listen: true }) as HostPort)
       : undefined,
     websocketIdleMs: raw.server.websocket_idle_timeout_secs * 1000,
     upstreamTimeoutMs: raw.server.upstream_timeout_secs * 1000,

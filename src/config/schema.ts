@@ -116,6 +116,8 @@ const server = z.strictObject({
   http2: http2Limits.prefault({}),
   /** A plain-HTTP listener that redirects every request to the HTTPS one (needs tls). */
   redirect_http_bind: listenAddress.optional(),
+  /** Probes and scraping without a key: /healthz, /readyz, /metrics, read-only (off by default). */
+  ops_bind_address: listenAddress.optional(),
   /** Close a proxied WebSocket after this long without a frame either way. */
   websocket_idle_timeout_secs: secs.default(300),
   upstream_timeout_secs: secs.default(60),

@@ -142,6 +142,8 @@ export interface Snapshot {
     | undefined
   /** A plain listener that redirects to HTTPS. */
   readonly redirectHttp: HostPort | undefined
+  /** The ops listener (/healthz, /readyz, /metrics without a key); undefined when off. */
+  readonly ops: HostPort | undefined
   readonly websocketIdleMs: number
   readonly upstreamTimeoutMs: number
   readonly shutdownTimeoutMs: number

@@ -26,6 +26,7 @@ import { explain } from '../routing/explain'
 import { UpstreamRegistry } from '../upstream/registry'
 import { ConfigKeeper, type ReloadResult } from './keeper'
 import { createListener, createRedirectListener, type ListenerHandle, listen } from './listener'
+import { createOpsServer, type ReadinessView } from './ops'
 import { LocalOwner, type Owner, PrimaryOwner } from './owner'
 import type { ChangeResult, MetricsText, ToPrimary, ToWorker } from './protocol'
 import type { Rpc } from './rpc'
@@ -61,6 +62,9 @@ export class ProxyInstance implements ControlActions {
   #front: Front | undefined
   #control: { key: string; server: http.Server } | undefined
   #redirect: { key: string; server: http.Server } | undefined
+  /** server.ops_bind_address: probes and /metrics without a key (ops.ts). */
+  #ops: { key: string; server: http.Server } | undefined
+  #started = false
   /** Config changes and the metrics sum: this process, or (in a worker) the primary. */
   readonly #owner: Owner
   #lastReload: { at: string; result: string } | undefined
@@ -134,12 +138,14 @@ export class ProxyInstance implements ControlActions {
       await inst.#bind(snapshot)
     } catch (err) {
       inst.#closeListeners(0)
+      inst.#closeOps()
       inst.#middlewares.close()
       inst.#upstreams.destroy()
       throw err
     }
     const rt = inst.#store.current()
     inst.#upstreams.activate(snapshot, rt.groups as Map<string, never>)
+    inst.#started = true
     inst.#logListening(snapshot)
     return inst
   }
@@ -154,13 +160,21 @@ export class ProxyInstance implements ControlActions {
   }
 
   /** Where this instance listens (port 0 in the config is the port the OS picked). */
-  urls(): { bind: string; control_api: string | null } {
+  urls(): { bind: string; control_api: string | null; ops: string | null } {
     const s = this.#store.current().snapshot
     const f = this.#front!
     return {
       bind: `${f.tcp ? 'tcp' : s.tls ? 'https' : 'http'}://${bound(f.server, s.bind)}`,
       control_api: this.#control ? `http://${bound(this.#control.server, s.controlApi.bind)}` : null,
+      ops: this.#ops && s.ops ? `http://${bound(this.#ops.server, s.ops)}` : null,
     }
+  }
+
+  /** What /readyz on the ops listener looks at. */
+  #readiness(): ReadinessView {
+    const rt = this.#store.current()
+    const phase = this.#stopping ? 'draining' : this.#started ? 'running' : 'starting'
+    return { phase, groups: rt.groups, activeUpstreams: rt.snapshot.activeUpstreams }
   }
 
   #logListening(s: Snapshot): void {
@@ -195,11 +209,13 @@ export class ProxyInstance implements ControlActions {
   }
 
   /**
-   * Binds what `s` needs and differs from what is bound now: the front listener, the redirect
-   * listener, the control API. New addresses are bound before anything is closed, so a failure
-   * leaves the running config untouched; the same address must be released first.
+   * Binds what `s` needs and differs from what is bound now: the ops listener (first, so that
+   * /readyz says `starting` until the rest is up), the front listener, the redirect listener,
+   * the control API. New addresses are bound before anything is closed, so a failure leaves the
+   * running config untouched; the same address must be released first.
    */
   async #bind(s: Snapshot): Promise<{ retired: Front | undefined }> {
+    await this.#bindOps(s)
     const frontKey = JSON.stringify({
       bind: s.bind,
       protocol: s.mode.kind === 'load_balancer' ? s.mode.protocol : 'http',
@@ -258,6 +274,32 @@ export class ProxyInstance implements ControlActions {
       }
     }
     return { retired }
+  }
+
+  /** The ops listener, (re)bound when its address changes; the old one takes no new connections. */
+  async #bindOps(s: Snapshot): Promise<void> {
+    const key = s.ops ? formatHostPort(s.ops) : ''
+    if ((this.#ops?.key ?? '') === key) return
+    const old = this.#ops
+    if (s.ops) {
+      const server = createOpsServer({
+        readiness: () => this.#readiness(),
+        metricsText: () => this.metricsText(),
+        log: this.#log,
+      })
+      if (old && sameAddress(old.server, s.ops)) {
+        old.server.close()
+        this.#ops = undefined
+      }
+      await listen(server, s.ops.host, s.ops.port) // on failure the old one stays, if it can
+      this.#ops = { key, server }
+    } else {
+      this.#ops = undefined
+    }
+    if (old) {
+      old.server.close()
+      setTimeout(() => old.server.closeAllConnections(), 1000).unref()
+    }
   }
 
   #makeFront(s: Snapshot, key: string): Front {
@@ -342,6 +384,12 @@ export class ProxyInstance implements ControlActions {
     return explain(rt, rt.groups, method, url, headers)
   }
 
+  /** Probes are answered (readyz: draining) until the very end of a shutdown. */
+  #closeOps(): void {
+    this.#ops?.server.close()
+    this.#ops?.server.closeAllConnections()
+  }
+
   #closeListeners(graceMs: number): void {
     this.#front?.server.close()
     this.#redirect?.server.close()
@@ -378,6 +426,7 @@ export class ProxyInstance implements ControlActions {
       }
       front.listener?.closeAll()
       front.tcp?.destroyAll()
+      this.#closeOps()
       this.#upstreams.destroy()
       this.#middlewares.close()
       this.#o.logging.flush() // access lines of the last requests first, then the final line

@@ -122,7 +122,14 @@ export async function spawnProxy(
     },
   }
   if (opts.waitReady !== false) {
-    const ready = await waitForLog((l) => l.msg === 'locci-proxy listening', 'the listening line')
+    // A proxy that never says it is listening is stopped: left running, it would keep the test
+    // file (and the whole run) from ever finishing.
+    const ready = await waitForLog((l) => l.msg === 'locci-proxy listening', 'the listening line').catch(
+      async (err: Error) => {
+        await proxy.stop('SIGKILL')
+        throw err
+      },
+    )
     const bind = new URL(String(ready.bind))
     proxy.port = Number(bind.port)
     proxy.url = `${bind.protocol}//127.0.0.1:${proxy.port}`
