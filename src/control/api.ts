@@ -72,8 +72,16 @@ const MAX_BODY = 1024 * 1024
 const MAX_DEPTH = 32
 /** How long a request body may take to arrive (a slow client holds a connection, not the API). */
 export const BODY_TIMEOUT_MS = 10_000
-const HEAD_TIMEOUT_MS = 10_000
-const REQUEST_TIMEOUT_MS = 30_000
+
+/**
+ * Server options for the proxy's own small HTTP servers (control API, ops listener): slow or
+ * never-ending request heads are cut off by Node (408 and close), whole requests after 30 s.
+ */
+export const ADMIN_SERVER_OPTIONS: http.ServerOptions = {
+  headersTimeout: 10_000,
+  requestTimeout: 30_000,
+  connectionsCheckingInterval: 1000,
+}
 
 export function createControlServer(o: ControlApiOptions): http.Server {
   const a = o.actions
@@ -143,19 +151,11 @@ export function createControlServer(o: ControlApiOptions): http.Server {
     ],
   ]
 
-  const server = http.createServer(
-    // Slow or never-ending request heads are cut off by Node (408 and close); bodies have their
-    // own deadline in readJson.
-    {
-      headersTimeout: HEAD_TIMEOUT_MS,
-      requestTimeout: REQUEST_TIMEOUT_MS,
-      connectionsCheckingInterval: 1000,
-    },
-    (req, res) => {
-      res.on('error', () => undefined) // the client went away: nothing to tell it
-      serve(req, res).catch((err: unknown) => fault(res, err))
-    },
-  )
+  // Bodies have their own deadline in readJson.
+  const server = http.createServer(ADMIN_SERVER_OPTIONS, (req, res) => {
+    res.on('error', () => undefined) // the client went away: nothing to tell it
+    serve(req, res).catch((err: unknown) => fault(res, err))
+  })
   return server
 
   async function serve(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {

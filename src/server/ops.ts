@@ -11,7 +11,7 @@
 // enough to refuse them for (see docs/GUIDE.md, "Probes and scraping").
 
 import http from 'node:http'
-import { requestTarget } from '../control/api'
+import { ADMIN_SERVER_OPTIONS, requestTarget } from '../control/api'
 import type { Logger } from '../observe/logger'
 import type { UpstreamGroup } from '../upstream/group'
 import type { MetricsText } from './protocol'
@@ -46,8 +46,6 @@ interface GroupHealth {
   servers: number
 }
 
-const HEAD_TIMEOUT_MS = 10_000
-const REQUEST_TIMEOUT_MS = 30_000
 /** Probes and scrapes are a handful of connections; a flood of idle ones is refused beyond this. */
 const MAX_CONNECTIONS = 1000
 const PATHS = new Set(['/healthz', '/readyz', '/metrics'])
@@ -80,26 +78,16 @@ export function readiness(v: ReadinessView): { status: number; body: Record<stri
 }
 
 export function createOpsServer(o: OpsOptions): http.Server {
-  const server = http.createServer(
-    {
-      headersTimeout: HEAD_TIMEOUT_MS,
-      requestTimeout: REQUEST_TIMEOUT_MS,
-      connectionsCheckingInterval: 1000,
-    },
-    (req, res) => {
-      res.on('error', () => undefined) // the client went away: nothing to tell it
-      respond(req).then(
-        (r) => send(req, res, r),
-        (err: unknown) => {
-          o.log.error(
-            { err: err instanceof Error ? err.stack : String(err) },
-            'ops listener failed to answer',
-          )
-          send(req, res, json(500, { error: 'internal error' }))
-        },
-      )
-    },
-  )
+  const server = http.createServer(ADMIN_SERVER_OPTIONS, (req, res) => {
+    res.on('error', () => undefined) // the client went away: nothing to tell it
+    respond(req).then(
+      (r) => send(req, res, r),
+      (err: unknown) => {
+        o.log.error({ err: err instanceof Error ? err.stack : String(err) }, 'ops listener failed to answer')
+        send(req, res, json(500, { error: 'internal error' }))
+      },
+    )
+  })
   server.maxConnections = MAX_CONNECTIONS
   return server
 
