@@ -92,7 +92,7 @@ export async function spawnProxy(
       resolve(code)
     }),
   )
-  const waitForLog = (pred: (l: LogLine) => boolean, what: string, timeoutMs = 10_000) =>
+  const waitForLog = (pred: (l: LogLine) => boolean, what: string, timeoutMs = 30_000) =>
     until(
       () => {
         const found = logs.find(pred)
