@@ -36,8 +36,12 @@ if (files.length === 0) {
   console.error('no test files found under dist/; run `npm run build` first')
   process.exit(1)
 }
-const r = spawnSync(process.execPath, ['--test', '--test-concurrency=2', ...files], {
-  stdio: 'inherit',
-  cwd: root,
-})
+// --test-force-exit: a test that fails before it can close what it opened (an upstream server,
+// a child) must not keep its file, and so the whole run, from ever finishing. --test-timeout:
+// a test that waits forever fails instead.
+const r = spawnSync(
+  process.execPath,
+  ['--test', '--test-concurrency=2', '--test-force-exit', '--test-timeout=300000', ...files],
+  { stdio: 'inherit', cwd: root },
+)
 process.exit(r.status ?? 1)
