@@ -3,7 +3,7 @@
 
 import type { ConfigCheck } from '../config/compile'
 import type { OriginPolicy, RouteSpec } from '../config/snapshot'
-import { compilePattern } from './pattern'
+import { compilePattern } from '../config/pattern'
 
 export interface Route extends RouteSpec {
   readonly regex: RegExp
