@@ -150,6 +150,9 @@ const declarations = `middlewares:
   rate_limiting: { requests_per_minute: 100000000, burst_size: 1000000, key_header: X-API-Key }
   authentication: { jwt_secret: "${SECRET}", forward_claims: { sub: X-User-Id } }
   cors: { allowed_origins: ["https://app.example"], allowed_methods: [GET] }
+  ip_filter: { allow: [10.0.0.0/8, 192.168.0.0/16, 127.0.0.0/8], deny: [127.0.0.66] }
+  headers: { request: { set: { X-Client-IP: "$\{client_ip}" }, remove: [X-Debug] }, response: { set: { Cache-Control: no-store } }, frame_deny: true, content_type_nosniff: true }
+  rewrite: { regex: "^/small(.*)", replacement: "/tiny$1" }
 `
 const mwHeaders = { 'x-api-key': 'k1', authorization: `Bearer ${token}`, origin: 'https://app.example' }
 // [label, config, bodies, request headers]
@@ -166,6 +169,9 @@ const scenarios = [
   ['api_gateway + rate_limiting', gateway('rate_limiting', declarations), ['small'], mwHeaders],
   ['api_gateway + authentication (HS256)', gateway('authentication', declarations), ['small'], mwHeaders],
   ['api_gateway + cors', gateway('cors', declarations), ['small'], mwHeaders],
+  ['api_gateway + ip_filter', gateway('ip_filter', declarations), ['small'], mwHeaders],
+  ['api_gateway + headers', gateway('headers', declarations), ['small'], mwHeaders],
+  ['api_gateway + rewrite', gateway('rewrite', declarations), ['small'], mwHeaders],
   [
     'api_gateway + all three',
     gateway('cors, authentication, rate_limiting', declarations),

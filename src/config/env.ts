@@ -11,21 +11,41 @@ export interface Expansion {
   missing: string[]
 }
 
-/** `$${` escapes a literal `${`. */
-export function expandEnv(input: string, env: NodeJS.ProcessEnv): Expansion {
+/**
+ * The per-request variables a `headers` middleware value may use (middleware/headers). They are
+ * not environment variables: inside those values config loading leaves them as they are.
+ */
+export const HEADER_VARIABLES: ReadonlySet<string> = new Set([
+  'client_ip',
+  'request_id',
+  'route',
+  'upstream',
+  'host',
+])
+
+/**
+ * `$${` escapes a literal `${`. With `variables` (a value that is itself a template, such as a
+ * `headers` value), `${name}` for those names is kept, and the result is still a template:
+ * `$${` stays escaped and an environment value is escaped (escapeEnv), so text from the
+ * environment can never turn into a variable.
+ */
+export function expandEnv(input: string, env: NodeJS.ProcessEnv, variables?: ReadonlySet<string>): Expansion {
   const missing: string[] = []
   if (!input.includes('${')) return { value: input, missing }
   const parts = input.split('$${')
+  const literal = variables === undefined ? (s: string) => s : escapeEnv
   const expanded = parts.map((part) =>
-    part.replace(REF, (_m, name: string, fallback: string | undefined) => {
+    part.replace(REF, (m, name: string, fallback: string | undefined) => {
+      // Kept whole, even with a `:-default` (the headers template refuses that form).
+      if (variables?.has(name)) return m
       const v = env[name]
-      if (v !== undefined && v !== '') return v
-      if (fallback !== undefined) return fallback
+      if (v !== undefined && v !== '') return literal(v)
+      if (fallback !== undefined) return literal(fallback)
       missing.push(name)
       return ''
     }),
   )
-  return { value: expanded.join('${'), missing }
+  return { value: expanded.join(variables === undefined ? '${' : '$${'), missing }
 }
 
 /**

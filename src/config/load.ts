@@ -3,9 +3,10 @@
 
 import { readFileSync } from 'node:fs'
 import { isMap, isPair, isScalar, isSeq, LineCounter, type Node, parseDocument, Scalar } from 'yaml'
-import { expandEnv } from './env'
+import { expandEnv, HEADER_VARIABLES } from './env'
 import { formatPath, type KeyPath, type Problem } from './problems'
 import { isSecretKey, maskString } from './redact'
+import { didYouMean } from './suggest'
 
 export interface SourceDocument {
   file: string
@@ -95,13 +96,17 @@ export function parseConfigText(
     } else if (isSeq(node)) {
       for (let i = 0; i < node.items.length; i++) expand(node.items[i], [...path, i])
     } else if (isScalar(node) && typeof node.value === 'string' && node.value.includes('${')) {
-      const { value, missing } = expandEnv(node.value, env)
+      const variables = isHeadersValue(doc, path) ? HEADER_VARIABLES : undefined
+      const { value, missing } = expandEnv(node.value, env, variables)
       for (const name of missing) {
         problems.push({
           file,
           path: formatPath(path),
           ...pointAt(node.range?.[0]),
-          message: `environment variable ${name} is not set (use \${${name}:-default} for a fallback)`,
+          message:
+            variables === undefined
+              ? `environment variable ${name} is not set (use \${${name}:-default} for a fallback)`
+              : `\${${name}} is neither a headers variable (${[...variables].join(', ')}) nor a set environment variable${didYouMean(name, variables)}`,
         })
       }
       if (node.type === Scalar.PLAIN && NUMERIC.test(value)) node.value = Number(value)
@@ -112,6 +117,23 @@ export function parseConfigText(
   }
   expand(doc.contents, [])
   return { file, text, data: doc.toJS({ maxAliasCount: 100 }), problems, lineOf }
+}
+
+/**
+ * Whether `path` is a value under `request` or `response` `set`/`add` of a `headers` middleware
+ * declaration (named `headers`, or with `type: headers`): a template whose `${client_ip}`-style
+ * variables are filled per request (middleware/headers), not from the environment.
+ */
+function isHeadersValue(doc: { getIn(path: Iterable<unknown>): unknown }, path: KeyPath): boolean {
+  const at = path[0] === 'middlewares' ? 1 : path[0] === 'api_gateway' && path[1] === 'middlewares' ? 2 : -1
+  if (at < 0) return false
+  const rest = path.slice(at)
+  // name, request|response, set|add, header name[, index of an add list]
+  if (rest.length !== 4 && !(rest.length === 5 && typeof rest[4] === 'number')) return false
+  if ((rest[1] !== 'request' && rest[1] !== 'response') || (rest[2] !== 'set' && rest[2] !== 'add'))
+    return false
+  const type = doc.getIn([...path.slice(0, at + 1), 'type'])
+  return type === undefined ? rest[0] === 'headers' : type === 'headers'
 }
 
 /** Widest excerpt shown; a longer line is cut to a window around the column. */

@@ -3,6 +3,7 @@
 
 import assert from 'node:assert/strict'
 import { describe, test } from 'node:test'
+import { MIDDLEWARE_TYPES } from '../middleware/schema'
 import { compilePlan } from '../proxy/runtime'
 import { keysAt } from './compile'
 import { parseConfigText } from './load'
@@ -185,8 +186,8 @@ describe('did you mean: the closest allowed key or name', () => {
       desc: 'a middleware type',
       yaml: `${BASE}  middlewares:\n    strict: { type: rate_limitng }\n`,
       path: 'api_gateway.middlewares.strict.type',
-      message:
-        'unknown middleware type "rate_limitng"; did you mean "rate_limiting"? use rate_limiting, authentication, cors',
+      // Every type is listed, in MIDDLEWARE_TYPES order.
+      message: `unknown middleware type "rate_limitng"; did you mean "rate_limiting"? use ${MIDDLEWARE_TYPES.join(', ')}`,
     },
   ]
   for (const c of cases) {

@@ -9,7 +9,11 @@ import type { Snapshot } from '../config/snapshot'
 import type { Logger } from '../observe/logger'
 import { authentication } from './auth/index'
 import { answersPreflights, cors } from './cors/index'
+import { headers } from './headers/index'
+import { ipFilter } from './ip-filter/index'
 import { rateLimiting, type SharedStore } from './rate-limit/index'
+import { redirect } from './redirect/index'
+import { rewrite } from './rewrite/index'
 import type { MiddlewareConfig } from './schema'
 import type { Middleware } from './types'
 
@@ -96,6 +100,14 @@ export class MiddlewareRegistry {
       }
       case 'cors':
         return { middleware: cors(cfg), close: () => undefined }
+      case 'headers':
+        return { middleware: headers(cfg), close: () => undefined }
+      case 'rewrite':
+        return { middleware: rewrite(cfg, this.#log), close: () => undefined }
+      case 'redirect':
+        return { middleware: redirect(cfg, this.#log), close: () => undefined }
+      case 'ip_filter':
+        return { middleware: ipFilter(cfg), close: () => undefined }
     }
   }
 

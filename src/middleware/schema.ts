@@ -5,16 +5,48 @@
 
 import { type AuthenticationConfig, authentication } from './auth/config'
 import { type CorsConfig, cors } from './cors/config'
+import { type HeadersConfig, headers } from './headers/config'
+import { type IpFilterConfig, ipFilter } from './ip-filter/config'
 import { type RateLimitingConfig, rateLimiting } from './rate-limit/config'
+import { type RedirectConfig, redirect } from './redirect/config'
+import { type RewriteConfig, rewrite } from './rewrite/config'
 
-export type { AuthenticationConfig, CorsConfig, RateLimitingConfig }
+export type {
+  AuthenticationConfig,
+  CorsConfig,
+  HeadersConfig,
+  IpFilterConfig,
+  RateLimitingConfig,
+  RedirectConfig,
+  RewriteConfig,
+}
 
-export const MIDDLEWARE_TYPES = ['rate_limiting', 'authentication', 'cors'] as const
+export const MIDDLEWARE_TYPES = [
+  'rate_limiting',
+  'authentication',
+  'cors',
+  'headers',
+  'rewrite',
+  'redirect',
+  'ip_filter',
+] as const
 export type MiddlewareType = (typeof MIDDLEWARE_TYPES)[number]
 
-export const MIDDLEWARE_SCHEMAS = { rate_limiting: rateLimiting, authentication, cors } as const
+export const MIDDLEWARE_SCHEMAS = {
+  rate_limiting: rateLimiting,
+  authentication,
+  cors,
+  headers,
+  rewrite,
+  redirect,
+  ip_filter: ipFilter,
+} as const
 
 export type MiddlewareConfig =
   | ({ kind: 'rate_limiting' } & RateLimitingConfig)
   | ({ kind: 'authentication' } & AuthenticationConfig)
   | ({ kind: 'cors' } & CorsConfig)
+  | ({ kind: 'headers' } & HeadersConfig)
+  | ({ kind: 'rewrite' } & RewriteConfig)
+  | ({ kind: 'redirect' } & RedirectConfig)
+  | ({ kind: 'ip_filter' } & IpFilterConfig)

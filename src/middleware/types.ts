@@ -1,6 +1,7 @@
 // What a middleware sees and what it may answer. Middlewares run in the order a route lists
 // them, after routing and before an upstream server is chosen (pipeline.ts).
 
+import type { KeyPath } from '../config/problems'
 import type { ReplyKind } from '../observe/errors'
 
 export interface RequestContext {
@@ -8,15 +9,27 @@ export interface RequestContext {
   /** Path without the query string, as the client sent it (before strip_prefix). */
   readonly path: string
   readonly clientIp: string
+  /** The Host the client addressed (Host, `:authority` or an absolute-form target's), if any. */
+  readonly host: string | undefined
+  /** The route's name (gateway mode); undefined in load_balancer mode. */
+  readonly route: string | undefined
+  /** The upstream group the request goes to. */
+  readonly upstream: string
   /** The client's raw headers (read only). */
   readonly rawHeaders: readonly string[]
   readonly requestId: string
   /** Headers going upstream (flat name/value array): a middleware may add or remove entries. */
   upstreamHeaders: string[]
+  /**
+   * Path and query going upstream: the normalized path, after strip_prefix. A middleware may
+   * replace it (rewrite); the pipeline normalizes the new path again and refuses it (400) when
+   * it cannot be, so what goes upstream is always in normal form.
+   */
+  upstreamPath: string
   /** Extra headers for the response to the client, whatever answers it. */
   responseHeaders: string[]
   /** Response headers (lower-case names) from the upstream that the proxy replaces. */
-  dropResponseHeaders: Set<string> | undefined
+  dropResponseHeaders: ReadonlySet<string> | undefined
 }
 
 /** A middleware's own answer: the request goes no further. */
@@ -55,5 +68,22 @@ export function rawHeader(raw: readonly string[], lowerName: string): string | u
   return undefined
 }
 
-/** Reports a problem with a middleware's settings: at one key of it, or (undefined) at the whole declaration. */
-export type Report = (key: string | undefined, message: string) => void
+/**
+ * Adds `names` (lower case) to the upstream response headers the proxy replaces, keeping those
+ * an earlier middleware asked for.
+ */
+export function dropResponseHeaders(ctx: RequestContext, names: ReadonlySet<string>): void {
+  const had = ctx.dropResponseHeaders
+  ctx.dropResponseHeaders = had === undefined || had === names ? names : new Set([...had, ...names])
+}
+
+/** The scheme the client used: `x-forwarded-proto` as the proxy set it (trusted proxies only). */
+export function clientScheme(ctx: RequestContext): 'http' | 'https' {
+  return rawHeader(ctx.upstreamHeaders, 'x-forwarded-proto')?.toLowerCase() === 'https' ? 'https' : 'http'
+}
+
+/**
+ * Reports a problem with a middleware's settings: at one key of it, at a key path inside it
+ * (`['request', 'set', 'X-Id']`), or (undefined) at the whole declaration.
+ */
+export type Report = (key: string | KeyPath | undefined, message: string) => void

@@ -8,7 +8,11 @@ import type { OriginPolicy } from '../config/snapshot'
 import { didYouMean } from '../config/suggest'
 import { checkAuthentication, claimHeaders } from './auth/config'
 import { checkCors } from './cors/config'
+import { checkHeaders } from './headers/config'
+import { checkIpFilter } from './ip-filter/config'
 import { checkRateLimiting } from './rate-limit/config'
+import { checkRedirect } from './redirect/config'
+import { checkRewrite } from './rewrite/config'
 import { MIDDLEWARE_SCHEMAS, MIDDLEWARE_TYPES, type MiddlewareConfig, type MiddlewareType } from './schema'
 import type { Report } from './types'
 
@@ -35,12 +39,16 @@ export function checkMiddlewares(found: Map<string, MiddlewareConfig>): ConfigCh
       const cfg = { kind, ...parsed.data } as MiddlewareConfig
       let ok = true
       const report: Report = (key, message) => {
-        at(key === undefined ? p : [...p, key], message)
+        at(key === undefined ? p : typeof key === 'string' ? [...p, key] : [...p, ...key], message)
         ok = false
       }
       if (cfg.kind === 'authentication') checkAuthentication(cfg, report, (f) => resolveFrom(file, f))
       else if (cfg.kind === 'cors') checkCors(cfg, report)
-      else checkRateLimiting(cfg, report)
+      else if (cfg.kind === 'rate_limiting') checkRateLimiting(cfg, report)
+      else if (cfg.kind === 'headers') checkHeaders(cfg, report)
+      else if (cfg.kind === 'rewrite') checkRewrite(cfg, report)
+      else if (cfg.kind === 'redirect') checkRedirect(cfg, report)
+      else if (cfg.kind === 'ip_filter') checkIpFilter(cfg, report)
       if (ok) found.set(name, cfg)
     }
   }

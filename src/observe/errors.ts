@@ -25,6 +25,7 @@ export type ReplyKind =
   | 'method_not_allowed'
   | 'unauthorized'
   | 'rate_limited'
+  | 'ip_not_allowed'
   | 'client_aborted'
   // A service the proxy depends on (not an upstream server).
   | 'rate_limiter_unavailable'
@@ -120,6 +121,8 @@ export const ERRORS: Readonly<Record<ErrorKind, ErrorEntry>> = {
     body: 'a valid bearer token is required',
   },
   rate_limited: { status: 429, label: 'rate_limited', level: 'info', body: 'too many requests' },
+  // An ip_filter middleware refused the client address.
+  ip_not_allowed: { status: 403, label: 'ip_not_allowed', level: 'info', body: 'client address not allowed' },
   // Nobody reads the reply; 499 (nginx's "client closed request") is what the log records.
   client_aborted: { status: 499, label: 'client_aborted', level: 'info', body: '' },
   // A service a middleware depends on; the middleware logs it (rate-limit throttles its lines).

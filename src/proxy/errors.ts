@@ -22,7 +22,14 @@ export function replyError(
     'x-request-id',
     requestId,
   ]
-  if (extra) headers.push(...extra)
+  // The body is the proxy's text: a middleware's Content-Type (headers response.set) is for
+  // the upstream's answers and would make a second one here.
+  if (extra) {
+    for (let i = 0; i < extra.length; i += 2) {
+      if (extra[i]!.length !== 12 || extra[i]!.toLowerCase() !== 'content-type')
+        headers.push(extra[i]!, extra[i + 1]!)
+    }
+  }
   if (closeConnection) headers.push('connection', 'close')
   res.writeHead(ERRORS[kind].status, headers)
   res.end(body)

@@ -270,9 +270,13 @@ export class Pipeline {
       method,
       path,
       clientIp: head.clientIp,
+      host: head.host,
+      route: r.route,
+      upstream: r.upstream,
       rawHeaders: req.rawHeaders,
       requestId: head.requestId,
       upstreamHeaders: head.headers,
+      upstreamPath: r.upstreamPath,
       responseHeaders: [],
       dropResponseHeaders: undefined,
     }
@@ -294,7 +298,23 @@ export class Pipeline {
 
   #afterChain(r: Routed, reply: MiddlewareResult): void {
     if (reply !== undefined) return this.#reply(r, reply)
-    r.head.headers = r.ctx!.upstreamHeaders
+    const ctx = r.ctx!
+    r.head.headers = ctx.upstreamHeaders
+    if (ctx.upstreamPath !== r.upstreamPath) {
+      // A middleware (rewrite) chose the upstream path: it is normalized like a client's, so
+      // the upstream never sees `//`, dot segments or escapes the listener would have refused.
+      const target = renormalized(ctx.upstreamPath, r.rt.snapshot.limits.escapedSlashes === 'keep')
+      if (typeof target !== 'string') {
+        logFailure(
+          this.#log,
+          'bad_request',
+          { request_id: r.requestId, reason: `rewritten path: ${target.reason}` },
+          'request refused',
+        )
+        return this.#reply(r, { status: 400, kind: 'bad_request', headers: [] })
+      }
+      r.upstreamPath = target
+    }
     this.#forward(r)
   }
 
@@ -401,6 +421,15 @@ export class Pipeline {
 }
 
 const never = (): boolean => false
+
+/** `target` (path and query) with its path normalized (normalize-path.ts), or why it cannot be. */
+function renormalized(target: string, keepEscapedSlashes: boolean): string | { reason: string } {
+  const q = target.indexOf('?')
+  const path = q < 0 ? target : target.slice(0, q)
+  const n = normalizePath(path, keepEscapedSlashes)
+  if (!n.ok) return { reason: n.reason }
+  return withNormalizedPath(target, path, n.path)
+}
 
 /** Placeholder until the head is built (a fault before that still has something to log). */
 const EMPTY_HEAD: UpstreamRequestHead = {

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict'
 import { describe, test } from 'node:test'
 import { compile } from '../config/compile'
 import { parseConfigText } from '../config/load'
-import { compilePattern } from './pattern'
+import { compilePattern } from '../config/pattern'
 import { RouteTable, stripPrefix } from './route-table'
 
 type R = [name: string, pattern: string, methods?: string[]]

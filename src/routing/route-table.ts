@@ -2,8 +2,8 @@
 // (ties keep file order). `match` is the only thing route resolution (resolve.ts) calls.
 
 import type { ConfigCheck } from '../config/compile'
+import { compilePattern } from '../config/pattern'
 import type { OriginPolicy, RouteSpec } from '../config/snapshot'
-import { compilePattern } from './pattern'
 
 export interface Route extends RouteSpec {
   readonly regex: RegExp

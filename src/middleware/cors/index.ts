@@ -5,7 +5,7 @@
 // Everything is joined once, here, not per request.
 
 import type { MiddlewareConfig } from '../schema'
-import { type Middleware, type Reply, type RequestContext, rawHeader } from '../types'
+import { dropResponseHeaders, type Middleware, type Reply, type RequestContext, rawHeader } from '../types'
 import type { CorsConfig } from './config'
 
 const UPSTREAM_CORS = new Set([
@@ -69,7 +69,7 @@ export function cors(cfg: CorsConfig): Middleware {
     ctx.responseHeaders.push('vary', 'Origin')
     // The proxy's policy is the only one browsers see: an origin it refuses must not be let in
     // by the upstream's own Access-Control-* headers.
-    ctx.dropResponseHeaders = UPSTREAM_CORS
+    dropResponseHeaders(ctx, UPSTREAM_CORS)
     if (allowed === undefined) return undefined
     ctx.responseHeaders.push('access-control-allow-origin', allowed, 'access-control-allow-methods', methods)
     if (headers !== '') ctx.responseHeaders.push('access-control-allow-headers', headers)
