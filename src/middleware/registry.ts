@@ -7,8 +7,11 @@ import { resolveFrom } from '../config/compile'
 import { maskString } from '../config/redact'
 import type { Snapshot } from '../config/snapshot'
 import type { Logger } from '../observe/logger'
+import { apiKey } from './api-key/index'
 import { authentication } from './auth/index'
+import { basicAuth } from './basic-auth/index'
 import { answersPreflights, cors } from './cors/index'
+import { forwardAuth } from './forward-auth/index'
 import { rateLimiting, type SharedStore } from './rate-limit/index'
 import type { MiddlewareConfig } from './schema'
 import type { Middleware } from './types'
@@ -96,6 +99,12 @@ export class MiddlewareRegistry {
       }
       case 'cors':
         return { middleware: cors(cfg), close: () => undefined }
+      case 'basic_auth':
+        return { middleware: basicAuth(name, cfg, this.#log), close: () => undefined }
+      case 'api_key':
+        return { middleware: apiKey(cfg), close: () => undefined }
+      case 'forward_auth':
+        return forwardAuth(name, cfg, this.#log)
     }
   }
 

@@ -3,18 +3,46 @@
 // routes can use different settings of one kind. Each type's settings and checks live with the
 // middleware (auth/config.ts, cors/config.ts, rate-limit/config.ts); validate.ts applies them.
 
+import { type ApiKeyConfig, type ApiKeySettings, apiKey } from './api-key/config'
 import { type AuthenticationConfig, authentication } from './auth/config'
+import { type BasicAuthConfig, type BasicAuthSettings, basicAuth } from './basic-auth/config'
 import { type CorsConfig, cors } from './cors/config'
+import { type ForwardAuthConfig, forwardAuth } from './forward-auth/config'
 import { type RateLimitingConfig, rateLimiting } from './rate-limit/config'
 
-export type { AuthenticationConfig, CorsConfig, RateLimitingConfig }
+export type {
+  ApiKeyConfig,
+  AuthenticationConfig,
+  BasicAuthConfig,
+  CorsConfig,
+  ForwardAuthConfig,
+  RateLimitingConfig,
+}
 
-export const MIDDLEWARE_TYPES = ['rate_limiting', 'authentication', 'cors'] as const
+export const MIDDLEWARE_TYPES = [
+  'rate_limiting',
+  'authentication',
+  'cors',
+  'basic_auth',
+  'api_key',
+  'forward_auth',
+] as const
 export type MiddlewareType = (typeof MIDDLEWARE_TYPES)[number]
 
-export const MIDDLEWARE_SCHEMAS = { rate_limiting: rateLimiting, authentication, cors } as const
+export const MIDDLEWARE_SCHEMAS = {
+  rate_limiting: rateLimiting,
+  authentication,
+  cors,
+  basic_auth: basicAuth,
+  api_key: apiKey,
+  forward_auth: forwardAuth,
+} as const
 
 export type MiddlewareConfig =
   | ({ kind: 'rate_limiting' } & RateLimitingConfig)
   | ({ kind: 'authentication' } & AuthenticationConfig)
   | ({ kind: 'cors' } & CorsConfig)
+  // basic_auth and api_key carry the users and keys read from their files (validate.ts).
+  | ({ kind: 'basic_auth' } & BasicAuthSettings)
+  | ({ kind: 'api_key' } & ApiKeySettings)
+  | ({ kind: 'forward_auth' } & ForwardAuthConfig)

@@ -17,6 +17,11 @@ export interface RequestContext {
   responseHeaders: string[]
   /** Response headers (lower-case names) from the upstream that the proxy replaces. */
   dropResponseHeaders: Set<string> | undefined
+  /**
+   * Path and query sent upstream (after strip_prefix): a middleware may change it (api_key
+   * removes its query parameter). Starts with `/`.
+   */
+  upstreamPath: string
 }
 
 /** A middleware's own answer: the request goes no further. */
@@ -25,6 +30,11 @@ export interface Reply {
   /** Error kind for the reply body, log and metrics; undefined for a non-error (a preflight). */
   readonly kind: ReplyKind | undefined
   readonly headers: readonly string[]
+  /**
+   * A body of the middleware's own (forward_auth relays its auth service's refusal): sent with
+   * `status` and `headers` instead of the catalogue's text; `kind` then only labels the log line.
+   */
+  readonly body?: Buffer
 }
 
 export type MiddlewareResult = Reply | undefined

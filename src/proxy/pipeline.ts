@@ -275,6 +275,7 @@ export class Pipeline {
       upstreamHeaders: head.headers,
       responseHeaders: [],
       dropResponseHeaders: undefined,
+      upstreamPath: r.upstreamPath,
     }
     r.ctx = ctx
     // A preflight the chain answers meets its cors middlewares only (Chain.preflight).
@@ -295,6 +296,7 @@ export class Pipeline {
   #afterChain(r: Routed, reply: MiddlewareResult): void {
     if (reply !== undefined) return this.#reply(r, reply)
     r.head.headers = r.ctx!.upstreamHeaders
+    r.upstreamPath = r.ctx!.upstreamPath
     this.#forward(r)
   }
 
@@ -374,6 +376,17 @@ export class Pipeline {
       if (res.destroyed || res.headersSent) {
         // The client left while a middleware was waiting (or a fault came after the head).
         if (res.headersSent) res.destroy()
+      } else if (reply.body !== undefined) {
+        const headers = [
+          ...extra,
+          'content-length',
+          String(reply.body.length),
+          'x-request-id',
+          r.head.requestId,
+        ]
+        if (close) headers.push('connection', 'close')
+        res.writeHead(reply.status, headers)
+        res.end(reply.body)
       } else if (reply.kind !== undefined) {
         replyError(res, reply.kind, r.head.requestId, close, extra)
       } else {

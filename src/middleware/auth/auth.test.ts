@@ -31,6 +31,7 @@ const ctx = (auth: string | undefined, p = '/api', extra: string[] = []): Reques
   upstreamHeaders: ['x-user-id', 'forged', 'accept', '*/*'],
   responseHeaders: [],
   dropResponseHeaders: undefined,
+  upstreamPath: p,
 })
 const hs = (claims: Record<string, unknown>, alg = 'HS256', exp: string | number = '5m') =>
   new SignJWT(claims).setProtectedHeader({ alg }).setIssuedAt().setExpirationTime(exp).sign(secret)

@@ -22,6 +22,7 @@ const ctx = (method: string, raw: string[]): RequestContext => ({
   upstreamHeaders: [],
   responseHeaders: [],
   dropResponseHeaders: undefined,
+  upstreamPath: '/',
 })
 const map = (flat: readonly string[]) =>
   Object.fromEntries(flat.flatMap((_, i) => (i % 2 ? [] : [[flat[i]!, flat[i + 1]!]])))
