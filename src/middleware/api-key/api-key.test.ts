@@ -103,7 +103,7 @@ describe('api_key declarations', () => {
     test(`${c.desc}: ${c.problems.length ? 'refused' : 'accepted'}`, () => {
       const { problems } = check(c.cfg)
       assert.equal(problems.length, c.problems.length, problems.join('\n'))
-      c.problems.forEach((re, i) => assert.match(problems[i]!, re))
+      for (const [i, re] of c.problems.entries()) assert.match(problems[i]!, re)
       for (const p of problems) assert.ok(!p.includes(KEY) && !p.includes('abc'), `no key shown: ${p}`)
     })
   }

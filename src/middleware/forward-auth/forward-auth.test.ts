@@ -217,7 +217,7 @@ describe('forward_auth declarations', () => {
       const problems: string[] = []
       checkForwardAuth(cfg, (key, message) => problems.push(`${key ?? '.'}: ${message}`))
       assert.equal(problems.length, c.problems.length, problems.join('\n'))
-      c.problems.forEach((re, i) => assert.match(problems[i]!, re))
+      for (const [i, re] of c.problems.entries()) assert.match(problems[i]!, re)
     })
   }
 
