@@ -112,11 +112,15 @@ export class Limiter {
     return new Promise<void>((resolve) => this.#waiting.push(resolve)).then(() => this.#go(task))
   }
 
-  /** Runs `task` in a slot already taken; at its end the slot passes to the next waiting task. */
+  /**
+   * Runs `task` in a slot already taken; at its end the slot passes to the next waiting task, in
+   * the next turn of the event loop: started from a promise callback, a CPU-bound task (bcrypt)
+   * would run before any I/O, and a queue of them would starve every other request.
+   */
   #go<T>(task: () => Promise<T>): Promise<T> {
     return task().finally(() => {
       const next = this.#waiting.shift()
-      if (next) next()
+      if (next) setImmediate(next)
       else this.#running--
     })
   }
