@@ -9,6 +9,7 @@ import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
 import net from 'node:net'
 import os from 'node:os'
 import path from 'node:path'
+import bcrypt from 'bcryptjs'
 import { SignJWT } from 'jose'
 
 const root = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..')
@@ -155,6 +156,15 @@ const declarations = `middlewares:
   rewrite: { regex: "^/small(.*)", replacement: "/tiny$1" }
 `
 const mwHeaders = { 'x-api-key': 'k1', authorization: `Bearer ${token}`, origin: 'https://app.example' }
+// basic_auth (a bcrypt hash: the warm-up run leaves the credentials cached), api_key, and
+// forward_auth asking the origin itself (its /small answers 200).
+const BENCH_KEY = 'bench-key-0123456789abcdef'
+const authDeclarations = `middlewares:
+  basic_auth: { users: ["bench:${bcrypt.hashSync('bench-password', 5)}"], forward_user: X-Remote-User }
+  api_key: { keys: [{ consumer: bench, key: "${BENCH_KEY}" }] }
+  forward_auth: { address: "http://127.0.0.1:${originPort}/small", auth_response_headers: [X-Auth-User] }
+`
+const basicHeaders = { authorization: `Basic ${Buffer.from('bench:bench-password').toString('base64')}` }
 // [label, config, bodies, request headers]
 const scenarios = [
   [
@@ -178,6 +188,9 @@ const scenarios = [
     ['small'],
     mwHeaders,
   ],
+  ['api_gateway + basic_auth (cached)', gateway('basic_auth', authDeclarations), ['small'], basicHeaders],
+  ['api_gateway + api_key', gateway('api_key', authDeclarations), ['small'], { 'x-api-key': BENCH_KEY }],
+  ['api_gateway + forward_auth', gateway('forward_auth', authDeclarations), ['small'], {}],
   // The cost of instance-wide state: with workers, each rate-limit check is a round trip to the primary.
   ['api_gateway, workers: 2', withWorkers(gateway('')), ['small'], {}],
   [

@@ -7,8 +7,11 @@ import { resolveFrom } from '../config/compile'
 import { maskString } from '../config/redact'
 import type { Snapshot } from '../config/snapshot'
 import type { Logger } from '../observe/logger'
+import { apiKey } from './api-key/index'
 import { authentication } from './auth/index'
+import { basicAuth } from './basic-auth/index'
 import { answersPreflights, cors } from './cors/index'
+import { forwardAuth } from './forward-auth/index'
 import { headers } from './headers/index'
 import { ipFilter } from './ip-filter/index'
 import { rateLimiting, type SharedStore } from './rate-limit/index'
@@ -108,6 +111,12 @@ export class MiddlewareRegistry {
         return { middleware: redirect(cfg, this.#log), close: () => undefined }
       case 'ip_filter':
         return { middleware: ipFilter(cfg), close: () => undefined }
+      case 'basic_auth':
+        return { middleware: basicAuth(name, cfg, this.#log), close: () => undefined }
+      case 'api_key':
+        return { middleware: apiKey(cfg), close: () => undefined }
+      case 'forward_auth':
+        return forwardAuth(name, cfg, this.#log)
     }
   }
 

@@ -3,8 +3,11 @@
 // routes can use different settings of one kind. Each type's settings and checks live with the
 // middleware (auth/config.ts, cors/config.ts, rate-limit/config.ts); validate.ts applies them.
 
+import { type ApiKeyConfig, type ApiKeySettings, apiKey } from './api-key/config'
 import { type AuthenticationConfig, authentication } from './auth/config'
+import { type BasicAuthConfig, type BasicAuthSettings, basicAuth } from './basic-auth/config'
 import { type CorsConfig, cors } from './cors/config'
+import { type ForwardAuthConfig, forwardAuth } from './forward-auth/config'
 import { type HeadersConfig, headers } from './headers/config'
 import { type IpFilterConfig, ipFilter } from './ip-filter/config'
 import { type RateLimitingConfig, rateLimiting } from './rate-limit/config'
@@ -12,8 +15,11 @@ import { type RedirectConfig, redirect } from './redirect/config'
 import { type RewriteConfig, rewrite } from './rewrite/config'
 
 export type {
+  ApiKeyConfig,
   AuthenticationConfig,
+  BasicAuthConfig,
   CorsConfig,
+  ForwardAuthConfig,
   HeadersConfig,
   IpFilterConfig,
   RateLimitingConfig,
@@ -29,6 +35,9 @@ export const MIDDLEWARE_TYPES = [
   'rewrite',
   'redirect',
   'ip_filter',
+  'basic_auth',
+  'api_key',
+  'forward_auth',
 ] as const
 export type MiddlewareType = (typeof MIDDLEWARE_TYPES)[number]
 
@@ -40,6 +49,9 @@ export const MIDDLEWARE_SCHEMAS = {
   rewrite,
   redirect,
   ip_filter: ipFilter,
+  basic_auth: basicAuth,
+  api_key: apiKey,
+  forward_auth: forwardAuth,
 } as const
 
 export type MiddlewareConfig =
@@ -50,3 +62,7 @@ export type MiddlewareConfig =
   | ({ kind: 'rewrite' } & RewriteConfig)
   | ({ kind: 'redirect' } & RedirectConfig)
   | ({ kind: 'ip_filter' } & IpFilterConfig)
+  // basic_auth and api_key carry the users and keys read from their files (validate.ts).
+  | ({ kind: 'basic_auth' } & BasicAuthSettings)
+  | ({ kind: 'api_key' } & ApiKeySettings)
+  | ({ kind: 'forward_auth' } & ForwardAuthConfig)

@@ -38,6 +38,11 @@ export interface Reply {
   /** Error kind for the reply body, log and metrics; undefined for a non-error (a preflight). */
   readonly kind: ReplyKind | undefined
   readonly headers: readonly string[]
+  /**
+   * A body of the middleware's own (forward_auth relays its auth service's refusal): sent with
+   * `status` and `headers` instead of the catalogue's text; `kind` then only labels the log line.
+   */
+  readonly body?: Buffer
 }
 
 export type MiddlewareResult = Reply | undefined

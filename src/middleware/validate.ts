@@ -6,8 +6,11 @@
 import { type ConfigCheck, declarationsOf, isRecord, reportIssue, resolveFrom } from '../config/compile'
 import type { OriginPolicy } from '../config/snapshot'
 import { didYouMean } from '../config/suggest'
+import { checkApiKey } from './api-key/config'
 import { checkAuthentication, claimHeaders } from './auth/config'
+import { checkBasicAuth } from './basic-auth/config'
 import { checkCors } from './cors/config'
+import { checkForwardAuth, forwardAuthHeaders } from './forward-auth/config'
 import { checkHeaders } from './headers/config'
 import { checkIpFilter } from './ip-filter/config'
 import { checkRateLimiting } from './rate-limit/config'
@@ -49,16 +52,31 @@ export function checkMiddlewares(found: Map<string, MiddlewareConfig>): ConfigCh
       else if (cfg.kind === 'rewrite') checkRewrite(cfg, report)
       else if (cfg.kind === 'redirect') checkRedirect(cfg, report)
       else if (cfg.kind === 'ip_filter') checkIpFilter(cfg, report)
+      else if (cfg.kind === 'basic_auth')
+        Object.assign(cfg, { credentials: checkBasicAuth(cfg, report, (f) => resolveFrom(file, f)) })
+      else if (cfg.kind === 'api_key')
+        Object.assign(cfg, { consumers: checkApiKey(cfg, report, (f) => resolveFrom(file, f)) })
+      else if (cfg.kind === 'forward_auth') checkForwardAuth(cfg, report)
       if (ok) found.set(name, cfg)
     }
   }
 }
 
-/** Every `forward_claims` header of every authentication middleware (see claimHeaders). */
+/**
+ * The headers only the proxy may send upstream, removed from every client request (lower case,
+ * `_` as `-`): every `forward_claims` header of every authentication middleware (see
+ * claimHeaders), basic_auth's `forward_user`, api_key's `consumer_header` and forward_auth's
+ * `auth_response_headers` (see forwardAuthHeaders).
+ */
 export function protectedHeaders(middlewares: ReadonlyMap<string, MiddlewareConfig>): Set<string> {
   const out = new Set<string>()
-  for (const m of middlewares.values())
+  const add = (h: string) => out.add(h.toLowerCase().replaceAll('_', '-'))
+  for (const m of middlewares.values()) {
     if (m.kind === 'authentication') for (const h of claimHeaders(m)) out.add(h)
+    if (m.kind === 'basic_auth' && m.forward_user !== undefined) add(m.forward_user)
+    if (m.kind === 'api_key') add(m.consumer_header)
+    if (m.kind === 'forward_auth') for (const h of forwardAuthHeaders(m)) add(h)
+  }
   return out
 }
 

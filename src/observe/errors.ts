@@ -24,12 +24,18 @@ export type ReplyKind =
   | 'no_route'
   | 'method_not_allowed'
   | 'unauthorized'
+  | 'basic_auth_failed'
+  | 'api_key_invalid'
   | 'rate_limited'
   | 'ip_not_allowed'
   | 'client_aborted'
   // A service the proxy depends on (not an upstream server).
   | 'rate_limiter_unavailable'
   | 'auth_unavailable'
+  | 'auth_busy'
+  | 'forward_auth_unavailable'
+  | 'forward_auth_timeout'
+  | 'forward_auth_error'
   // The upstream group or one of its servers.
   | 'no_healthy_peer'
   | 'connect_failed'
@@ -120,6 +126,18 @@ export const ERRORS: Readonly<Record<ErrorKind, ErrorEntry>> = {
     level: 'info',
     body: 'a valid bearer token is required',
   },
+  basic_auth_failed: {
+    status: 401,
+    label: 'basic_auth_failed',
+    level: 'info',
+    body: 'a valid user name and password are required',
+  },
+  api_key_invalid: {
+    status: 401,
+    label: 'api_key_invalid',
+    level: 'info',
+    body: 'a valid API key is required',
+  },
   rate_limited: { status: 429, label: 'rate_limited', level: 'info', body: 'too many requests' },
   // An ip_filter middleware refused the client address.
   ip_not_allowed: { status: 403, label: 'ip_not_allowed', level: 'info', body: 'client address not allowed' },
@@ -137,6 +155,34 @@ export const ERRORS: Readonly<Record<ErrorKind, ErrorEntry>> = {
     label: 'auth_unavailable',
     level: 'warn',
     body: 'token verification keys unavailable',
+  },
+  /** basic_auth: more password checks waiting than it queues (each costs milliseconds of CPU). */
+  auth_busy: {
+    status: 503,
+    label: 'auth_busy',
+    level: 'warn',
+    body: 'too many password checks at once, retry shortly',
+  },
+  /** forward_auth: the auth service could not be reached (refused, reset, DNS). */
+  forward_auth_unavailable: {
+    status: 503,
+    label: 'forward_auth_unavailable',
+    level: 'warn',
+    body: 'authentication service unavailable',
+  },
+  /** forward_auth: no complete answer within timeout_secs. */
+  forward_auth_timeout: {
+    status: 504,
+    label: 'forward_auth_timeout',
+    level: 'warn',
+    body: 'authentication service timed out',
+  },
+  /** forward_auth: an answer that cannot be relayed (a header value unsafe to send, a body over 64 KiB). */
+  forward_auth_error: {
+    status: 502,
+    label: 'forward_auth_error',
+    level: 'warn',
+    body: 'invalid answer from the authentication service',
   },
   // The upstream group, or the server tried.
   no_healthy_peer: {

@@ -394,6 +394,17 @@ export class Pipeline {
       if (res.destroyed || res.headersSent) {
         // The client left while a middleware was waiting (or a fault came after the head).
         if (res.headersSent) res.destroy()
+      } else if (reply.body !== undefined) {
+        const headers = [
+          ...extra,
+          'content-length',
+          String(reply.body.length),
+          'x-request-id',
+          r.head.requestId,
+        ]
+        if (close) headers.push('connection', 'close')
+        res.writeHead(reply.status, headers)
+        res.end(reply.body)
       } else if (reply.kind !== undefined) {
         replyError(res, reply.kind, r.head.requestId, close, extra)
       } else {

@@ -6,6 +6,7 @@
 
 import type { Snapshot } from '../config/snapshot'
 import { bearerToken, pathExclusion } from '../middleware/auth/index'
+import { basicToken } from '../middleware/basic-auth/index'
 import { answersPreflights, isPreflight } from '../middleware/cors/index'
 import type { MiddlewareConfig } from '../middleware/schema'
 import { rawHeader } from '../middleware/types'
@@ -212,6 +213,29 @@ export function middlewarePlan(
         break
       case 'cors':
         step('runs', null, 'adds CORS headers to the response for an allowed Origin')
+        break
+      case 'basic_auth':
+        if (basicToken(rawHeader(rawHeaders, 'authorization')) !== undefined) {
+          step('runs', null, 'checks the user name and password')
+          break
+        }
+        step('refuses', 401, 'refuses this request (401): no Authorization: Basic credentials')
+        answered = name
+        break
+      case 'api_key':
+        if (rawHeader(rawHeaders, cfg.header.toLowerCase()) !== undefined || cfg.query_param !== undefined) {
+          step(
+            'runs',
+            null,
+            `checks the API key in ${cfg.header}${cfg.query_param ? ` or ?${cfg.query_param}` : ''}`,
+          )
+          break
+        }
+        step('refuses', 401, `refuses this request (401): no ${cfg.header} header`)
+        answered = name
+        break
+      case 'forward_auth':
+        step('runs', null, `asks ${cfg.address}; passes on a 2xx answer`)
         break
     }
   }

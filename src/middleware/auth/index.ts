@@ -211,7 +211,8 @@ function algorithmsFor(key: KeyObject): string[] {
   }
 }
 
-function withoutHeaders(flat: string[], lowerNames: Set<string>): string[] {
+/** `flat` without the headers named in `lowerNames` (lower case); `flat` itself when none is there. */
+export function withoutHeaders(flat: string[], lowerNames: ReadonlySet<string>): string[] {
   let out: string[] | undefined
   for (let i = 0; i < flat.length; i += 2) {
     if (lowerNames.has(flat[i]!.toLowerCase())) {
