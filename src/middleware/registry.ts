@@ -8,6 +8,7 @@ import { maskString } from '../config/redact'
 import type { Snapshot } from '../config/snapshot'
 import type { Logger } from '../observe/logger'
 import { authentication } from './auth/index'
+import { compress } from './compress/index'
 import { answersPreflights, cors } from './cors/index'
 import { rateLimiting, type SharedStore } from './rate-limit/index'
 import type { MiddlewareConfig } from './schema'
@@ -96,6 +97,8 @@ export class MiddlewareRegistry {
       }
       case 'cors':
         return { middleware: cors(cfg), close: () => undefined }
+      case 'compress':
+        return { middleware: compress(cfg), close: () => undefined }
     }
   }
 

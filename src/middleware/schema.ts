@@ -4,17 +4,24 @@
 // middleware (auth/config.ts, cors/config.ts, rate-limit/config.ts); validate.ts applies them.
 
 import { type AuthenticationConfig, authentication } from './auth/config'
+import { type CompressConfig, compress } from './compress/config'
 import { type CorsConfig, cors } from './cors/config'
 import { type RateLimitingConfig, rateLimiting } from './rate-limit/config'
 
 export type { AuthenticationConfig, CorsConfig, RateLimitingConfig }
 
-export const MIDDLEWARE_TYPES = ['rate_limiting', 'authentication', 'cors'] as const
+export const MIDDLEWARE_TYPES = ['rate_limiting', 'authentication', 'cors', 'compress'] as const
 export type MiddlewareType = (typeof MIDDLEWARE_TYPES)[number]
 
-export const MIDDLEWARE_SCHEMAS = { rate_limiting: rateLimiting, authentication, cors } as const
+export const MIDDLEWARE_SCHEMAS = {
+  rate_limiting: rateLimiting,
+  authentication,
+  cors,
+  compress,
+} as const
 
 export type MiddlewareConfig =
   | ({ kind: 'rate_limiting' } & RateLimitingConfig)
   | ({ kind: 'authentication' } & AuthenticationConfig)
   | ({ kind: 'cors' } & CorsConfig)
+  | ({ kind: 'compress' } & CompressConfig)

@@ -7,6 +7,7 @@ import { type ConfigCheck, declarationsOf, isRecord, reportIssue, resolveFrom } 
 import type { OriginPolicy } from '../config/snapshot'
 import { didYouMean } from '../config/suggest'
 import { checkAuthentication, claimHeaders } from './auth/config'
+import { checkCompress } from './compress/config'
 import { checkCors } from './cors/config'
 import { checkRateLimiting } from './rate-limit/config'
 import { MIDDLEWARE_SCHEMAS, MIDDLEWARE_TYPES, type MiddlewareConfig, type MiddlewareType } from './schema'
@@ -40,6 +41,7 @@ export function checkMiddlewares(found: Map<string, MiddlewareConfig>): ConfigCh
       }
       if (cfg.kind === 'authentication') checkAuthentication(cfg, report, (f) => resolveFrom(file, f))
       else if (cfg.kind === 'cors') checkCors(cfg, report)
+      else if (cfg.kind === 'compress') checkCompress(cfg, report)
       else checkRateLimiting(cfg, report)
       if (ok) found.set(name, cfg)
     }

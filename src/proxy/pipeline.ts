@@ -275,6 +275,7 @@ export class Pipeline {
       upstreamHeaders: head.headers,
       responseHeaders: [],
       dropResponseHeaders: undefined,
+      responseTransform: undefined,
     }
     r.ctx = ctx
     // A preflight the chain answers meets its cors middlewares only (Chain.preflight).
@@ -347,6 +348,7 @@ export class Pipeline {
       headers: r.head.headers,
       responseHeaders: r.ctx?.responseHeaders,
       dropResponseHeaders: r.ctx?.dropResponseHeaders,
+      transform: r.ctx?.responseTransform,
       hasBody: r.hasBody,
       maxBodyBytes: r.maxBodyBytes,
       bodyTimeoutMs: r.rt.snapshot.limits.bodyTimeoutMs,
