@@ -4,10 +4,14 @@
 
 import assert from 'node:assert/strict'
 import { execFile, spawnSync } from 'node:child_process'
+import { mkdtempSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import path from 'node:path'
 import http from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { after, before, describe, test } from 'node:test'
 import zlib from 'node:zlib'
+import { makeCert } from '../helpers/certs'
 import { type RunningProxy, runCli, startProxy, writeConfig } from '../helpers/proxy'
 
 const HAS_CURL = spawnSync('curl', ['--version']).error === undefined
@@ -15,6 +19,10 @@ const JSON_BODY = JSON.stringify(
   Array.from({ length: 400 }, (_, i) => ({ id: i, name: `user ${i}`, email: `u${i}@example.com` })),
 )
 const CSV_BODY = Array.from({ length: 300 }, (_, i) => `${i},user ${i},u${i}@example.com`).join('\n')
+/** About 3 MB: many times the stream buffers on the way, so the flow is driven by backpressure. */
+const BIG_BODY = JSON.stringify(
+  Array.from({ length: 40_000 }, (_, i) => ({ id: i, name: `user ${i}`, score: (i * 7919) % 1000 })),
+)
 
 /** curl, asynchronously (the upstream runs in this process); stdout as bytes. */
 function curl(args: string[]): Promise<Buffer> {
@@ -43,11 +51,12 @@ describe('compress on the wire', { skip: !HAS_CURL && 'curl is not installed' },
   let upstream: http.Server
   let gw: RunningProxy
   let lb: RunningProxy
+  let tls: RunningProxy
 
   before(async () => {
     upstream = http.createServer((req, res) => {
       const csv = req.url?.endsWith('.csv')
-      const body = csv ? CSV_BODY : JSON_BODY
+      const body = csv ? CSV_BODY : req.url === '/big' ? BIG_BODY : JSON_BODY
       res.writeHead(200, {
         'content-type': csv ? 'text/csv' : 'application/json',
         'content-length': Buffer.byteLength(body),
@@ -82,11 +91,23 @@ middlewares:
   compress: { encodings: [gzip] }
 load_balancer: { upstream: app, middlewares: [compress] }
 `)
+    const cert = await makeCert(mkdtempSync(path.join(tmpdir(), 'locci-compress-')), 'localhost')
+    tls = await startProxy(`mode: load_balancer
+server:
+  bind_address: "127.0.0.1:0"
+  tls: { cert_path: ${cert.certPath}, key_path: ${cert.keyPath} }
+upstreams:
+  app: { servers: ["${address}"] }
+middlewares:
+  compress: {}
+load_balancer: { upstream: app, middlewares: [compress] }
+`)
   })
 
   after(async () => {
     await gw?.stop()
     await lb?.stop()
+    await tls?.stop()
     upstream.closeAllConnections()
     await new Promise<void>((r) => upstream.close(() => r()))
   })
@@ -141,6 +162,23 @@ load_balancer: { upstream: app, middlewares: [compress] }
     // JSON is not one of its types.
     const json = split(await curl(['--compressed', '-D', '-', `${gw.url}/csv/data.json`]))
     assert.equal(json.headers['content-encoding'], undefined)
+  })
+
+  test('HTTP/2 (curl --http2 over TLS): a 3 MB body streams through the compressor intact', async () => {
+    const out = await curl(['--http2', '-k', '--compressed', '-D', '-', `${tls.url}/big`])
+    const { headers, body } = split(out)
+    assert.match(out.subarray(0, 12).toString(), /^HTTP\/2 200/)
+    assert.match(headers['content-encoding'] ?? '', /^(zstd|br)$/)
+    assert.equal(body.length, BIG_BODY.length)
+    assert.ok(body.toString() === BIG_BODY, "the decoded body is the upstream's")
+  })
+
+  test('HTTP/1.0 (curl --http1.0): compressed, delimited by closing the connection', async () => {
+    const { headers, body } = split(await curl(['--http1.0', '--compressed', '-D', '-', `${gw.url}/big`]))
+    assert.match(headers['content-encoding'] ?? '', /^(zstd|br)$/)
+    assert.equal(headers['transfer-encoding'], undefined)
+    assert.equal(headers['content-length'], undefined)
+    assert.ok(body.toString() === BIG_BODY, "the decoded body is the upstream's")
   })
 
   test('load_balancer mode', async () => {
