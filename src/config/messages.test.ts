@@ -186,7 +186,7 @@ describe('did you mean: the closest allowed key or name', () => {
       yaml: `${BASE}  middlewares:\n    strict: { type: rate_limitng }\n`,
       path: 'api_gateway.middlewares.strict.type',
       message:
-        'unknown middleware type "rate_limitng"; did you mean "rate_limiting"? use rate_limiting, authentication, cors',
+        'unknown middleware type "rate_limitng"; did you mean "rate_limiting"? use rate_limiting, authentication, cors, compress',
     },
   ]
   for (const c of cases) {
