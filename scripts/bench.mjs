@@ -6,6 +6,7 @@
 //   BENCH_ONLY='^api_gateway$' npm run bench     (only the proxy scenarios whose label matches)
 import { spawn, spawnSync } from 'node:child_process'
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
+import http from 'node:http'
 import net from 'node:net'
 import os from 'node:os'
 import path from 'node:path'
@@ -136,6 +137,7 @@ api_gateway:
   routes:
     small: { path_pattern: "^/small", methods: [GET], upstream: origin, middlewares: [${middlewares}] }
     big: { path_pattern: "^/16k", methods: [GET], upstream: origin, middlewares: [${middlewares}] }
+    json: { path_pattern: "^/json16k", methods: [GET], upstream: origin, middlewares: [${middlewares}] }
     other: { path_pattern: "^/", upstream: origin }
 ${declarations}`
 const withWorkers = (yaml) =>
@@ -154,6 +156,7 @@ const declarations = `middlewares:
   ip_filter: { allow: [10.0.0.0/8, 192.168.0.0/16, 127.0.0.0/8], deny: [127.0.0.66] }
   headers: { request: { set: { X-Client-IP: "$\{client_ip}" }, remove: [X-Debug] }, response: { set: { Cache-Control: no-store } }, frame_deny: true, content_type_nosniff: true }
   rewrite: { regex: "^/small(.*)", replacement: "/tiny$1" }
+  compress: { encodings: [br, gzip] }
 `
 const mwHeaders = { 'x-api-key': 'k1', authorization: `Bearer ${token}`, origin: 'https://app.example' }
 // basic_auth (a bcrypt hash: the warm-up run leaves the credentials cached), api_key, and
@@ -199,7 +202,38 @@ const scenarios = [
     ['small'],
     mwHeaders,
   ],
+  // compress: what it costs when the client asks for nothing (the baseline for the rows below),
+  // and per coding on 16 KiB of JSON; bytes on the wire are printed in a table of their own.
+  ['api_gateway + compress (not asked)', gateway('compress', declarations), ['small', 'json16k'], {}],
+  [
+    'api_gateway + compress (gzip)',
+    gateway('compress', declarations),
+    ['json16k'],
+    { 'accept-encoding': 'gzip' },
+  ],
+  [
+    'api_gateway + compress (br)',
+    gateway('compress', declarations),
+    ['json16k'],
+    { 'accept-encoding': 'br' },
+  ],
 ]
+
+/** Bytes of one response's body as sent (not decoded), and its Content-Encoding. */
+function wireBytes(url, headers) {
+  return new Promise((resolve, reject) => {
+    http
+      .get(url, { headers, agent: false }, (res) => {
+        let n = 0
+        res.on('data', (c) => {
+          n += c.length
+        })
+        res.on('end', () => resolve({ bytes: n, encoding: res.headers['content-encoding'] ?? 'identity' }))
+      })
+      .on('error', reject)
+  })
+}
+const wire = new Map()
 
 const rows = []
 const tool = useWrk ? `wrk -t1 -c${CONNS} -d${DURATION}s` : `autocannon -c ${CONNS} -d ${DURATION}`
@@ -228,6 +262,8 @@ try {
     for (const body of bodies) {
       process.stderr.write(`bench: locci ${label} /${body}\n`)
       load(`http://127.0.0.1:${port}/${body}`, headers) // warm-up run is discarded
+      if (label.includes('compress'))
+        wire.set(`${label} /${body}`, await wireBytes(`http://127.0.0.1:${port}/${body}`, headers))
       rows.push({
         target: `locci-proxy ${label}`,
         body,
@@ -257,7 +293,10 @@ console.log(
 )
 console.log('|---|---|---:|---:|---:|---:|---:|---:|---:|')
 for (const r of rows) {
-  const extra = r.target.includes(' + ') && baseline(r.target) ? fmt(r.cpu - baseline(r.target), 1) : ''
+  const extra =
+    r.target.includes(' + ') && r.body === 'small' && baseline(r.target)
+      ? fmt(r.cpu - baseline(r.target), 1)
+      : ''
   console.log(
     `| ${r.target} | ${r.body} | ${fmt(r.rps)} | ${fmt(r.rps / direct[r.body], 2)} | ${fmt(r.p50, 2)} | ${fmt(r.p99, 2)} | ${fmt(r.cpu ?? Number.NaN, 1)} | ${extra} | ${r.errors} |`,
   )
@@ -265,3 +304,22 @@ for (const r of rows) {
 console.log(
   `\n${tool}, ${os.cpus().length} cores (${os.cpus()[0]?.model ?? 'unknown CPU'}), Node ${process.version}`,
 )
+
+// compress: bytes on the wire and CPU per request for 16 KiB of JSON, against the same
+// middleware when the client asks for no coding (the body then passes as it is).
+const compressRows = rows.filter((r) => r.target.includes('compress') && r.body === 'json16k')
+if (compressRows.length > 0) {
+  const plain = compressRows.find((r) => r.target.includes('(not asked)'))
+  console.log(
+    '\n| compress, /json16k | coding | bytes on the wire | ratio | proxy CPU µs/req | compression µs/req |',
+  )
+  console.log('|---|---|---:|---:|---:|---:|')
+  for (const r of compressRows) {
+    const w = wire.get(`${r.target.replace('locci-proxy ', '')} /json16k`)
+    const base = wire.get('api_gateway + compress (not asked) /json16k')?.bytes
+    const extra = plain && r !== plain ? fmt(r.cpu - plain.cpu, 1) : ''
+    console.log(
+      `| ${r.target} | ${w?.encoding ?? '-'} | ${fmt(w?.bytes ?? Number.NaN)} | ${base && w ? fmt(w.bytes / base, 2) : '-'} | ${fmt(r.cpu, 1)} | ${extra} |`,
+    )
+  }
+}

@@ -10,6 +10,7 @@ import type { Logger } from '../observe/logger'
 import { apiKey } from './api-key/index'
 import { authentication } from './auth/index'
 import { basicAuth } from './basic-auth/index'
+import { compress } from './compress/index'
 import { answersPreflights, cors } from './cors/index'
 import { forwardAuth } from './forward-auth/index'
 import { headers } from './headers/index'
@@ -117,6 +118,8 @@ export class MiddlewareRegistry {
         return { middleware: apiKey(cfg), close: () => undefined }
       case 'forward_auth':
         return forwardAuth(name, cfg, this.#log)
+      case 'compress':
+        return { middleware: compress(cfg), close: () => undefined }
     }
   }
 

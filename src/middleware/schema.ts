@@ -6,6 +6,7 @@
 import { type ApiKeyConfig, type ApiKeySettings, apiKey } from './api-key/config'
 import { type AuthenticationConfig, authentication } from './auth/config'
 import { type BasicAuthConfig, type BasicAuthSettings, basicAuth } from './basic-auth/config'
+import { type CompressConfig, compress } from './compress/config'
 import { type CorsConfig, cors } from './cors/config'
 import { type ForwardAuthConfig, forwardAuth } from './forward-auth/config'
 import { type HeadersConfig, headers } from './headers/config'
@@ -38,6 +39,7 @@ export const MIDDLEWARE_TYPES = [
   'basic_auth',
   'api_key',
   'forward_auth',
+  'compress',
 ] as const
 export type MiddlewareType = (typeof MIDDLEWARE_TYPES)[number]
 
@@ -52,6 +54,7 @@ export const MIDDLEWARE_SCHEMAS = {
   basic_auth: basicAuth,
   api_key: apiKey,
   forward_auth: forwardAuth,
+  compress,
 } as const
 
 export type MiddlewareConfig =
@@ -66,3 +69,4 @@ export type MiddlewareConfig =
   | ({ kind: 'basic_auth' } & BasicAuthSettings)
   | ({ kind: 'api_key' } & ApiKeySettings)
   | ({ kind: 'forward_auth' } & ForwardAuthConfig)
+  | ({ kind: 'compress' } & CompressConfig)

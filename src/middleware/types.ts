@@ -1,6 +1,7 @@
 // What a middleware sees and what it may answer. Middlewares run in the order a route lists
 // them, after routing and before an upstream server is chosen (pipeline.ts).
 
+import type { Transform } from 'node:stream'
 import type { KeyPath } from '../config/problems'
 import type { ReplyKind } from '../observe/errors'
 
@@ -30,7 +31,18 @@ export interface RequestContext {
   responseHeaders: string[]
   /** Response headers (lower-case names) from the upstream that the proxy replaces. */
   dropResponseHeaders: ReadonlySet<string> | undefined
+  /** The response body's transformer (compress), if a middleware set one; the last one set wins. */
+  responseTransform?: ResponseTransformer | undefined
 }
+
+/**
+ * Runs once, when the upstream's response head is in and before it is written to the client
+ * (proxy/forward.ts), with the status and the headers about to be written (a flat array the
+ * transformer may edit in place). Returns a Transform the body then goes through, with
+ * backpressure both ways, or undefined to send the body as it comes. Never called for the
+ * proxy's own replies nor for WebSocket tunnels.
+ */
+export type ResponseTransformer = (status: number, headers: string[]) => Transform | undefined
 
 /** A middleware's own answer: the request goes no further. */
 export interface Reply {

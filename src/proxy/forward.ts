@@ -19,8 +19,10 @@
 // Every callback undici calls is guarded: a fault ends this exchange, never the process.
 
 import type { IncomingMessage, ServerResponse } from 'node:http'
+import type { Transform } from 'node:stream'
 import type { Dispatcher } from 'undici'
 import type { RetryCondition, RetryPolicy } from '../config/snapshot'
+import type { ResponseTransformer } from '../middleware/types'
 import type { AccessLog, RequestFacts } from '../observe/access-log'
 import {
   BODY_TIMEOUT,
@@ -52,6 +54,8 @@ export interface ExchangeOptions extends RequestFacts {
   responseHeaders: readonly string[] | undefined
   /** Upstream response headers the proxy replaces (lower case). */
   dropResponseHeaders: ReadonlySet<string> | undefined
+  /** A middleware's response body transformer (compress), asked once at the response head. */
+  transform: ResponseTransformer | undefined
   hasBody: boolean
   /** Request body limits (only used when hasBody). */
   maxBodyBytes: number
@@ -91,6 +95,8 @@ export class Exchange implements Dispatcher.DispatchHandler {
   #headTimer: NodeJS.Timeout | undefined
   #headersSeen = false
   #body: BodyGuard | undefined
+  /** The body goes through this on its way to the client (see #through). */
+  #transform: Transform | undefined
 
   constructor(o: ExchangeOptions) {
     this.#o = o
@@ -211,6 +217,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
   }
 
   #onClientClose = (): void => {
+    this.#transform?.destroy()
     // writableEnded: the whole response was handed to Node; the close is the normal end.
     if (this.#finished || this.#o.res.writableEnded) return
     this.#clientGone = true
@@ -257,8 +264,10 @@ export class Exchange implements Dispatcher.DispatchHandler {
       o.dropResponseHeaders,
       this,
     )
-    this.#remaining = this.contentLength
+    const transform = o.transform?.(statusCode, headers)
+    this.#remaining = transform === undefined ? this.contentLength : -1
     if (!writeResponseHead(o.res, statusCode, statusText, headers, o.h2)) {
+      transform?.destroy()
       o.log.warn(
         { request_id: o.requestId, upstream: o.upstream, server: peer.address, status: statusCode },
         'upstream response head cannot be relayed',
@@ -269,11 +278,18 @@ export class Exchange implements Dispatcher.DispatchHandler {
       this.#abort?.(CLIENT_FAULT)
       return false
     }
+    if (transform !== undefined) this.#through(transform)
     return true
   }
 
   onData(chunk: Buffer): boolean {
     if (this.#finished) return false
+    const t = this.#transform
+    if (t !== undefined) {
+      if (t.write(chunk)) return true
+      t.once('drain', this.#onDrain)
+      return false
+    }
     const res = this.#o.res
     if (this.#remaining > 0) {
       this.#remaining -= chunk.length
@@ -297,11 +313,37 @@ export class Exchange implements Dispatcher.DispatchHandler {
     this.#resume?.()
   }
 
+  /**
+   * Sends the body through `t`: its output goes to the client, and while the client is slow `t`
+   * is paused, so its buffers fill and its write() (onData) says so to undici. A fault in `t`
+   * ends the response like an internal error; the client leaving destroys `t` (#onClientClose).
+   */
+  #through(t: Transform): void {
+    const res = this.#o.res
+    this.#transform = t
+    t.on('error', this.#onTransformError)
+    t.on('data', (out: Buffer) => {
+      if (!res.write(out) && !res.destroyed) {
+        t.pause()
+        res.once('drain', () => t.resume())
+      }
+    })
+    t.once('end', () => res.end())
+  }
+
+  #onTransformError = (err: Error): void => {
+    if (this.#clientGone) return
+    if (this.#finished) this.#o.res.destroy()
+    else this.#internal(err)
+  }
+
   onComplete(): void {
     if (this.#finished) return
     const res = this.#o.res
     try {
-      if (!res.writableEnded) res.end()
+      // With a transform, its 'end' ends the response once its last bytes are out.
+      if (this.#transform !== undefined) this.#transform.end()
+      else if (!res.writableEnded) res.end()
     } catch (err) {
       this.#internal(err)
       return

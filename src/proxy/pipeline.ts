@@ -279,6 +279,7 @@ export class Pipeline {
       upstreamPath: r.upstreamPath,
       responseHeaders: [],
       dropResponseHeaders: undefined,
+      responseTransform: undefined,
     }
     r.ctx = ctx
     // A preflight the chain answers meets its cors middlewares only (Chain.preflight).
@@ -367,6 +368,7 @@ export class Pipeline {
       headers: r.head.headers,
       responseHeaders: r.ctx?.responseHeaders,
       dropResponseHeaders: r.ctx?.dropResponseHeaders,
+      transform: r.ctx?.responseTransform,
       hasBody: r.hasBody,
       maxBodyBytes: r.maxBodyBytes,
       bodyTimeoutMs: r.rt.snapshot.limits.bodyTimeoutMs,
