@@ -114,10 +114,14 @@ export function rotateTicketKeys(server: tls.Server, everyMs = TICKET_KEY_ROTATI
  * sustained, gets GOAWAY(ENHANCE_YOUR_CALM) and is closed. A browser cancelling requests when
  * the user navigates away stays far below.
  */
+/** How long a connection refused for rapid reset stays open after its GOAWAY (see guardResets). */
+const GOAWAY_LINGER_MS = 500
+
 function guardResets(session: http2.ServerHttp2Session, maxConcurrentStreams: number, log: Logger): void {
   const burst = Math.max(RESET_BURST_MIN, 2 * maxConcurrentStreams)
   let tokens = burst
   let last = performance.now()
+  let refused = false
   session.on('stream', (stream: http2.ServerHttp2Stream) => {
     // 'aborted': the client reset the stream before our response ended.
     stream.once('aborted', () => {
@@ -125,15 +129,21 @@ function guardResets(session: http2.ServerHttp2Session, maxConcurrentStreams: nu
       tokens = Math.min(burst, tokens + ((now - last) / 1000) * RESET_RATE_PER_SEC)
       last = now
       tokens -= 1
-      if (tokens >= 0 || session.destroyed) return
+      if (tokens >= 0 || session.destroyed || refused) return
+      refused = true
       logFailure(
         log,
         'http2_rapid_reset',
         { client: session.socket?.remoteAddress },
         'HTTP/2 client cancels streams faster than allowed; connection closed (ENHANCE_YOUR_CALM)',
       )
-      // With an error: destroy(undefined, code) sends NO_ERROR (undefined takes the default).
-      session.destroy(new Error('HTTP/2 rapid reset'), http2.constants.NGHTTP2_ENHANCE_YOUR_CALM)
+      // GOAWAY first (no new stream is accepted after it), the socket closed a moment later:
+      // closed at once while the client is still sending, the kernel answers with a TCP reset
+      // and the client may never read why. With an error: destroy(undefined, code) would send
+      // NO_ERROR (undefined takes the default).
+      const code = http2.constants.NGHTTP2_ENHANCE_YOUR_CALM
+      session.goaway(code)
+      setTimeout(() => session.destroy(new Error('HTTP/2 rapid reset'), code), GOAWAY_LINGER_MS).unref()
     })
   })
 }
