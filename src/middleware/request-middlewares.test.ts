@@ -3,18 +3,9 @@
 // what it received.
 
 import assert from 'node:assert/strict'
-import net from 'node:net'
 import { after, before, describe, test } from 'node:test'
 import { type Gateway, gateway } from '../../test/helpers/gateway'
-import { startUpstream, type Upstream } from '../../test/helpers/upstream'
-
-async function deadPort(): Promise<number> {
-  const s = net.createServer()
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r))
-  const port = (s.address() as net.AddressInfo).port
-  await new Promise<void>((r) => s.close(() => r()))
-  return port
-}
+import { closedPort, startUpstream, type Upstream } from '../../test/helpers/upstream'
 
 describe('request middlewares (in-process)', () => {
   let up: Upstream
@@ -23,7 +14,7 @@ describe('request middlewares (in-process)', () => {
 
   before(async () => {
     up = await startUpstream('api')
-    dead = await deadPort()
+    dead = await closedPort()
     gw = await gateway(
       `
 mode: api_gateway

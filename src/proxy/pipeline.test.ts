@@ -3,19 +3,9 @@
 // node:http upstreams on 127.0.0.1. Each case takes milliseconds.
 
 import assert from 'node:assert/strict'
-import net from 'node:net'
 import { after, before, describe, test } from 'node:test'
 import { type Gateway, gateway } from '../../test/helpers/gateway'
-import { startUpstream, type Upstream } from '../../test/helpers/upstream'
-
-/** A port nothing listens on: bound, then closed. */
-async function deadPort(): Promise<number> {
-  const s = net.createServer()
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r))
-  const port = (s.address() as net.AddressInfo).port
-  await new Promise<void>((r) => s.close(() => r()))
-  return port
-}
+import { closedPort, startUpstream, type Upstream } from '../../test/helpers/upstream'
 
 describe('pipeline (in-process)', () => {
   let a: Upstream
@@ -26,7 +16,7 @@ describe('pipeline (in-process)', () => {
   before(async () => {
     a = await startUpstream('a')
     b = await startUpstream('b')
-    dead = await deadPort()
+    dead = await closedPort()
     gw = await gateway(`
 mode: api_gateway
 server: {bind_address: "127.0.0.1:0", max_body_bytes: 1000}
