@@ -539,6 +539,7 @@ class Conn {
     this.messageDone = false
     this.status = 0
     this.info = false
+    this.error = null
     this.sock.ref()
     if (!req.connected) {
       req.connected = true
@@ -662,7 +663,8 @@ class Conn {
     this.executing = true
     const r = this.parser.execute(buf.length === n ? (buf as Buffer) : (buf as Buffer).subarray(0, n))
     this.executing = false
-    if (typeof r !== 'number') this.onParseError(r)
+    // An error set by a callback: the binding reports none for an upgrade (101) response.
+    if (typeof r !== 'number' || this.error !== null) this.onParseError(typeof r === 'number' ? undefined : r)
     this.afterParse()
   }
 
@@ -686,11 +688,12 @@ class Conn {
 
   private onParseError(err: ParseError | undefined): void {
     const req = this.req
-    if (req === null || req.state !== ACTIVE || err === undefined) {
+    const e = this.error ?? (err === undefined ? null : parseError(err))
+    if (req === null || req.state !== ACTIVE || e === null) {
       this.destroy()
       return
     }
-    fail(req, this.error ?? parseError(err))
+    fail(req, e)
   }
 
   /** The response ended and the handler is not paused: onComplete, then reuse or close. */
@@ -1034,6 +1037,8 @@ export class H1Pool {
     if (this.#destroyed) return
     this.#closing = true
     if (this.#active.size > 0) await new Promise<void>((r) => this.#onDrained.push(r))
+    // Closed is destroyed from now on, as undici's DispatcherBase has it.
+    this.#destroyed = true
     await this.#closeAll()
   }
 
