@@ -103,6 +103,7 @@ const EMPTY: Buffer[] = []
 const READ_BUFFER = Buffer.allocUnsafe(64 * 1024)
 
 const kConn = Symbol('h1.conn')
+const noop = (): void => undefined
 
 class Request {
   state = QUEUED
@@ -135,6 +136,7 @@ class Request {
   ) {
     this.bodyTimeout = opts.bodyTimeout ?? 0
     this.headersTimeout = opts.headersTimeout ?? 0
+    if (body !== null) this.listen()
   }
 
   /** Handed to onConnect; undici's semantics: ends the request now with `err` (or ABORTED). */
@@ -163,36 +165,40 @@ class Request {
     c.arm(BODY_TIMER, this.bodyTimeout)
   }
 
-  // Body stream listeners (bound once per request).
-  readonly onBodyData = (chunk: Buffer | string): void => {
-    const c = this.conn
-    if (this.state !== ACTIVE || c === null) return
-    this.bodyStarted = true
-    c.writeBody(this, typeof chunk === 'string' ? Buffer.from(chunk) : chunk)
-  }
+  // Body stream listeners: made only for requests that have a body (most have none).
+  onBodyData: (chunk: Buffer | string) => void = noop
+  onBodyEnd: () => void = noop
+  onBodyError: (err: Error) => void = noop
+  onBodyClose: () => void = noop
+  onDrain: () => void = noop
 
-  readonly onBodyEnd = (): void => {
-    this.bodyEnded = true
-    const c = this.conn
-    if (this.state !== ACTIVE || c === null) return
-    c.endBody(this)
-  }
-
-  readonly onBodyError = (err: Error): void => {
-    if (this.state === ACTIVE || this.state === QUEUED) fail(this, err)
-  }
-
-  readonly onBodyClose = (): void => {
-    // 'close' before 'end': the stream was destroyed without an error (undici: aborted).
-    if (!this.bodyEnded && this.state === ACTIVE) {
-      queueMicrotask(() => {
-        if (this.state === ACTIVE) fail(this, new H1Error(ABORTED, 'Request aborted'))
-      })
+  private listen(): void {
+    this.onBodyData = (chunk) => {
+      const c = this.conn
+      if (this.state !== ACTIVE || c === null) return
+      this.bodyStarted = true
+      c.writeBody(this, typeof chunk === 'string' ? Buffer.from(chunk) : chunk)
     }
-  }
-
-  readonly onDrain = (): void => {
-    if (this.state === ACTIVE && this.writing) this.body?.resume()
+    this.onBodyEnd = () => {
+      this.bodyEnded = true
+      const c = this.conn
+      if (this.state !== ACTIVE || c === null) return
+      c.endBody(this)
+    }
+    this.onBodyError = (err) => {
+      if (this.state === ACTIVE || this.state === QUEUED) fail(this, err)
+    }
+    this.onBodyClose = () => {
+      // 'close' before 'end': the stream was destroyed without an error (undici: aborted).
+      if (!this.bodyEnded && this.state === ACTIVE) {
+        queueMicrotask(() => {
+          if (this.state === ACTIVE) fail(this, new H1Error(ABORTED, 'Request aborted'))
+        })
+      }
+    }
+    this.onDrain = () => {
+      if (this.state === ACTIVE && this.writing) this.body?.resume()
+    }
   }
 
   /** Stops writing the body; `final`: the request is over, its error listener goes too. */
