@@ -232,9 +232,9 @@ async function main() {
       }
     }
     console.log(
-      '| path | client | CPU µs/request (median) | runs | req/s (median) | p99 ms | errors | upstream sockets |',
+      '| path | client | CPU µs/request (median) | (min) | runs | req/s (median) | p99 ms | errors | upstream sockets |',
     )
-    console.log('|---|---|---:|---|---:|---:|---:|---:|')
+    console.log('|---|---|---:|---:|---|---:|---:|---:|---:|')
     for (const p of PATHS) {
       for (const which of CLIENTS) {
         const t = table[`${p} ${which}`]
