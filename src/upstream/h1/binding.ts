@@ -1,0 +1,188 @@
+// The one place that touches Node's llhttp binding: `HTTPParser` from the undocumented (but
+// long-standing: node:http's own client and server parse with it) `_http_common` module.
+// `h1Available()` checks, once, that the binding exists and behaves the way the H1 client uses
+// it; when it does not, the caller selects undici instead and says so in the log.
+
+export interface LlhttpParser {
+  initialize(type: number, resource: object, maxHeaderSize: number, lenientFlags: number): void
+  /** Bytes parsed, or an Error with `code` (`HPE_*`), `reason` and `bytesParsed`. */
+  execute(data: Buffer): number | ParseError
+  /** Signals end of input: completes a close-delimited body, or returns an Error. */
+  finish(): ParseError | undefined
+  close(): void
+  [slot: number]: unknown
+}
+
+export interface ParseError extends Error {
+  code: string
+  reason?: string
+  bytesParsed?: number
+}
+
+export interface ParserBinding {
+  readonly Parser: new () => LlhttpParser
+  readonly RESPONSE: number
+  readonly kOnMessageBegin: number
+  readonly kOnHeaders: number
+  readonly kOnHeadersComplete: number
+  readonly kOnBody: number
+  readonly kOnMessageComplete: number
+}
+
+let loaded: { binding: ParserBinding | undefined; problem: string | undefined } | undefined
+
+/** The binding, or undefined when `h1Problem()` has a reason. */
+export function parserBinding(): ParserBinding | undefined {
+  loaded ??= load()
+  return loaded.binding
+}
+
+/** Whether the own HTTP/1.1 client can run on this Node.js (checked once, then cached). */
+export function h1Available(): boolean {
+  return parserBinding() !== undefined
+}
+
+/** Why the own client cannot run here (for the start-up log line), or undefined. */
+export function h1Problem(): string | undefined {
+  loaded ??= load()
+  return loaded.problem
+}
+
+function load(): { binding: ParserBinding | undefined; problem: string | undefined } {
+  let mod: { HTTPParser?: unknown }
+  try {
+    // Not in @types/node: an internal module, reachable only through require.
+    mod = require('node:_http_common')
+  } catch (err) {
+    return { binding: undefined, problem: `_http_common cannot be loaded: ${(err as Error).message}` }
+  }
+  const P = mod.HTTPParser as (new () => LlhttpParser) & Record<string, unknown>
+  if (typeof P !== 'function') return { binding: undefined, problem: '_http_common has no HTTPParser' }
+  const names = [
+    'RESPONSE',
+    'kOnMessageBegin',
+    'kOnHeaders',
+    'kOnHeadersComplete',
+    'kOnBody',
+    'kOnMessageComplete',
+  ]
+  for (const name of names) {
+    if (typeof P[name] !== 'number') return { binding: undefined, problem: `HTTPParser.${name} is missing` }
+  }
+  for (const m of ['initialize', 'execute', 'finish', 'close']) {
+    if (typeof (P.prototype as Record<string, unknown>)[m] !== 'function') {
+      return { binding: undefined, problem: `HTTPParser.prototype.${m} is missing` }
+    }
+  }
+  const binding: ParserBinding = {
+    Parser: P,
+    RESPONSE: P.RESPONSE as number,
+    kOnMessageBegin: P.kOnMessageBegin as number,
+    kOnHeaders: P.kOnHeaders as number,
+    kOnHeadersComplete: P.kOnHeadersComplete as number,
+    kOnBody: P.kOnBody as number,
+    kOnMessageComplete: P.kOnMessageComplete as number,
+  }
+  try {
+    const problem = selfTest(binding)
+    return problem === undefined ? { binding, problem: undefined } : { binding: undefined, problem }
+  } catch (err) {
+    return { binding: undefined, problem: `HTTPParser self-test threw: ${(err as Error).message}` }
+  }
+}
+
+/**
+ * Parses a small chunked response split over two reads (with a trailer), a response whose body a
+ * return of 1 skips, one with more headers than the fast path carries, and a malformed line.
+ * It checks what the client relies on: the argument order of headers-complete, body chunks that
+ * are copies (the client reads sockets into one reused buffer), the slow-path header flush, a
+ * return of 1 skipping a body, errors returned as values.
+ */
+function selfTest(b: ParserBinding): string | undefined {
+  const p = new b.Parser()
+  p.initialize(b.RESPONSE, {}, 65536, 0)
+  const events: string[] = []
+  const chunks: Buffer[] = []
+  let flushed: string[] = []
+  let inHead = false
+  let skip = 0
+  p[b.kOnMessageBegin] = () => {
+    events.push('begin')
+    inHead = true
+    return 0
+  }
+  // The slow path: more fields than fit the fast path, and (once that happened) every later
+  // head on this parser; after the head, the trailer section.
+  p[b.kOnHeaders] = (headers: unknown) => {
+    if (inHead && Array.isArray(headers)) flushed = flushed.concat(headers as string[])
+    return 0
+  }
+  p[b.kOnHeadersComplete] = (
+    major: number,
+    minor: number,
+    headers: unknown,
+    _method: unknown,
+    _url: unknown,
+    status: number,
+    reason: string,
+    upgrade: boolean,
+    keepAlive: boolean,
+  ) => {
+    const list = Array.isArray(headers) ? (headers as string[]) : flushed
+    const h = list.length > 8 ? `${list.length} fields` : list.join('|')
+    flushed = []
+    inHead = false
+    events.push(`head ${major}.${minor} ${status} ${reason} ${h} ${upgrade} ${keepAlive}`)
+    return skip
+  }
+  p[b.kOnBody] = (chunk: unknown, ...rest: unknown[]) => {
+    if (!Buffer.isBuffer(chunk) || rest.length > 0) events.push('body is not a single Buffer')
+    else chunks.push(chunk)
+    return 0
+  }
+  p[b.kOnMessageComplete] = () => {
+    events.push(`complete ${Buffer.concat(chunks).toString('latin1')}`)
+    chunks.length = 0
+    return 0
+  }
+  const run = (text: string): number | ParseError => {
+    const input = Buffer.from(text, 'latin1')
+    const r = p.execute(input)
+    input.fill(0x7a) // a body chunk that is a view of the input would now read "z"
+    return r
+  }
+  try {
+    const parts = [
+      'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nA: b\r\n\r\n3;x=y\r\nab',
+      'c\r\n0\r\nT: v\r\n\r\n',
+      `HTTP/1.1 200 OK\r\nContent-Length: 2\r\n${'X: y\r\n'.repeat(40)}\r\nok`,
+    ]
+    for (const part of parts) {
+      if (run(part) !== part.length) return 'execute() did not return the number of bytes parsed'
+    }
+    skip = 1
+    const head = 'HTTP/1.0 200 OK\r\nContent-Length: 3\r\n\r\n'
+    if (run(head) !== head.length) return 'execute() did not return the number of bytes parsed'
+    const bad = run('HTTP/1.1 200 OK\r\n\r\n') // after an HTTP/1.0 close: refused
+    if (!(bad instanceof Error) || typeof (bad as ParseError).code !== 'string') {
+      return 'execute() did not return an Error with a code for a malformed status line'
+    }
+    const want = [
+      'begin',
+      'head 1.1 200 OK Transfer-Encoding|chunked|A|b false true',
+      'complete abc',
+      'begin',
+      'head 1.1 200 OK 82 fields false true',
+      'complete ok',
+      'begin',
+      'head 1.0 200 OK Content-Length|3 false false',
+      'complete ',
+    ]
+    if (events.join('\n') !== want.join('\n')) {
+      return `HTTPParser callbacks differ from what the client expects: ${JSON.stringify(events)}`
+    }
+    return undefined
+  } finally {
+    p.close()
+  }
+}

@@ -1,0 +1,1067 @@
+// The own upstream HTTP/1.1 client: a pool of keep-alive connections to one origin, each with
+// one long-lived llhttp parser (binding.ts), driven through undici's legacy dispatch-handler
+// contract so that proxy/forward.ts's Exchange can use it in place of undici's Pool.
+//
+// Shape (measured in ../shared/bench/README.md): idle sockets on a LIFO stack (the warmest one
+// first), a FIFO queue when all `connections` are busy, the request head written as one string
+// in one write (with the first body chunk when there is a body), plain sockets read with
+// `onread` into one shared buffer (safe: the binding hands body chunks over as copies and
+// headers as strings, which binding.ts checks at start), TLS sockets through 'data' events.
+//
+// Failures carry undici's codes (errors.ts) so proxy/errors.ts classifies both clients alike.
+// A socket that has served a response and fails before any byte of the next response arrived
+// (the server closed it while idle: a stale keep-alive socket) is retried once on a new
+// connection, for idempotent methods whose body, if any, was not read yet (RFC 9112 section
+// 9.3.1). Every handler callback is guarded: a handler's throw ends its request, not the socket
+// loop; nothing is called on a handler after its onComplete or onError.
+
+import net from 'node:net'
+import type { Readable } from 'node:stream'
+import tls from 'node:tls'
+import { type LlhttpParser, type ParseError, type ParserBinding, parserBinding } from './binding'
+import {
+  ABORTED,
+  BODY_TIMEOUT,
+  CLOSED,
+  connectTimeout,
+  DESTROYED,
+  H1Error,
+  HEADERS_OVERFLOW,
+  HEADERS_TIMEOUT,
+  invalidArg,
+  REQ_CONTENT_LENGTH_MISMATCH,
+  RES_CONTENT_LENGTH_MISMATCH,
+  socketError,
+} from './errors'
+import { type DispatchOptions, type RequestHead, requestHead } from './request'
+
+export type { DispatchOptions } from './request'
+
+/** undici's legacy dispatch handler, as proxy/forward.ts implements it. */
+export interface H1Handler {
+  onConnect?(abort: (err?: Error) => void): void
+  onHeaders?(statusCode: number, rawHeaders: Buffer[], resume: () => void, statusText: string): boolean
+  onData?(chunk: Buffer): boolean
+  onComplete?(trailers: Buffer[] | null): void
+  onError?(err: Error): void
+}
+
+export interface H1Tls {
+  /** SNI and the name the certificate must carry; an IP address is verified but not sent. */
+  servername?: string | undefined
+  ca?: string | Buffer | undefined
+  cert?: string | Buffer | undefined
+  key?: string | Buffer | undefined
+  rejectUnauthorized?: boolean | undefined
+}
+
+export interface H1Origin {
+  /** Host name or IP address (IPv6 with or without brackets). */
+  host: string
+  port: number
+  tls?: H1Tls | undefined
+}
+
+export interface H1PoolOptions {
+  /** Most sockets open at once; more requests wait in the queue. */
+  connections: number
+  /** An idle socket is closed after this long (less when the server's Keep-Alive says so). */
+  idleTimeoutMs: number
+  connectTimeoutMs: number
+  /** A response head larger than this is refused (UND_ERR_HEADERS_OVERFLOW). Default 64 KiB. */
+  maxHeaderSize?: number
+}
+
+/** undici's PoolStats names. */
+export interface H1PoolStats {
+  /** Sockets connected (idle or busy). */
+  connected: number
+  /** Idle sockets. */
+  free: number
+  /** Requests waiting for a socket. */
+  pending: number
+  /** Requests on a socket. */
+  running: number
+  /** pending + running. */
+  size: number
+}
+
+const QUEUED = 0
+const ACTIVE = 1
+const DONE = 2
+
+const NO_TIMER = 0
+const HEAD_TIMER = 1
+const BODY_TIMER = 2
+
+/** undici's keepAliveTimeoutThreshold: a server's Keep-Alive timeout minus this is trusted. */
+const KEEP_ALIVE_THRESHOLD_MS = 2000
+const DEFAULT_MAX_HEADER_SIZE = 64 * 1024
+const EMPTY: Buffer[] = []
+
+/** Plain sockets read into this one buffer; see the module comment for why sharing is safe. */
+const READ_BUFFER = Buffer.allocUnsafe(64 * 1024)
+
+const kConn = Symbol('h1.conn')
+const noop = (): void => undefined
+
+class Request {
+  state = QUEUED
+  conn: Conn | null = null
+  /** onConnect has been called (once per request, also across a stale-socket retry). */
+  connected = false
+  retried = false
+  /** Some bytes of the request (head or body) went to a socket. */
+  written = false
+  /** A chunk of the body stream was read: the request can no longer be sent again. */
+  bodyStarted = false
+  bodyEnded = false
+  bodyBytes = 0
+  /** The body is still being written (a response may come first). */
+  writing = false
+  /** The handler returned false from onData: chunks wait here until it resumes. */
+  paused = false
+  held: Buffer[] | null = null
+  completeHeld = false
+  readonly bodyTimeout: number
+  readonly headersTimeout: number
+
+  constructor(
+    readonly pool: H1Pool,
+    readonly handler: H1Handler,
+    readonly head: RequestHead,
+    readonly body: Readable | null,
+    readonly isHead: boolean,
+    opts: DispatchOptions,
+  ) {
+    this.bodyTimeout = opts.bodyTimeout ?? 0
+    this.headersTimeout = opts.headersTimeout ?? 0
+    if (body !== null) this.listen()
+  }
+
+  /** Handed to onConnect; undici's semantics: ends the request now with `err` (or ABORTED). */
+  readonly abort = (err?: Error): void => {
+    if (this.state !== ACTIVE) return
+    fail(this, err ?? new H1Error(ABORTED, 'Request aborted'))
+  }
+
+  /** Handed to onHeaders: the handler is ready for more body after returning false. */
+  readonly resume = (): void => {
+    if (this.state !== ACTIVE || !this.paused) return
+    this.paused = false
+    const held = this.held
+    while (held !== null && held.length > 0) {
+      const chunk = held.shift()!
+      if (!deliver(this, chunk)) return
+    }
+    const c = this.conn
+    if (c === null) return
+    if (this.completeHeld) {
+      c.complete(this)
+      if (!c.executing) c.afterParse()
+      return
+    }
+    c.sock.resume()
+    c.arm(BODY_TIMER, this.bodyTimeout)
+  }
+
+  // Body stream listeners: made only for requests that have a body (most have none).
+  onBodyData: (chunk: Buffer | string) => void = noop
+  onBodyEnd: () => void = noop
+  onBodyError: (err: Error) => void = noop
+  onBodyClose: () => void = noop
+  onDrain: () => void = noop
+
+  private listen(): void {
+    this.onBodyData = (chunk) => {
+      const c = this.conn
+      if (this.state !== ACTIVE || c === null) return
+      this.bodyStarted = true
+      c.writeBody(this, typeof chunk === 'string' ? Buffer.from(chunk) : chunk)
+    }
+    this.onBodyEnd = () => {
+      this.bodyEnded = true
+      const c = this.conn
+      if (this.state !== ACTIVE || c === null) return
+      c.endBody(this)
+    }
+    this.onBodyError = (err) => {
+      if (this.state === ACTIVE || this.state === QUEUED) fail(this, err)
+    }
+    this.onBodyClose = () => {
+      // 'close' before 'end': the stream was destroyed without an error (undici: aborted).
+      if (!this.bodyEnded && this.state === ACTIVE) {
+        queueMicrotask(() => {
+          if (this.state === ACTIVE) fail(this, new H1Error(ABORTED, 'Request aborted'))
+        })
+      }
+    }
+    this.onDrain = () => {
+      if (this.state === ACTIVE && this.writing) this.body?.resume()
+    }
+  }
+
+  /** Stops writing the body; `final`: the request is over, its error listener goes too. */
+  detachBody(final: boolean): void {
+    const b = this.body
+    if (b === null) return
+    b.removeListener('data', this.onBodyData)
+    b.removeListener('end', this.onBodyEnd)
+    b.removeListener('close', this.onBodyClose)
+    if (final) b.removeListener('error', this.onBodyError)
+    this.conn?.sock.removeListener('drain', this.onDrain)
+    this.writing = false
+  }
+}
+
+/** Calls onData; false when the handler asked to pause (or the request ended meanwhile). */
+function deliver(req: Request, chunk: Buffer): boolean {
+  let more: boolean
+  try {
+    more = req.handler.onData?.(chunk) !== false
+  } catch (err) {
+    fail(req, err as Error)
+    return false
+  }
+  if (req.state !== ACTIVE) return false
+  if (!more) {
+    req.paused = true
+    req.conn?.sock.pause()
+    return false
+  }
+  return true
+}
+
+/** Ends `req` with `err`: one onError, its socket closed (or kept when nothing was written). */
+function fail(req: Request, err: Error): void {
+  if (req.state === DONE) return
+  const wasQueued = req.state === QUEUED
+  req.state = DONE
+  req.pool.requestDone(req, wasQueued)
+  const body = req.body
+  req.detachBody(true)
+  // undici destroys the body of a failed request; the exchange reads `destroyed` from it.
+  if (body !== null && !body.destroyed) body.destroy()
+  const c = req.conn
+  req.conn = null
+  if (c !== null && c.req === req) {
+    c.req = null
+    // Nothing of this request reached the socket: it can serve another (after this turn).
+    if (!req.written && !c.dead) setImmediate(releaseAfterTick, c)
+    else c.destroy()
+  }
+  try {
+    req.handler.onError?.(err)
+  } catch {
+    // The handler's own fault while handling an error: nothing is left to tell.
+  }
+}
+
+function toBuffers(headers: string[]): Buffer[] {
+  const out = new Array<Buffer>(headers.length)
+  for (let i = 0; i < headers.length; i++) out[i] = Buffer.from(headers[i]!, 'latin1')
+  return out
+}
+
+/** The binding's parse error as undici reports it (HTTPParserError keeps llhttp's HPE_ code). */
+function parseError(err: ParseError): Error {
+  if (err.code === 'HPE_HEADER_OVERFLOW') return new H1Error(HEADERS_OVERFLOW, 'Headers Overflow Error')
+  return new H1Error(err.code, `Response does not match the HTTP/1.1 protocol (${err.reason ?? err.message})`)
+}
+
+// ---- parser callbacks: `this` is the parser, `this[kConn]` its connection
+type BoundParser = LlhttpParser & { [kConn]: Conn }
+
+function onMessageBegin(this: BoundParser): number {
+  const c = this[kConn]
+  // A response nobody asked for (after the last one ended): the connection cannot be trusted.
+  if (c.req === null || c.messageDone) c.poisoned = true
+  c.inHead = true
+  c.fields.length = 0
+  return 0
+}
+
+function onHeaders(this: BoundParser, headers: string[]): number {
+  const c = this[kConn]
+  if (!c.inHead) return 0 // a trailer section: dropped
+  for (let i = 0; i < headers.length; i++) c.fields.push(headers[i]!)
+  return 0
+}
+
+function onHeadersComplete(
+  this: BoundParser,
+  _major: number,
+  _minor: number,
+  headers: string[] | undefined,
+  _method: unknown,
+  _url: unknown,
+  status: number,
+  statusText: string,
+  upgrade: boolean,
+  keepAlive: boolean,
+): number {
+  const c = this[kConn]
+  c.inHead = false
+  const req = c.req
+  if (req === null || c.poisoned || req.state !== ACTIVE) {
+    c.poisoned = true
+    return -1
+  }
+  const fields = headers === undefined ? c.fields.splice(0) : headers
+  if (upgrade || status === 101) {
+    c.error = socketError('bad upgrade')
+    return -1
+  }
+  const handler = req.handler
+  if (status < 200) {
+    // 1xx (100 Continue, 103 Early Hints): shown to the handler, then the final answer follows
+    // (RFC 9110 section 15.2: a client must parse 1xx responses it did not ask for).
+    c.info = true
+    try {
+      handler.onHeaders?.(status, toBuffers(fields), req.resume, statusText)
+    } catch (err) {
+      fail(req, err as Error)
+      return -1
+    }
+    return req.state === ACTIVE ? 0 : -1
+  }
+  c.status = status
+  c.responseKeepAlive = keepAlive
+  c.contentLength = -1
+  c.bytesRead = 0
+  c.idleMs = c.pool.idleTimeoutMs
+  for (let i = 0; i < fields.length; i += 2) {
+    const name = fields[i]!
+    if (name.length === 10) {
+      if (name.toLowerCase() === 'keep-alive') c.idleMs = keepAliveHint(fields[i + 1]!, c.idleMs)
+    } else if (name.length === 14 && name.toLowerCase() === 'content-length') {
+      c.contentLength = Number(fields[i + 1])
+    }
+  }
+  c.arm(BODY_TIMER, req.bodyTimeout)
+  let more: boolean
+  try {
+    more = handler.onHeaders?.(status, toBuffers(fields), req.resume, statusText) !== false
+  } catch (err) {
+    fail(req, err as Error)
+    return -1
+  }
+  if (req.state !== ACTIVE) return -1
+  if (!more) {
+    req.paused = true
+    c.sock.pause()
+  }
+  return req.isHead ? 1 : 0
+}
+
+function onBody(this: BoundParser, chunk: Buffer): number {
+  const c = this[kConn]
+  const req = c.req
+  if (req === null || req.state !== ACTIVE || c.info || c.poisoned) return 0
+  c.bytesRead += chunk.length
+  c.arm(BODY_TIMER, req.bodyTimeout)
+  if (req.paused) {
+    if (req.held === null) req.held = []
+    req.held.push(chunk)
+    return 0
+  }
+  deliver(req, chunk)
+  return 0
+}
+
+function onMessageComplete(this: BoundParser): number {
+  const c = this[kConn]
+  if (c.info) {
+    c.info = false
+    return 0
+  }
+  const req = c.req
+  if (req === null || req.state !== ACTIVE || c.messageDone || c.poisoned) return 0
+  c.messageDone = true
+  if (req.paused) {
+    req.completeHeld = true
+    return 0
+  }
+  c.complete(req)
+  return 0
+}
+
+/** `Keep-Alive: timeout=N` (seconds): trusted minus undici's 2 s threshold, capped by ours. */
+function keepAliveHint(value: string, cap: number): number {
+  const m = /timeout\s*=\s*(\d+)/i.exec(value)
+  if (m === null) return cap
+  return Math.min(cap, Number(m[1]) * 1000 - KEEP_ALIVE_THRESHOLD_MS)
+}
+
+function onConnTimer(c: Conn): void {
+  const req = c.req
+  if (req === null || req.state !== ACTIVE) return
+  if (c.timerKind === BODY_TIMER && !req.paused && !c.messageDone) {
+    fail(req, new H1Error(BODY_TIMEOUT, 'Body Timeout Error'))
+  } else if (c.timerKind === HEAD_TIMER) {
+    fail(req, new H1Error(HEADERS_TIMEOUT, 'Headers Timeout Error'))
+  }
+}
+
+function onIdleTimer(c: Conn): void {
+  if (c.idle && !c.dead) c.destroy()
+}
+
+function releaseAfterTick(c: Conn): void {
+  if (!c.dead && c.req === null && !c.poisoned) c.pool.release(c)
+}
+
+/** One socket and its parser. */
+class Conn {
+  readonly sock: net.Socket
+  readonly parser: BoundParser
+  req: Request | null = null
+  /** The request this connection is being opened for. */
+  private waiting: Request | null
+  connecting = true
+  dead = false
+  idle = false
+  /** Has completed a response: a failure before the next response's first byte may be stale. */
+  reused = false
+  /** A byte arrived since the current request was assigned. */
+  gotBytes = false
+  executing = false
+  poisoned = false
+  /** The current response ended (its completion may wait for a paused handler). */
+  messageDone = false
+  /** Release this connection once the current parse returns. */
+  releasePending = false
+  error: Error | null = null
+  // Current response
+  inHead = false
+  info = false
+  fields: string[] = []
+  status = 0
+  responseKeepAlive = false
+  contentLength = -1
+  bytesRead = 0
+  idleMs: number
+  // One timer for the head/body deadlines, one for idleness; re-armed with refresh().
+  timer: NodeJS.Timeout | null = null
+  timerMs = 0
+  timerKind = NO_TIMER
+  idleTimer: NodeJS.Timeout | null = null
+  idleTimerMs = 0
+  private connectTimer: NodeJS.Timeout | null = null
+
+  constructor(
+    readonly pool: H1Pool,
+    binding: ParserBinding,
+    first: Request,
+  ) {
+    this.waiting = first
+    this.idleMs = pool.idleTimeoutMs
+    const o = pool.origin
+    const t = o.tls
+    if (t === undefined) {
+      this.sock = net.connect({
+        host: pool.connectHost,
+        port: o.port,
+        noDelay: true,
+        keepAlive: true,
+        keepAliveInitialDelay: 60_000,
+        onread: {
+          buffer: READ_BUFFER,
+          // Returning false would pause the socket; pausing is done explicitly instead.
+          callback: (n: number, buf: Uint8Array): boolean => {
+            this.onRead(n, buf)
+            return true
+          },
+        },
+      })
+      this.sock.once('connect', this.onConnected)
+    } else {
+      const servername = t.servername ?? o.host
+      const sock = tls.connect({
+        host: pool.connectHost,
+        port: o.port,
+        // RFC 6066 section 3: an IP address is not a server name; it is still verified.
+        ...(net.isIP(servername) === 0 ? { servername } : {}),
+        checkServerIdentity: (_host, cert) => tls.checkServerIdentity(servername, cert),
+        ca: t.ca,
+        cert: t.cert,
+        key: t.key,
+        rejectUnauthorized: t.rejectUnauthorized !== false,
+        session: pool.tlsSession,
+        ALPNProtocols: ['http/1.1'],
+      })
+      sock.on('session', (s: Buffer) => {
+        pool.tlsSession = s
+      })
+      sock.setNoDelay(true)
+      sock.setKeepAlive(true, 60_000)
+      sock.on('data', (chunk: Buffer) => this.onRead(chunk.length, chunk))
+      sock.once('secureConnect', this.onConnected)
+      this.sock = sock
+    }
+    const sock = this.sock
+    sock.on('error', this.onError)
+    sock.on('end', this.onEnd)
+    sock.on('close', this.onClose)
+    if (pool.connectTimeoutMs > 0) {
+      this.connectTimer = setTimeout(() => {
+        // Let a socket error that is already due win over the timeout (as undici does).
+        setImmediate(() => {
+          if (this.connecting && !this.dead) {
+            sock.destroy(connectTimeout(o.host, o.port, pool.connectTimeoutMs))
+          }
+        })
+      }, pool.connectTimeoutMs)
+    }
+    const p = new binding.Parser() as BoundParser
+    p.initialize(binding.RESPONSE, {}, pool.maxHeaderSize, 0)
+    p[binding.kOnMessageBegin] = onMessageBegin
+    p[binding.kOnHeaders] = onHeaders
+    p[binding.kOnHeadersComplete] = onHeadersComplete
+    p[binding.kOnBody] = onBody
+    p[binding.kOnMessageComplete] = onMessageComplete
+    p[kConn] = this
+    this.parser = p
+  }
+
+  private onConnected = (): void => {
+    this.connecting = false
+    if (this.connectTimer !== null) clearTimeout(this.connectTimer)
+    this.connectTimer = null
+    const req = this.waiting
+    this.waiting = null
+    if (this.dead) return
+    if (req === null || req.state === DONE) this.pool.release(this)
+    else this.assign(req)
+  }
+
+  /** Puts `req` on this connection: onConnect, then the head (with the body's first chunk). */
+  assign(req: Request): void {
+    this.req = req
+    req.conn = this
+    req.state = ACTIVE
+    this.idle = false
+    this.gotBytes = false
+    this.messageDone = false
+    this.status = 0
+    this.info = false
+    this.error = null
+    this.sock.ref()
+    if (!req.connected) {
+      req.connected = true
+      try {
+        req.handler.onConnect?.(req.abort)
+      } catch (err) {
+        fail(req, err as Error)
+      }
+      if (req.state !== ACTIVE) return
+    }
+    const body = req.body
+    if (body === null) {
+      const h = req.head
+      const framing = h.contentLength === 0 && h.expectsPayload ? 'content-length: 0\r\n\r\n' : '\r\n'
+      req.written = true
+      this.sock.write(h.text + framing, 'latin1')
+      this.arm(HEAD_TIMER, req.headersTimeout)
+      return
+    }
+    // The head goes out with the first chunk (or at the end of an empty body), as undici does.
+    req.writing = true
+    if (body.destroyed || body.readableEnded) {
+      // Ended or destroyed before this request had a socket (nobody else should read it).
+      if (body.readableEnded && !body.errored) {
+        req.bodyEnded = true
+        this.endBody(req)
+      } else {
+        fail(req, (body.errored as Error | null) ?? new H1Error(ABORTED, 'Request aborted'))
+      }
+      return
+    }
+    body.on('data', req.onBodyData)
+    body.on('end', req.onBodyEnd)
+    body.on('close', req.onBodyClose)
+    body.resume()
+  }
+
+  writeBody(req: Request, chunk: Buffer): void {
+    const len = chunk.length
+    if (len === 0) return
+    const h = req.head
+    if (h.contentLength >= 0 && req.bodyBytes + len > h.contentLength) {
+      fail(
+        req,
+        new H1Error(REQ_CONTENT_LENGTH_MISMATCH, 'Request body length does not match content-length header'),
+      )
+      return
+    }
+    const sock = this.sock
+    sock.cork()
+    if (!req.written) {
+      req.written = true
+      const framing =
+        h.contentLength >= 0
+          ? `content-length: ${h.contentLength}\r\n\r\n`
+          : 'transfer-encoding: chunked\r\n\r\n'
+      sock.write(h.text + framing, 'latin1')
+    }
+    let ok: boolean
+    if (h.contentLength >= 0) {
+      ok = sock.write(chunk)
+    } else {
+      sock.write(`${len.toString(16)}\r\n`, 'latin1')
+      sock.write(chunk)
+      ok = sock.write('\r\n', 'latin1')
+    }
+    sock.uncork()
+    req.bodyBytes += len
+    if (!ok && req.body !== null) {
+      req.body.pause()
+      sock.once('drain', req.onDrain)
+    }
+  }
+
+  endBody(req: Request): void {
+    if (!req.writing) return
+    req.detachBody(false)
+    const h = req.head
+    if (h.contentLength >= 0 && req.bodyBytes !== h.contentLength) {
+      fail(
+        req,
+        new H1Error(REQ_CONTENT_LENGTH_MISMATCH, 'Request body length does not match content-length header'),
+      )
+      return
+    }
+    if (!req.written) {
+      req.written = true
+      this.sock.write(h.text + (h.expectsPayload ? 'content-length: 0\r\n\r\n' : '\r\n'), 'latin1')
+    } else if (h.contentLength < 0) {
+      this.sock.write('0\r\n\r\n', 'latin1')
+    }
+    if (this.status === 0) this.arm(HEAD_TIMER, req.headersTimeout)
+  }
+
+  /** Arms the head or body deadline; 0 ms disarms. The timer object is reused when it can be. */
+  arm(kind: number, ms: number): void {
+    if (ms <= 0) {
+      this.timerKind = NO_TIMER
+      return
+    }
+    this.timerKind = kind
+    if (this.timer !== null && this.timerMs === ms) {
+      this.timer.refresh()
+      return
+    }
+    if (this.timer !== null) clearTimeout(this.timer)
+    this.timer = setTimeout(onConnTimer, ms, this)
+    this.timer.unref()
+    this.timerMs = ms
+  }
+
+  onRead(n: number, buf: Uint8Array): void {
+    if (this.dead) return
+    if (this.req === null) {
+      // Bytes with no request outstanding (RFC 9112 section 9.3.2 lets a server close an idle
+      // connection; it may not answer what was never asked): this connection is done.
+      this.destroy()
+      return
+    }
+    this.gotBytes = true
+    this.executing = true
+    const r = this.parser.execute(buf.length === n ? (buf as Buffer) : (buf as Buffer).subarray(0, n))
+    this.executing = false
+    // An error set by a callback: the binding reports none for an upgrade (101) response.
+    if (typeof r !== 'number' || this.error !== null) this.onParseError(typeof r === 'number' ? undefined : r)
+    this.afterParse()
+  }
+
+  /** After execute() or finish() returned: act on what the callbacks could not do inside. */
+  afterParse(): void {
+    if (this.dead) {
+      this.freeParser()
+      return
+    }
+    if (this.poisoned) {
+      this.destroy()
+      return
+    }
+    if (this.releasePending) {
+      this.releasePending = false
+      // One turn of the event loop before reuse, as undici does (GHSA-35p6-xmwp-9g52): bytes,
+      // a FIN or a reset already on their way arrive before the next request is written.
+      setImmediate(releaseAfterTick, this)
+    }
+  }
+
+  private onParseError(err: ParseError | undefined): void {
+    const req = this.req
+    const e = this.error ?? (err === undefined ? null : parseError(err))
+    if (req === null || req.state !== ACTIVE || e === null) {
+      this.destroy()
+      return
+    }
+    fail(req, e)
+  }
+
+  /** The response ended and the handler is not paused: onComplete, then reuse or close. */
+  complete(req: Request): void {
+    req.state = DONE
+    this.pool.requestDone(req, false)
+    this.timerKind = NO_TIMER
+    const stillWriting = req.writing
+    req.detachBody(true)
+    if (stillWriting) {
+      // The answer came before the whole body went up (a 413, say): stop sending it; the
+      // connection cannot be reused with half a body on it (undici does the same).
+      req.body?.destroy()
+    }
+    this.req = null
+    req.conn = null
+    const reuse =
+      !stillWriting && this.responseKeepAlive && !req.head.close && this.idleMs > 0 && !this.pool.closing
+    if (reuse) {
+      this.reused = true
+      this.releasePending = true
+    }
+    try {
+      req.handler.onComplete?.(EMPTY)
+    } catch (err) {
+      // undici calls onError when onComplete throws; the request is over either way.
+      try {
+        req.handler.onError?.(err as Error)
+      } catch {}
+    }
+    if (!reuse) this.destroy()
+  }
+
+  private onError = (err: Error & { code?: string }): void => {
+    if (this.dead) return
+    if (this.connecting) {
+      this.connectFailed(err)
+      return
+    }
+    const req = this.req
+    if (err.code === 'ECONNRESET' && req !== null && this.endsByClose()) {
+      // A body delimited by the connection's end, ended by a reset (undici does the same).
+      this.finishByClose(req)
+      return
+    }
+    this.lost(err)
+  }
+
+  private onEnd = (): void => {
+    if (this.dead) return
+    const req = this.req
+    if (req !== null && this.endsByClose()) {
+      this.finishByClose(req)
+      return
+    }
+    this.lost(socketError('other side closed'))
+  }
+
+  private onClose = (): void => {
+    if (this.dead) return
+    if (this.connecting) this.connectFailed(socketError('closed'))
+    else this.lost(socketError('closed'))
+  }
+
+  /** The connect failed (refused, timed out, TLS): the request it was opened for hears why. */
+  private connectFailed(err: Error): void {
+    const req = this.waiting
+    this.waiting = null
+    this.destroy()
+    if (req !== null) fail(req, err)
+  }
+
+  /** The current response is delimited by the connection's end (or asked for its close). */
+  private endsByClose(): boolean {
+    return this.status >= 200 && !this.responseKeepAlive && !this.messageDone && this.req !== null
+  }
+
+  private finishByClose(req: Request): void {
+    this.executing = true
+    const r = this.parser.finish()
+    this.executing = false
+    if (r instanceof Error && req.state === ACTIVE) {
+      const mismatch = this.contentLength >= 0 && this.bytesRead !== this.contentLength
+      fail(
+        req,
+        mismatch
+          ? new H1Error(
+              RES_CONTENT_LENGTH_MISMATCH,
+              'Response body length does not match content-length header',
+            )
+          : parseError(r),
+      )
+    } else if (req.state === ACTIVE && !this.messageDone) {
+      fail(req, socketError('other side closed'))
+    }
+    // Nothing more can come on this connection.
+    this.releasePending = false
+    if (!this.dead && this.req === null && !req.paused) this.destroy()
+    else this.afterParse()
+  }
+
+  /** The connection failed: retry a request that met a stale keep-alive socket, else fail it. */
+  private lost(err: Error): void {
+    const req = this.req
+    this.destroy()
+    // A complete response waiting for a paused handler stays deliverable.
+    if (req === null || req.state !== ACTIVE || this.messageDone) return
+    if (
+      this.reused &&
+      !this.gotBytes &&
+      !req.bodyStarted &&
+      !req.retried &&
+      req.head.idempotent &&
+      !this.pool.closing
+    ) {
+      req.retried = true
+      req.detachBody(false)
+      req.body?.pause()
+      req.written = false
+      req.conn = null
+      req.state = QUEUED
+      this.pool.retry(req)
+      return
+    }
+    fail(req, err)
+  }
+
+  destroy(): void {
+    if (this.dead) return
+    this.dead = true
+    if (this.connectTimer !== null) clearTimeout(this.connectTimer)
+    if (this.timer !== null) clearTimeout(this.timer)
+    if (this.idleTimer !== null) clearTimeout(this.idleTimer)
+    this.pool.forget(this)
+    this.sock.destroy()
+    if (!this.executing) this.freeParser()
+  }
+
+  private parserFreed = false
+
+  private freeParser(): void {
+    if (this.parserFreed) return
+    this.parserFreed = true
+    this.parser.close()
+  }
+
+  /** Parks this connection on the idle stack with its idle timer running. */
+  park(): void {
+    this.idle = true
+    this.sock.unref()
+    const ms = this.idleMs
+    if (this.idleTimer !== null && this.idleTimerMs === ms) {
+      this.idleTimer.refresh()
+    } else {
+      if (this.idleTimer !== null) clearTimeout(this.idleTimer)
+      this.idleTimer = setTimeout(onIdleTimer, ms, this)
+      this.idleTimer.unref()
+      this.idleTimerMs = ms
+    }
+  }
+}
+
+export class H1Pool {
+  readonly origin: H1Origin
+  readonly connectHost: string
+  readonly idleTimeoutMs: number
+  readonly connectTimeoutMs: number
+  readonly maxHeaderSize: number
+  readonly #connections: number
+  readonly #hostHeader: string
+  readonly #binding: ParserBinding
+  /** Idle connections, the most recently used last (LIFO). */
+  readonly #idle: Conn[] = []
+  readonly #queue: Request[] = []
+  readonly #conns = new Set<Conn>()
+  readonly #active = new Set<Request>()
+  tlsSession: Buffer | undefined
+  #closing = false
+  #destroyed = false
+  #onDrained: (() => void)[] = []
+
+  constructor(origin: H1Origin, opts: H1PoolOptions) {
+    const binding = parserBinding()
+    if (binding === undefined) throw new Error('the llhttp binding is not usable here (see h1Problem())')
+    this.#binding = binding
+    this.origin = origin
+    const bare = origin.host.startsWith('[') ? origin.host.slice(1, -1) : origin.host
+    this.connectHost = bare
+    this.#hostHeader = `${net.isIPv6(bare) ? `[${bare}]` : bare}:${origin.port}`
+    this.#connections = Math.max(1, opts.connections)
+    this.idleTimeoutMs = opts.idleTimeoutMs
+    this.connectTimeoutMs = opts.connectTimeoutMs
+    this.maxHeaderSize = opts.maxHeaderSize ?? DEFAULT_MAX_HEADER_SIZE
+  }
+
+  get closing(): boolean {
+    return this.#closing || this.#destroyed
+  }
+
+  get closed(): boolean {
+    return this.#closing
+  }
+
+  get destroyed(): boolean {
+    return this.#destroyed
+  }
+
+  get stats(): H1PoolStats {
+    let connected = 0
+    for (const c of this.#conns) if (!c.connecting) connected++
+    return {
+      connected,
+      free: this.#idle.length,
+      pending: this.#queue.length,
+      running: this.#active.size,
+      size: this.#queue.length + this.#active.size,
+    }
+  }
+
+  /**
+   * Sends one request. Returns false when it was refused at once (handler.onError has then
+   * been called); otherwise the handler hears onConnect, onHeaders, onData... and exactly one
+   * of onComplete or onError.
+   */
+  dispatch(opts: DispatchOptions, handler: H1Handler): boolean {
+    let req: Request
+    try {
+      if (this.#destroyed) throw new H1Error(DESTROYED, 'The client is destroyed')
+      if (this.#closing) throw new H1Error(CLOSED, 'The client is closed')
+      const head = requestHead(opts, this.#hostHeader)
+      const body = opts.body ?? null
+      if (body !== null && (typeof body.on !== 'function' || typeof body.pause !== 'function')) {
+        throw invalidArg('body must be null or a Readable stream')
+      }
+      if (body === null && head.contentLength > 0) {
+        throw new H1Error(
+          REQ_CONTENT_LENGTH_MISMATCH,
+          'Request body length does not match content-length header',
+        )
+      }
+      req = new Request(this, handler, head, body, opts.method === 'HEAD', opts)
+    } catch (err) {
+      handler.onError?.(err as Error)
+      return false
+    }
+    this.#active.add(req)
+    // Like undici: a body that errors while the request waits for a socket ends the request.
+    req.body?.on('error', req.onBodyError)
+    this.#schedule(req, false)
+    return true
+  }
+
+  #schedule(req: Request, fresh: boolean): void {
+    if (!fresh) {
+      const idle = this.#idle
+      while (idle.length > 0) {
+        const c = idle.pop()!
+        if (c.dead) continue
+        c.assign(req)
+        return
+      }
+    }
+    if (this.#conns.size < this.#connections || fresh) {
+      this.#open(req)
+      return
+    }
+    this.#queue.push(req)
+  }
+
+  #open(req: Request): void {
+    const c = new Conn(this, this.#binding, req)
+    this.#conns.add(c)
+  }
+
+  /** A stale keep-alive socket failed before any answer: send once more on a new connection. */
+  retry(req: Request): void {
+    this.#schedule(req, true)
+  }
+
+  /** A connection is free: the oldest waiting request gets it, else it goes on the idle stack. */
+  release(c: Conn): void {
+    if (c.dead) return
+    c.sock.resume()
+    const next = this.#nextQueued()
+    if (next !== undefined) {
+      c.assign(next)
+      return
+    }
+    if (this.#closing || this.#destroyed) {
+      c.destroy()
+      return
+    }
+    c.park()
+    this.#idle.push(c)
+  }
+
+  #nextQueued(): Request | undefined {
+    const q = this.#queue
+    while (q.length > 0) {
+      const r = q.shift()!
+      if (r.state === QUEUED) return r
+    }
+    return undefined
+  }
+
+  /** Bookkeeping when a request ends, by completion or failure. */
+  requestDone(req: Request, wasQueued: boolean): void {
+    this.#active.delete(req)
+    if (wasQueued) {
+      const i = this.#queue.indexOf(req)
+      if (i !== -1) this.#queue.splice(i, 1)
+    }
+    if (this.#active.size === 0 && this.#onDrained.length > 0) {
+      const cbs = this.#onDrained
+      this.#onDrained = []
+      for (const cb of cbs) queueMicrotask(cb)
+    }
+  }
+
+  /** A connection died: forget it, and open another for waiting requests. */
+  forget(c: Conn): void {
+    if (c.idle) {
+      c.idle = false
+      const i = this.#idle.lastIndexOf(c)
+      if (i !== -1) this.#idle.splice(i, 1)
+    }
+    if (!this.#conns.delete(c)) return
+    if (this.#queue.length > 0 && !this.#destroyed && this.#conns.size < this.#connections) {
+      queueMicrotask(() => this.#openForQueue())
+    }
+  }
+
+  #openForQueue(): void {
+    if (this.#destroyed || this.#conns.size >= this.#connections) return
+    const next = this.#nextQueued()
+    if (next !== undefined) this.#open(next)
+  }
+
+  /** Refuses new requests, lets queued and running ones finish, then closes every socket. */
+  async close(): Promise<void> {
+    if (this.#destroyed) return
+    this.#closing = true
+    if (this.#active.size > 0) await new Promise<void>((r) => this.#onDrained.push(r))
+    // Closed is destroyed from now on, as undici's DispatcherBase has it.
+    this.#destroyed = true
+    await this.#closeAll()
+  }
+
+  /** Fails queued and running requests (UND_ERR_DESTROYED, or `err`) and closes every socket. */
+  async destroy(err?: Error): Promise<void> {
+    if (this.#destroyed) return this.#closeAll()
+    this.#destroyed = true
+    const e = err ?? new H1Error(DESTROYED, 'The client is destroyed')
+    for (const req of [...this.#active]) fail(req, e)
+    this.#queue.length = 0
+    await this.#closeAll()
+  }
+
+  #closeAll(): Promise<void> {
+    for (const c of [...this.#conns]) c.destroy()
+    this.#idle.length = 0
+    // Sockets emit 'close' on a later tick; let them.
+    return new Promise<void>((resolve) => setImmediate(resolve))
+  }
+}
