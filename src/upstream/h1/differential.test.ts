@@ -18,14 +18,14 @@ import { makeCert, type TestCert } from '../../../test/helpers/certs'
 import { clients, type Dispatching, type Outcome, rawOrigin, record } from '../../../test/helpers/h1'
 import { scriptedUpstream } from '../../../test/helpers/raw'
 import { until } from '../../../test/helpers/until'
-import { classifyUpstreamError } from '../../proxy/errors'
+import { errorKind } from '../../observe/errors'
 import { H1Pool } from './pool'
 
 /** How an outcome ends, as the proxy sees it: 'complete' or the classifier's error kind. */
 function kind(o: Outcome): string {
   if (o.end === 'complete' || o.end === 'hang') return o.end
   const code = o.end === o.message ? undefined : o.end
-  return classifyUpstreamError(Object.assign(new Error(o.message), { code }), o.connected)
+  return errorKind(code, o.connected ? 'exchange' : 'connect')
 }
 
 const GET = { path: '/', method: 'GET', headers: [] as string[] }
