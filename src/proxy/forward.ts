@@ -3,7 +3,8 @@
 // abort upstream; upstream drops mid-response: cut the client's response short), reports each
 // attempt's outcome to passive health, and writes the access log line once at the end.
 //
-// It is an undici dispatch handler (the legacy callback form, the fastest in undici 7), so the
+// It is a dispatch handler in undici's legacy callback form (the fastest in undici 7), which both
+// upstream clients take (upstream/client.ts: the built-in H1Pool, or undici's Pool), so the
 // response is written straight into Node's ServerResponse with no intermediate stream.
 //
 // Retry safety: a connect failure never reached the peer, so any request may go elsewhere. Any
@@ -16,11 +17,10 @@
 // time queued for a pooled connection included; the response body has `timeoutMs` between
 // chunks; the request body goes through a BodyGuard (size limit, stall timeout). Faults of the
 // request itself (too large, stalled) are answered 413/408 and never charged to the upstream.
-// Every callback undici calls is guarded: a fault ends this exchange, never the process.
+// Every callback the client calls is guarded: a fault ends this exchange, never the process.
 
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Transform } from 'node:stream'
-import type { Dispatcher } from 'undici'
 import type { RetryCondition, RetryPolicy } from '../config/snapshot'
 import type { ResponseTransformer } from '../middleware/types'
 import type { AccessLog, RequestFacts } from '../observe/access-log'
@@ -35,6 +35,7 @@ import {
   TIMED_OUT,
 } from '../observe/errors'
 import type { Logger } from '../observe/logger'
+import type { UpstreamHandler } from '../upstream/client'
 import type { UpstreamGroup } from '../upstream/group'
 import type { Peer } from '../upstream/peer'
 import { mayRetry, retryCondition } from '../upstream/retry'
@@ -76,7 +77,7 @@ const RETRYING = new Error('retrying on another server')
 const HEADERS_TIMEOUT = Object.assign(new Error('upstream did not answer in time'), { code: TIMED_OUT })
 const CLIENT_FAULT = new Error('the request was refused')
 
-export class Exchange implements Dispatcher.DispatchHandler {
+export class Exchange implements UpstreamHandler {
   readonly #o: ExchangeOptions
   #index = 0
   #peer: Peer | undefined
@@ -144,7 +145,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
         this,
       )
     } catch (err) {
-      // undici refused the request outright (e.g. a header value it will not send).
+      // The client threw instead of calling onError (neither is known to; a guard all the same).
       o.log.warn(
         { request_id: o.requestId, err: (err as Error).message },
         'request could not be sent upstream',
@@ -183,7 +184,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
   /** The request body broke a limit: the client's fault, answered here, never the upstream's. */
   #onBodyError = (err: Error & { code?: string }): void => {
     if (this.#finished) return
-    // Not a limit of the guard's: undici aborting the attempt, or the client gone (#onClientClose).
+    // Not a limit of the guard's: the client aborting the attempt, or the client gone (#onClientClose).
     if (err.code !== BODY_TOO_LARGE && err.code !== BODY_TIMEOUT) return
     const kind = errorKind(err.code, 'client')
     logFailure(this.#o.log, kind, { request_id: this.#o.requestId, err: err.message }, 'request refused')
@@ -315,7 +316,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
 
   /**
    * Sends the body through `t`: its output goes to the client, and while the client is slow `t`
-   * is paused, so its buffers fill and its write() (onData) says so to undici. A fault in `t`
+   * is paused, so its buffers fill and its write() (onData) says so to the client. A fault in `t`
    * ends the response like an internal error; the client leaving destroys `t` (#onClientClose).
    */
   #through(t: Transform): void {
@@ -382,7 +383,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
     const peer = this.#peer!
     if (this.#retryPending) {
       this.#retryPending = false
-      // Leave undici's call stack before dispatching again.
+      // Leave the client's call stack before dispatching again.
       queueMicrotask(() => (this.#clientGone ? this.#finish('client_aborted') : this.#next()))
       return
     }
@@ -394,8 +395,8 @@ export class Exchange implements Dispatcher.DispatchHandler {
       err.code === 'UND_ERR_RES_CONTENT_LENGTH_MISMATCH' &&
       (this.#status === 304 || this.#status === 204)
     ) {
-      // undici holds a 304's Content-Length (that of the cached representation, RFC 9110
-      // section 8.6) against its empty body; the answer is complete.
+      // undici (not H1Pool) holds a 304's Content-Length (that of the cached representation,
+      // RFC 9110 section 8.6) against its empty body; the answer is complete.
       this.onComplete()
       return
     }

@@ -23,6 +23,7 @@ import { Metrics } from '../observe/metrics'
 import { Pipeline } from '../proxy/pipeline'
 import { compilePlan, type Plan, RuntimeStore } from '../proxy/runtime'
 import { explain } from '../routing/explain'
+import type { UpstreamClient } from '../upstream/client'
 import { UpstreamRegistry } from '../upstream/registry'
 import { ConfigKeeper, type ReloadResult } from './keeper'
 import { createListener, createRedirectListener, type ListenerHandle, listen } from './listener'
@@ -40,6 +41,8 @@ export interface StartOptions {
   logging: LoggerHandle
   /** Set in a worker: the channel to the primary, which owns instance-wide state. */
   primary?: Rpc<ToPrimary, ToWorker>
+  /** The upstream HTTP/1.1 client (LOCCI_UPSTREAM_CLIENT, upstream/client.ts). */
+  upstreamClient: UpstreamClient
 }
 
 /** The downstream side: an HTTP(S) listener, or the TCP pass-through. */
@@ -75,7 +78,10 @@ export class ProxyInstance implements ControlActions {
     this.#log = o.logging.logger
     const link = o.primary
     // In a worker the primary runs the health checks and holds the memory rate-limit buckets.
-    this.#upstreams = new UpstreamRegistry(this.#log, undefined, { healthChecks: !link })
+    this.#upstreams = new UpstreamRegistry(this.#log, undefined, {
+      healthChecks: !link,
+      client: o.upstreamClient.kind,
+    })
     this.#middlewares = new MiddlewareRegistry(
       this.#log,
       (type) => this.#countError(type),
@@ -187,11 +193,19 @@ export class ProxyInstance implements ControlActions {
           : {}),
         ...(s.tls ? { http2: s.tls.http2 } : {}),
         upstreams: s.activeUpstreams,
+        upstream_client: this.#o.upstreamClient.kind,
         version: this.#o.version,
         ...(cluster.isWorker ? { worker: cluster.worker?.id } : {}),
       },
       'locci-proxy listening',
     )
+    const fallback = this.#o.upstreamClient.fallbackReason
+    if (fallback !== undefined) {
+      this.#log.warn(
+        { upstream_client: 'undici', reason: fallback },
+        'the built-in upstream HTTP/1.1 client cannot run on this Node.js; using undici',
+      )
+    }
     if (this.#control && s.controlApi.insecure && s.controlApi.apiKey === undefined) {
       this.#log.warn(
         { control_api: `http://${bound(this.#control.server, s.controlApi.bind)}` },

@@ -13,6 +13,7 @@ import type { Overrides } from '../config/compile'
 import { MemoryStore } from '../middleware/rate-limit/memory-store'
 import type { LoggerHandle } from '../observe/logger'
 import type { Plan } from '../proxy/runtime'
+import type { UpstreamClient } from '../upstream/client'
 import { UpstreamRegistry } from '../upstream/registry'
 import { ConfigKeeper } from './keeper'
 import type { HealthEvent, MetricsText, TakeRequest, ToPrimary, ToWorker } from './protocol'
@@ -23,6 +24,8 @@ export interface PrimaryOptions {
   overrides: Overrides
   env: NodeJS.ProcessEnv
   logging: LoggerHandle
+  /** The pools here are only for the health checkers' groups; workers choose alike (same env). */
+  upstreamClient: UpstreamClient
 }
 
 interface WorkerLink {
@@ -58,8 +61,10 @@ export class Primary {
       plan,
       text,
     )
-    this.#upstreams = new UpstreamRegistry(this.#log, (group, peer, healthy) =>
-      this.#broadcastHealth({ group, address: peer.address, healthy }),
+    this.#upstreams = new UpstreamRegistry(
+      this.#log,
+      (group, peer, healthy) => this.#broadcastHealth({ group, address: peer.address, healthy }),
+      { client: o.upstreamClient.kind },
     )
     this.#restarts = new Counter({
       name: 'locci_worker_restarts_total',

@@ -4,6 +4,7 @@
 
 import type { Snapshot } from '../config/snapshot'
 import type { Logger } from '../observe/logger'
+import { defaultUpstreamClient, type UpstreamClientKind } from './client'
 import { UpstreamGroup } from './group'
 import { HealthChecker } from './health/checker'
 import { Peer, peerKey } from './peer'
@@ -13,6 +14,7 @@ export class UpstreamRegistry {
   readonly #log: Logger
   readonly #onHealth: ((group: string, peer: Peer, healthy: boolean) => void) | undefined
   readonly #healthChecks: boolean
+  readonly #client: UpstreamClientKind
   #peers = new Map<string, Peer>()
   #checkers = new Map<string, HealthChecker>()
   #groups = new Map<string, UpstreamGroup>()
@@ -20,16 +22,18 @@ export class UpstreamRegistry {
 
   /**
    * `onHealth` hears every health transition (the primary passes them to workers);
-   * `healthChecks: false` leaves checking to someone else (a worker, told by the primary).
+   * `healthChecks: false` leaves checking to someone else (a worker, told by the primary);
+   * `client`: the peers' pools (upstream/client.ts; default: the built-in one when it can run).
    */
   constructor(
     log: Logger,
     onHealth?: (group: string, peer: Peer, healthy: boolean) => void,
-    opts: { healthChecks?: boolean } = {},
+    opts: { healthChecks?: boolean; client?: UpstreamClientKind } = {},
   ) {
     this.#log = log
     this.#onHealth = onHealth
     this.#healthChecks = opts.healthChecks ?? true
+    this.#client = opts.client ?? defaultUpstreamClient()
   }
 
   groups(): Iterable<UpstreamGroup> {
@@ -58,7 +62,7 @@ export class UpstreamRegistry {
       }
       const peers = spec.peers.map((p) => {
         const key = peerKey(spec.name, p, tls, snapshot.pool)
-        return this.#peers.get(key) ?? new Peer(spec.name, p, tls, snapshot.pool)
+        return this.#peers.get(key) ?? new Peer(spec.name, p, tls, snapshot.pool, this.#client)
       })
       const b = spec.retryBudget
       const budgetKey = `${spec.name}|${b.percent}|${b.minPerSec}`

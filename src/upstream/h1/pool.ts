@@ -970,7 +970,15 @@ export class H1Pool {
   }
 
   #open(req: Request): void {
-    const c = new Conn(this, this.#binding, req)
+    let c: Conn
+    try {
+      c = new Conn(this, this.#binding, req)
+    } catch (err) {
+      // tls.connect throws at once on unusable key material: the request fails, later, as a
+      // connect failure does (undici reports it the same way), never from inside dispatch().
+      queueMicrotask(() => fail(req, err as Error))
+      return
+    }
     this.#conns.add(c)
   }
 
