@@ -695,6 +695,14 @@ describe('refusals and failures carry the same codes', () => {
         const o = await record(d, GET, { timeoutMs: 5000 })
         assert.equal(o.end, 'ECONNREFUSED')
         assert.deepEqual(o.violations, [])
+        // A body the refused connection never read is left whole: Exchange sends it to the
+        // next server (a destroyed one would end the failover).
+        const body = new Readable({ read() {} })
+        body.push('payload')
+        const p = await record(d, { path: '/', method: 'POST', body }, { timeoutMs: 5000 })
+        assert.equal(p.end, 'ECONNREFUSED')
+        assert.equal(body.destroyed, false)
+        body.destroy()
       }
     } finally {
       await pair.close()

@@ -239,9 +239,12 @@ function fail(req: Request, err: Error): void {
   req.state = DONE
   req.pool.requestDone(req, wasQueued)
   const body = req.body
+  const reading = req.writing || req.bodyStarted
   req.detachBody(true)
-  // undici destroys the body of a failed request; the exchange reads `destroyed` from it.
-  if (body !== null && !body.destroyed) body.destroy()
+  // As undici: the body of a request that failed while its body was going up is destroyed (the
+  // exchange reads `destroyed` from it: a body partly sent cannot go to another server); one
+  // that failed before (queued, connect refused) is left whole for the next attempt.
+  if (body !== null && reading && !body.destroyed) body.destroy()
   const c = req.conn
   req.conn = null
   if (c !== null && c.req === req) {
