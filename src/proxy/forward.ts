@@ -235,6 +235,20 @@ export class Exchange implements UpstreamHandler {
   }
 
   onHeaders(statusCode: number, rawHeaders: Buffer[], resume: () => void, statusText: string): boolean {
+    return this.#onHead(statusCode, rawHeaders, resume, statusText)
+  }
+
+  /** The built-in client's form of onHeaders: the fields as strings, no Buffer round trip. */
+  onHeaderStrings(statusCode: number, fields: string[], resume: () => void, statusText: string): boolean {
+    return this.#onHead(statusCode, fields, resume, statusText)
+  }
+
+  #onHead(
+    statusCode: number,
+    rawHeaders: readonly (Buffer | string)[],
+    resume: () => void,
+    statusText: string,
+  ): boolean {
     const o = this.#o
     if (statusCode < 200) return true // 1xx informational: Node answers `100 Continue` itself.
     if (this.#finished) return false
