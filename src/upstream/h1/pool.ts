@@ -354,7 +354,6 @@ function onHeadersComplete(
       c.contentLength = Number(fields[i + 1])
     }
   }
-  c.arm(BODY_TIMER, req.bodyTimeout)
   let more: boolean
   try {
     more = showHead(req, status, fields, statusText)
@@ -375,7 +374,6 @@ function onBody(this: BoundParser, chunk: Buffer): number {
   const req = c.req
   if (req === null || req.state !== ACTIVE || c.info || c.poisoned) return 0
   c.bytesRead += chunk.length
-  c.arm(BODY_TIMER, req.bodyTimeout)
   if (req.paused) {
     if (req.held === null) req.held = []
     req.held.push(chunk)
@@ -689,7 +687,14 @@ class Conn {
     const r = this.parser.execute(buf.length === n ? (buf as Buffer) : (buf as Buffer).subarray(0, n))
     this.executing = false
     // An error set by a callback: the binding reports none for an upgrade (101) response.
-    if (typeof r !== 'number' || this.error !== null) this.onParseError(typeof r === 'number' ? undefined : r)
+    if (typeof r !== 'number' || this.error !== null) {
+      this.onParseError(typeof r === 'number' ? undefined : r)
+    } else {
+      // The head deadline becomes the body's, re-armed once per read that brought part of the
+      // response (a gap between chunks is a gap between reads); a read that ends it needs none.
+      const req = this.req
+      if (req !== null && this.status !== 0 && !this.messageDone) this.arm(BODY_TIMER, req.bodyTimeout)
+    }
     this.afterParse()
   }
 
