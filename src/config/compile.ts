@@ -5,6 +5,7 @@
 import { availableParallelism } from 'node:os'
 import path from 'node:path'
 import type { z } from 'zod'
+import { ACCESS_FIELDS, type AccessLogSpec } from '../observe/access-log'
 import { addressMatcher, formatHostPort, type HostPort, parseHostPort } from './address'
 import type { SourceDocument } from './load'
 import { formatPath, type KeyPath, type Problem, sortProblems } from './problems'
@@ -672,7 +673,7 @@ function build(raw: RawConfig, file: string, tlsMaterial: TlsMaterial): Snapshot
         maxHeaderListBytes: raw.server.http2.max_header_list_bytes,
       },
     },
-    logging: { level: raw.logging.level, format: raw.logging.format },
+    logging: { level: raw.logging.level, format: raw.logging.format, access: accessLogSpec(raw, file) },
     upstreams,
     activeUpstreams,
     middlewares,
@@ -685,6 +686,18 @@ function build(raw: RawConfig, file: string, tlsMaterial: TlsMaterial): Snapshot
     watch: raw.watch,
   }
   return deepFreeze(snapshot)
+}
+
+function accessLogSpec(raw: RawConfig, file: string): AccessLogSpec | undefined {
+  const a = raw.logging.access_log
+  if (a === undefined) return undefined
+  const fields = a.fields ?? ACCESS_FIELDS.filter((f) => f !== 'query' || a.include_query)
+  return {
+    format: a.format,
+    output: a.output === 'stdout' ? 'stdout' : resolveFrom(file, a.output),
+    fields,
+    includeQuery: a.include_query,
+  }
 }
 
 /** Routes in the order they are tried: longest pattern first; Array.sort is stable, so ties keep file order. */

@@ -4,6 +4,7 @@
 // reported instead of silently ignored.
 
 import { z } from 'zod'
+import { ACCESS_FIELDS } from '../observe/access-log'
 import { cidrProblem, parseHostPort } from './address'
 import { parseCipherList } from './tls'
 
@@ -143,9 +144,42 @@ const server = z.strictObject({
   allow_trace: z.boolean().default(false),
 })
 
+const accessLog = z
+  .strictObject({
+    format: z.enum(['json', 'text', 'common', 'combined']).default('json'),
+    /** `stdout`, or a file (relative to the config file), appended to and reopened on SIGUSR1. */
+    output: z.string().min(1).default('stdout'),
+    fields: z.array(z.enum(ACCESS_FIELDS)).min(1).optional(),
+    /** Query strings often carry tokens: logged only when asked for. */
+    include_query: z.boolean().default(false),
+  })
+  .superRefine((a, ctx) => {
+    if (a.fields === undefined) return
+    if (a.format === 'common' || a.format === 'combined') {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['fields'],
+        message: `applies to the json and text formats; ${a.format} has a fixed layout`,
+      })
+    } else if (a.fields.includes('query') && !a.include_query) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['fields'],
+        message: 'lists query, which needs include_query: true',
+      })
+    }
+    const seen = new Set<string>()
+    for (const f of a.fields) {
+      if (seen.has(f)) ctx.addIssue({ code: 'custom', path: ['fields'], message: `lists ${f} twice` })
+      seen.add(f)
+    }
+  })
+
 const logging = z.strictObject({
   level: z.enum(LOG_LEVELS).default('info'),
   format: z.enum(['json', 'text']).default('json'),
+  /** nginx-style access log; without it, one line per request goes through the process log. */
+  access_log: accessLog.optional(),
 })
 
 const healthCheck = z.strictObject({

@@ -1,6 +1,7 @@
 // The runtime view of one config: validated, compiled (patterns, addresses, milliseconds) and
 // frozen. A request reads the current snapshot once, at entry, and keeps it to the end.
 
+import type { AccessLogSpec } from '../observe/access-log'
 import type { HostPort } from './address'
 import type { RawConfig } from './schema'
 import type { CertificateMaterial, TlsPolicy, UpstreamTlsMaterial } from './tls'
@@ -150,7 +151,12 @@ export interface Snapshot {
   readonly pool: PoolSpec
   /** The security limits and policies of the listener (server.*). */
   readonly limits: Limits
-  readonly logging: { readonly level: RawConfig['logging']['level']; readonly format: 'json' | 'text' }
+  readonly logging: {
+    readonly level: RawConfig['logging']['level']
+    readonly format: 'json' | 'text'
+    /** logging.access_log; undefined: access lines go through the process log (info). */
+    readonly access: AccessLogSpec | undefined
+  }
   readonly upstreams: ReadonlyMap<string, UpstreamSpec>
   /** Upstream groups the active mode can send traffic to (health checks run for these). */
   readonly activeUpstreams: readonly string[]

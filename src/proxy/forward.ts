@@ -23,7 +23,7 @@ import type { Transform } from 'node:stream'
 import type { Dispatcher } from 'undici'
 import type { RetryCondition, RetryPolicy } from '../config/snapshot'
 import type { ResponseTransformer } from '../middleware/types'
-import type { AccessLog, RequestFacts } from '../observe/access-log'
+import type { AccessLog, Outcome, RequestFacts } from '../observe/access-log'
 import {
   BODY_TIMEOUT,
   BODY_TOO_LARGE,
@@ -76,7 +76,7 @@ const RETRYING = new Error('retrying on another server')
 const HEADERS_TIMEOUT = Object.assign(new Error('upstream did not answer in time'), { code: TIMED_OUT })
 const CLIENT_FAULT = new Error('the request was refused')
 
-export class Exchange implements Dispatcher.DispatchHandler {
+export class Exchange implements Dispatcher.DispatchHandler, Outcome {
   readonly #o: ExchangeOptions
   #index = 0
   #peer: Peer | undefined
@@ -97,6 +97,22 @@ export class Exchange implements Dispatcher.DispatchHandler {
   #body: BodyGuard | undefined
   /** The body goes through this on its way to the client (see #through). */
   #transform: Transform | undefined
+  /** performance.now() when the current attempt was dispatched. */
+  #attemptStart = 0
+  /** Outcome (the access line): response body bytes written to the client. */
+  bytesSent = 0
+  /** Outcome: from dispatching the attempt that answered to its response head; -1 if none did. */
+  upstreamMs = -1
+
+  /** Outcome: request body bytes read from the client. */
+  get bytesReceived(): number {
+    return this.#body?.bytes ?? 0
+  }
+
+  /** Outcome: upstream attempts made. */
+  get attempts(): number {
+    return this.#peer === undefined ? 0 : this.#index + 1
+  }
 
   constructor(o: ExchangeOptions) {
     this.#o = o
@@ -130,6 +146,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
     this.#abort = undefined
     this.#headersSeen = false
     peer.inFlight++
+    this.#attemptStart = performance.now()
     try {
       peer.pool.dispatch(
         {
@@ -239,6 +256,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
     if (this.#finished) return false
     this.#headersSeen = true
     this.#clearHeadTimer()
+    this.upstreamMs = Math.round((performance.now() - this.#attemptStart) * 1000) / 1000
     const peer = this.#peer!
     if (statusCode >= 500) {
       o.group.reportFailure(peer, `status ${statusCode}`)
@@ -291,6 +309,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
       return false
     }
     const res = this.#o.res
+    this.bytesSent += chunk.length
     if (this.#remaining > 0) {
       this.#remaining -= chunk.length
       // The last chunk of a known-length body goes out with end().
@@ -323,6 +342,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
     this.#transform = t
     t.on('error', this.#onTransformError)
     t.on('data', (out: Buffer) => {
+      this.bytesSent += out.length
       if (!res.write(out) && !res.destroyed) {
         t.pause()
         res.once('drain', () => t.resume())
@@ -432,7 +452,8 @@ export class Exchange implements Dispatcher.DispatchHandler {
     const o = this.#o
     if (!o.res.headersSent && !this.#clientGone && !o.res.destroyed) {
       try {
-        replyError(o.res, kind, o.requestId, (close && !o.h2) || o.closing(), o.responseHeaders)
+        const n = replyError(o.res, kind, o.requestId, (close && !o.h2) || o.closing(), o.responseHeaders)
+        if (o.method !== 'HEAD') this.bytesSent = n
       } catch {
         o.res.destroy()
       }
@@ -447,7 +468,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
     this.#clearHeadTimer()
     const o = this.#o
     if (this.#peer) this.#peer.inFlight--
-    o.access.request(o, o.upstream, this.#peer?.address, this.#status, kind)
+    o.access.request(o, o.upstream, this.#peer?.address, this.#status, kind, this)
     o.onDone()
   }
 }

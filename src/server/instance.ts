@@ -58,6 +58,7 @@ export class ProxyInstance implements ControlActions {
   readonly #middlewares: MiddlewareRegistry
   readonly #metrics: Metrics
   readonly #pipeline: Pipeline
+  readonly #access: AccessLog
   readonly #startedAt = Date.now()
   #front: Front | undefined
   #control: { key: string; server: http.Server } | undefined
@@ -95,6 +96,8 @@ export class ProxyInstance implements ControlActions {
       () => (this.#front?.tcp ?? this.#pipeline).inFlight,
     )
     const access = new AccessLog(o.logging, this.#metrics, () => this.#store.current().snapshot.mode.kind)
+    access.configure(snapshot.logging.access)
+    this.#access = access
     this.#pipeline = new Pipeline({ store: this.#store, log: this.#log, access })
     if (link) {
       const owner = new PrimaryOwner(link)
@@ -248,6 +251,7 @@ export class ProxyInstance implements ControlActions {
           () => (this.#front!.server.address() as net.AddressInfo).port,
           () => this.#store.current().snapshot.tls,
           this.#log,
+          this.#access,
         )
         await listen(server, s.redirectHttp.host, s.redirectHttp.port)
         this.#redirect = { key: redirectKey, server }
@@ -328,10 +332,16 @@ export class ProxyInstance implements ControlActions {
   async #install(plan: Plan): Promise<void> {
     const prev = this.#store.current().snapshot
     const next = plan.snapshot
+    const refuse = (err: Error) =>
+      new ChangeRefused('invalid', 'invalid configuration', { problems: [`${this.#o.file}: ${err.message}`] })
+    try {
+      this.#access.configure(next.logging.access)
+    } catch (err) {
+      throw refuse(err as Error)
+    }
     const { retired } = await this.#bind(next).catch((err: Error) => {
-      throw new ChangeRefused('invalid', 'invalid configuration', {
-        problems: [`${this.#o.file}: ${err.message}`],
-      })
+      this.#access.configure(prev.logging.access)
+      throw refuse(err)
     })
     const groups = this.#upstreams.build(next)
     const chains = this.#middlewares.build(next, plan.middlewares)
@@ -349,6 +359,12 @@ export class ProxyInstance implements ControlActions {
 
   reload(): Promise<ReloadResult> {
     return this.#owner.reload()
+  }
+
+  /** SIGUSR1: reopen the access log file (logrotate moved it away). */
+  reopenLogs(): void {
+    this.#access.reopen()
+    this.#log.info({ signal: 'SIGUSR1' }, 'access log reopened')
   }
 
   change(c: ChangeOp): Promise<ChangeResult> {
@@ -429,6 +445,7 @@ export class ProxyInstance implements ControlActions {
       this.#closeOps()
       this.#upstreams.destroy()
       this.#middlewares.close()
+      this.#access.flush()
       this.#o.logging.flush() // access lines of the last requests first, then the final line
       this.#log.info('stopped')
       this.#o.logging.flush()

@@ -162,6 +162,11 @@ export class Primary {
     return this.#config.reload()
   }
 
+  /** SIGUSR1: each worker reopens its access log file. */
+  reopenLogs(): void {
+    for (const l of this.#links.values()) l.worker.process.kill('SIGUSR1')
+  }
+
   /** The instance's metrics: every worker's registry summed, plus the primary's own. */
   async #metrics(): Promise<MetricsText> {
     const parts = await Promise.all(
