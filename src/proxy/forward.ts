@@ -99,6 +99,8 @@ export class Exchange implements Dispatcher.DispatchHandler, Outcome {
   #transform: Transform | undefined
   /** performance.now() when the current attempt was dispatched. */
   #attemptStart = 0
+  /** The current attempt's answer status (0 until its head arrives): the attempts metric. */
+  #attemptStatus = 0
   /** Outcome (the access line): response body bytes written to the client. */
   bytesSent = 0
   /** Outcome: from dispatching the attempt that answered to its response head; -1 if none did. */
@@ -147,6 +149,7 @@ export class Exchange implements Dispatcher.DispatchHandler, Outcome {
     this.#headersSeen = false
     peer.inFlight++
     this.#attemptStart = performance.now()
+    this.#attemptStatus = 0
     try {
       peer.pool.dispatch(
         {
@@ -226,9 +229,25 @@ export class Exchange implements Dispatcher.DispatchHandler, Outcome {
     })
   }
 
+  /**
+   * The attempt on `#peer` is over: counted per server (upstream/group metrics), unless
+   * `counted` is false (the client left before the server answered: not the server's doing).
+   */
+  #attemptDone(counted = true): void {
+    const peer = this.#peer!
+    peer.inFlight--
+    if (counted)
+      this.#o.group.metrics?.attempt(
+        this.#o.upstream,
+        peer.address,
+        this.#attemptStatus,
+        (performance.now() - this.#attemptStart) / 1000,
+      )
+  }
+
   #next(): void {
     this.#clearHeadTimer()
-    this.#peer!.inFlight--
+    this.#attemptDone()
     this.#index++
     this.#attempt()
   }
@@ -257,6 +276,7 @@ export class Exchange implements Dispatcher.DispatchHandler, Outcome {
     this.#headersSeen = true
     this.#clearHeadTimer()
     this.upstreamMs = Math.round((performance.now() - this.#attemptStart) * 1000) / 1000
+    this.#attemptStatus = statusCode
     const peer = this.#peer!
     if (statusCode >= 500) {
       o.group.reportFailure(peer, `status ${statusCode}`)
@@ -467,7 +487,7 @@ export class Exchange implements Dispatcher.DispatchHandler, Outcome {
     this.#finished = true
     this.#clearHeadTimer()
     const o = this.#o
-    if (this.#peer) this.#peer.inFlight--
+    if (this.#peer) this.#attemptDone(kind !== 'client_aborted' || this.#attemptStatus !== 0)
     o.access.request(o, o.upstream, this.#peer?.address, this.#status, kind, this)
     o.onDone()
   }

@@ -76,7 +76,14 @@ export class ProxyInstance implements ControlActions {
     this.#log = o.logging.logger
     const link = o.primary
     // In a worker the primary runs the health checks and holds the memory rate-limit buckets.
-    this.#upstreams = new UpstreamRegistry(this.#log, undefined, { healthChecks: !link })
+    this.#metrics = new Metrics(
+      () => this.#store.current().groups.values(),
+      () => (this.#front?.tcp ?? this.#pipeline).inFlight,
+    )
+    this.#upstreams = new UpstreamRegistry(this.#log, undefined, {
+      healthChecks: !link,
+      metrics: this.#metrics.upstream,
+    })
     this.#middlewares = new MiddlewareRegistry(
       this.#log,
       (type) => this.#countError(type),
@@ -91,10 +98,6 @@ export class ProxyInstance implements ControlActions {
       groups: this.#upstreams.build(snapshot),
       chains: this.#middlewares.build(snapshot, plan.middlewares),
     })
-    this.#metrics = new Metrics(
-      () => this.#store.current().groups.values(),
-      () => (this.#front?.tcp ?? this.#pipeline).inFlight,
-    )
     const access = new AccessLog(o.logging, this.#metrics, () => this.#store.current().snapshot.mode.kind)
     access.configure(snapshot.logging.access)
     this.#access = access

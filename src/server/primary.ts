@@ -12,6 +12,7 @@ import { AggregatorRegistry, Counter, Registry } from 'prom-client'
 import type { Overrides } from '../config/compile'
 import { MemoryStore } from '../middleware/rate-limit/memory-store'
 import type { LoggerHandle } from '../observe/logger'
+import { upstreamMetrics } from '../observe/metrics'
 import type { Plan } from '../proxy/runtime'
 import { UpstreamRegistry } from '../upstream/registry'
 import { ConfigKeeper } from './keeper'
@@ -58,8 +59,11 @@ export class Primary {
       plan,
       text,
     )
-    this.#upstreams = new UpstreamRegistry(this.#log, (group, peer, healthy) =>
-      this.#broadcastHealth({ group, address: peer.address, healthy }),
+    // Health checks run here: their counter is in the primary's registry.
+    this.#upstreams = new UpstreamRegistry(
+      this.#log,
+      (group, peer, healthy) => this.#broadcastHealth({ group, address: peer.address, healthy }),
+      { metrics: upstreamMetrics(this.#registry) },
     )
     this.#restarts = new Counter({
       name: 'locci_worker_restarts_total',

@@ -4,6 +4,7 @@
 
 import type { RetryPolicy, UpstreamSpec } from '../config/snapshot'
 import type { Logger } from '../observe/logger'
+import type { UpstreamMetrics } from '../observe/metrics'
 import { PassiveHealth } from './passive-health'
 import type { Peer } from './peer'
 import type { RetryBudget } from './retry-budget'
@@ -19,10 +20,19 @@ export class UpstreamGroup {
   readonly tls: boolean
   readonly retry: RetryPolicy
   readonly budget: RetryBudget
+  /** Per-server metrics (attempts); undefined where nobody collects them (tests). */
+  readonly metrics: UpstreamMetrics | undefined
   readonly #selector: Selector
   readonly #passive: PassiveHealth | undefined
 
-  constructor(spec: UpstreamSpec, peers: readonly Peer[], budget: RetryBudget, log: Logger, cursor = 0) {
+  constructor(
+    spec: UpstreamSpec,
+    peers: readonly Peer[],
+    budget: RetryBudget,
+    log: Logger,
+    cursor = 0,
+    metrics?: UpstreamMetrics,
+  ) {
     this.name = spec.name
     this.spec = spec
     this.peers = peers
@@ -30,8 +40,9 @@ export class UpstreamGroup {
     this.hostOverride = spec.sni
     this.retry = spec.retry
     this.budget = budget
+    this.metrics = metrics
     this.#selector = createSelector(spec.strategy, peers, spec.hashKey, cursor)
-    this.#passive = spec.passiveHealth && new PassiveHealth(spec.passiveHealth, spec.name, log)
+    this.#passive = spec.passiveHealth && new PassiveHealth(spec.passiveHealth, spec.name, log, metrics)
   }
 
   /** Where round robin would go next (carried over to the group that replaces this one). */

@@ -4,6 +4,7 @@
 
 import type { Snapshot } from '../config/snapshot'
 import type { Logger } from '../observe/logger'
+import type { UpstreamMetrics } from '../observe/metrics'
 import { UpstreamGroup } from './group'
 import { HealthChecker } from './health/checker'
 import { Peer, peerKey } from './peer'
@@ -13,6 +14,7 @@ export class UpstreamRegistry {
   readonly #log: Logger
   readonly #onHealth: ((group: string, peer: Peer, healthy: boolean) => void) | undefined
   readonly #healthChecks: boolean
+  readonly #metrics: UpstreamMetrics | undefined
   #peers = new Map<string, Peer>()
   #checkers = new Map<string, HealthChecker>()
   #groups = new Map<string, UpstreamGroup>()
@@ -20,16 +22,18 @@ export class UpstreamRegistry {
 
   /**
    * `onHealth` hears every health transition (the primary passes them to workers);
-   * `healthChecks: false` leaves checking to someone else (a worker, told by the primary).
+   * `healthChecks: false` leaves checking to someone else (a worker, told by the primary);
+   * `metrics` hears attempts, retries, ejections and health checks per server.
    */
   constructor(
     log: Logger,
     onHealth?: (group: string, peer: Peer, healthy: boolean) => void,
-    opts: { healthChecks?: boolean } = {},
+    opts: { healthChecks?: boolean; metrics?: UpstreamMetrics } = {},
   ) {
     this.#log = log
     this.#onHealth = onHealth
     this.#healthChecks = opts.healthChecks ?? true
+    this.#metrics = opts.metrics
   }
 
   groups(): Iterable<UpstreamGroup> {
@@ -64,12 +68,21 @@ export class UpstreamRegistry {
       const budgetKey = `${spec.name}|${b.percent}|${b.minPerSec}`
       let budget = this.#budgets.get(budgetKey)
       if (!budget) {
-        budget = new RetryBudget(b.percent, b.minPerSec)
+        const metrics = this.#metrics
+        const name = spec.name
+        budget = new RetryBudget(b.percent, b.minPerSec, metrics && (() => metrics.retry(name)))
         this.#budgets.set(budgetKey, budget)
       }
       groups.set(
         spec.name,
-        new UpstreamGroup(spec, peers, budget, this.#log, this.#groups.get(spec.name)?.cursor ?? 0),
+        new UpstreamGroup(
+          spec,
+          peers,
+          budget,
+          this.#log,
+          this.#groups.get(spec.name)?.cursor ?? 0,
+          this.#metrics,
+        ),
       )
     }
     return groups
@@ -101,6 +114,7 @@ export class UpstreamRegistry {
       const onChange = this.#onHealth
       const checker = new HealthChecker(g.spec.healthCheck!, g.peers, {
         log: this.#log,
+        metrics: this.#metrics,
         ...(onChange ? { onChange: (peer: Peer, healthy: boolean) => onChange(name, peer, healthy) } : {}),
       })
       this.#checkers.set(name, checker)
