@@ -71,6 +71,8 @@ function bucketOf(url) {
  * stage (`calledUs`), its share of the non-idle sampled time, and the top leaf functions.
  */
 export function stagesOf(profile, { from = -Infinity, to = Infinity } = {}) {
+  if (!['nodes', 'samples', 'timeDeltas'].every((k) => Array.isArray(profile?.[k])) || !profile.nodes[0])
+    throw new Error('not a .cpuprofile: it needs nodes, samples and timeDeltas')
   const nodes = new Map(profile.nodes.map((n) => [n.id, n]))
   // Each node's attribution, top-down: its own stage, else its parent's; the same for buckets.
   const where = new Map()
@@ -90,7 +92,11 @@ export function stagesOf(profile, { from = -Infinity, to = Infinity } = {}) {
       else name = bucket ?? OTHER_NODE
     }
     where.set(n.id, { name, called: stage !== undefined && own === undefined })
-    for (const c of n.children ?? []) stack.push([nodes.get(c), stage, bucket])
+    for (const c of n.children ?? []) {
+      if (!nodes.has(c))
+        throw new Error(`not a .cpuprofile: node ${n.id} names a child ${c} it does not hold`)
+      stack.push([nodes.get(c), stage, bucket])
+    }
   }
 
   const us = new Map(ORDER.map((s) => [s, 0]))
@@ -106,7 +112,8 @@ export function stagesOf(profile, { from = -Infinity, to = Infinity } = {}) {
     if (t < from || t > to) continue
     samples++
     const w = where.get(profile.samples[i])
-    if (w === undefined) continue
+    if (w === undefined)
+      throw new Error(`not a .cpuprofile: sample ${i} names a node ${profile.samples[i]} it does not hold`)
     if (w.name === 'idle') {
       idleUs += dt
       continue
