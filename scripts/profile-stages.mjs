@@ -18,26 +18,26 @@
 import { readFileSync, realpathSync } from 'node:fs'
 import { pathToFileURL } from 'node:url'
 
-/** Stages in the order tables list them; `match` tests a frame's url, first stage that matches wins. */
+/**
+ * Stages in the order tables list them. A frame belongs to the first stage whose `ours` matches
+ * its path under dist/src/, `lib` its path under the last node_modules/, or `node` its node: module.
+ */
 export const STAGES = [
-  { name: 'server side', match: /\/dist\/src\/server\/|^node:_http_(server|outgoing|incoming|common)$/ },
-  { name: 'routing', match: /\/dist\/src\/routing\// },
+  { name: 'server side', ours: /^server\//, node: /^node:_http_(server|outgoing|incoming|common)$/ },
+  { name: 'routing', ours: /^routing\// },
   // jose (authentication), bcryptjs (basic_auth) and ioredis (rate_limiting's Redis store) are
   // used by middlewares only.
-  { name: 'middlewares', match: /\/dist\/src\/middleware\/|\/node_modules\/(jose|bcryptjs|ioredis)\// },
-  { name: 'proxy core', match: /\/dist\/src\/proxy\// },
-  { name: 'upstream client', match: /\/dist\/src\/upstream\/|\/node_modules\/undici\// },
+  { name: 'middlewares', ours: /^middleware\//, lib: /^(jose|bcryptjs|ioredis)\// },
+  { name: 'proxy core', ours: /^proxy\// },
+  { name: 'upstream client', ours: /^upstream\//, lib: /^undici\// },
   {
     name: 'logging',
-    match:
-      /\/dist\/src\/observe\/(access-log|logger)\.js$|\/node_modules\/(pino[^/]*|sonic-boom|thread-stream|quick-format-unescaped|safe-stable-stringify|@pinojs\/redact|atomic-sleep|on-exit-leak-free)\//,
+    ours: /^observe\/(access-log|logger)\.js$/,
+    lib: /^(pino[^/]*|sonic-boom|thread-stream|quick-format-unescaped|safe-stable-stringify|@pinojs\/redact|atomic-sleep|on-exit-leak-free)\//,
   },
-  {
-    name: 'metrics',
-    match: /\/dist\/src\/observe\/(request-)?metrics\.js$|\/node_modules\/(prom-client|tdigest|bintrees)\//,
-  },
+  { name: 'metrics', ours: /^observe\/(request-)?metrics\.js$/, lib: /^(prom-client|tdigest|bintrees)\// },
   // The rest of ours: config, control, cli, the in-flight count and the error catalogue.
-  { name: 'other (ours)', match: /\/dist\/src\/|\/bin\/locci-proxy$|\/node_modules\/(yaml|zod|commander)\// },
+  { name: 'other (ours)', ours: /./, lib: /^(yaml|zod|commander)\// },
 ]
 
 /** Buckets for samples with no stage frame on their stack, by the nearest Node module that has one. */
@@ -58,7 +58,13 @@ export const PROGRAM = 'native, no JS on the stack'
 const ORDER = [...STAGES.map((s) => s.name), ...BUCKETS.map((b) => b.name), OTHER_NODE, GC, PROGRAM]
 
 function stageOf(url) {
-  return url ? STAGES.find((s) => s.match.test(url))?.name : undefined
+  if (!url) return undefined
+  const lib = url.lastIndexOf('/node_modules/')
+  if (lib >= 0) return STAGES.find((s) => s.lib?.test(url.slice(lib + 14)))?.name
+  if (url.startsWith('node:')) return STAGES.find((s) => s.node?.test(url))?.name
+  const ours = url.lastIndexOf('/dist/src/')
+  if (ours >= 0) return STAGES.find((s) => s.ours?.test(url.slice(ours + 10)))?.name
+  return url.endsWith('/bin/locci-proxy') ? 'other (ours)' : undefined
 }
 
 function bucketOf(url) {
