@@ -66,16 +66,15 @@ function stop(c) {
   })
 }
 
-/** CPU time (µs) a process and its children (workers) have used so far, from /proc (Linux). */
-function cpuMicros(pid) {
+/** `own(pid)` summed over a process and its children (workers), from /proc (Linux). */
+function overTree(pid, own) {
   try {
-    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ')
-    let total = ((Number(fields[11]) + Number(fields[12])) * 1e6) / CLK_TCK
+    let total = own(pid)
     const children = readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8')
       .trim()
       .split(/\s+/)
       .filter(Boolean)
-    for (const c of children) total += cpuMicros(Number(c)) ?? 0
+    for (const c of children) total += overTree(Number(c), own) ?? 0
     return total
   } catch {
     return undefined
@@ -83,20 +82,16 @@ function cpuMicros(pid) {
 }
 const CLK_TCK = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout.trim()) || 100
 
-/** Peak resident memory (KiB) of a process plus that of each of its children (workers), from /proc. */
-function peakRssKiB(pid) {
-  try {
-    let total = Number(/^VmHWM:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1])
-    const children = readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8')
-      .trim()
-      .split(/\s+/)
-      .filter(Boolean)
-    for (const c of children) total += peakRssKiB(Number(c)) ?? 0
-    return total
-  } catch {
-    return undefined
-  }
-}
+/** CPU time (µs) a process and its workers have used so far. */
+const cpuMicros = (pid) =>
+  overTree(pid, (p) => {
+    const fields = readFileSync(`/proc/${p}/stat`, 'utf8').split(') ')[1].split(' ')
+    return ((Number(fields[11]) + Number(fields[12])) * 1e6) / CLK_TCK
+  })
+
+/** Peak resident memory (KiB) of a process plus that of each of its workers. */
+const peakRssKiB = (pid) =>
+  overTree(pid, (p) => Number(/^VmHWM:\s+(\d+) kB/m.exec(readFileSync(`/proc/${p}/status`, 'utf8'))?.[1]))
 
 /** µs on the clock V8's profiler stamps samples with (CLOCK_MONOTONIC on Linux, as hrtime). */
 const monoMicros = () => Number(process.hrtime.bigint() / 1000n)
