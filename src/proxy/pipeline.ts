@@ -183,8 +183,16 @@ export class Pipeline {
   #route(r: Routed, raw: boolean): void {
     const { req } = r
     const { snapshot } = r.rt
+    const remote = req.socket?.remoteAddress
+    if (remote === undefined) {
+      // The connection closed before this request was handled (Node forgets a closed socket's
+      // address): nobody is waiting for an answer, and the upstream must not get a request
+      // whose X-Forwarded-For names nobody.
+      r.res.destroy()
+      return this.#reply(r, { status: ERRORS.client_aborted.status, kind: 'client_aborted', headers: [] })
+    }
     const head = upstreamRequestHead(req.rawHeaders, {
-      peer: clientIp(req.socket?.remoteAddress),
+      peer: clientIp(remote),
       proto: snapshot.tls ? 'https' : 'http',
       trusted: snapshot.limits.trustedProxy,
       protectedHeaders: r.rt.protectedHeaders,
