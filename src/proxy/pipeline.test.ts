@@ -157,7 +157,11 @@ test('a request whose connection closed before it was handled is not forwarded (
       s.on('error', () => undefined)
     })
     await until(() => lines.length > 0 || undefined, 'the access line')
-    assert.equal(lines[0], '{"status":499,"attempts":0,"error_type":"client_aborted"}\n', 'no upstream attempt')
+    assert.equal(
+      lines[0],
+      '{"status":499,"attempts":0,"error_type":"client_aborted"}\n',
+      'no upstream attempt',
+    )
     assert.equal(up.seen.length, 0, 'the upstream got nothing')
     assert.equal(pipeline.inFlight, 0)
   } finally {
