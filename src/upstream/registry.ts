@@ -1,10 +1,12 @@
 // Builds the run-time upstream groups for a snapshot and owns their live state across snapshots:
 // a server that survives a config change keeps its Peer (pool, health); removed servers' pools
-// are closed after their in-flight requests; health checkers follow the groups they watch.
+// are closed after their in-flight requests; health checkers follow the groups they watch. A
+// group whose retry budget or circuit breaker settings did not change keeps that state too.
 
-import type { Snapshot } from '../config/snapshot'
+import type { CircuitBreakerSpec, Snapshot } from '../config/snapshot'
 import type { Logger } from '../observe/logger'
 import type { UpstreamMetrics } from '../observe/metrics'
+import { CircuitBreaker } from './circuit-breaker'
 import { UpstreamGroup } from './group'
 import { HealthChecker } from './health/checker'
 import { Peer, peerKey } from './peer'
@@ -19,6 +21,8 @@ export class UpstreamRegistry {
   #checkers = new Map<string, HealthChecker>()
   #groups = new Map<string, UpstreamGroup>()
   #budgets = new Map<string, RetryBudget>()
+  /** By group name and settings: an open breaker stays open across a reload that keeps both. */
+  #breakers = new Map<string, CircuitBreaker>()
 
   /**
    * `onHealth` hears every health transition (the primary passes them to workers);
@@ -73,6 +77,16 @@ export class UpstreamRegistry {
         budget = new RetryBudget(b.percent, b.minPerSec, metrics && (() => metrics.retry(name)))
         this.#budgets.set(budgetKey, budget)
       }
+      const cb = spec.circuitBreaker
+      let breaker: CircuitBreaker | undefined
+      if (cb) {
+        const key = breakerKey(spec.name, cb)
+        breaker = this.#breakers.get(key)
+        if (!breaker) {
+          breaker = new CircuitBreaker(cb, spec.name, { log: this.#log })
+          this.#breakers.set(key, breaker)
+        }
+      }
       groups.set(
         spec.name,
         new UpstreamGroup(
@@ -82,6 +96,7 @@ export class UpstreamRegistry {
           this.#log,
           this.#groups.get(spec.name)?.cursor ?? 0,
           this.#metrics,
+          breaker,
         ),
       )
     }
@@ -95,9 +110,18 @@ export class UpstreamRegistry {
     for (const [key, peer] of this.#peers) if (!live.has(key)) void peer.close()
     this.#peers = live
     this.#groups = groups
+    const breakers = new Set<CircuitBreaker>()
+    for (const g of groups.values()) if (g.breaker) breakers.add(g.breaker)
+    for (const [key, b] of this.#breakers) {
+      if (breakers.has(b)) continue
+      b.dispose()
+      this.#breakers.delete(key)
+    }
 
     const wanted = new Set(
-      this.#healthChecks ? snapshot.activeUpstreams.filter((n) => groups.get(n)?.spec.healthCheck) : [],
+      this.#healthChecks
+        ? withFallbacks(snapshot.activeUpstreams, groups).filter((n) => groups.get(n)?.spec.healthCheck)
+        : [],
     )
     for (const [name, checker] of this.#checkers) {
       const g = groups.get(name)
@@ -127,15 +151,37 @@ export class UpstreamRegistry {
     this.#checkers.clear()
   }
 
+  #disposeBreakers(): void {
+    for (const b of this.#breakers.values()) b.dispose()
+  }
+
   async close(): Promise<void> {
     this.stopHealthChecks()
+    this.#disposeBreakers()
     await Promise.all([...this.#peers.values()].map((p) => p.close()))
   }
 
   destroy(): void {
     this.stopHealthChecks()
+    this.#disposeBreakers()
     for (const p of this.#peers.values()) p.destroy()
   }
+}
+
+function breakerKey(name: string, spec: CircuitBreakerSpec): string {
+  return `${name}|${JSON.stringify(spec)}`
+}
+
+/** The active groups and the fallbacks they may send requests to (checked like them). */
+function withFallbacks(active: readonly string[], groups: Map<string, UpstreamGroup>): string[] {
+  const out = new Set<string>()
+  for (const name of active) {
+    for (let n: string | undefined = name; n !== undefined && !out.has(n); ) {
+      out.add(n)
+      n = groups.get(n)?.spec.circuitBreaker?.fallback
+    }
+  }
+  return [...out]
 }
 
 function sameCheck(c: HealthChecker, g: UpstreamGroup): boolean {
