@@ -628,7 +628,8 @@ export const CIRCUIT_BREAKER_DEFAULTS = { consecutive_failures: 5, error_ratio: 
 type RawBreaker = NonNullable<RawConfig['upstreams'][string]['circuit_breaker']>
 
 function circuitBreakerSpec(c: RawBreaker): CircuitBreakerSpec {
-  const none = c.consecutive_failures === undefined && c.error_ratio === undefined && c.latency_p99_ms === undefined
+  const none =
+    c.consecutive_failures === undefined && c.error_ratio === undefined && c.latency_p99_ms === undefined
   return {
     consecutiveFailures: none ? CIRCUIT_BREAKER_DEFAULTS.consecutive_failures : c.consecutive_failures,
     errorRatio: none ? CIRCUIT_BREAKER_DEFAULTS.error_ratio : c.error_ratio,

@@ -105,7 +105,8 @@ test('only upstream faults are retried, and every upstream fault but no_healthy_
   for (const kind of ERROR_KINDS) {
     const e = ERRORS[kind]
     if (e.retry !== undefined) assert.ok(e.upstream, `${kind} is retried but not charged to the upstream`)
-    if (e.upstream && kind !== 'no_healthy_peer' && kind !== 'circuit_open') assert.ok(e.retry, `${kind} has no retry condition`)
+    if (e.upstream && kind !== 'no_healthy_peer' && kind !== 'circuit_open')
+      assert.ok(e.retry, `${kind} has no retry condition`)
     if (e.upstream) assert.equal(e.level, 'warn', `${kind} is logged as an upstream error at warn`)
   }
 })

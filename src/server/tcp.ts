@@ -135,12 +135,7 @@ class TcpConnection {
   start(): void {
     if (this.candidates.length === 0) {
       this.#kind = this.refusal
-      logFailure(
-        this.log,
-        this.refusal,
-        { upstream: this.group.name, client: this.ip },
-        'upstream error',
-      )
+      logFailure(this.log, this.refusal, { upstream: this.group.name, client: this.ip }, 'upstream error')
       this.client.destroy()
       return
     }

@@ -275,7 +275,10 @@ export interface BreakerGroup {
  * caller answers 503 circuit_open). Fallbacks name existing groups and never form a cycle
  * (checked when the config is loaded), so the walk ends.
  */
-export function admittingGroup<G extends BreakerGroup>(group: G, groups: ReadonlyMap<string, G>): G | undefined {
+export function admittingGroup<G extends BreakerGroup>(
+  group: G,
+  groups: ReadonlyMap<string, G>,
+): G | undefined {
   let g: G | undefined = group
   while (g !== undefined) {
     const b: CircuitBreaker | undefined = g.breaker
