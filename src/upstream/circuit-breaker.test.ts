@@ -3,6 +3,8 @@
 // requests let through before it opened, the fallback walk, and reloads keeping the state.
 
 import assert from 'node:assert/strict'
+import { readFileSync } from 'node:fs'
+import path from 'node:path'
 import { describe, test } from 'node:test'
 import { compile } from '../config/compile'
 import { parseConfigText } from '../config/load'
@@ -305,6 +307,13 @@ describe('reload', () => {
     } finally {
       registry.destroy()
     }
+  })
+
+  test('examples/circuit-breaker/config.yaml loads', () => {
+    const file = path.resolve(__dirname, '..', '..', '..', 'examples', 'circuit-breaker', 'config.yaml')
+    const r = compile(parseConfigText(file, readFileSync(file, 'utf8'), {}))
+    assert.ok(r.ok, JSON.stringify(!r.ok && r.problems))
+    assert.equal(r.snapshot.upstreams.get('api')!.circuitBreaker!.fallback, 'api_static')
   })
 
   test('defaults apply when no trip condition is set', () => {
