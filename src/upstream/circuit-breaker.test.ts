@@ -6,11 +6,13 @@ import assert from 'node:assert/strict'
 import { readFileSync } from 'node:fs'
 import path from 'node:path'
 import { describe, test } from 'node:test'
+import { until } from '../../test/helpers/until'
 import { compile } from '../config/compile'
 import { parseConfigText } from '../config/load'
 import type { CircuitBreakerSpec } from '../config/snapshot'
 import type { Logger } from '../observe/logger'
-import { admittingGroup, type BreakerState, CircuitBreaker } from './circuit-breaker'
+import { FollowerBreaker } from './breaker-follower'
+import { admittingGroup, type BreakerState, CircuitBreaker, type OutcomeBatch } from './circuit-breaker'
 import { UpstreamRegistry } from './registry'
 
 interface Line {
@@ -19,15 +21,8 @@ interface Line {
   obj: Record<string, unknown>
 }
 
-function harness(over: Partial<CircuitBreakerSpec>) {
-  const lines: Line[] = []
-  const log = {
-    warn: (obj: Record<string, unknown>, msg: string) => lines.push({ level: 'warn', msg, obj }),
-    info: (obj: Record<string, unknown>, msg: string) => lines.push({ level: 'info', msg, obj }),
-  } as unknown as Logger
-  const clock = { t: 1_000_000 }
-  const changes: BreakerState[] = []
-  const spec: CircuitBreakerSpec = {
+function spec(over: Partial<CircuitBreakerSpec> = {}): CircuitBreakerSpec {
+  return {
     consecutiveFailures: undefined,
     errorRatio: undefined,
     latencyP99Ms: undefined,
@@ -38,7 +33,17 @@ function harness(over: Partial<CircuitBreakerSpec>) {
     fallback: undefined,
     ...over,
   }
-  const b = new CircuitBreaker(spec, 'g', { log, now: () => clock.t, onChange: (s) => changes.push(s) })
+}
+
+function harness(over: Partial<CircuitBreakerSpec>) {
+  const lines: Line[] = []
+  const log = {
+    warn: (obj: Record<string, unknown>, msg: string) => lines.push({ level: 'warn', msg, obj }),
+    info: (obj: Record<string, unknown>, msg: string) => lines.push({ level: 'info', msg, obj }),
+  } as unknown as Logger
+  const clock = { t: 1_000_000 }
+  const changes: BreakerState[] = []
+  const b = new CircuitBreaker(spec(over), 'g', { log, now: () => clock.t, onChange: (s) => changes.push(s) })
   return { b, lines, clock, changes }
 }
 
@@ -220,21 +225,101 @@ describe('open, half-open, closed', () => {
   })
 })
 
+describe('with workers: the primary’s breaker fed by batches, and the workers’ followers', () => {
+  const batch = (o: Partial<OutcomeBatch>): OutcomeBatch => ({
+    successes: 0,
+    failures: 0,
+    timed: 0,
+    slow: 0,
+    sawSuccess: false,
+    trailingFailures: 0,
+    ...o,
+  })
+
+  test('consecutive failures add up across batches; a success in a batch keeps only the failures after it', () => {
+    const { b } = harness({ consecutiveFailures: 5 })
+    b.apply(batch({ failures: 3, trailingFailures: 3 }))
+    b.apply(batch({ successes: 1, failures: 3, sawSuccess: true, trailingFailures: 1 }))
+    assert.equal(b.state, 'closed', 'one failure in a row after the success')
+    b.apply(batch({ failures: 3, trailingFailures: 3 }))
+    assert.equal(b.state, 'closed', 'four in a row')
+    b.apply(batch({ failures: 1, trailingFailures: 1 }))
+    assert.equal(b.state, 'open')
+    b.dispose()
+  })
+
+  test('batches feed the window; in half-open a batch with a failure reopens, successes close', () => {
+    const { b, clock } = harness({ errorRatio: 0.5, latencyP99Ms: 100, minRequests: 10, halfOpenRequests: 2 })
+    b.apply(batch({ successes: 6, failures: 3, sawSuccess: true, timed: 9 }))
+    assert.equal(b.state, 'closed')
+    b.apply(batch({ failures: 3, timed: 3, trailingFailures: 3 }))
+    assert.equal(b.state, 'open', '6 of 12 failed')
+    clock.t += 5000
+    b.apply(batch({ successes: 1, sawSuccess: true }))
+    assert.equal(b.state, 'half_open')
+    b.apply(batch({ failures: 1, trailingFailures: 1 }))
+    assert.equal(b.state, 'open')
+    clock.t += 5000
+    b.apply(batch({ successes: 2, sawSuccess: true }))
+    assert.equal(b.state, 'closed')
+  })
+
+  test('a follower batches outcomes, refuses while open, and needs a slot from the primary when half-open', async () => {
+    const reports: OutcomeBatch[] = []
+    let grant = true
+    let asked = 0
+    const f = new FollowerBreaker(
+      { ...spec(), consecutiveFailures: 3, latencyP99Ms: 100 },
+      {
+        report: (b) => reports.push(b),
+        probe: async () => {
+          asked++
+          return grant
+        },
+      },
+    )
+    f.failure(5)
+    f.success(500)
+    f.failure()
+    assert.equal(reports.length, 0, 'batched')
+    await until(() => reports.length === 1, 'the batch')
+    assert.deepEqual(reports[0], {
+      successes: 1,
+      failures: 2,
+      timed: 2,
+      slow: 1,
+      sawSuccess: true,
+      trailingFailures: 1,
+    })
+    f.set('open', 1)
+    assert.equal(f.admit(), false)
+    f.failure()
+    assert.equal(f.state, 'open')
+    f.set('half_open', 1)
+    assert.equal(f.admit(), false, 'no slot yet: refused, and one is asked for')
+    assert.equal(f.admit(), false, 'one question at a time')
+    await until(() => asked === 1 && f.admit(), 'the slot')
+    grant = false
+    assert.equal(f.admit(), false, 'used; another is asked for')
+    f.success(1)
+    assert.equal(reports.length, 2, 'a half-open outcome is sent at once')
+    await until(() => asked === 2, 'the second question')
+    await new Promise((r) => setImmediate(r))
+    assert.equal(f.admit(), false, 'the primary gave no slot')
+    f.set('closed', 1)
+    assert.equal(f.admit(), true)
+    assert.equal(f.code, 0)
+    f.dispose()
+  })
+})
+
 describe('fallback walk', () => {
   const quiet = { info() {}, warn() {} } as unknown as Logger
-  const spec = (fallback?: string): CircuitBreakerSpec => ({
-    consecutiveFailures: 1,
-    errorRatio: undefined,
-    latencyP99Ms: undefined,
-    minRequests: 1,
-    windowSecs: 1,
-    openMs: 60_000,
-    halfOpenRequests: 1,
-    fallback,
-  })
   const group = (name: string, fallback?: string, withBreaker = true) => ({
     name,
-    breaker: withBreaker ? new CircuitBreaker(spec(fallback), name, { log: quiet }) : undefined,
+    breaker: withBreaker
+      ? new CircuitBreaker(spec({ consecutiveFailures: 1, openMs: 60_000, fallback }), name, { log: quiet })
+      : undefined,
   })
 
   test('a closed breaker keeps the group; an open one hands over to its fallback, then that one’s', () => {

@@ -23,10 +23,37 @@ import type { Logger } from '../observe/logger'
 
 export type BreakerState = 'closed' | 'open' | 'half_open'
 
-const CLOSED = 0
-const OPEN = 1
-const HALF_OPEN = 2
-const NAMES: readonly BreakerState[] = ['closed', 'open', 'half_open']
+export const CLOSED = 0
+export const OPEN = 1
+export const HALF_OPEN = 2
+export const STATE_NAMES: readonly BreakerState[] = ['closed', 'open', 'half_open']
+
+/** What the group, the pipeline, the API and the metrics use of a breaker, wherever its state lives. */
+export interface Breaker {
+  readonly spec: CircuitBreakerSpec
+  readonly state: BreakerState
+  readonly code: number
+  readonly openedAt: number
+  admit(): boolean
+  success(ms?: number): void
+  failure(ms?: number): void
+  dispose(): void
+}
+
+/**
+ * Outcomes a worker saw since its last report (breaker-follower.ts), for the primary's breaker:
+ * counts for the window, and for consecutive_failures the failures after the last success.
+ */
+export interface OutcomeBatch {
+  successes: number
+  failures: number
+  /** Outcomes with an answer time, and those over latency_p99_ms. */
+  timed: number
+  slow: number
+  /** Whether a success is among them, and the failures after the last one. */
+  sawSuccess: boolean
+  trailingFailures: number
+}
 
 export interface BreakerOptions {
   log: Logger
@@ -35,7 +62,7 @@ export interface BreakerOptions {
   now?: () => number
 }
 
-export class CircuitBreaker {
+export class CircuitBreaker implements Breaker {
   readonly spec: CircuitBreakerSpec
   readonly #group: string
   readonly #log: Logger
@@ -80,7 +107,7 @@ export class CircuitBreaker {
   /** The state now (an open breaker whose `open_secs` are over is half-open). */
   get state(): BreakerState {
     this.#refresh(this.#now())
-    return NAMES[this.#state]!
+    return STATE_NAMES[this.#state]!
   }
 
   /** 0 closed, 1 open, 2 half_open: the `locci_circuit_breaker_state` gauge. */
@@ -123,7 +150,7 @@ export class CircuitBreaker {
       return
     }
     this.#consecutive = 0
-    if (this.#windowed) this.#count(false, ms)
+    if (this.#windowed) this.#count(1, 0, ms, this.#now())
   }
 
   /** An attempt that failed: a 5xx answer (`ms` to it), a timeout, a connection error. */
@@ -135,12 +162,37 @@ export class CircuitBreaker {
       this.#open(now, 'half_open_probe_failed', {})
       return
     }
-    const limit = this.spec.consecutiveFailures
-    if (limit !== undefined && ++this.#consecutive >= limit) {
-      this.#open(now, 'consecutive_failures', { consecutive_failures: this.#consecutive })
+    if (this.#tripsConsecutive(this.#consecutive + 1, now)) return
+    if (this.#windowed) this.#count(0, 1, ms, now)
+  }
+
+  /** A worker's outcomes (the primary holds the breaker of the instance). */
+  apply(b: OutcomeBatch): void {
+    const now = this.#now()
+    this.#refresh(now)
+    const s = this.#state
+    if (s === OPEN) return
+    if (s === HALF_OPEN) {
+      if (b.failures > 0) {
+        this.#open(now, 'half_open_probe_failed', {})
+        return
+      }
+      this.#probeSuccesses += b.successes
+      if (this.#probeSuccesses >= this.spec.halfOpenRequests) this.#close()
       return
     }
-    if (this.#windowed) this.#count(true, ms, now)
+    const consecutive = b.sawSuccess ? b.trailingFailures : this.#consecutive + b.failures
+    if (this.#tripsConsecutive(consecutive, now)) return
+    if (this.#windowed) this.#add(b.successes + b.failures, b.failures, b.timed, b.slow, now)
+  }
+
+  /** Stores the failures in a row; opens when they reach consecutive_failures. */
+  #tripsConsecutive(consecutive: number, now: number): boolean {
+    this.#consecutive = consecutive
+    const limit = this.spec.consecutiveFailures
+    if (limit === undefined || consecutive < limit) return false
+    this.#open(now, 'consecutive_failures', { consecutive_failures: consecutive })
+    return true
   }
 
   /** Stops its timer (the breaker was replaced by a reload). */
@@ -149,23 +201,22 @@ export class CircuitBreaker {
     this.#timer = undefined
   }
 
-  #count(failed: boolean, ms: number | undefined, now = this.#now()): void {
+  #count(successes: number, failures: number, ms: number | undefined, now: number): void {
+    const t = timing(this.spec, ms)
+    this.#add(successes + failures, failures, t === 0 ? 0 : 1, t === 2 ? 1 : 0, now)
+  }
+
+  #add(requests: number, failures: number, timed: number, slow: number, now: number): void {
     const b = this.#advance(now)
-    this.#requests[b]!++
-    this.#sumRequests++
-    if (failed) {
-      this.#failures[b]!++
-      this.#sumFailures++
-    }
+    this.#requests[b]! += requests
+    this.#failures[b]! += failures
+    this.#timed[b]! += timed
+    this.#slow[b]! += slow
+    this.#sumRequests += requests
+    this.#sumFailures += failures
+    this.#sumTimed += timed
+    this.#sumSlow += slow
     const threshold = this.spec.latencyP99Ms
-    if (ms !== undefined && threshold !== undefined) {
-      this.#timed[b]!++
-      this.#sumTimed++
-      if (ms > threshold) {
-        this.#slow[b]!++
-        this.#sumSlow++
-      }
-    }
     const min = this.spec.minRequests
     const ratio = this.spec.errorRatio
     if (ratio !== undefined && this.#sumRequests >= min && this.#sumFailures >= ratio * this.#sumRequests) {
@@ -260,13 +311,19 @@ export class CircuitBreaker {
   }
 }
 
+/** 0: no answer time to count; 1: one within latency_p99_ms; 2: one over it. */
+export function timing(spec: CircuitBreakerSpec, ms: number | undefined): 0 | 1 | 2 {
+  if (ms === undefined || spec.latencyP99Ms === undefined) return 0
+  return ms > spec.latencyP99Ms ? 2 : 1
+}
+
 function round(x: number): number {
   return Math.round(x * 1000) / 1000
 }
 
 /** What the fallback walk needs of a group (upstream/group.ts). */
 export interface BreakerGroup {
-  readonly breaker: CircuitBreaker | undefined
+  readonly breaker: Breaker | undefined
 }
 
 /**
@@ -281,7 +338,7 @@ export function admittingGroup<G extends BreakerGroup>(
 ): G | undefined {
   let g: G | undefined = group
   while (g !== undefined) {
-    const b: CircuitBreaker | undefined = g.breaker
+    const b: Breaker | undefined = g.breaker
     if (b === undefined || b.admit()) return g
     const next: string | undefined = b.spec.fallback
     g = next === undefined ? undefined : groups.get(next)

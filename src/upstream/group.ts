@@ -5,7 +5,7 @@
 import type { RetryPolicy, UpstreamSpec } from '../config/snapshot'
 import type { Logger } from '../observe/logger'
 import type { UpstreamMetrics } from '../observe/metrics'
-import type { CircuitBreaker } from './circuit-breaker'
+import type { Breaker } from './circuit-breaker'
 import { PassiveHealth } from './passive-health'
 import type { Peer } from './peer'
 import type { RetryBudget } from './retry-budget'
@@ -24,7 +24,7 @@ export class UpstreamGroup {
   /** Per-server metrics (attempts); undefined where nobody collects them (tests). */
   readonly metrics: UpstreamMetrics | undefined
   /** Undefined without `circuit_breaker`; kept across reloads by the registry. */
-  readonly breaker: CircuitBreaker | undefined
+  readonly breaker: Breaker | undefined
   readonly #selector: Selector
   readonly #passive: PassiveHealth | undefined
 
@@ -35,7 +35,7 @@ export class UpstreamGroup {
     log: Logger,
     cursor = 0,
     metrics?: UpstreamMetrics,
-    breaker?: CircuitBreaker,
+    breaker?: Breaker,
   ) {
     this.breaker = breaker
     this.name = spec.name

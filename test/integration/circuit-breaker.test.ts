@@ -7,6 +7,7 @@
 
 import assert from 'node:assert/strict'
 import { writeFileSync } from 'node:fs'
+import http from 'node:http'
 import net from 'node:net'
 import { describe, test } from 'node:test'
 import { type RunningProxy, startProxy } from '../helpers/proxy'
@@ -39,6 +40,22 @@ async function get(
 ): Promise<{ status: number; body: string; from: string | null }> {
   const res = await fetch(`${p.url}${path}`)
   return { status: res.status, body: await res.text(), from: res.headers.get('x-upstream') }
+}
+
+/** A request on a connection of its own, so the workers' turns come round (cluster round robin). */
+function fresh(p: RunningProxy, path: string): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    http
+      .get(`${p.url}${path}`, { agent: false }, (res) => {
+        let body = ''
+        res.setEncoding('utf8')
+        res.on('data', (c: string) => {
+          body += c
+        })
+        res.on('end', () => resolve({ status: res.statusCode!, body }))
+      })
+      .on('error', reject)
+  })
 }
 
 const gateway = (main: Upstream, spare: Upstream, breaker: string, extraRoutes = '') => `mode: api_gateway
@@ -257,6 +274,48 @@ load_balancer: { upstream: db, protocol: tcp }
       await proxy.waitForLog((l) => l.msg === 'circuit breaker opened', 'the open line')
     } finally {
       await proxy.stop()
+    }
+  })
+
+  test('workers: one state for the instance, held by the primary', async () => {
+    const main = await startUpstream('main')
+    const spare = await startUpstream('spare')
+    main.behaviour = { kind: 'status', status: 503 }
+    const proxy = await startProxy(
+      gateway(main, spare, '{ consecutive_failures: 4, open_secs: 1, half_open_requests: 1 }').replace(
+        'ops_bind_address: "127.0.0.1:0" }',
+        'ops_bind_address: "127.0.0.1:0", workers: 2 }',
+      ),
+    )
+    try {
+      // Outcomes reach the primary in batches: a few more requests may pass before it opens.
+      await until(
+        async () => (await fresh(proxy, '/x')).body === '503 upstream circuit breaker open\n',
+        'open',
+      )
+      const opened = proxy.logs.filter((l) => l.msg === 'circuit breaker opened')
+      assert.equal(opened.length, 1, 'one breaker tripped, not one per worker')
+      const seen = main.seen.length
+      // Every worker refuses now (ten fresh connections go round both).
+      for (let i = 0; i < 10; i++) {
+        assert.equal((await fresh(proxy, '/x')).body, '503 upstream circuit breaker open\n')
+      }
+      assert.equal(main.seen.length, seen, 'no worker sent anything while open')
+      assert.equal(await breakerState(proxy, 'main'), 'open')
+      assert.equal(await gauge(proxy, 'main'), 1)
+
+      main.behaviour = { kind: 'ok' }
+      // Half-open: a worker asks the primary for the one probe slot; the probe closes it.
+      await until(async () => (await fresh(proxy, '/x')).status === 200, 'a probe through')
+      // The gauge is the highest of the workers' states: 0 once every worker heard of the close.
+      await until(async () => (await gauge(proxy, 'main')) === 0, 'closed in every worker')
+      assert.equal(await breakerState(proxy, 'main'), 'closed')
+      for (let i = 0; i < 10; i++) assert.equal((await fresh(proxy, '/x')).status, 200)
+      assert.equal(proxy.logs.filter((l) => l.msg?.startsWith('circuit breaker closed') === true).length, 1)
+    } finally {
+      await proxy.stop()
+      await main.close()
+      await spare.close()
     }
   })
 })
