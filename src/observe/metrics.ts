@@ -200,7 +200,8 @@ export class Metrics {
       help: 'Circuit breaker of each upstream group that has one: 0 closed, 1 open, 2 half_open.',
       labelNames: ['upstream'],
       registers,
-      // With several workers, each has its own breaker: the highest code of theirs is shown.
+      // With several workers, each follows the primary's breaker: they agree but for a moment
+      // after a transition, when the highest code shows the one that has not heard yet.
       aggregator: 'max',
       collect() {
         this.reset()

@@ -14,6 +14,9 @@
 //   no server was available) would hold its slot for ever: after another `open_secs` without a
 //   verdict a new round of probes is let through.
 //
+// With workers, this breaker lives in the primary, fed by the workers' batches (apply), and
+// each worker has a FollowerBreaker (breaker-follower.ts) that mirrors its state.
+//
 // Outcomes that arrive while open belong to requests let through before it opened: ignored.
 // Checking a closed breaker (admit) is one field read, so the breaker costs nothing on the hot
 // path until it trips. Time is read through `now` so the tests drive a fake clock.
