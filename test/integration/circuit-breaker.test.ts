@@ -58,8 +58,14 @@ function fresh(p: RunningProxy, path: string): Promise<{ status: number; body: s
   })
 }
 
-const gateway = (main: Upstream, spare: Upstream, breaker: string, extraRoutes = '') => `mode: api_gateway
-server: { bind_address: "127.0.0.1:0", ops_bind_address: "127.0.0.1:0" }
+const gateway = (
+  main: Upstream,
+  spare: Upstream,
+  breaker: string,
+  extraRoutes = '',
+  workers = 1,
+) => `mode: api_gateway
+server: { bind_address: "127.0.0.1:0", ops_bind_address: "127.0.0.1:0", workers: ${workers} }
 upstreams:
   main:
     servers: ["${main.address}"]
@@ -72,173 +78,183 @@ api_gateway:
     main: { path_pattern: "^/", upstream: main }
 ${extraRoutes}${CONTROL}`
 
+interface Scene {
+  main: Upstream
+  spare: Upstream
+  proxy: RunningProxy
+}
+
+/** `main` answering `status`, `spare` healthy, a proxy with main's `breaker`; all stopped after `f`. */
+async function scene(status: number, breaker: string, f: (s: Scene) => Promise<void>, workers = 1) {
+  const main = await startUpstream('main')
+  const spare = await startUpstream('spare')
+  main.behaviour = { kind: 'status', status }
+  let proxy: RunningProxy | undefined
+  try {
+    proxy = await startProxy(gateway(main, spare, breaker, '', workers))
+    await f({ main, spare, proxy })
+  } finally {
+    await proxy?.stop()
+    await main.close()
+    await spare.close()
+  }
+}
+
 describe('circuit breaker', () => {
   test('opens on consecutive 503s, fails fast, half-opens after open_secs and closes when the upstream recovers', async () => {
-    const main = await startUpstream('main')
-    const spare = await startUpstream('spare')
-    main.behaviour = { kind: 'status', status: 503 }
-    const proxy = await startProxy(
-      gateway(main, spare, '{ consecutive_failures: 3, open_secs: 1, half_open_requests: 2 }'),
+    await scene(
+      503,
+      '{ consecutive_failures: 3, open_secs: 1, half_open_requests: 2 }',
+      async ({ main, proxy }) => {
+        assert.equal(await breakerState(proxy, 'main'), 'closed', 'shown from start')
+        assert.equal(await gauge(proxy, 'main'), 0)
+        assert.equal(await gauge(proxy, 'spare'), undefined, 'no breaker, no series')
+        assert.equal((await upstreamView(proxy, 'spare')).circuit_breaker, null)
+        for (let i = 0; i < 3; i++) assert.equal((await get(proxy, '/x')).body, 'main says 503')
+        const opened = await proxy.waitForLog((l) => l.msg === 'circuit breaker opened', 'the open line')
+        assert.equal(opened.level, 'warn')
+        assert.equal(opened.upstream, 'main')
+        assert.equal(opened.reason, 'consecutive_failures')
+
+        for (let i = 0; i < 5; i++) {
+          const r = await get(proxy, '/x')
+          assert.equal(r.status, 503)
+          assert.equal(r.body, '503 upstream circuit breaker open\n')
+        }
+        assert.equal(main.seen.length, 3, 'nothing reached the upstream while open')
+        const view = await upstreamView(proxy, 'main')
+        assert.equal((view.circuit_breaker as { state: string }).state, 'open')
+        assert.match(String((view.circuit_breaker as { opened_at: string }).opened_at), /^\d{4}-/)
+        assert.equal(await gauge(proxy, 'main'), 1)
+        const refused = proxy.logs.find((l) => l.msg === 'upstream error' && l.error_type === 'circuit_open')
+        assert.equal(refused?.upstream, 'main')
+
+        main.behaviour = { kind: 'ok' }
+        await until(async () => (await breakerState(proxy, 'main')) === 'half_open', 'half-open', 10_000)
+        assert.equal(await gauge(proxy, 'main'), 2)
+        await proxy.waitForLog(
+          (l) => l.msg?.startsWith('circuit breaker half-open') === true,
+          'half-open line',
+        )
+        assert.equal((await get(proxy, '/x')).status, 200)
+        assert.equal(await breakerState(proxy, 'main'), 'half_open', 'one probe of two succeeded')
+        assert.equal((await get(proxy, '/x')).status, 200)
+        assert.equal(await breakerState(proxy, 'main'), 'closed')
+        assert.equal(await gauge(proxy, 'main'), 0)
+        const closed = await proxy.waitForLog(
+          (l) => l.msg?.startsWith('circuit breaker closed') === true,
+          'close',
+        )
+        assert.equal(closed.level, 'info')
+        for (let i = 0; i < 5; i++) assert.equal((await get(proxy, '/x')).status, 200)
+      },
     )
-    try {
-      assert.equal(await breakerState(proxy, 'main'), 'closed', 'shown from start')
-      assert.equal(await gauge(proxy, 'main'), 0)
-      assert.equal(await gauge(proxy, 'spare'), undefined, 'no breaker, no series')
-      assert.equal((await upstreamView(proxy, 'spare')).circuit_breaker, null)
-      for (let i = 0; i < 3; i++) assert.equal((await get(proxy, '/x')).body, 'main says 503')
-      const opened = await proxy.waitForLog((l) => l.msg === 'circuit breaker opened', 'the open line')
-      assert.equal(opened.level, 'warn')
-      assert.equal(opened.upstream, 'main')
-      assert.equal(opened.reason, 'consecutive_failures')
-
-      for (let i = 0; i < 5; i++) {
-        const r = await get(proxy, '/x')
-        assert.equal(r.status, 503)
-        assert.equal(r.body, '503 upstream circuit breaker open\n')
-      }
-      assert.equal(main.seen.length, 3, 'nothing reached the upstream while open')
-      const view = await upstreamView(proxy, 'main')
-      assert.equal((view.circuit_breaker as { state: string }).state, 'open')
-      assert.match(String((view.circuit_breaker as { opened_at: string }).opened_at), /^\d{4}-/)
-      assert.equal(await gauge(proxy, 'main'), 1)
-      const refused = proxy.logs.find((l) => l.msg === 'upstream error' && l.error_type === 'circuit_open')
-      assert.equal(refused?.upstream, 'main')
-
-      main.behaviour = { kind: 'ok' }
-      await until(async () => (await breakerState(proxy, 'main')) === 'half_open', 'half-open', 10_000)
-      assert.equal(await gauge(proxy, 'main'), 2)
-      await proxy.waitForLog((l) => l.msg?.startsWith('circuit breaker half-open') === true, 'half-open line')
-      assert.equal((await get(proxy, '/x')).status, 200)
-      assert.equal(await breakerState(proxy, 'main'), 'half_open', 'one probe of two succeeded')
-      assert.equal((await get(proxy, '/x')).status, 200)
-      assert.equal(await breakerState(proxy, 'main'), 'closed')
-      assert.equal(await gauge(proxy, 'main'), 0)
-      const closed = await proxy.waitForLog(
-        (l) => l.msg?.startsWith('circuit breaker closed') === true,
-        'close',
-      )
-      assert.equal(closed.level, 'info')
-      for (let i = 0; i < 5; i++) assert.equal((await get(proxy, '/x')).status, 200)
-    } finally {
-      await proxy.stop()
-      await main.close()
-      await spare.close()
-    }
   })
 
   test('while open the fallback group serves; a failed probe reopens', async () => {
-    const main = await startUpstream('main')
-    const spare = await startUpstream('spare')
-    main.behaviour = { kind: 'status', status: 500 }
-    const proxy = await startProxy(
-      gateway(
-        main,
-        spare,
-        '{ consecutive_failures: 2, open_secs: 1, half_open_requests: 1, fallback: spare }',
-      ),
+    await scene(
+      500,
+      '{ consecutive_failures: 2, open_secs: 1, half_open_requests: 1, fallback: spare }',
+      async ({ main, spare, proxy }) => {
+        for (let i = 0; i < 2; i++) assert.equal((await get(proxy, '/x')).status, 500)
+        for (let i = 0; i < 4; i++) {
+          const r = await get(proxy, '/x')
+          assert.equal(r.status, 200)
+          assert.equal(r.from, 'spare')
+        }
+        assert.equal(main.seen.length, 2)
+        assert.equal(spare.seen.length, 4)
+        // The access line names the group that served.
+        await until(
+          () => proxy.logs.filter((l) => l.msg === 'request' && l.upstream === 'spare').length === 4,
+          'four access lines naming spare',
+        )
+        assert.equal(
+          ((await upstreamView(proxy, 'main')).circuit_breaker as { fallback: string }).fallback,
+          'spare',
+        )
+        // Still failing when half-open: the one probe fails and it opens again.
+        await until(async () => (await breakerState(proxy, 'main')) === 'half_open', 'half-open', 10_000)
+        assert.equal((await get(proxy, '/x')).status, 500)
+        await proxy.waitForLog((l) => l.msg === 'circuit breaker reopened: a probe failed', 'the reopen')
+        assert.equal((await get(proxy, '/x')).from, 'spare')
+        assert.equal(main.seen.length, 3)
+      },
     )
-    try {
-      for (let i = 0; i < 2; i++) assert.equal((await get(proxy, '/x')).status, 500)
-      for (let i = 0; i < 4; i++) {
-        const r = await get(proxy, '/x')
-        assert.equal(r.status, 200)
-        assert.equal(r.from, 'spare')
-      }
-      assert.equal(main.seen.length, 2)
-      assert.equal(spare.seen.length, 4)
-      // The access line names the group that served.
-      await until(
-        () => proxy.logs.filter((l) => l.msg === 'request' && l.upstream === 'spare').length === 4,
-        'four access lines naming spare',
-      )
-      assert.equal(
-        ((await upstreamView(proxy, 'main')).circuit_breaker as { fallback: string }).fallback,
-        'spare',
-      )
-      // Still failing when half-open: the one probe fails and it opens again.
-      await until(async () => (await breakerState(proxy, 'main')) === 'half_open', 'half-open', 10_000)
-      assert.equal((await get(proxy, '/x')).status, 500)
-      await proxy.waitForLog((l) => l.msg === 'circuit breaker reopened: a probe failed', 'the reopen')
-      assert.equal((await get(proxy, '/x')).from, 'spare')
-      assert.equal(main.seen.length, 3)
-    } finally {
-      await proxy.stop()
-      await main.close()
-      await spare.close()
-    }
   })
 
   test('concurrent requests in half-open: only half_open_requests reach the upstream', async () => {
-    const main = await startUpstream('main')
-    const spare = await startUpstream('spare')
-    main.behaviour = { kind: 'status', status: 503 }
-    const proxy = await startProxy(
-      gateway(main, spare, '{ consecutive_failures: 1, open_secs: 1, half_open_requests: 2 }'),
-    )
-    try {
-      assert.equal((await get(proxy, '/x')).status, 503)
-      await until(async () => (await breakerState(proxy, 'main')) === 'half_open', 'half-open', 10_000)
-      // Answers that never come keep both probes out while the others arrive.
-      main.behaviour = { kind: 'delay', ms: 60_000 }
-      const abort = new AbortController()
-      const results: Array<{ status: number; body: string }> = []
-      for (let i = 0; i < 10; i++) {
-        fetch(`${proxy.url}/x`, { signal: abort.signal }).then(
-          async (r) => results.push({ status: r.status, body: await r.text() }),
-          () => {},
+    await scene(
+      503,
+      '{ consecutive_failures: 1, open_secs: 1, half_open_requests: 2 }',
+      async ({ main, proxy }) => {
+        assert.equal((await get(proxy, '/x')).status, 503)
+        await until(async () => (await breakerState(proxy, 'main')) === 'half_open', 'half-open', 10_000)
+        // Answers that never come keep both probes out while the others arrive.
+        main.behaviour = { kind: 'delay', ms: 60_000 }
+        const abort = new AbortController()
+        const results: Array<{ status: number; body: string }> = []
+        for (let i = 0; i < 10; i++) {
+          fetch(`${proxy.url}/x`, { signal: abort.signal }).then(
+            async (r) => results.push({ status: r.status, body: await r.text() }),
+            () => {},
+          )
+        }
+        await until(
+          () => results.length === 8 && main.seen.length === 3,
+          'eight answers, two probes upstream',
         )
-      }
-      await until(() => results.length === 8 && main.seen.length === 3, 'eight answers, two probes upstream')
-      assert.ok(results.every((r) => r.body === '503 upstream circuit breaker open\n'))
-      assert.equal(await breakerState(proxy, 'main'), 'half_open')
-      abort.abort()
-      // Their verdict never comes (the clients left): after open_secs a new round goes through.
-      main.behaviour = { kind: 'ok' }
-      await until(async () => (await get(proxy, '/x')).status === 200, 'a probe of the next round')
-      assert.equal((await get(proxy, '/x')).status, 200)
-      assert.equal(await breakerState(proxy, 'main'), 'closed')
-    } finally {
-      await proxy.stop()
-      await main.close()
-      await spare.close()
-    }
+        assert.ok(results.every((r) => r.body === '503 upstream circuit breaker open\n'))
+        assert.equal(await breakerState(proxy, 'main'), 'half_open')
+        abort.abort()
+        // Their verdict never comes (the clients left): after open_secs a new round goes through.
+        main.behaviour = { kind: 'ok' }
+        await until(async () => (await get(proxy, '/x')).status === 200, 'a probe of the next round')
+        assert.equal((await get(proxy, '/x')).status, 200)
+        assert.equal(await breakerState(proxy, 'main'), 'closed')
+      },
+    )
   })
 
-  test('a reload that keeps the breaker settings keeps it open; one that changes them starts closed', async () => {
-    const main = await startUpstream('main')
-    const spare = await startUpstream('spare')
-    main.behaviour = { kind: 'status', status: 503 }
-    const breaker = '{ consecutive_failures: 1, open_secs: 60 }'
-    const proxy = await startProxy(gateway(main, spare, breaker))
-    try {
-      assert.equal((await get(proxy, '/x')).status, 503)
-      assert.equal(await breakerState(proxy, 'main'), 'open')
-      writeFileSync(
-        proxy.configFile,
-        gateway(main, spare, breaker, '    s: { path_pattern: "^/spare", upstream: spare }\n'),
-      )
-      proxy.child.kill('SIGHUP')
-      await proxy.waitForLog((l) => l.msg === 'config reloaded', 'the first reload')
-      assert.equal((await get(proxy, '/spare')).from, 'spare', 'the new route is live')
-      assert.equal((await get(proxy, '/x')).body, '503 upstream circuit breaker open\n')
-      assert.equal(await breakerState(proxy, 'main'), 'open')
-      assert.equal(main.seen.length, 1)
+  for (const workers of [1, 2]) {
+    test(`a reload that keeps the breaker settings keeps it open; one that changes them starts closed (workers: ${workers})`, async () => {
+      const breaker = '{ consecutive_failures: 1, open_secs: 60 }'
+      await scene(
+        503,
+        breaker,
+        async ({ main, spare, proxy }) => {
+          assert.equal((await get(proxy, '/x')).status, 503)
+          await until(async () => (await breakerState(proxy, 'main')) === 'open', 'open')
+          // The primary listens for SIGHUP once every worker is up (cli/main.ts).
+          if (workers > 1) await proxy.waitForLog((l) => l.msg === 'all workers listening', 'all workers')
+          writeFileSync(
+            proxy.configFile,
+            gateway(main, spare, breaker, '    s: { path_pattern: "^/spare", upstream: spare }\n', workers),
+          )
+          proxy.child.kill('SIGHUP')
+          await proxy.waitForLog((l) => l.msg === 'config reloaded', 'the first reload')
+          assert.equal((await get(proxy, '/spare')).from, 'spare', 'the new route is live')
+          assert.equal((await get(proxy, '/x')).body, '503 upstream circuit breaker open\n')
+          assert.equal(await breakerState(proxy, 'main'), 'open')
+          assert.equal(main.seen.length, 1)
 
-      main.behaviour = { kind: 'ok' }
-      writeFileSync(proxy.configFile, gateway(main, spare, '{ consecutive_failures: 2, open_secs: 60 }'))
-      proxy.child.kill('SIGHUP')
-      await until(
-        () => proxy.logs.filter((l) => l.msg === 'config reloaded').length === 2,
-        'the second reload',
+          main.behaviour = { kind: 'ok' }
+          writeFileSync(
+            proxy.configFile,
+            gateway(main, spare, '{ consecutive_failures: 2, open_secs: 60 }', '', workers),
+          )
+          proxy.child.kill('SIGHUP')
+          await until(
+            () => proxy.logs.filter((l) => l.msg === 'config reloaded').length === 2,
+            'the second reload',
+          )
+          assert.equal(await breakerState(proxy, 'main'), 'closed')
+          assert.equal((await get(proxy, '/x')).status, 200)
+        },
+        workers,
       )
-      assert.equal(await breakerState(proxy, 'main'), 'closed')
-      assert.equal((await get(proxy, '/x')).status, 200)
-    } finally {
-      await proxy.stop()
-      await main.close()
-      await spare.close()
-    }
-  })
+    })
+  }
 
   test('TCP pass-through: connections are refused while open, logged as circuit_open', async () => {
     // A port nothing listens on: every connect fails.
@@ -278,44 +294,36 @@ load_balancer: { upstream: db, protocol: tcp }
   })
 
   test('workers: one state for the instance, held by the primary', async () => {
-    const main = await startUpstream('main')
-    const spare = await startUpstream('spare')
-    main.behaviour = { kind: 'status', status: 503 }
-    const proxy = await startProxy(
-      gateway(main, spare, '{ consecutive_failures: 4, open_secs: 1, half_open_requests: 1 }').replace(
-        'ops_bind_address: "127.0.0.1:0" }',
-        'ops_bind_address: "127.0.0.1:0", workers: 2 }',
-      ),
-    )
-    try {
-      // Outcomes reach the primary in batches: a few more requests may pass before it opens.
-      await until(
-        async () => (await fresh(proxy, '/x')).body === '503 upstream circuit breaker open\n',
-        'open',
-      )
-      const opened = proxy.logs.filter((l) => l.msg === 'circuit breaker opened')
-      assert.equal(opened.length, 1, 'one breaker tripped, not one per worker')
-      const seen = main.seen.length
-      // Every worker refuses now (ten fresh connections go round both).
-      for (let i = 0; i < 10; i++) {
-        assert.equal((await fresh(proxy, '/x')).body, '503 upstream circuit breaker open\n')
-      }
-      assert.equal(main.seen.length, seen, 'no worker sent anything while open')
-      assert.equal(await breakerState(proxy, 'main'), 'open')
-      assert.equal(await gauge(proxy, 'main'), 1)
+    await scene(
+      503,
+      '{ consecutive_failures: 4, open_secs: 1, half_open_requests: 1 }',
+      async ({ main, proxy }) => {
+        // Outcomes reach the primary in batches: a few more requests may pass before it opens.
+        await until(
+          async () => (await fresh(proxy, '/x')).body === '503 upstream circuit breaker open\n',
+          'open',
+        )
+        const opened = proxy.logs.filter((l) => l.msg === 'circuit breaker opened')
+        assert.equal(opened.length, 1, 'one breaker tripped, not one per worker')
+        const seen = main.seen.length
+        // Every worker refuses now (ten fresh connections go round both).
+        for (let i = 0; i < 10; i++) {
+          assert.equal((await fresh(proxy, '/x')).body, '503 upstream circuit breaker open\n')
+        }
+        assert.equal(main.seen.length, seen, 'no worker sent anything while open')
+        assert.equal(await breakerState(proxy, 'main'), 'open')
+        assert.equal(await gauge(proxy, 'main'), 1)
 
-      main.behaviour = { kind: 'ok' }
-      // Half-open: a worker asks the primary for the one probe slot; the probe closes it.
-      await until(async () => (await fresh(proxy, '/x')).status === 200, 'a probe through')
-      // The gauge is the highest of the workers' states: 0 once every worker heard of the close.
-      await until(async () => (await gauge(proxy, 'main')) === 0, 'closed in every worker')
-      assert.equal(await breakerState(proxy, 'main'), 'closed')
-      for (let i = 0; i < 10; i++) assert.equal((await fresh(proxy, '/x')).status, 200)
-      assert.equal(proxy.logs.filter((l) => l.msg?.startsWith('circuit breaker closed') === true).length, 1)
-    } finally {
-      await proxy.stop()
-      await main.close()
-      await spare.close()
-    }
+        main.behaviour = { kind: 'ok' }
+        // Half-open: a worker asks the primary for the one probe slot; the probe closes it.
+        await until(async () => (await fresh(proxy, '/x')).status === 200, 'a probe through')
+        // The gauge is the highest of the workers' states: 0 once every worker heard of the close.
+        await until(async () => (await gauge(proxy, 'main')) === 0, 'closed in every worker')
+        assert.equal(await breakerState(proxy, 'main'), 'closed')
+        for (let i = 0; i < 10; i++) assert.equal((await fresh(proxy, '/x')).status, 200)
+        assert.equal(proxy.logs.filter((l) => l.msg?.startsWith('circuit breaker closed') === true).length, 1)
+      },
+      2,
+    )
   })
 })
