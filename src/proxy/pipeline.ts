@@ -22,6 +22,7 @@ import type { Logger } from '../observe/logger'
 import { normalizePath, withNormalizedPath } from '../routing/normalize-path'
 import { ROUTABLE_METHODS, refusesMethod, resolve } from '../routing/resolve'
 import { stripPrefix } from '../routing/route-table'
+import { admittingGroup } from '../upstream/circuit-breaker'
 import { replyError } from './errors'
 import { Exchange } from './forward'
 import { clientIp, type UpstreamRequestHead, upstreamRequestHead } from './headers'
@@ -334,7 +335,12 @@ export class Pipeline {
   }
 
   #forward(r: Routed): void {
-    const group = r.rt.groups.get(r.upstream)!
+    const groups = r.rt.groups
+    // A closed breaker (or none) is one field read; an open one refuses or names a fallback.
+    const group = admittingGroup(groups.get(r.upstream)!, groups)
+    if (group === undefined) return this.#reply(r, { status: 503, kind: 'circuit_open', headers: [] })
+    // The access line and metrics name the group that took the request.
+    r.upstream = group.name
     if (group.hostOverride !== undefined) setHeader(r.head.headers, 'host', group.hostOverride)
     const now = Date.now()
     group.budget.request(now)
