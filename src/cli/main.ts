@@ -202,6 +202,7 @@ async function start(opts: GlobalOptions): Promise<void> {
 
   let stop: () => Promise<void>
   let reload: () => void
+  let reopenLogs: () => void
   try {
     const text = readFileSync(r.file, 'utf8')
     if (snapshot.workers > 1 && cluster.isPrimary) {
@@ -213,6 +214,7 @@ async function start(opts: GlobalOptions): Promise<void> {
       await primary.start()
       stop = () => primary.stop()
       reload = () => void primary.reload()
+      reopenLogs = () => primary.reopenLogs()
     } else {
       let link: Rpc<ToPrimary, ToWorker> | undefined
       if (cluster.isWorker) {
@@ -234,6 +236,7 @@ async function start(opts: GlobalOptions): Promise<void> {
       )
       stop = () => instance.stop()
       reload = () => void instance.reload()
+      reopenLogs = () => instance.reopenLogs()
       countFault = () => instance.metrics.error(snapshot.mode.kind, 'internal')
       // A worker whose primary is gone drains and exits.
       if (cluster.isWorker) process.on('disconnect', () => void stop().then(() => process.exit(0)))
@@ -249,6 +252,9 @@ async function start(opts: GlobalOptions): Promise<void> {
     log.info({ signal: 'SIGHUP' }, 'reloading the config file')
     reload()
   })
+  // logrotate's postrotate: the access log file is reopened by its path (Node's debugger is
+  // not started by SIGUSR1 once the process listens for it).
+  process.on('SIGUSR1', () => reopenLogs())
   let signals = 0
   const onSignal = (signal: NodeJS.Signals) => {
     // A worker hears Ctrl-C's SIGINT and then the primary's SIGTERM: one shutdown, not a forced exit.

@@ -52,6 +52,7 @@ describe('control API faults', () => {
     warn() {},
     info() {},
     debug() {},
+    isLevelEnabled: () => false,
   } as unknown as Logger
   let fail: Error | undefined
   const actions: ControlActions = {

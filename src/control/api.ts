@@ -154,6 +154,7 @@ export function createControlServer(o: ControlApiOptions): http.Server {
   // Bodies have their own deadline in readJson.
   const server = http.createServer(ADMIN_SERVER_OPTIONS, (req, res) => {
     res.on('error', () => undefined) // the client went away: nothing to tell it
+    if (o.log.isLevelEnabled('debug')) logWhenDone(req, res)
     serve(req, res).catch((err: unknown) => fault(res, err))
   })
   return server
@@ -165,6 +166,23 @@ export function createControlServer(o: ControlApiOptions): http.Server {
     // an unread (maybe endless) body is never drained on a kept-alive socket.
     if (!req.complete) r.headers = { ...r.headers, connection: 'close' }
     send(res, r)
+  }
+
+  /** Control-API requests are logged at debug (the query string left out: it may name secrets). */
+  function logWhenDone(req: http.IncomingMessage, res: http.ServerResponse): void {
+    const start = performance.now()
+    res.once('close', () => {
+      o.log.debug(
+        {
+          method: req.method,
+          path: requestTarget(req.url ?? '')?.path ?? '-',
+          status: res.headersSent ? res.statusCode : 499,
+          duration_ms: Math.round((performance.now() - start) * 1000) / 1000,
+          client: req.socket.remoteAddress,
+        },
+        'control API request',
+      )
+    })
   }
 
   /** A fault outside respond() (a reply that cannot be serialized or written): 500, logged. */
@@ -377,6 +395,13 @@ function upstreamsView({ snapshot, groups }: ControlView) {
       tls: g.tls,
       active: snapshot.activeUpstreams.includes(g.name),
       health_check: g.spec.healthCheck ? (g.spec.healthCheck.path ? 'http' : 'tcp') : null,
+      circuit_breaker: g.breaker
+        ? {
+            state: g.breaker.state,
+            fallback: g.breaker.spec.fallback ?? null,
+            opened_at: g.breaker.openedAt > 0 ? new Date(g.breaker.openedAt).toISOString() : null,
+          }
+        : null,
       servers: g.peers.map((p) => ({
         address: p.address,
         weight: p.weight,

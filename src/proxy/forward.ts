@@ -23,7 +23,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Transform } from 'node:stream'
 import type { RetryCondition, RetryPolicy } from '../config/snapshot'
 import type { ResponseTransformer } from '../middleware/types'
-import type { AccessLog, RequestFacts } from '../observe/access-log'
+import type { AccessLog, Outcome, RequestFacts } from '../observe/access-log'
 import {
   BODY_TIMEOUT,
   BODY_TOO_LARGE,
@@ -77,7 +77,7 @@ const RETRYING = new Error('retrying on another server')
 const HEADERS_TIMEOUT = Object.assign(new Error('upstream did not answer in time'), { code: TIMED_OUT })
 const CLIENT_FAULT = new Error('the request was refused')
 
-export class Exchange implements UpstreamHandler {
+export class Exchange implements UpstreamHandler, Outcome {
   readonly #o: ExchangeOptions
   #index = 0
   #peer: Peer | undefined
@@ -98,6 +98,24 @@ export class Exchange implements UpstreamHandler {
   #body: BodyGuard | undefined
   /** The body goes through this on its way to the client (see #through). */
   #transform: Transform | undefined
+  /** performance.now() when the current attempt was dispatched. */
+  #attemptStart = 0
+  /** The current attempt's answer status (0 until its head arrives): the attempts metric. */
+  #attemptStatus = 0
+  /** Outcome (the access line): response body bytes written to the client. */
+  bytesSent = 0
+  /** Outcome: from dispatching the attempt that answered to its response head; -1 if none did. */
+  upstreamMs = -1
+
+  /** Outcome: request body bytes read from the client. */
+  get bytesReceived(): number {
+    return this.#body?.bytes ?? 0
+  }
+
+  /** Outcome: upstream attempts made. */
+  get attempts(): number {
+    return this.#peer === undefined ? 0 : this.#index + 1
+  }
 
   constructor(o: ExchangeOptions) {
     this.#o = o
@@ -131,6 +149,8 @@ export class Exchange implements UpstreamHandler {
     this.#abort = undefined
     this.#headersSeen = false
     peer.inFlight++
+    this.#attemptStart = performance.now()
+    this.#attemptStatus = 0
     try {
       peer.pool.dispatch(
         {
@@ -210,9 +230,25 @@ export class Exchange implements UpstreamHandler {
     })
   }
 
+  /**
+   * The attempt on `#peer` is over: counted per server (upstream/group metrics), unless
+   * `counted` is false (the client left before the server answered: not the server's doing).
+   */
+  #attemptDone(counted = true): void {
+    const peer = this.#peer!
+    peer.inFlight--
+    if (counted)
+      this.#o.group.metrics?.attempt(
+        this.#o.upstream,
+        peer.address,
+        this.#attemptStatus,
+        (performance.now() - this.#attemptStart) / 1000,
+      )
+  }
+
   #next(): void {
     this.#clearHeadTimer()
-    this.#peer!.inFlight--
+    this.#attemptDone()
     this.#index++
     this.#attempt()
   }
@@ -254,9 +290,11 @@ export class Exchange implements UpstreamHandler {
     if (this.#finished) return false
     this.#headersSeen = true
     this.#clearHeadTimer()
+    this.upstreamMs = Math.round((performance.now() - this.#attemptStart) * 1000) / 1000
+    this.#attemptStatus = statusCode
     const peer = this.#peer!
     if (statusCode >= 500) {
-      o.group.reportFailure(peer, `status ${statusCode}`)
+      o.group.reportFailure(peer, `status ${statusCode}`, this.upstreamMs)
       if (this.#mayRetry('5xx')) {
         o.log.warn(
           { request_id: o.requestId, upstream: o.upstream, server: peer.address, status: statusCode },
@@ -267,7 +305,7 @@ export class Exchange implements UpstreamHandler {
         return false
       }
     } else {
-      o.group.reportSuccess(peer)
+      o.group.reportSuccess(peer, this.upstreamMs)
     }
     this.#status = statusCode
     this.#resume = resume
@@ -306,6 +344,7 @@ export class Exchange implements UpstreamHandler {
       return false
     }
     const res = this.#o.res
+    this.bytesSent += chunk.length
     if (this.#remaining > 0) {
       this.#remaining -= chunk.length
       // The last chunk of a known-length body goes out with end().
@@ -338,6 +377,7 @@ export class Exchange implements UpstreamHandler {
     this.#transform = t
     t.on('error', this.#onTransformError)
     t.on('data', (out: Buffer) => {
+      this.bytesSent += out.length
       if (!res.write(out) && !res.destroyed) {
         t.pause()
         res.once('drain', () => t.resume())
@@ -447,7 +487,8 @@ export class Exchange implements UpstreamHandler {
     const o = this.#o
     if (!o.res.headersSent && !this.#clientGone && !o.res.destroyed) {
       try {
-        replyError(o.res, kind, o.requestId, (close && !o.h2) || o.closing(), o.responseHeaders)
+        const n = replyError(o.res, kind, o.requestId, (close && !o.h2) || o.closing(), o.responseHeaders)
+        if (o.method !== 'HEAD') this.bytesSent = n
       } catch {
         o.res.destroy()
       }
@@ -461,8 +502,8 @@ export class Exchange implements UpstreamHandler {
     this.#finished = true
     this.#clearHeadTimer()
     const o = this.#o
-    if (this.#peer) this.#peer.inFlight--
-    o.access.request(o, o.upstream, this.#peer?.address, this.#status, kind)
+    if (this.#peer) this.#attemptDone(kind !== 'client_aborted' || this.#attemptStatus !== 0)
+    o.access.request(o, o.upstream, this.#peer?.address, this.#status, kind, this)
     o.onDone()
   }
 }

@@ -22,6 +22,7 @@ import type { Logger } from '../observe/logger'
 import { normalizePath, withNormalizedPath } from '../routing/normalize-path'
 import { ROUTABLE_METHODS, refusesMethod, resolve } from '../routing/resolve'
 import { stripPrefix } from '../routing/route-table'
+import { admittingGroup } from '../upstream/circuit-breaker'
 import { replyError } from './errors'
 import { Exchange } from './forward'
 import { clientIp, type UpstreamRequestHead, upstreamRequestHead } from './headers'
@@ -49,9 +50,10 @@ interface Routed {
   method: string
   /** The normalized path (normalize-path.ts): what routes, middlewares and the log see. */
   path: string
-  /** head.requestId and head.clientIp, for the access line (RequestFacts). */
+  /** head.requestId, head.clientIp and head.host, for the access line (RequestFacts). */
   requestId: string
   client: string
+  host: string | undefined
   upstreamPath: string
   head: UpstreamRequestHead
   hasBody: boolean
@@ -159,6 +161,7 @@ export class Pipeline {
       path: '',
       requestId: EMPTY_HEAD.requestId,
       client: EMPTY_HEAD.clientIp,
+      host: undefined,
       upstreamPath: '',
       head: EMPTY_HEAD,
       hasBody: false,
@@ -181,8 +184,16 @@ export class Pipeline {
   #route(r: Routed, raw: boolean): void {
     const { req } = r
     const { snapshot } = r.rt
+    const remote = req.socket?.remoteAddress
+    if (remote === undefined) {
+      // The connection closed before this request was handled (Node forgets a closed socket's
+      // address): nobody is waiting for an answer, and the upstream must not get a request
+      // whose X-Forwarded-For names nobody.
+      r.res.destroy()
+      return this.#reply(r, { status: ERRORS.client_aborted.status, kind: 'client_aborted', headers: [] })
+    }
     const head = upstreamRequestHead(req.rawHeaders, {
-      peer: clientIp(req.socket?.remoteAddress),
+      peer: clientIp(remote),
       proto: snapshot.tls ? 'https' : 'http',
       trusted: snapshot.limits.trustedProxy,
       protectedHeaders: r.rt.protectedHeaders,
@@ -191,6 +202,7 @@ export class Pipeline {
     r.head = head
     r.requestId = head.requestId
     r.client = head.clientIp
+    r.host = head.host
     // HTTP/1.0 and 1.1 on an HTTP/1 connection; anything else (2.0, 0.9, 1.2) is not spoken here.
     if (!r.h2 && (req.httpVersionMajor !== 1 || req.httpVersionMinor > 1)) {
       return this.#reply(r, { status: 505, kind: 'version_not_supported', headers: [] })
@@ -212,7 +224,10 @@ export class Pipeline {
     const target = req.url ?? ''
     const url = originForm(target)
     // RFC 9112 section 3.2.2: with an absolute-form target, its authority is the Host.
-    if (target.charCodeAt(0) !== 47 && url !== target) useTargetHost(head, target)
+    if (target.charCodeAt(0) !== 47 && url !== target) {
+      useTargetHost(head, target)
+      r.host = head.host
+    }
     const q = url.indexOf('?')
     const rawPath = q < 0 ? url : url.slice(0, q)
     const normalized = normalizePath(rawPath, snapshot.limits.escapedSlashes === 'keep')
@@ -320,7 +335,12 @@ export class Pipeline {
   }
 
   #forward(r: Routed): void {
-    const group = r.rt.groups.get(r.upstream)!
+    const groups = r.rt.groups
+    // A closed breaker (or none) is one field read; an open one refuses or names a fallback.
+    const group = admittingGroup(groups.get(r.upstream)!, groups)
+    if (group === undefined) return this.#reply(r, { status: 503, kind: 'circuit_open', headers: [] })
+    // The access line and metrics name the group that took the request.
+    r.upstream = group.name
     if (group.hostOverride !== undefined) setHeader(r.head.headers, 'host', group.hostOverride)
     const now = Date.now()
     group.budget.request(now)
@@ -352,6 +372,8 @@ export class Pipeline {
         access: this.#access,
         start: r.start,
         client: r.client,
+        req: r.req,
+        host: r.host,
         onDone: () => this.#end(r),
       })
     }
@@ -381,6 +403,7 @@ export class Pipeline {
       h2: r.h2,
       closing: r.h2 ? never : this.#closing,
       client: r.client,
+      host: r.host,
       onDone: () => this.#end(r),
     }).start()
   }
@@ -392,6 +415,7 @@ export class Pipeline {
     const extra = r.ctx ? [...r.ctx.responseHeaders, ...reply.headers] : reply.headers
     // A refused request may still be sending its body: close the connection after the answer.
     const close = !r.h2 && (this.#draining || (r.hasBody && reply.status >= 400))
+    let bytes = 0
     try {
       if (res.destroyed || res.headersSent) {
         // The client left while a middleware was waiting (or a fault came after the head).
@@ -407,8 +431,9 @@ export class Pipeline {
         if (close) headers.push('connection', 'close')
         res.writeHead(reply.status, headers)
         res.end(reply.body)
+        bytes = reply.body.length
       } else if (reply.kind !== undefined) {
-        replyError(res, reply.kind, r.head.requestId, close, extra)
+        bytes = replyError(res, reply.kind, r.head.requestId, close, extra)
       } else {
         const headers = [...extra, 'content-length', '0', 'x-request-id', r.head.requestId]
         if (close) headers.push('connection', 'close')
@@ -428,7 +453,13 @@ export class Pipeline {
     if (upstream !== undefined) {
       logFailure(this.#log, kind!, { request_id: r.requestId, upstream }, 'upstream error')
     }
-    this.#access.request(r, upstream, undefined, reply.status, kind)
+    const sent = r.method === 'HEAD' ? 0 : bytes
+    this.#access.request(r, upstream, undefined, reply.status, kind, {
+      bytesReceived: 0,
+      bytesSent: sent,
+      upstreamMs: -1,
+      attempts: 0,
+    })
     this.#end(r)
   }
 }

@@ -61,6 +61,7 @@ export class ProxyInstance implements ControlActions {
   readonly #middlewares: MiddlewareRegistry
   readonly #metrics: Metrics
   readonly #pipeline: Pipeline
+  readonly #access: AccessLog
   readonly #startedAt = Date.now()
   #front: Front | undefined
   #control: { key: string; server: http.Server } | undefined
@@ -78,9 +79,23 @@ export class ProxyInstance implements ControlActions {
     this.#log = o.logging.logger
     const link = o.primary
     // In a worker the primary runs the health checks and holds the memory rate-limit buckets.
+    this.#metrics = new Metrics(
+      () => this.#store.current().groups.values(),
+      () => (this.#front?.tcp ?? this.#pipeline).inFlight,
+    )
     this.#upstreams = new UpstreamRegistry(this.#log, undefined, {
       healthChecks: !link,
       client: o.upstreamClient.kind,
+      metrics: this.#metrics.upstream,
+      // The primary holds the circuit breakers: one state for the instance.
+      ...(link
+        ? {
+            breakerLink: (_group: string, key: string) => ({
+              report: (batch) => link.emit('breaker-outcomes', { key, batch }),
+              probe: () => link.request('breaker-probe', { key }),
+            }),
+          }
+        : {}),
     })
     this.#middlewares = new MiddlewareRegistry(
       this.#log,
@@ -96,17 +111,16 @@ export class ProxyInstance implements ControlActions {
       groups: this.#upstreams.build(snapshot),
       chains: this.#middlewares.build(snapshot, plan.middlewares),
     })
-    this.#metrics = new Metrics(
-      () => this.#store.current().groups.values(),
-      () => (this.#front?.tcp ?? this.#pipeline).inFlight,
-    )
     const access = new AccessLog(o.logging, this.#metrics, () => this.#store.current().snapshot.mode.kind)
+    access.configure(snapshot.logging.access)
+    this.#access = access
     this.#pipeline = new Pipeline({ store: this.#store, log: this.#log, access })
     if (link) {
       const owner = new PrimaryOwner(link)
       link
         .on('apply', (m) => owner.applied(m.unsaved, () => this.#applyFromPrimary(m.text)))
         .on('health', (h) => this.#upstreams.setHealth(h.group, h.address, h.healthy))
+        .on('breaker', (e) => this.#upstreams.setBreaker(e))
         .on('metrics-json', () => this.#metrics.registry.getMetricsAsJSON())
       this.#owner = owner
     } else {
@@ -262,6 +276,7 @@ export class ProxyInstance implements ControlActions {
           () => (this.#front!.server.address() as net.AddressInfo).port,
           () => this.#store.current().snapshot.tls,
           this.#log,
+          this.#access,
         )
         await listen(server, s.redirectHttp.host, s.redirectHttp.port)
         this.#redirect = { key: redirectKey, server }
@@ -342,10 +357,16 @@ export class ProxyInstance implements ControlActions {
   async #install(plan: Plan): Promise<void> {
     const prev = this.#store.current().snapshot
     const next = plan.snapshot
+    const refuse = (err: Error) =>
+      new ChangeRefused('invalid', 'invalid configuration', { problems: [`${this.#o.file}: ${err.message}`] })
+    try {
+      this.#access.configure(next.logging.access)
+    } catch (err) {
+      throw refuse(err as Error)
+    }
     const { retired } = await this.#bind(next).catch((err: Error) => {
-      throw new ChangeRefused('invalid', 'invalid configuration', {
-        problems: [`${this.#o.file}: ${err.message}`],
-      })
+      this.#access.configure(prev.logging.access)
+      throw refuse(err)
     })
     const groups = this.#upstreams.build(next)
     const chains = this.#middlewares.build(next, plan.middlewares)
@@ -363,6 +384,12 @@ export class ProxyInstance implements ControlActions {
 
   reload(): Promise<ReloadResult> {
     return this.#owner.reload()
+  }
+
+  /** SIGUSR1: reopen the access log file (logrotate moved it away). */
+  reopenLogs(): void {
+    this.#access.reopen()
+    this.#log.info({ signal: 'SIGUSR1' }, 'access log reopened')
   }
 
   change(c: ChangeOp): Promise<ChangeResult> {
@@ -443,6 +470,7 @@ export class ProxyInstance implements ControlActions {
       this.#closeOps()
       this.#upstreams.destroy()
       this.#middlewares.close()
+      this.#access.flush()
       this.#o.logging.flush() // access lines of the last requests first, then the final line
       this.#log.info('stopped')
       this.#o.logging.flush()

@@ -3,6 +3,8 @@
 
 import type { ChangeOp } from '../config/mutations'
 import type { TakeResult } from '../middleware/rate-limit/token-bucket'
+import type { OutcomeBatch } from '../upstream/circuit-breaker'
+import type { BreakerEvent } from '../upstream/registry'
 import type { ReloadResult } from './keeper'
 
 /** One message kind: what is sent, and what comes back (`void` for an event, which is not answered). */
@@ -45,8 +47,18 @@ export interface HealthEvent {
   healthy: boolean
 }
 
-/** Worker -> primary: the primary owns the config, the shared buckets and the metrics sum. */
+/** A worker's outcomes for the circuit breaker `key` (upstream/breaker-follower.ts). */
+export interface BreakerOutcomes {
+  key: string
+  batch: OutcomeBatch
+}
+
+/** Worker -> primary: the primary owns the config, the shared buckets, the circuit breakers and the metrics sum. */
 export interface ToPrimary extends Protocol {
+  /** Event: attempts' outcomes for a breaker, batched. */
+  'breaker-outcomes': Message<BreakerOutcomes, void>
+  /** May a request go through the half-open breaker `key` as a probe? */
+  'breaker-probe': Message<{ key: string }, boolean>
   take: Message<TakeRequest, TakeResult>
   change: Message<ChangeOp, ChangeResult>
   reload: Message<undefined, ReloadResult>
@@ -60,4 +72,6 @@ export interface ToWorker extends Protocol {
   'metrics-json': Message<undefined, unknown>
   /** Event: a checked peer went in or out of rotation. */
   health: Message<HealthEvent, void>
+  /** Event: the primary's circuit breaker of a group changed state. */
+  breaker: Message<BreakerEvent, void>
 }

@@ -6,7 +6,6 @@
 // upgrades, health probes, forward_auth and JWKS keep their own clients.
 
 import type { Readable } from 'node:stream'
-import { Pool } from 'undici'
 import type { PeerSpec, PoolSpec } from '../config/snapshot'
 import { h1Available, h1Problem } from './h1/binding'
 import { type H1Handler, H1Pool } from './h1/pool'
@@ -107,6 +106,9 @@ export function createUpstreamPool(
       },
     )
   }
+  // Loaded on first use: undici costs ~20 MiB of RSS (its wasm parser) that a proxy on the
+  // built-in client does not need.
+  const { Pool } = require('undici') as typeof import('undici')
   return new Pool(`${tls.enabled ? 'https' : 'http'}://${spec.address}`, {
     connections: pool.maxConnections,
     pipelining: 1,
