@@ -201,8 +201,23 @@ async function start(opts: GlobalOptions): Promise<void> {
   })
 
   let stop: () => Promise<void>
-  let reload: () => void
-  let reopenLogs: () => void
+  // Installed before the start, so a SIGHUP or SIGUSR1 sent while workers are still starting
+  // meets these handlers instead of Node's defaults (SIGHUP ends a process, SIGUSR1 starts the
+  // debugger); one that arrives early is carried out once the proxy is up.
+  let reload: (() => void) | undefined
+  let reopenLogs: (() => void) | undefined
+  let pendingReload = false
+  let pendingReopen = false
+  process.on('SIGHUP', () => {
+    log.info({ signal: 'SIGHUP' }, 'reloading the config file')
+    if (reload) reload()
+    else pendingReload = true
+  })
+  // logrotate's postrotate: the access log file is reopened by its path.
+  process.on('SIGUSR1', () => {
+    if (reopenLogs) reopenLogs()
+    else pendingReopen = true
+  })
   try {
     const text = readFileSync(r.file, 'utf8')
     if (snapshot.workers > 1 && cluster.isPrimary) {
@@ -248,13 +263,8 @@ async function start(opts: GlobalOptions): Promise<void> {
     process.exit(1)
   }
 
-  process.on('SIGHUP', () => {
-    log.info({ signal: 'SIGHUP' }, 'reloading the config file')
-    reload()
-  })
-  // logrotate's postrotate: the access log file is reopened by its path (Node's debugger is
-  // not started by SIGUSR1 once the process listens for it).
-  process.on('SIGUSR1', () => reopenLogs())
+  if (pendingReload) reload!()
+  if (pendingReopen) reopenLogs!()
   let signals = 0
   const onSignal = (signal: NodeJS.Signals) => {
     // A worker hears Ctrl-C's SIGINT and then the primary's SIGTERM: one shutdown, not a forced exit.
