@@ -63,6 +63,8 @@ interface Routed {
   retries: number | undefined
   retryOn: ReadonlySet<RetryCondition> | undefined
   ctx: RequestContext | undefined
+  /** #watchTap has run. */
+  tapWatched: boolean
   /** Set once the request has been counted out of #inFlight and logged. */
   ended: boolean
 }
@@ -171,6 +173,7 @@ export class Pipeline {
       retries: undefined,
       retryOn: undefined,
       ctx: undefined,
+      tapWatched: false,
       ended: false,
     }
     try {
@@ -286,6 +289,7 @@ export class Pipeline {
       responseHeaders: [],
       dropResponseHeaders: undefined,
       responseTransform: undefined,
+      responseTap: undefined,
     }
     r.ctx = ctx
     // A preflight the chain answers meets its cors middlewares only (Chain.preflight).
@@ -304,8 +308,9 @@ export class Pipeline {
   }
 
   #afterChain(r: Routed, reply: MiddlewareResult): void {
-    if (reply !== undefined) return this.#reply(r, reply)
     const ctx = r.ctx!
+    this.#watchTap(r)
+    if (reply !== undefined) return this.#reply(r, reply)
     r.head.headers = ctx.upstreamHeaders
     if (ctx.upstreamPath !== r.upstreamPath) {
       // A middleware (rewrite) chose the upstream path: it is normalized like a client's, so
@@ -323,6 +328,19 @@ export class Pipeline {
       r.upstreamPath = target
     }
     this.#forward(r)
+  }
+
+  /**
+   * A middleware's ResponseTap is told once when the response is over, however it ends (a cache
+   * stores only what the client received in full, and lets requests waiting for this one go on).
+   */
+  #watchTap(r: Routed): void {
+    const tap = r.ctx?.responseTap
+    if (tap === undefined || r.tapWatched) return
+    r.tapWatched = true
+    const { res } = r
+    if (res.destroyed) tap.close(false)
+    else res.once('close', () => tap.close(res.writableFinished))
   }
 
   #forward(r: Routed): void {
@@ -377,6 +395,7 @@ export class Pipeline {
       responseHeaders: r.ctx?.responseHeaders,
       dropResponseHeaders: r.ctx?.dropResponseHeaders,
       transform: r.ctx?.responseTransform,
+      tap: r.ctx?.responseTap,
       hasBody: r.hasBody,
       maxBodyBytes: r.maxBodyBytes,
       bodyTimeoutMs: r.rt.snapshot.limits.bodyTimeoutMs,
@@ -397,6 +416,13 @@ export class Pipeline {
   /** Answers without an upstream: routing errors, a middleware's reply, no available server. */
   #reply(r: Routed, reply: Reply): void {
     if (r.ended) return
+    this.#watchTap(r)
+    if (reply.kind !== undefined && ERRORS[reply.kind].upstream) {
+      // No server to try: a cache may still answer with a stale entry (stale-if-error).
+      const sub = r.ctx?.responseTap?.rescue()
+      if (sub !== undefined)
+        reply = { status: sub.status, kind: undefined, headers: sub.headers, body: sub.body }
+    }
     const { res } = r
     const extra = r.ctx ? [...r.ctx.responseHeaders, ...reply.headers] : reply.headers
     // A refused request may still be sending its body: close the connection after the answer.

@@ -10,6 +10,7 @@
 import cluster, { type Worker } from 'node:cluster'
 import { AggregatorRegistry, Counter, Registry } from 'prom-client'
 import type { Overrides } from '../config/compile'
+import type { PurgeMatch } from '../middleware/cache/memory-store'
 import { MemoryStore } from '../middleware/rate-limit/memory-store'
 import type { LoggerHandle } from '../observe/logger'
 import { upstreamMetrics } from '../observe/metrics'
@@ -124,6 +125,7 @@ export class Primary {
       .on('change', (p) => this.#config.change(p))
       .on('reload', () => this.reload())
       .on('metrics', () => this.#metrics())
+      .on('purge', (m) => this.#purge(m))
     worker.on('message', (m) => rpc.receive(m))
     this.#links.set(worker.id, { worker, rpc, listening: false })
   }
@@ -169,6 +171,12 @@ export class Primary {
   /** SIGUSR1: each worker reopens its access log file. */
   reopenLogs(): void {
     for (const l of this.#links.values()) l.worker.process.kill('SIGUSR1')
+  }
+
+  /** A cache purge reaches every worker (each has its own memory cache); the counts are summed. */
+  async #purge(m: PurgeMatch): Promise<number> {
+    const counts = await Promise.all([...this.#links.values()].map((l) => l.rpc.request('purge-local', m)))
+    return counts.reduce((a, b) => a + b, 0)
   }
 
   /** The instance's metrics: every worker's registry summed, plus the primary's own. */
