@@ -35,6 +35,20 @@ export interface RequestContext {
   responseTransform?: ResponseTransformer | undefined
   /** What sees the upstream's answer (cache), if a middleware set one; the last one set wins. */
   responseTap?: ResponseTap | undefined
+  /**
+   * A stored answer (cache), sent once the whole chain has passed the request (a later
+   * middleware may still refuse it: authentication after cache guards hits too).
+   */
+  stored?: StoredAnswer | undefined
+}
+
+export interface StoredAnswer {
+  readonly answer: Substitute
+  /**
+   * Also send the request upstream in the background (stale-while-revalidate): only
+   * `responseTap` sees that answer.
+   */
+  readonly revalidate: boolean
 }
 
 /**

@@ -14,6 +14,7 @@ import {
   type RequestContext,
   rawHeader,
   runChain,
+  type StoredAnswer,
 } from '../middleware/types'
 import type { AccessLog } from '../observe/access-log'
 import { ERRORS, logFailure } from '../observe/errors'
@@ -22,6 +23,7 @@ import type { Logger } from '../observe/logger'
 import { normalizePath, withNormalizedPath } from '../routing/normalize-path'
 import { ROUTABLE_METHODS, refusesMethod, resolve } from '../routing/resolve'
 import { stripPrefix } from '../routing/route-table'
+import { DetachedResponse } from './detached-response'
 import { replyError } from './errors'
 import { Exchange } from './forward'
 import { clientIp, type UpstreamRequestHead, upstreamRequestHead } from './headers'
@@ -290,6 +292,7 @@ export class Pipeline {
       dropResponseHeaders: undefined,
       responseTransform: undefined,
       responseTap: undefined,
+      stored: undefined,
     }
     r.ctx = ctx
     // A preflight the chain answers meets its cors middlewares only (Chain.preflight).
@@ -309,8 +312,46 @@ export class Pipeline {
 
   #afterChain(r: Routed, reply: MiddlewareResult): void {
     const ctx = r.ctx!
+    const stored = reply === undefined ? ctx.stored : undefined
+    if (stored !== undefined) return this.#answerStored(r, stored)
     this.#watchTap(r)
     if (reply !== undefined) return this.#reply(r, reply)
+    this.#toUpstream(r)
+  }
+
+  /**
+   * The chain passed the request and a cache holds its answer: the client gets it now. With
+   * `revalidate` (stale-while-revalidate) the request also goes upstream, on its own with a
+   * DetachedResponse: only the cache's tap sees that answer, and it has its own access line.
+   */
+  #answerStored(r: Routed, stored: StoredAnswer): void {
+    const ctx = r.ctx!
+    const { answer } = stored
+    let background: Routed | undefined
+    if (stored.revalidate) {
+      background = {
+        ...r,
+        res: new DetachedResponse() as unknown as ServerResponse,
+        h2: false,
+        start: performance.now(),
+        tapWatched: false,
+        ended: false,
+      }
+      r.ctx = { ...ctx, responseTap: undefined, stored: undefined }
+    }
+    this.#reply(r, { status: answer.status, kind: undefined, headers: answer.headers, body: answer.body })
+    if (background !== undefined) {
+      const b = background
+      this.#inFlight.enter()
+      this.#guard(b, () => {
+        this.#watchTap(b)
+        this.#toUpstream(b)
+      })
+    }
+  }
+
+  #toUpstream(r: Routed): void {
+    const ctx = r.ctx!
     r.head.headers = ctx.upstreamHeaders
     if (ctx.upstreamPath !== r.upstreamPath) {
       // A middleware (rewrite) chose the upstream path: it is normalized like a client's, so

@@ -38,6 +38,9 @@ const handlers: Record<string, Handler> = {
     // Held long enough for the other concurrent requests to reach the proxy and queue behind it.
     setTimeout(() => s.writeHead(200, { 'cache-control': 'max-age=300' }).end(`slow ${n}`), 1500)
   },
+  '/swr': (_q, s, n) =>
+    s.writeHead(200, { 'cache-control': 'max-age=1, stale-while-revalidate=600' }).end(`swr ${n}`),
+  '/down': (_q, s) => s.writeHead(200, { 'cache-control': 'max-age=300, stale-if-error=600' }).end('down 1'),
   '/vary-star': (_q, s, n) =>
     s.writeHead(200, { 'cache-control': 'max-age=300', vary: '*' }).end(`star ${n}`),
   '/vary-lang': (q, s, n) =>
@@ -145,7 +148,9 @@ upstreams:
 api_gateway:
   middlewares:
     cache: { max_entry_bytes: 1000000 }
+    key: { type: api_key, keys: [{ consumer: c, key: k1k1k1k1k1k1k1k1k1k1 }] }
   routes:
+    keyed: { path_pattern: "^/keyed", upstream: app, middlewares: [cache, key] }
     all: { path_pattern: "^/", upstream: app, middlewares: [cache] }
 control_api: { enabled: true, bind_address: "127.0.0.1:0" }
 `,
@@ -223,6 +228,28 @@ control_api: { enabled: true, bind_address: "127.0.0.1:0" }
     assert.equal(r.body, 'sie 1')
     assert.equal(r.headers['x-cache'], 'STALE')
     assert.equal(hitsOf(up.seen, '/sie'), 2)
+  })
+
+  test('stale-while-revalidate: the stale entry at once, refreshed in the background', async () => {
+    assert.equal((await get(base, '/swr')).body, 'swr 1')
+    // Stale once a second has passed (max-age=1): until then each GET is a hit.
+    const stale = await until(async () => {
+      const r = await get(base, '/swr')
+      return r.headers['x-cache'] === 'STALE' && r
+    }, 'a STALE answer')
+    assert.equal(stale.body, 'swr 1')
+    await until(() => hitsOf(up.seen, '/swr') >= 2, 'the background revalidation')
+    await until(async () => (await get(base, '/swr')).body === 'swr 2', 'the refreshed entry served')
+  })
+
+  test('a middleware after cache still guards hits (api_key)', async () => {
+    const ok = { 'x-api-key': 'k1k1k1k1k1k1k1k1k1k1' }
+    assert.equal((await get(base, '/keyed', ok)).headers['x-cache'], 'MISS')
+    assert.equal((await get(base, '/keyed', ok)).headers['x-cache'], 'HIT')
+    const refused = await get(base, '/keyed')
+    assert.equal(refused.status, 401)
+    assert.equal(refused.headers['x-cache'], undefined)
+    assert.equal(hitsOf(up.seen, '/keyed'), 1)
   })
 
   test('concurrent misses for one key make one upstream request', async () => {
@@ -316,6 +343,30 @@ control_api: { enabled: true, bind_address: "127.0.0.1:0" }
     assert.deepEqual(await del('prefix=/p/'), { purged: 3 })
     assert.equal((await get(base, '/p/2')).headers['x-cache'], 'MISS')
     assert.equal((await get(base, '/q')).headers['x-cache'], 'HIT')
+  })
+})
+
+describe('cache with its upstream down', () => {
+  test('stale-if-error answers with the stored response; without it the error is the answer', async () => {
+    const up = await startUpstream()
+    const proxy = await startProxy(config(up.address))
+    try {
+      assert.equal((await get(proxy.url, '/down')).body, 'down 1')
+      assert.equal((await get(proxy.url, '/plain')).headers['x-cache'], 'MISS')
+      await new Promise<void>((r) => up.server.close(() => r()))
+      up.server.closeAllConnections()
+      for (let i = 0; i < 3; i++) {
+        // Refused connections, then (passive health) no server to try: stale either way.
+        const r = await get(proxy.url, '/down', { 'cache-control': 'max-age=0' })
+        assert.equal(r.status, 200)
+        assert.equal(r.body, 'down 1')
+        assert.equal(r.headers['x-cache'], 'STALE')
+      }
+      const plain = await get(proxy.url, '/plain', { 'cache-control': 'no-cache' })
+      assert.ok(plain.status === 502 || plain.status === 503, `${plain.status}`)
+    } finally {
+      await proxy.stop()
+    }
   })
 })
 

@@ -1,8 +1,10 @@
 // cache: a shared HTTP cache (RFC 9111) for GET and HEAD, in memory. The request half looks the
-// request up (memory-store.ts) and answers a fresh hit itself (X-Cache: HIT, Age); anything
-// else goes upstream with a ResponseTap (types.ts) that stores the answer when policy.ts allows
-// it (X-Cache: MISS), turns a 304 to its own conditional request into the stored response (HIT),
-// and serves a stale entry when the upstream fails within stale-if-error (STALE).
+// request up (memory-store.ts) and hands a fresh hit to the pipeline (ctx.stored: sent once the
+// rest of the chain passed the request; X-Cache: HIT, Age); anything else goes upstream with a
+// ResponseTap (types.ts) that stores the answer when policy.ts allows it (X-Cache: MISS), turns
+// a 304 to its own conditional request into the stored response (HIT), and serves a stale entry
+// when the upstream fails within stale-if-error (STALE). Within stale-while-revalidate the stale
+// entry is sent at once (STALE) and the request goes upstream in the background to refresh it.
 //
 // Coalescing: while one request for a key is upstream, others for that key wait for it, then
 // look again; they are released as soon as the first one knows it will not store (its head, or
@@ -11,7 +13,7 @@
 // an upstream that drops mid-body, stores nothing.
 
 import type { Logger } from '../../observe/logger'
-import type { Middleware, Reply, RequestContext, ResponseTap, Substitute } from '../types'
+import type { Middleware, RequestContext, ResponseTap, Substitute } from '../types'
 import type { CacheConfig } from './config'
 import { type Entry, entrySize, MemoryStore, type PurgeMatch } from './memory-store'
 import {
@@ -62,41 +64,31 @@ export function cache(name: string, cfg: CacheConfig, log: Logger): Cache {
   /** Lock key -> the request fetching it now: resolved when it stores or knows it will not. */
   const pending = new Map<string, Promise<void>>()
 
-  const lookup = (
+  /** Takes the lock of `key`; the returned function releases it (once). */
+  const lock = (key: string): (() => void) => {
+    let resolve!: () => void
+    pending.set(
+      key,
+      new Promise<void>((r) => {
+        resolve = r
+      }),
+    )
+    let held = true
+    return () => {
+      if (!held) return
+      held = false
+      pending.delete(key)
+      resolve()
+    }
+  }
+
+  /** Sends the request upstream with a tap; with `stale`, as a conditional request for it. */
+  const capture = (
     ctx: RequestContext,
     asked: Asked,
-    waited: boolean,
-  ): Reply | undefined | Promise<Reply | undefined> => {
-    const raw = ctx.rawHeaders
-    const now = Date.now()
-    const entry = store.get(asked.primary, raw)
-    let stale: Entry | undefined
-    if (entry !== undefined) {
-      const age = currentAge(entry.age, now)
-      const use = usability(entry.directives, entry.lifetime, age, asked.directives)
-      // stale-while-revalidate is a permission, not a duty: it is not used (no background
-      // fetch here), the entry is revalidated before it is served (RFC 5861 allows this).
-      if (use === 'fresh') return hit(entry, age, 'HIT')
-      stale = entry
-    }
-    const lockKey = store.keyFor(asked.primary, raw)
-    const busy = pending.get(lockKey)
-    if (busy !== undefined && !waited) return busy.then(() => lookup(ctx, asked, true))
-    let release: () => void = noop
-    if (busy === undefined && ctx.method === 'GET') {
-      let resolve!: () => void
-      pending.set(
-        lockKey,
-        new Promise<void>((r) => {
-          resolve = r
-        }),
-      )
-      release = () => {
-        pending.delete(lockKey)
-        resolve()
-        release = noop
-      }
-    }
+    stale: Entry | undefined,
+    release: () => void,
+  ): void => {
     // Revalidate with the stored validators, unless the client asks its own question (its 304
     // is then its answer, passed on as it is).
     const revalidating = stale !== undefined && !asked.conditional
@@ -105,7 +97,38 @@ export function cache(name: string, cfg: CacheConfig, log: Logger): Cache {
       if (stale!.lastModified !== undefined)
         ctx.upstreamHeaders.push('if-modified-since', stale!.lastModified)
     }
-    ctx.responseTap = new Capture(ctx, asked, stale, revalidating, () => release(), Date.now())
+    ctx.responseTap = new Capture(ctx, asked, stale, revalidating, release, Date.now())
+  }
+
+  /**
+   * Answers from the store (ctx.stored, sent once the rest of the chain passed the request) or
+   * sends the request upstream with a tap. Returns a Promise only to wait for another request
+   * fetching the same key.
+   */
+  const lookup = (ctx: RequestContext, asked: Asked, waited: boolean): undefined | Promise<undefined> => {
+    const raw = ctx.rawHeaders
+    const entry = store.get(asked.primary, raw)
+    const lockKey = store.keyFor(asked.primary, raw)
+    const busy = pending.get(lockKey)
+    let stale: Entry | undefined
+    if (entry !== undefined) {
+      const age = currentAge(entry.age, Date.now())
+      const use = usability(entry.directives, entry.lifetime, age, asked.directives)
+      if (use === 'fresh') {
+        ctx.stored = { answer: hit(entry, age, 'HIT'), revalidate: false }
+        return undefined
+      }
+      if (use === 'stale-while-revalidate') {
+        // Served now; one GET at a time revalidates it in the background (RFC 5861 section 3).
+        const revalidate = busy === undefined && ctx.method === 'GET'
+        if (revalidate) capture(ctx, asked, entry, lock(lockKey))
+        ctx.stored = { answer: hit(entry, age, 'STALE'), revalidate }
+        return undefined
+      }
+      stale = entry
+    }
+    if (busy !== undefined && !waited) return busy.then(() => lookup(ctx, asked, true))
+    capture(ctx, asked, stale, busy === undefined && ctx.method === 'GET' ? lock(lockKey) : noop)
     return undefined
   }
 
@@ -310,10 +333,9 @@ class Invalidate implements ResponseTap {
 const noop = (): void => undefined
 
 /** A stored response as an answer: its headers, Age in whole seconds, X-Cache. */
-function hit(e: Entry, ageMs: number, how: 'HIT' | 'STALE'): Reply & Substitute {
+function hit(e: Entry, ageMs: number, how: 'HIT' | 'STALE'): Substitute {
   return {
     status: e.status,
-    kind: undefined,
     headers: [...e.headers, 'age', String(Math.floor(ageMs / 1000)), 'x-cache', how],
     body: e.body,
   }

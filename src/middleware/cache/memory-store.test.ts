@@ -35,6 +35,16 @@ describe('cache MemoryStore', () => {
     assert.ok(s.bytes <= s.maxBytes)
   })
 
+  test('a key stored again replaces its entry and stays found (a refreshed response)', () => {
+    const s = new MemoryStore(1e6)
+    s.put(entry('/r', 10), [])
+    s.put(entry('/r', 20), [])
+    s.put(entry('/r', 30), [])
+    assert.equal(s.get('\0h\0/r', [])?.body.length, 30)
+    assert.equal(s.size, 1)
+    assert.equal(s.bytes, entry('/r', 30).size)
+  })
+
   test('many distinct keys: the bytes stay under the bound', () => {
     const s = new MemoryStore(1024 * 1024)
     for (let i = 0; i < 20_000; i++) s.put(entry(`/k/${i}`, 500), [])

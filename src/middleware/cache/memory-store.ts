@@ -82,20 +82,18 @@ export class MemoryStore {
   /** Stores `e` under the request's key (replacing what was there), then evicts down to maxBytes. */
   put(e: Entry, raw: readonly string[]): void {
     if (e.size > this.maxBytes) return
-    let p = this.#primaries.get(e.primary)
     // A response varying on other headers than the stored ones: the old variants' keys were made
     // from other names and can no longer be found; they go.
-    if (p !== undefined && p.vary !== e.vary) {
-      this.invalidate(e.primary)
-      p = undefined
-    }
+    if ((this.#primaries.get(e.primary)?.vary ?? e.vary) !== e.vary) this.invalidate(e.primary)
+    const key = this.keyFor(e.primary, raw, e.vary)
+    const old = this.#entries.get(key)
+    // Removed before the primary's record is looked up: removing its last key drops the record.
+    if (old !== undefined) this.#remove(key, old)
+    let p = this.#primaries.get(e.primary)
     if (p === undefined) {
       p = { vary: e.vary, keys: new Set() }
       this.#primaries.set(e.primary, p)
     }
-    const key = this.keyFor(e.primary, raw, e.vary)
-    const old = this.#entries.get(key)
-    if (old !== undefined) this.#remove(key, old)
     this.#entries.set(key, e)
     p.keys.add(key)
     this.#bytes += e.size
