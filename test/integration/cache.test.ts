@@ -41,6 +41,10 @@ const handlers: Record<string, Handler> = {
   '/swr': (_q, s, n) =>
     s.writeHead(200, { 'cache-control': 'max-age=1, stale-while-revalidate=600' }).end(`swr ${n}`),
   '/down': (_q, s) => s.writeHead(200, { 'cache-control': 'max-age=300, stale-if-error=600' }).end('down 1'),
+  '/corsy': (q, s, n) =>
+    s
+      .writeHead(200, { 'cache-control': 'max-age=300', vary: 'Accept-Language' })
+      .end(`${q.headers['accept-language'] ?? '-'} ${n}`),
   '/vary-star': (_q, s, n) =>
     s.writeHead(200, { 'cache-control': 'max-age=300', vary: '*' }).end(`star ${n}`),
   '/vary-lang': (q, s, n) =>
@@ -148,8 +152,10 @@ upstreams:
 api_gateway:
   middlewares:
     cache: { max_entry_bytes: 1000000 }
+    cors: { allowed_origins: ["https://a.example"] }
     key: { type: api_key, keys: [{ consumer: c, key: k1k1k1k1k1k1k1k1k1k1 }] }
   routes:
+    corsy: { path_pattern: "^/corsy", upstream: app, middlewares: [cors, cache] }
     keyed: { path_pattern: "^/keyed", upstream: app, middlewares: [cache, key] }
     all: { path_pattern: "^/", upstream: app, middlewares: [cache] }
 control_api: { enabled: true, bind_address: "127.0.0.1:0" }
@@ -250,6 +256,19 @@ control_api: { enabled: true, bind_address: "127.0.0.1:0" }
     assert.equal(refused.status, 401)
     assert.equal(refused.headers['x-cache'], undefined)
     assert.equal(hitsOf(up.seen, '/keyed'), 1)
+  })
+
+  test("the upstream's Vary holds with cors on the route (which adds its own Vary: Origin)", async () => {
+    const en = { 'accept-language': 'en', origin: 'https://a.example' }
+    assert.equal((await get(base, '/corsy', en)).body, 'en 1')
+    assert.equal((await get(base, '/corsy', { 'accept-language': 'fr' })).body, 'fr 2')
+    const again = await get(base, '/corsy', en)
+    assert.equal(again.body, 'en 1')
+    assert.equal(again.headers['x-cache'], 'HIT')
+    assert.equal(again.headers['access-control-allow-origin'], 'https://a.example')
+    const other = await get(base, '/corsy', { 'accept-language': 'fr', origin: 'https://b.example' })
+    assert.equal(other.body, 'fr 2')
+    assert.equal(other.headers['access-control-allow-origin'], undefined, 'CORS is per request, not stored')
   })
 
   test('concurrent misses for one key make one upstream request', async () => {

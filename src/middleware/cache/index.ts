@@ -162,6 +162,10 @@ export function cache(name: string, cfg: CacheConfig, log: Logger): Cache {
       if (s === undefined) return undefined
       const age = currentAge(s.age, Date.now())
       if (!staleIfError(s.directives, this.asked.directives, s.lifetime, age)) return undefined
+      // The stored answer goes out instead (even after head(): a head the client could not be
+      // sent): nothing of the upstream's is stored.
+      this.#chunks = undefined
+      this.#entry = undefined
       return hit(s, age, 'STALE')
     }
 
@@ -341,14 +345,30 @@ function hit(e: Entry, ageMs: number, how: 'HIT' | 'STALE'): Substitute {
   }
 }
 
-/** The headers worth storing: not the exchange's own, nor what the chain adds per request. */
+/**
+ * The headers worth storing: not the exchange's own, nor what the chain adds per request
+ * (ctx.responseHeaders, which it adds again on a hit). Those are removed as exact pairs, not by
+ * name: CORS adds `Vary: Origin`, and the upstream's own Vary must stay.
+ */
 function storable(headers: readonly string[], ctx: RequestContext): string[] {
-  const added = new Set<string>()
-  for (let i = 0; i < ctx.responseHeaders.length; i += 2) added.add(ctx.responseHeaders[i]!.toLowerCase())
+  const added = new Map<string, number>()
+  const extra = ctx.responseHeaders
+  for (let i = 0; i < extra.length; i += 2) {
+    const pair = `${extra[i]!.toLowerCase()}\0${extra[i + 1]!}`
+    added.set(pair, (added.get(pair) ?? 0) + 1)
+  }
   const out: string[] = []
   for (let i = 0; i < headers.length; i += 2) {
     const lower = headers[i]!.toLowerCase()
-    if (NOT_STORED.has(lower) || added.has(lower)) continue
+    if (NOT_STORED.has(lower)) continue
+    if (added.size > 0) {
+      const pair = `${lower}\0${headers[i + 1]!}`
+      const n = added.get(pair)
+      if (n !== undefined && n > 0) {
+        added.set(pair, n - 1)
+        continue
+      }
+    }
     out.push(headers[i]!, headers[i + 1]!)
   }
   return out
