@@ -13,7 +13,7 @@
 // an upstream that drops mid-body, stores nothing.
 
 import type { Logger } from '../../observe/logger'
-import type { Middleware, RequestContext, ResponseTap, Substitute } from '../types'
+import { type Middleware, type RequestContext, type ResponseTap, rawHeader, type Substitute } from '../types'
 import type { CacheConfig } from './config'
 import { type Entry, entrySize, MemoryStore, type PurgeMatch } from './memory-store'
 import {
@@ -136,6 +136,7 @@ export function cache(name: string, cfg: CacheConfig, log: Logger): Cache {
     #chunks: Buffer[] | undefined
     #bytes = 0
     #entry: Omit<Entry, 'body' | 'size'> | undefined
+    readonly #generation = store.generation
 
     constructor(
       readonly ctx: RequestContext,
@@ -183,7 +184,7 @@ export function cache(name: string, cfg: CacheConfig, log: Logger): Cache {
         const lower = fresh[i]!.toLowerCase()
         if (lower !== 'content-encoding' && lower !== 'content-type') merged.push(fresh[i]!, fresh[i + 1]!)
       }
-      const facts = describe(merged, this.requestTime, Date.now(), headerOf(headers, 'age'))
+      const facts = describe(merged, this.requestTime, Date.now(), rawHeader(headers, 'age'))
       e.headers = merged
       e.directives = facts.directives
       e.lifetime = facts.lifetime
@@ -197,19 +198,19 @@ export function cache(name: string, cfg: CacheConfig, log: Logger): Cache {
       headers.push('x-cache', 'MISS')
       if (this.ctx.method !== 'GET') return this.#done()
       const kept = storable(headers, this.ctx)
-      const facts = describe(kept, this.requestTime, Date.now(), headerOf(headers, 'age'))
+      const facts = describe(kept, this.requestTime, Date.now(), rawHeader(headers, 'age'))
       const why = refusal({
         status,
         authorized: this.asked.authorized,
         requestDirectives: this.asked.directives,
         directives: facts.directives,
-        expires: headerOf(kept, 'expires'),
+        expires: rawHeader(kept, 'expires'),
         vary: allOf(kept, 'vary'),
-        setCookie: headerOf(kept, 'set-cookie') !== undefined,
+        setCookie: rawHeader(kept, 'set-cookie') !== undefined,
         hasValidator: facts.etag !== undefined || facts.lastModified !== undefined,
         lifetime: facts.lifetime,
       })
-      const length = Number(headerOf(headers, 'content-length') ?? -1)
+      const length = Number(rawHeader(headers, 'content-length') ?? -1)
       if (why !== undefined || length > cfg.max_entry_bytes) {
         log.debug(
           { middleware: name, request_id: this.ctx.requestId, reason: why ?? 'too large' },
@@ -245,7 +246,12 @@ export function cache(name: string, cfg: CacheConfig, log: Logger): Cache {
 
     close(complete: boolean): void {
       const e = this.#entry
-      if (complete && e !== undefined && this.#chunks !== undefined) {
+      if (
+        complete &&
+        e !== undefined &&
+        this.#chunks !== undefined &&
+        store.generation === this.#generation
+      ) {
         const body = Buffer.concat(this.#chunks, this.#bytes)
         store.put({ ...e, body, size: entrySize(e.headers, body.length, e.primary) }, this.ctx.rawHeaders)
       }
@@ -381,19 +387,14 @@ function describe(
   age: string | undefined,
 ) {
   const directives = parseCacheControl(allOf(headers, 'cache-control'))
-  const date = httpDate(headerOf(headers, 'date'))
+  const date = httpDate(rawHeader(headers, 'date'))
   return {
     directives,
-    lifetime: freshnessLifetime(directives, headerOf(headers, 'expires'), date, responseTime),
+    lifetime: freshnessLifetime(directives, rawHeader(headers, 'expires'), date, responseTime),
     age: { ageValue: deltaSeconds(age?.trim()) ?? 0, date, requestTime, responseTime },
-    etag: headerOf(headers, 'etag'),
-    lastModified: headerOf(headers, 'last-modified'),
+    etag: rawHeader(headers, 'etag'),
+    lastModified: rawHeader(headers, 'last-modified'),
   }
-}
-
-function headerOf(headers: readonly string[], lower: string): string | undefined {
-  for (let i = 0; i < headers.length; i += 2) if (headers[i]!.toLowerCase() === lower) return headers[i + 1]
-  return undefined
 }
 
 /** Every value of a header, joined with ',' (several Cache-Control lines are one list). */

@@ -45,6 +45,15 @@ describe('cache MemoryStore', () => {
     assert.equal(s.bytes, entry('/r', 30).size)
   })
 
+  test('an entry no longer stored (purged, evicted) is resized without touching the total', () => {
+    const s = new MemoryStore(1e6)
+    const e = entry('/z', 10)
+    s.put(e, [])
+    s.purge({ path: '/z' })
+    s.resized(e, e.size + 100)
+    assert.equal(s.bytes, 0)
+  })
+
   test('many distinct keys: the bytes stay under the bound', () => {
     const s = new MemoryStore(1024 * 1024)
     for (let i = 0; i < 20_000; i++) s.put(entry(`/k/${i}`, 500), [])

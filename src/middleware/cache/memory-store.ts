@@ -26,6 +26,8 @@ export interface Entry {
   lastModified: string | undefined
   /** Bytes charged to max_bytes: the body, the header text and a fixed overhead. */
   size: number
+  /** Set by the store while it holds the entry. */
+  inStore?: boolean
 }
 
 /** What an entry costs beyond its body and headers (the objects, the map slots), estimated. */
@@ -45,6 +47,8 @@ export interface PurgeMatch {
 export class MemoryStore {
   readonly maxBytes: number
   #bytes = 0
+  /** Counts purges: a response fetched before one is not stored after it (it may be what was purged). */
+  generation = 0
   readonly #entries = new Map<string, Entry>()
   /** Primary key -> the Vary names its stored responses use, and their keys. */
   readonly #primaries = new Map<string, { vary: string; keys: Set<string> }>()
@@ -95,6 +99,7 @@ export class MemoryStore {
       this.#primaries.set(e.primary, p)
     }
     this.#entries.set(key, e)
+    e.inStore = true
     p.keys.add(key)
     this.#bytes += e.size
     for (const [k, victim] of this.#entries) {
@@ -105,7 +110,7 @@ export class MemoryStore {
 
   /** Recharges an entry whose headers changed (a 304 refreshed it). */
   resized(e: Entry, size: number): void {
-    this.#bytes += size - e.size
+    if (e.inStore) this.#bytes += size - e.size
     e.size = size
   }
 
@@ -121,6 +126,7 @@ export class MemoryStore {
 
   /** Drops the entries whose path is `path`, or starts with `prefix`; returns how many. */
   purge(m: PurgeMatch): number {
+    this.generation++
     let n = 0
     for (const [k, e] of this.#entries) {
       if (
@@ -135,6 +141,8 @@ export class MemoryStore {
   }
 
   clear(): void {
+    this.generation++
+    for (const e of this.#entries.values()) e.inStore = false
     this.#entries.clear()
     this.#primaries.clear()
     this.#bytes = 0
@@ -142,6 +150,7 @@ export class MemoryStore {
 
   #remove(key: string, e: Entry): void {
     this.#entries.delete(key)
+    e.inStore = false
     this.#bytes -= e.size
     const p = this.#primaries.get(e.primary)
     if (p !== undefined) {
