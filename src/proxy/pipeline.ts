@@ -26,7 +26,7 @@ import { stripPrefix } from '../routing/route-table'
 import { DetachedResponse } from './detached-response'
 import { replyError } from './errors'
 import { Exchange } from './forward'
-import { clientIp, type UpstreamRequestHead, upstreamRequestHead } from './headers'
+import { clientIp, type UpstreamRequestHead, upstreamRequestHead, writeResponseHead } from './headers'
 import { RawResponse } from './raw-response'
 import type { Runtime, RuntimeStore } from './runtime'
 import { forwardUpgrade } from './upgrade'
@@ -482,7 +482,10 @@ export class Pipeline {
           r.head.requestId,
         ]
         if (close) headers.push('connection', 'close')
-        res.writeHead(reply.status, headers)
+        // Relayed or stored heads are another server's: cleaned like a proxied one when Node
+        // refuses them (a second Content-Type for an HTTP/2 client...).
+        if (!writeResponseHead(res, reply.status, undefined, headers, r.h2))
+          throw new Error('reply head refused')
         res.end(reply.body)
         bytes = reply.body.length
       } else if (reply.kind !== undefined) {

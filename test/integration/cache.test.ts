@@ -3,9 +3,14 @@
 // eviction, purge through the control API (one process and workers), and hostile cases.
 
 import assert from 'node:assert/strict'
+import { mkdtempSync } from 'node:fs'
 import http from 'node:http'
+import http2 from 'node:http2'
 import type { AddressInfo } from 'node:net'
+import { tmpdir } from 'node:os'
+import path from 'node:path'
 import { after, before, describe, test } from 'node:test'
+import { makeCert } from '../helpers/certs'
 import { type RunningProxy, runCli, startProxy, writeConfig } from '../helpers/proxy'
 import { until } from '../helpers/until'
 
@@ -385,6 +390,53 @@ describe('cache with its upstream down', () => {
       assert.ok(plain.status === 502 || plain.status === 503, `${plain.status}`)
     } finally {
       await proxy.stop()
+    }
+  })
+})
+
+describe('cache over HTTP/2', () => {
+  test('a hit is answered over HTTP/2', async () => {
+    const up = await startUpstream()
+    const cert = await makeCert(mkdtempSync(path.join(tmpdir(), 'locci-cache-')), 'localhost')
+    const proxy = await startProxy(`mode: load_balancer
+server:
+  bind_address: "127.0.0.1:0"
+  tls: { cert_path: ${cert.certPath}, key_path: ${cert.keyPath} }
+upstreams: { app: { servers: ["${up.address}"] } }
+middlewares: { cache: {} }
+load_balancer: { upstream: app, middlewares: [cache] }
+`)
+    const session = http2.connect(proxy.url, { ca: cert.cert, servername: 'localhost' })
+    const h2get = (p: string) =>
+      new Promise<{ headers: http2.IncomingHttpHeaders; body: string }>((resolve, reject) => {
+        const req = session.request({ ':path': p })
+        let body = ''
+        let headers: http2.IncomingHttpHeaders = {}
+        req.setEncoding('utf8')
+        req.on('response', (h) => {
+          headers = h
+        })
+        req.on('data', (d: string) => {
+          body += d
+        })
+        req.on('end', () => resolve({ headers, body }))
+        req.on('error', reject)
+        req.end()
+      })
+    try {
+      for (const p of ['/fresh', '/lm']) {
+        const a = await h2get(p)
+        assert.equal(a.headers['x-cache'], 'MISS', p)
+        const b = await h2get(p)
+        assert.equal(b.headers[':status'], 200)
+        assert.equal(b.headers['x-cache'], 'HIT', p)
+        assert.equal(b.body, a.body)
+      }
+      assert.equal(hitsOf(up.seen, '/fresh'), 1)
+    } finally {
+      session.close()
+      await proxy.stop()
+      up.server.close()
     }
   })
 })
