@@ -70,9 +70,13 @@ export function httpDate(v: string | undefined): number | undefined {
   return Number.isNaN(t) ? undefined : t
 }
 
-/** Statuses a cache may store (RFC 9110 section 15.1's heuristically cacheable ones, minus 206: no ranges here). */
+/**
+ * Statuses a cache may store: RFC 9110 section 15.1's heuristically cacheable ones, minus 206
+ * (no ranges here) and 204 (a stored answer is written with Content-Length, which a 204 must
+ * not carry).
+ */
 export const STORABLE_STATUS: ReadonlySet<number> = new Set([
-  200, 203, 204, 300, 301, 308, 404, 405, 410, 414, 501,
+  200, 203, 300, 301, 308, 404, 405, 410, 414, 501,
 ])
 
 export interface StoreFacts {
