@@ -231,6 +231,28 @@ const passiveHealth = z.strictObject({
   max_ejection_percent: z.number().min(0).max(100).default(50),
 })
 
+/**
+ * Without any of consecutive_failures, error_ratio and latency_p99_ms, the breaker trips on
+ * 5 consecutive failures or an error ratio of 0.5 (compile.ts CIRCUIT_BREAKER_DEFAULTS).
+ */
+const circuitBreaker = z.strictObject({
+  /** Failed attempts in a row (5xx, timeout, connection error) that open it. */
+  consecutive_failures: z.number().int().min(1).optional(),
+  /** Share of failed attempts over the window that opens it. */
+  error_ratio: z.number().gt(0).max(1).optional(),
+  /** p99 of the time to the answer over the window above which it opens. */
+  latency_p99_ms: z.number().int().min(1).optional(),
+  /** Attempts the window must hold before error_ratio or latency_p99_ms may open it. */
+  min_requests: z.number().int().min(1).default(20),
+  window_secs: z.number().int().min(1).max(600).default(10),
+  /** How long it stays open before letting probes through. */
+  open_secs: secs.default(30),
+  /** Probes let through when half-open; that many successes close it. */
+  half_open_requests: z.number().int().min(1).max(1000).default(3),
+  /** The upstream group that takes the requests while it is open (instead of 503). */
+  fallback: z.string().min(1).optional(),
+})
+
 const upstream = z.strictObject({
   servers: z.array(server_).min(1, { message: 'needs at least one server' }),
   strategy: z
@@ -260,6 +282,7 @@ const upstream = z.strictObject({
   retries: z.number().int().min(0).max(10).default(1),
   retry_on: retryOn.default(['connect_failure']),
   retry_budget: retryBudget.prefault({}),
+  circuit_breaker: circuitBreaker.optional(),
 })
 
 /** Its syntax is checked by routing/route-table.ts (checkRoutePatterns), which compiles it. */

@@ -88,6 +88,21 @@ export interface PassiveHealthSpec {
   readonly maxEjectionPercent: number
 }
 
+/** `circuit_breaker` of an upstream group (upstream/circuit-breaker.ts). */
+export interface CircuitBreakerSpec {
+  /** Trip conditions; at least one is set (compile.ts fills in the defaults when none is). */
+  readonly consecutiveFailures: number | undefined
+  readonly errorRatio: number | undefined
+  readonly latencyP99Ms: number | undefined
+  /** Outcomes the window must hold before error_ratio or latency_p99_ms may trip. */
+  readonly minRequests: number
+  readonly windowSecs: number
+  readonly openMs: number
+  readonly halfOpenRequests: number
+  /** The group that takes the requests while open; undefined: answer 503 circuit_open. */
+  readonly fallback: string | undefined
+}
+
 export interface HealthCheckSpec {
   readonly intervalMs: number
   readonly timeoutMs: number
@@ -112,6 +127,8 @@ export interface UpstreamSpec {
   readonly passiveHealth: PassiveHealthSpec | undefined
   readonly retry: RetryPolicy
   readonly retryBudget: { readonly percent: number; readonly minPerSec: number }
+  /** Undefined: no breaker. */
+  readonly circuitBreaker: CircuitBreakerSpec | undefined
 }
 
 export interface PoolSpec {

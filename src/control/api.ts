@@ -416,6 +416,13 @@ function upstreamsView({ snapshot, groups }: ControlView) {
       tls: g.tls,
       active: snapshot.activeUpstreams.includes(g.name),
       health_check: g.spec.healthCheck ? (g.spec.healthCheck.path ? 'http' : 'tcp') : null,
+      circuit_breaker: g.breaker
+        ? {
+            state: g.breaker.state,
+            fallback: g.breaker.spec.fallback ?? null,
+            opened_at: g.breaker.openedAt > 0 ? new Date(g.breaker.openedAt).toISOString() : null,
+          }
+        : null,
       servers: g.peers.map((p) => ({
         address: p.address,
         weight: p.weight,

@@ -29,6 +29,8 @@ export interface GroupGauges {
     readonly inFlight: number
     available(now: number): boolean
   }>
+  /** Its circuit breaker, if it has one: `code` 0 closed, 1 open, 2 half_open. */
+  readonly breaker: { readonly code: number } | undefined
 }
 
 /**
@@ -191,6 +193,19 @@ export class Metrics {
           for (const p of g.peers) n += p.inFlight
           this.labels(g.name).set(n)
         }
+      },
+    })
+    new Gauge({
+      name: 'locci_circuit_breaker_state',
+      help: 'Circuit breaker of each upstream group that has one: 0 closed, 1 open, 2 half_open.',
+      labelNames: ['upstream'],
+      registers,
+      // With several workers, each follows the primary's breaker: they agree but for a moment
+      // after a transition, when the highest code shows the one that has not heard yet.
+      aggregator: 'max',
+      collect() {
+        this.reset()
+        for (const g of groups()) if (g.breaker) this.labels(g.name).set(g.breaker.code)
       },
     })
     collectDefaultMetrics({ register: this.registry })

@@ -285,7 +285,7 @@ export class Exchange implements Dispatcher.DispatchHandler, Outcome {
     this.#attemptStatus = statusCode
     const peer = this.#peer!
     if (statusCode >= 500) {
-      o.group.reportFailure(peer, `status ${statusCode}`)
+      o.group.reportFailure(peer, `status ${statusCode}`, this.upstreamMs)
       if (this.#mayRetry('5xx')) {
         o.log.warn(
           { request_id: o.requestId, upstream: o.upstream, server: peer.address, status: statusCode },
@@ -296,7 +296,7 @@ export class Exchange implements Dispatcher.DispatchHandler, Outcome {
         return false
       }
     } else {
-      o.group.reportSuccess(peer)
+      o.group.reportSuccess(peer, this.upstreamMs)
     }
     this.#status = statusCode
     this.#resume = resume

@@ -23,6 +23,7 @@ import type { Logger } from '../observe/logger'
 import { normalizePath, withNormalizedPath } from '../routing/normalize-path'
 import { ROUTABLE_METHODS, refusesMethod, resolve } from '../routing/resolve'
 import { stripPrefix } from '../routing/route-table'
+import { admittingGroup } from '../upstream/circuit-breaker'
 import { DetachedResponse } from './detached-response'
 import { replyError } from './errors'
 import { Exchange } from './forward'
@@ -188,8 +189,16 @@ export class Pipeline {
   #route(r: Routed, raw: boolean): void {
     const { req } = r
     const { snapshot } = r.rt
+    const remote = req.socket?.remoteAddress
+    if (remote === undefined) {
+      // The connection closed before this request was handled (Node forgets a closed socket's
+      // address): nobody is waiting for an answer, and the upstream must not get a request
+      // whose X-Forwarded-For names nobody.
+      r.res.destroy()
+      return this.#reply(r, { status: ERRORS.client_aborted.status, kind: 'client_aborted', headers: [] })
+    }
     const head = upstreamRequestHead(req.rawHeaders, {
-      peer: clientIp(req.socket?.remoteAddress),
+      peer: clientIp(remote),
       proto: snapshot.tls ? 'https' : 'http',
       trusted: snapshot.limits.trustedProxy,
       protectedHeaders: r.rt.protectedHeaders,
@@ -385,7 +394,12 @@ export class Pipeline {
   }
 
   #forward(r: Routed): void {
-    const group = r.rt.groups.get(r.upstream)!
+    const groups = r.rt.groups
+    // A closed breaker (or none) is one field read; an open one refuses or names a fallback.
+    const group = admittingGroup(groups.get(r.upstream)!, groups)
+    if (group === undefined) return this.#reply(r, { status: 503, kind: 'circuit_open', headers: [] })
+    // The access line and metrics name the group that took the request.
+    r.upstream = group.name
     if (group.hostOverride !== undefined) setHeader(r.head.headers, 'host', group.hostOverride)
     const now = Date.now()
     group.budget.request(now)

@@ -83,6 +83,15 @@ export class ProxyInstance implements ControlActions {
     this.#upstreams = new UpstreamRegistry(this.#log, undefined, {
       healthChecks: !link,
       metrics: this.#metrics.upstream,
+      // The primary holds the circuit breakers: one state for the instance.
+      ...(link
+        ? {
+            breakerLink: (_group: string, key: string) => ({
+              report: (batch) => link.emit('breaker-outcomes', { key, batch }),
+              probe: () => link.request('breaker-probe', { key }),
+            }),
+          }
+        : {}),
     })
     this.#middlewares = new MiddlewareRegistry(
       this.#log,
@@ -107,6 +116,7 @@ export class ProxyInstance implements ControlActions {
       link
         .on('apply', (m) => owner.applied(m.unsaved, () => this.#applyFromPrimary(m.text)))
         .on('health', (h) => this.#upstreams.setHealth(h.group, h.address, h.healthy))
+        .on('breaker', (e) => this.#upstreams.setBreaker(e))
         .on('metrics-json', () => this.#metrics.registry.getMetricsAsJSON())
         .on('purge-local', (m) => this.#middlewares.purge(m))
       this.#owner = owner

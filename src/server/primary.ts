@@ -1,6 +1,8 @@
 // server.workers > 1: the primary process. It forks the workers (which share the listeners
 // through Node's cluster module) and owns the state that must be one per instance:
 // - health checks run here once and every worker is told the result;
+// - circuit breakers are here: workers report outcomes in batches and ask for half-open probe
+//   slots; every transition is broadcast (upstream/breaker-follower.ts);
 // - the memory rate-limit buckets live here, so burst 5 means 5 across all workers;
 // - config changes (reload, control-API changes) are validated here once, then applied by
 //   every worker before the request that asked for them is answered;
@@ -64,7 +66,12 @@ export class Primary {
     this.#upstreams = new UpstreamRegistry(
       this.#log,
       (group, peer, healthy) => this.#broadcastHealth({ group, address: peer.address, healthy }),
-      { metrics: upstreamMetrics(this.#registry) },
+      {
+        metrics: upstreamMetrics(this.#registry),
+        onBreaker: (e) => {
+          for (const l of this.#links.values()) l.rpc.emit('breaker', e)
+        },
+      },
     )
     this.#restarts = new Counter({
       name: 'locci_worker_restarts_total',
@@ -126,17 +133,20 @@ export class Primary {
       .on('reload', () => this.reload())
       .on('metrics', () => this.#metrics())
       .on('purge', (m) => this.#purge(m))
+      .on('breaker-outcomes', (o) => this.#upstreams.applyOutcomes(o.key, o.batch))
+      .on('breaker-probe', (p) => this.#upstreams.grantProbe(p.key))
     worker.on('message', (m) => rpc.receive(m))
     this.#links.set(worker.id, { worker, rpc, listening: false })
   }
 
-  /** Current health of every checked peer, for a worker that just started. */
+  /** Current health of every checked peer and state of every tripped breaker, for a worker that just started. */
   #sendHealth(link: WorkerLink): void {
     for (const g of this.#upstreams.groups()) {
       for (const p of g.peers) {
         if (!p.healthy) link.rpc.emit('health', { group: g.name, address: p.address, healthy: false })
       }
     }
+    for (const e of this.#upstreams.trippedBreakers()) link.rpc.emit('breaker', e)
   }
 
   #broadcastHealth(e: HealthEvent): void {

@@ -4,6 +4,8 @@
 import type { ChangeOp } from '../config/mutations'
 import type { PurgeMatch } from '../middleware/cache/memory-store'
 import type { TakeResult } from '../middleware/rate-limit/token-bucket'
+import type { OutcomeBatch } from '../upstream/circuit-breaker'
+import type { BreakerEvent } from '../upstream/registry'
 import type { ReloadResult } from './keeper'
 
 /** One message kind: what is sent, and what comes back (`void` for an event, which is not answered). */
@@ -46,8 +48,18 @@ export interface HealthEvent {
   healthy: boolean
 }
 
-/** Worker -> primary: the primary owns the config, the shared buckets and the metrics sum. */
+/** A worker's outcomes for the circuit breaker `key` (upstream/breaker-follower.ts). */
+export interface BreakerOutcomes {
+  key: string
+  batch: OutcomeBatch
+}
+
+/** Worker -> primary: the primary owns the config, the shared buckets, the circuit breakers and the metrics sum. */
 export interface ToPrimary extends Protocol {
+  /** Event: attempts' outcomes for a breaker, batched. */
+  'breaker-outcomes': Message<BreakerOutcomes, void>
+  /** May a request go through the half-open breaker `key` as a probe? */
+  'breaker-probe': Message<{ key: string }, boolean>
   take: Message<TakeRequest, TakeResult>
   change: Message<ChangeOp, ChangeResult>
   reload: Message<undefined, ReloadResult>
@@ -65,4 +77,6 @@ export interface ToWorker extends Protocol {
   health: Message<HealthEvent, void>
   /** Purge this worker's cache middlewares; how many entries went. */
   'purge-local': Message<PurgeMatch, number>
+  /** Event: the primary's circuit breaker of a group changed state. */
+  breaker: Message<BreakerEvent, void>
 }
