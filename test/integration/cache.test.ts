@@ -5,12 +5,12 @@
 import assert from 'node:assert/strict'
 import { mkdtempSync } from 'node:fs'
 import http from 'node:http'
-import http2 from 'node:http2'
 import type { AddressInfo } from 'node:net'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
 import { after, before, describe, test } from 'node:test'
 import { makeCert } from '../helpers/certs'
+import { h2Get } from '../helpers/h2'
 import { type RunningProxy, runCli, startProxy, writeConfig } from '../helpers/proxy'
 import { until } from '../helpers/until'
 
@@ -406,23 +406,7 @@ upstreams: { app: { servers: ["${up.address}"] } }
 middlewares: { cache: {} }
 load_balancer: { upstream: app, middlewares: [cache] }
 `)
-    const session = http2.connect(proxy.url, { ca: cert.cert, servername: 'localhost' })
-    const h2get = (p: string) =>
-      new Promise<{ headers: http2.IncomingHttpHeaders; body: string }>((resolve, reject) => {
-        const req = session.request({ ':path': p })
-        let body = ''
-        let headers: http2.IncomingHttpHeaders = {}
-        req.setEncoding('utf8')
-        req.on('response', (h) => {
-          headers = h
-        })
-        req.on('data', (d: string) => {
-          body += d
-        })
-        req.on('end', () => resolve({ headers, body }))
-        req.on('error', reject)
-        req.end()
-      })
+    const h2get = (p: string) => h2Get(proxy.url, p, { ca: cert.cert, servername: 'localhost' })
     try {
       for (const p of ['/fresh', '/lm']) {
         const a = await h2get(p)
@@ -434,7 +418,6 @@ load_balancer: { upstream: app, middlewares: [cache] }
       }
       assert.equal(hitsOf(up.seen, '/fresh'), 1)
     } finally {
-      session.close()
       await proxy.stop()
       up.server.close()
     }
