@@ -43,6 +43,14 @@ export interface ControlActions {
   /** Prometheus text for the whole instance (all workers). */
   metricsText(): Promise<{ text: string; contentType: string }>
   explain(method: string, url: string, headers: string[]): Explanation
+  /** Drops cached responses (every cache middleware, every worker) for a path or under a prefix. */
+  purgeCache(m: CachePurge): Promise<{ purged: number }>
+}
+
+/** One of the two: `path` (exactly) or `prefix` (every path starting with it). */
+export interface CachePurge {
+  path?: string
+  prefix?: string
 }
 
 /** What the API shows: the live config and the upstream groups serving it. */
@@ -131,6 +139,19 @@ export function createControlServer(o: ControlApiOptions): http.Server {
       async () => {
         const r = await a.reload()
         return { status: r.result === 'failure' ? 422 : 200, body: r }
+      },
+    ],
+    [
+      'DELETE',
+      /^\/api\/v1\/cache$/,
+      async (_req, _p, q) => {
+        const path = q.get('path') ?? undefined
+        const prefix = q.get('prefix') ?? undefined
+        if ((path === undefined) === (prefix === undefined))
+          throw new ApiError(400, 'give one query parameter: "path" or "prefix"')
+        const value = (path ?? prefix)!
+        if (!value.startsWith('/')) throw new ApiError(400, `"${path ? 'path' : 'prefix'}" must start with /`)
+        return { status: 200, body: await a.purgeCache(path !== undefined ? { path } : { prefix }) }
       },
     ],
     [

@@ -22,7 +22,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Transform } from 'node:stream'
 import type { RetryCondition, RetryPolicy } from '../config/snapshot'
-import type { ResponseTransformer } from '../middleware/types'
+import type { ResponseTap, ResponseTransformer, Substitute } from '../middleware/types'
 import type { AccessLog, Outcome, RequestFacts } from '../observe/access-log'
 import {
   BODY_TIMEOUT,
@@ -57,6 +57,8 @@ export interface ExchangeOptions extends RequestFacts {
   dropResponseHeaders: ReadonlySet<string> | undefined
   /** A middleware's response body transformer (compress), asked once at the response head. */
   transform: ResponseTransformer | undefined
+  /** A middleware's view of the answer (cache): may substitute a stored one, sees the body. */
+  tap: ResponseTap | undefined
   hasBody: boolean
   /** Request body limits (only used when hasBody). */
   maxBodyBytes: number
@@ -98,6 +100,10 @@ export class Exchange implements UpstreamHandler, Outcome {
   #body: BodyGuard | undefined
   /** The body goes through this on its way to the client (see #through). */
   #transform: Transform | undefined
+  /** The tap wants the body (its head() said so). */
+  #tapping = false
+  /** A tap's stored answer was sent instead of the upstream's: its body is discarded. */
+  #substituted = false
   /** performance.now() when the current attempt was dispatched. */
   #attemptStart = 0
   /** The current attempt's answer status (0 until its head arrives): the attempts metric. */
@@ -317,8 +323,14 @@ export class Exchange implements UpstreamHandler, Outcome {
       o.dropResponseHeaders,
       this,
     )
+    const sub = o.tap?.substitute(statusCode, headers)
+    if (sub !== undefined) {
+      this.#substitute(sub)
+      return true
+    }
     const transform = o.transform?.(statusCode, headers)
     this.#remaining = transform === undefined ? this.contentLength : -1
+    if (o.tap !== undefined) this.#tapping = o.tap.head(statusCode, headers)
     if (!writeResponseHead(o.res, statusCode, statusText, headers, o.h2)) {
       transform?.destroy()
       o.log.warn(
@@ -337,6 +349,8 @@ export class Exchange implements UpstreamHandler, Outcome {
 
   onData(chunk: Buffer): boolean {
     if (this.#finished) return false
+    if (this.#substituted) return true
+    if (this.#tapping) this.#o.tap!.data(chunk)
     const t = this.#transform
     if (t !== undefined) {
       if (t.write(chunk)) return true
@@ -378,12 +392,34 @@ export class Exchange implements UpstreamHandler, Outcome {
     t.on('error', this.#onTransformError)
     t.on('data', (out: Buffer) => {
       this.bytesSent += out.length
+      if (this.#tapping) this.#o.tap!.data(out)
       if (!res.write(out) && !res.destroyed) {
         t.pause()
         res.once('drain', () => t.resume())
       }
     })
     t.once('end', () => res.end())
+  }
+
+  /**
+   * Answers with a tap's stored response instead of the upstream's (whose body, if any, is then
+   * read and dropped, keeping the connection).
+   */
+  #substitute(sub: Substitute): void {
+    const o = this.#o
+    const headers = [...sub.headers]
+    if (o.responseHeaders !== undefined) headers.push(...o.responseHeaders)
+    headers.push('content-length', String(sub.body.length), 'x-request-id', o.requestId)
+    if (o.closing()) headers.push('connection', 'close')
+    this.#substituted = true
+    this.#status = sub.status
+    this.#remaining = -1
+    if (!writeResponseHead(o.res, sub.status, undefined, headers, o.h2)) {
+      this.#fail('internal')
+      return
+    }
+    o.res.end(sub.body)
+    if (o.method !== 'HEAD') this.bytesSent = sub.body.length
   }
 
   #onTransformError = (err: Error): void => {
@@ -485,6 +521,14 @@ export class Exchange implements UpstreamHandler, Outcome {
   /** Answers with `kind`'s reply; `close`: the connection ends after it (unread body left). */
   #fail(kind: ReplyKind, close = false): void {
     const o = this.#o
+    if (ERRORS[kind].upstream && !this.#substituted && !o.res.headersSent) {
+      const sub = o.tap?.rescue()
+      if (sub !== undefined) {
+        this.#substitute(sub)
+        this.#finish(undefined)
+        return
+      }
+    }
     if (!o.res.headersSent && !this.#clientGone && !o.res.destroyed) {
       try {
         const n = replyError(o.res, kind, o.requestId, (close && !o.h2) || o.closing(), o.responseHeaders)

@@ -14,6 +14,7 @@ import {
   type RequestContext,
   rawHeader,
   runChain,
+  type StoredAnswer,
 } from '../middleware/types'
 import type { AccessLog } from '../observe/access-log'
 import { ERRORS, logFailure } from '../observe/errors'
@@ -23,9 +24,10 @@ import { normalizePath, withNormalizedPath } from '../routing/normalize-path'
 import { ROUTABLE_METHODS, refusesMethod, resolve } from '../routing/resolve'
 import { stripPrefix } from '../routing/route-table'
 import { admittingGroup } from '../upstream/circuit-breaker'
+import { DetachedResponse } from './detached-response'
 import { replyError } from './errors'
 import { Exchange } from './forward'
-import { clientIp, type UpstreamRequestHead, upstreamRequestHead } from './headers'
+import { clientIp, type UpstreamRequestHead, upstreamRequestHead, writeResponseHead } from './headers'
 import { RawResponse } from './raw-response'
 import type { Runtime, RuntimeStore } from './runtime'
 import { forwardUpgrade } from './upgrade'
@@ -64,6 +66,8 @@ interface Routed {
   retries: number | undefined
   retryOn: ReadonlySet<RetryCondition> | undefined
   ctx: RequestContext | undefined
+  /** #watchTap has run. */
+  tapWatched: boolean
   /** Set once the request has been counted out of #inFlight and logged. */
   ended: boolean
 }
@@ -172,6 +176,7 @@ export class Pipeline {
       retries: undefined,
       retryOn: undefined,
       ctx: undefined,
+      tapWatched: false,
       ended: false,
     }
     try {
@@ -295,6 +300,8 @@ export class Pipeline {
       responseHeaders: [],
       dropResponseHeaders: undefined,
       responseTransform: undefined,
+      responseTap: undefined,
+      stored: undefined,
     }
     r.ctx = ctx
     // A preflight the chain answers meets its cors middlewares only (Chain.preflight).
@@ -313,7 +320,46 @@ export class Pipeline {
   }
 
   #afterChain(r: Routed, reply: MiddlewareResult): void {
+    const ctx = r.ctx!
+    const stored = reply === undefined ? ctx.stored : undefined
+    if (stored !== undefined) return this.#answerStored(r, stored)
+    this.#watchTap(r)
     if (reply !== undefined) return this.#reply(r, reply)
+    this.#toUpstream(r)
+  }
+
+  /**
+   * The chain passed the request and a cache holds its answer: the client gets it now. With
+   * `revalidate` (stale-while-revalidate) the request also goes upstream, on its own with a
+   * DetachedResponse: only the cache's tap sees that answer, and it has its own access line.
+   */
+  #answerStored(r: Routed, stored: StoredAnswer): void {
+    const ctx = r.ctx!
+    const { answer } = stored
+    let background: Routed | undefined
+    if (stored.revalidate) {
+      background = {
+        ...r,
+        res: new DetachedResponse() as unknown as ServerResponse,
+        h2: false,
+        start: performance.now(),
+        tapWatched: false,
+        ended: false,
+      }
+      r.ctx = { ...ctx, responseTap: undefined, stored: undefined }
+    }
+    this.#reply(r, { status: answer.status, kind: undefined, headers: answer.headers, body: answer.body })
+    if (background !== undefined) {
+      const b = background
+      this.#inFlight.enter()
+      this.#guard(b, () => {
+        this.#watchTap(b)
+        this.#toUpstream(b)
+      })
+    }
+  }
+
+  #toUpstream(r: Routed): void {
     const ctx = r.ctx!
     r.head.headers = ctx.upstreamHeaders
     if (ctx.upstreamPath !== r.upstreamPath) {
@@ -332,6 +378,19 @@ export class Pipeline {
       r.upstreamPath = target
     }
     this.#forward(r)
+  }
+
+  /**
+   * A middleware's ResponseTap is told once when the response is over, however it ends (a cache
+   * stores only what the client received in full, and lets requests waiting for this one go on).
+   */
+  #watchTap(r: Routed): void {
+    const tap = r.ctx?.responseTap
+    if (tap === undefined || r.tapWatched) return
+    r.tapWatched = true
+    const { res } = r
+    if (res.destroyed) tap.close(false)
+    else res.once('close', () => tap.close(res.writableFinished))
   }
 
   #forward(r: Routed): void {
@@ -391,6 +450,7 @@ export class Pipeline {
       responseHeaders: r.ctx?.responseHeaders,
       dropResponseHeaders: r.ctx?.dropResponseHeaders,
       transform: r.ctx?.responseTransform,
+      tap: r.ctx?.responseTap,
       hasBody: r.hasBody,
       maxBodyBytes: r.maxBodyBytes,
       bodyTimeoutMs: r.rt.snapshot.limits.bodyTimeoutMs,
@@ -411,6 +471,13 @@ export class Pipeline {
   /** Answers without an upstream: routing errors, a middleware's reply, no available server. */
   #reply(r: Routed, reply: Reply): void {
     if (r.ended) return
+    this.#watchTap(r)
+    if (reply.kind !== undefined && ERRORS[reply.kind].upstream) {
+      // No server to try: a cache may still answer with a stale entry (stale-if-error).
+      const sub = r.ctx?.responseTap?.rescue()
+      if (sub !== undefined)
+        reply = { status: sub.status, kind: undefined, headers: sub.headers, body: sub.body }
+    }
     const { res } = r
     const extra = r.ctx ? [...r.ctx.responseHeaders, ...reply.headers] : reply.headers
     // A refused request may still be sending its body: close the connection after the answer.
@@ -429,7 +496,10 @@ export class Pipeline {
           r.head.requestId,
         ]
         if (close) headers.push('connection', 'close')
-        res.writeHead(reply.status, headers)
+        // Relayed or stored heads are another server's: cleaned like a proxied one when Node
+        // refuses them (a second Content-Type for an HTTP/2 client...).
+        if (!writeResponseHead(res, reply.status, undefined, headers, r.h2))
+          throw new Error('reply head refused')
         res.end(reply.body)
         bytes = reply.body.length
       } else if (reply.kind !== undefined) {

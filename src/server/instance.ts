@@ -15,7 +15,7 @@ import type { ChangeOp } from '../config/mutations'
 import { formatProblem } from '../config/problems'
 import { ChangeRefused } from '../config/refused'
 import type { Snapshot } from '../config/snapshot'
-import { type ControlActions, createControlServer } from '../control/api'
+import { type CachePurge, type ControlActions, createControlServer } from '../control/api'
 import { MiddlewareRegistry } from '../middleware/registry'
 import { AccessLog } from '../observe/access-log'
 import type { LoggerHandle } from '../observe/logger'
@@ -122,6 +122,7 @@ export class ProxyInstance implements ControlActions {
         .on('health', (h) => this.#upstreams.setHealth(h.group, h.address, h.healthy))
         .on('breaker', (e) => this.#upstreams.setBreaker(e))
         .on('metrics-json', () => this.#metrics.registry.getMetricsAsJSON())
+        .on('purge-local', (m) => this.#middlewares.purge(m))
       this.#owner = owner
     } else {
       const keeper = new ConfigKeeper(
@@ -139,7 +140,7 @@ export class ProxyInstance implements ControlActions {
         plan,
         text,
       )
-      this.#owner = new LocalOwner(keeper, this.#metrics)
+      this.#owner = new LocalOwner(keeper, this.#metrics, (m) => this.#middlewares.purge(m))
     }
   }
 
@@ -418,6 +419,10 @@ export class ProxyInstance implements ControlActions {
       last_reload: this.#lastReload ?? null,
       requests_in_flight: (this.#front?.tcp ?? this.#pipeline).inFlight,
     }
+  }
+
+  async purgeCache(m: CachePurge): Promise<{ purged: number }> {
+    return { purged: await this.#owner.purgeCache(m) }
   }
 
   explain(method: string, url: string, headers: string[]) {

@@ -12,6 +12,7 @@
 import cluster, { type Worker } from 'node:cluster'
 import { AggregatorRegistry, Counter, Registry } from 'prom-client'
 import type { Overrides } from '../config/compile'
+import type { PurgeMatch } from '../middleware/cache/memory-store'
 import { MemoryStore } from '../middleware/rate-limit/memory-store'
 import type { LoggerHandle } from '../observe/logger'
 import { upstreamMetrics } from '../observe/metrics'
@@ -135,6 +136,7 @@ export class Primary {
       .on('change', (p) => this.#config.change(p))
       .on('reload', () => this.reload())
       .on('metrics', () => this.#metrics())
+      .on('purge', (m) => this.#purge(m))
       .on('breaker-outcomes', (o) => this.#upstreams.applyOutcomes(o.key, o.batch))
       .on('breaker-probe', (p) => this.#upstreams.grantProbe(p.key))
     worker.on('message', (m) => rpc.receive(m))
@@ -183,6 +185,12 @@ export class Primary {
   /** SIGUSR1: each worker reopens its access log file. */
   reopenLogs(): void {
     for (const l of this.#links.values()) l.worker.process.kill('SIGUSR1')
+  }
+
+  /** A cache purge reaches every worker (each has its own memory cache); the counts are summed. */
+  async #purge(m: PurgeMatch): Promise<number> {
+    const counts = await Promise.all([...this.#links.values()].map((l) => l.rpc.request('purge-local', m)))
+    return counts.reduce((a, b) => a + b, 0)
   }
 
   /** The instance's metrics: every worker's registry summed, plus the primary's own. */

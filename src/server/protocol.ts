@@ -2,6 +2,7 @@
 // kind: its payload and its answer. Rpc<Out, In> checks both ends against these at compile time.
 
 import type { ChangeOp } from '../config/mutations'
+import type { PurgeMatch } from '../middleware/cache/memory-store'
 import type { TakeResult } from '../middleware/rate-limit/token-bucket'
 import type { OutcomeBatch } from '../upstream/circuit-breaker'
 import type { BreakerEvent } from '../upstream/registry'
@@ -63,6 +64,8 @@ export interface ToPrimary extends Protocol {
   change: Message<ChangeOp, ChangeResult>
   reload: Message<undefined, ReloadResult>
   metrics: Message<undefined, MetricsText>
+  /** A cache purge asked of one worker's control API: every worker purges; the sum comes back. */
+  purge: Message<PurgeMatch, number>
 }
 
 /** Primary -> worker. */
@@ -72,6 +75,8 @@ export interface ToWorker extends Protocol {
   'metrics-json': Message<undefined, unknown>
   /** Event: a checked peer went in or out of rotation. */
   health: Message<HealthEvent, void>
+  /** Purge this worker's cache middlewares; how many entries went. */
+  'purge-local': Message<PurgeMatch, number>
   /** Event: the primary's circuit breaker of a group changed state. */
   breaker: Message<BreakerEvent, void>
 }
