@@ -203,7 +203,8 @@ load_balancer: { upstream: echo }
     )
     // One warm-up run each way (JIT, first allocations), not counted.
     const warm = cases[0] ?? wsCases()[0]
-    for (const url of Object.values(targets)) await runCase(url, { ...warm, count: 4 }, payload(warm.size, warm.binary))
+    for (const url of Object.values(targets))
+      await runCase(url, { ...warm, count: 4 }, payload(warm.size, warm.binary))
 
     const rows = []
     for (const c of cases) {
