@@ -24,6 +24,20 @@ const HANDSHAKE =
 const SWITCHING =
   'HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n'
 
+/** Reads `s` up to the end of an HTTP head, then pauses it and hands over the head and what followed. */
+function readHead(s: net.Socket, then: (head: string, rest: Buffer) => void): void {
+  let buf = Buffer.alloc(0)
+  const onData = (d: Buffer) => {
+    buf = Buffer.concat([buf, d])
+    const end = buf.indexOf('\r\n\r\n')
+    if (end < 0) return
+    s.off('data', onData)
+    s.pause()
+    then(buf.subarray(0, end).toString('latin1'), buf.subarray(end + 4))
+  }
+  s.on('data', onData)
+}
+
 /**
  * An upstream that answers every upgrade with a raw 101 and hands the socket to `onTunnel` with
  * the bytes that came after the request head. Not a WebSocket server: past the handshake the
@@ -35,16 +49,7 @@ async function rawUpstream(onTunnel: (s: net.Socket, rest: Buffer) => void) {
     sockets.add(s)
     s.on('close', () => sockets.delete(s))
     s.on('error', () => undefined)
-    let buf = Buffer.alloc(0)
-    const onData = (d: Buffer) => {
-      buf = Buffer.concat([buf, d])
-      const end = buf.indexOf('\r\n\r\n')
-      if (end < 0) return
-      s.off('data', onData)
-      s.pause()
-      onTunnel(s, buf.subarray(end + 4))
-    }
-    s.on('data', onData)
+    readHead(s, (_head, rest) => onTunnel(s, rest))
   })
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r))
   return {
@@ -64,17 +69,10 @@ async function rawUpstream(onTunnel: (s: net.Socket, rest: Buffer) => void) {
 function openRaw(port: number, extra: Buffer = Buffer.alloc(0)) {
   const s = net.connect({ port, host: '127.0.0.1', allowHalfOpen: true })
   const ready = new Promise<{ head: string; rest: Buffer }>((resolve, reject) => {
-    let buf = Buffer.alloc(0)
-    const onData = (d: Buffer) => {
-      buf = Buffer.concat([buf, d])
-      const end = buf.indexOf('\r\n\r\n')
-      if (end < 0) return
-      s.off('data', onData)
+    readHead(s, (head, rest) => {
       s.off('error', reject)
-      s.pause()
-      resolve({ head: buf.subarray(0, end).toString('latin1'), rest: buf.subarray(end + 4) })
-    }
-    s.on('data', onData)
+      resolve({ head, rest })
+    })
     s.once('error', reject)
     s.once('close', () => reject(new Error('closed before the 101')))
   })
@@ -119,6 +117,12 @@ function drain(s: net.Socket, rest: Buffer = Buffer.alloc(0)) {
     state.ended = true
   })
   return state
+}
+
+/** Every byte `sent` wrote arrived in `got`, in order. */
+function assertArrived(got: ReturnType<typeof drain>, sent: ReturnType<typeof pump>, total: number) {
+  assert.equal(got.got, total)
+  assert.equal(got.hash.digest('hex'), sent.hash.digest('hex'))
 }
 
 /** Waits until `read()` stops growing between two looks `stepMs` apart. */
@@ -209,51 +213,42 @@ describe('WebSocket tunnel: raw bytes', () => {
       }
     })
 
-  test('a client that stops reading holds the upstream back; the proxy buffers little; every byte arrives', async () => {
+  /** A tunnel through `port`: the client's side past the 101, the upstream's past the handshake. */
+  const openTunnel = async (port = proxy.port) => {
     const upstream = nextTunnel()
-    const c = await rawClient(proxy.port)
-    const u = await upstream
-    const rss0 = await rssOf(proxy.child.pid!)
-    const sent = pump(u.s, 256 * MiB)
-    const got = drain(c.s, c.rest)
-    c.s.resume()
-    await until(() => got.got > 4 * MiB, 'the first bytes')
-    c.s.pause()
-    const held = await settled(() => sent.written, 'the upstream to be held back')
-    // What is in flight sits in four kernel socket buffers (a few MiB each) and one read of the
-    // proxy: far below the 256 MiB the upstream wants to send.
-    assert.ok(held - got.got < 64 * MiB, `${Math.round((held - got.got) / MiB)} MiB in flight`)
-    const rss = await rssOf(proxy.child.pid!)
-    assert.ok(rss - rss0 < 64 * MiB, `proxy RSS grew by ${Math.round((rss - rss0) / MiB)} MiB`)
-    c.s.resume()
-    await until(() => got.ended, 'all of it and the end', 60_000)
-    assert.equal(got.got, 256 * MiB)
-    assert.equal(got.hash.digest('hex'), sent.hash.digest('hex'))
-    c.s.end()
-  })
+    const c = await rawClient(port)
+    return { c, u: await upstream }
+  }
 
-  test('an upstream that stops reading holds the client back; every byte arrives', async () => {
-    const upstream = nextTunnel()
-    const c = await rawClient(proxy.port)
-    const u = await upstream
-    const sent = pump(c.s, 128 * MiB)
-    const got = drain(u.s, u.rest)
-    u.s.resume()
-    await until(() => got.got > 4 * MiB, 'the first bytes')
-    u.s.pause()
-    const held = await settled(() => sent.written, 'the client to be held back')
-    assert.ok(held - got.got < 64 * MiB, `${Math.round((held - got.got) / MiB)} MiB in flight`)
-    u.s.resume()
-    await until(() => got.ended, 'all of it and the end', 60_000)
-    assert.equal(got.got, 128 * MiB)
-    assert.equal(got.hash.digest('hex'), sent.hash.digest('hex'))
-    u.s.end()
-  })
+  for (const [reader, writer] of [
+    ['client', 'upstream'],
+    ['upstream', 'client'],
+  ] as const) {
+    test(`a ${reader} that stops reading holds the ${writer} back; the proxy buffers little; every byte arrives`, async () => {
+      const { c, u } = await openTunnel()
+      const [from, to] = reader === 'client' ? [u, { s: c.s, rest: c.rest }] : [{ s: c.s }, u]
+      const total = 256 * MiB
+      const rss0 = await rssOf(proxy.child.pid!)
+      const sent = pump(from.s, total)
+      const got = drain(to.s, to.rest)
+      to.s.resume()
+      await until(() => got.got > 4 * MiB, 'the first bytes')
+      to.s.pause()
+      const held = await settled(() => sent.written, `the ${writer} to be held back`)
+      // What is in flight sits in four kernel socket buffers (a few MiB each) and one read of
+      // the proxy: far below the 256 MiB the writer wants to send.
+      assert.ok(held - got.got < 64 * MiB, `${Math.round((held - got.got) / MiB)} MiB in flight`)
+      const rss = await rssOf(proxy.child.pid!)
+      assert.ok(rss - rss0 < 64 * MiB, `proxy RSS grew by ${Math.round((rss - rss0) / MiB)} MiB`)
+      to.s.resume()
+      await until(() => got.ended, 'all of it and the end', 60_000)
+      assertArrived(got, sent, total)
+      to.s.end()
+    })
+  }
 
   test("the upstream's FIN right after a burst reaches a slow client after the burst's last byte", async () => {
-    const upstream = nextTunnel()
-    const c = await rawClient(proxy.port)
-    const u = await upstream
+    const { c, u } = await openTunnel()
     const sent = pump(u.s, 8 * MiB)
     // Reads a little at a time: the upstream's FIN reaches the proxy while most of the burst
     // still waits to be written to the client.
@@ -268,8 +263,7 @@ describe('WebSocket tunnel: raw bytes', () => {
     } finally {
       clearInterval(tick)
     }
-    assert.equal(got.got, 8 * MiB)
-    assert.equal(got.hash.digest('hex'), sent.hash.digest('hex'))
+    assertArrived(got, sent, 8 * MiB)
     // Half-closed: the client may still talk, and the upstream still hears it.
     const heard = drain(u.s, u.rest)
     u.s.resume()
@@ -279,15 +273,12 @@ describe('WebSocket tunnel: raw bytes', () => {
   })
 
   test("the client's FIN reaches the upstream after its last byte; the upstream can still answer", async () => {
-    const upstream = nextTunnel()
-    const c = await rawClient(proxy.port)
-    const u = await upstream
+    const { c, u } = await openTunnel()
     const sent = pump(c.s, 4 * MiB)
     const got = drain(u.s, u.rest)
     u.s.resume()
     await until(() => got.ended, 'the client bytes and FIN upstream', 30_000)
-    assert.equal(got.got, 4 * MiB)
-    assert.equal(got.hash.digest('hex'), sent.hash.digest('hex'))
+    assertArrived(got, sent, 4 * MiB)
     const answer = pump(u.s, 2 * MiB)
     const back = drain(c.s, c.rest)
     c.s.resume()
@@ -298,9 +289,7 @@ describe('WebSocket tunnel: raw bytes', () => {
 
   for (const side of ['upstream', 'client'] as const) {
     test(`a reset by the ${side} resets the other side`, async () => {
-      const upstream = nextTunnel()
-      const c = await rawClient(proxy.port)
-      const u = await upstream
+      const { c, u } = await openTunnel()
       const [resetter, other] = side === 'upstream' ? [u.s, c.s] : [c.s, u.s]
       const outcome = new Promise<string>((resolve) => {
         other.once('error', (e: NodeJS.ErrnoException) => resolve(e.code ?? 'error'))
@@ -353,9 +342,7 @@ describe('WebSocket tunnel: raw bytes', () => {
   test('traffic either way keeps a tunnel open past the idle timeout; silence closes it', async () => {
     const idle = await startProxy(lb(up.address, ', websocket_idle_timeout_secs: 0.4'))
     try {
-      const upstream = nextTunnel()
-      const c = await rawClient(idle.port)
-      const u = await upstream
+      const { c, u } = await openTunnel(idle.port)
       const heard = drain(u.s, u.rest)
       const back = drain(c.s, c.rest)
       u.s.resume()
@@ -377,11 +364,7 @@ describe('WebSocket tunnel: raw bytes', () => {
     const limited = await startProxy(lb(up.address, ', max_connections: 2'))
     try {
       const tunnels = []
-      for (let i = 0; i < 2; i++) {
-        const upstream = nextTunnel()
-        const c = await rawClient(limited.port)
-        tunnels.push({ c, u: await upstream })
-      }
+      for (let i = 0; i < 2; i++) tunnels.push(await openTunnel(limited.port))
       // A third connection is closed as it arrives.
       const refused = await new Promise<string>((resolve) => {
         const s = net.connect(limited.port, '127.0.0.1')
@@ -398,10 +381,10 @@ describe('WebSocket tunnel: raw bytes', () => {
       first.c.s.resume()
       await until(() => first.c.s.closed, 'the first tunnel to close')
       const upstream = nextTunnel()
-      const again = await until(async () => {
-        const r = await rawClient(limited.port).catch(() => undefined)
-        return r
-      }, 'a new tunnel in the freed place')
+      const again = await until(
+        () => rawClient(limited.port).catch(() => undefined),
+        'a new tunnel in the freed place',
+      )
       assert.match(again.head, /^HTTP\/1\.1 101 /)
       await upstream
       for (const t of [...tunnels, { c: again }]) t.c.s.destroy()
