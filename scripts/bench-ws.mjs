@@ -108,10 +108,18 @@ const CLK_TCK = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).s
 function cpuMs(pid) {
   try {
     const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ')
-    return { user: (Number(fields[11]) * 1000) / CLK_TCK, sys: (Number(fields[12]) * 1000) / CLK_TCK }
+    const user = (Number(fields[11]) * 1000) / CLK_TCK
+    const sys = (Number(fields[12]) * 1000) / CLK_TCK
+    return { user, sys, total: user + sys }
   } catch {
     return undefined
   }
+}
+
+/** CPU ms used so far by this process (the client), the echo server and the proxy. */
+function cpuSnapshot(echoPid, proxyPid) {
+  const own = process.cpuUsage()
+  return { client: (own.user + own.system) / 1000, echo: cpuMs(echoPid), proxy: cpuMs(proxyPid) }
 }
 
 function median(xs) {
@@ -210,19 +218,24 @@ load_balancer: { upstream: echo }
     for (const c of cases) {
       const message = payload(c.size, c.binary)
       const ms = { direct: [], proxy: [] }
-      // Summed over the rounds: /proc counts in ticks of 10 ms, too coarse for one run.
-      const cpu = { user: 0, sys: 0, msgs: 0 }
+      // CPU ms used during each target's runs, summed over the rounds (/proc counts in ticks of
+      // 10 ms, too coarse for one run): the proxy's (user and system apart), and the client's
+      // and echo server's together (the work the proxy's comes on top of, on the same cores).
+      const cpu = { proxyUser: 0, proxySys: 0, proxyMsgs: 0, ends: { direct: 0, proxy: 0 }, msgs: 0 }
       for (let r = 0; r < rounds; r++) {
         for (const which of r % 2 ? ['proxy', 'direct'] : ['direct', 'proxy']) {
-          const before = which === 'proxy' ? cpuMs(proxy.child.pid) : undefined
+          const before = cpuSnapshot(echo.child.pid, proxy.child.pid)
           ms[which].push(await runCase(targets[which], c, message))
-          const after = which === 'proxy' ? cpuMs(proxy.child.pid) : undefined
-          if (before !== undefined && after !== undefined) {
-            cpu.user += after.user - before.user
-            cpu.sys += after.sys - before.sys
-            cpu.msgs += c.count
+          const after = cpuSnapshot(echo.child.pid, proxy.child.pid)
+          cpu.ends[which] +=
+            after.client - before.client + (after.echo?.total ?? 0) - (before.echo?.total ?? 0)
+          if (which === 'proxy' && before.proxy && after.proxy) {
+            cpu.proxyUser += after.proxy.user - before.proxy.user
+            cpu.proxySys += after.proxy.sys - before.proxy.sys
+            cpu.proxyMsgs += c.count
           }
         }
+        cpu.msgs += c.count
       }
       const row = {
         case: c.name,
@@ -231,15 +244,16 @@ load_balancer: { upstream: echo }
         count: c.count,
         directMs: median(ms.direct),
         proxyMs: median(ms.proxy),
-        proxyUserMs: cpu.msgs ? cpu.user / cpu.msgs : Number.NaN,
-        proxySysMs: cpu.msgs ? cpu.sys / cpu.msgs : Number.NaN,
+        proxyUserMs: cpu.proxyMsgs ? cpu.proxyUser / cpu.proxyMsgs : Number.NaN,
+        proxySysMs: cpu.proxyMsgs ? cpu.proxySys / cpu.proxyMsgs : Number.NaN,
+        endpointsCpuMs: cpu.ends.direct / cpu.msgs,
         runs: ms,
       }
       row.ratio = row.proxyMs / row.directMs
       row.proxyCpuMs = row.proxyUserMs + row.proxySysMs
       rows.push(row)
       log(
-        `bench-ws: ${c.name} ${row.kind} ${sizeLabel(c.size)} x${c.count}: direct ${row.directMs.toFixed(1)} ms, proxy ${row.proxyMs.toFixed(1)} ms (${row.ratio.toFixed(2)}x); proxy CPU ${row.proxyUserMs.toFixed(1)} user + ${row.proxySysMs.toFixed(1)} sys ms/msg`,
+        `bench-ws: ${c.name} ${row.kind} ${sizeLabel(c.size)} x${c.count}: direct ${row.directMs.toFixed(1)} ms, proxy ${row.proxyMs.toFixed(1)} ms (${row.ratio.toFixed(2)}x); proxy CPU ${row.proxyUserMs.toFixed(1)} user + ${row.proxySysMs.toFixed(1)} sys ms/msg, client + echo ${row.endpointsCpuMs.toFixed(1)} ms/msg`,
       )
     }
     return { rows, markdown: markdown(rows, rounds) }
@@ -255,17 +269,17 @@ function sizeLabel(n) {
 function markdown(rows, rounds) {
   const f = (n, d = 1) => (Number.isFinite(n) ? n.toFixed(d) : '-')
   const lines = [
-    '| case | message | msgs/run | direct ms/msg | through proxy ms/msg | × direct | proxy CPU ms/msg (user + sys) |',
-    '|---|---|---:|---:|---:|---:|---:|',
+    '| case | message | msgs/run | direct ms/msg | through proxy ms/msg | × direct | proxy CPU ms/msg (user + sys) | client + echo CPU ms/msg |',
+    '|---|---|---:|---:|---:|---:|---:|---:|',
   ]
   for (const r of rows) {
     lines.push(
-      `| ${r.case} | ${r.kind} ${sizeLabel(r.size)} | ${r.count} | ${f(r.directMs)} | ${f(r.proxyMs)} | ${f(r.ratio, 2)} | ${f(r.proxyCpuMs)} (${f(r.proxyUserMs)} + ${f(r.proxySysMs)}) |`,
+      `| ${r.case} | ${r.kind} ${sizeLabel(r.size)} | ${r.count} | ${f(r.directMs)} | ${f(r.proxyMs)} | ${f(r.ratio, 2)} | ${f(r.proxyCpuMs)} (${f(r.proxyUserMs)} + ${f(r.proxySysMs)}) | ${f(r.endpointsCpuMs)} |`,
     )
   }
   lines.push(
     '',
-    `Times: medians of ${rounds} alternating runs; proxy CPU: its mean over them. One message in flight at a time, echoed (Autobahn 9.1.x/9.2.x style). ${os.cpus().length} cores (${os.cpus()[0]?.model ?? 'unknown CPU'}), Node ${process.version}.`,
+    `Times: medians of ${rounds} alternating runs; CPU: means over them (client + echo: the direct runs). One message in flight at a time, echoed (Autobahn 9.1.x/9.2.x style). ${os.cpus().length} cores (${os.cpus()[0]?.model ?? 'unknown CPU'}), Node ${process.version}.`,
   )
   return lines.join('\n')
 }
