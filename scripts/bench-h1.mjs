@@ -73,6 +73,17 @@ if (process.argv[2] === 'proxy') {
       this.res.writeHead(status, text, out)
       return true
     }
+    // H1Pool's string form (Exchange takes it too); undici never calls it.
+    onHeaderStrings(status, fields, resume, text) {
+      if (status < 200) return true
+      const out = []
+      for (let i = 0; i < fields.length; i += 2) {
+        if (!HOP.has(fields[i].toLowerCase())) out.push(fields[i], fields[i + 1])
+      }
+      this.resume = resume
+      this.res.writeHead(status, text, out)
+      return true
+    }
     onData(chunk) {
       if (this.res.write(chunk)) return true
       this.res.once('drain', () => this.resume())

@@ -4,18 +4,24 @@
 // installed, else autocannon (npm). Everything runs on 127.0.0.1 and stops by itself.
 //   BENCH_DURATION=10 BENCH_CONNECTIONS=50 npm run bench
 //   BENCH_ONLY='^api_gateway$' npm run bench     (only the proxy scenarios whose label matches)
+//   BENCH_PROFILE=1 npm run bench   (also: CPU µs per request by stage, from `node --cpu-prof`, for
+//                                    the load_balancer and api_gateway + all three scenarios)
 import { spawn, spawnSync } from 'node:child_process'
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs'
 import http from 'node:http'
 import net from 'node:net'
 import os from 'node:os'
 import path from 'node:path'
 import bcrypt from 'bcryptjs'
 import { SignJWT } from 'jose'
+import { stagesOf, stageTable } from './profile-stages.mjs'
 
 const root = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..')
 const DURATION = Number(process.env.BENCH_DURATION ?? 10)
 const CONNS = Number(process.env.BENCH_CONNECTIONS ?? 50)
+// Profiling is opt-in: the profiler's own cost shows in the profiled rows' CPU and RSS.
+const PROFILE = !['', '0', undefined].includes(process.env.BENCH_PROFILE)
+const PROFILED = new Set(['load_balancer', 'api_gateway + all three'])
 const useWrk = spawnSync('wrk', ['--version']).error === undefined
 const children = []
 
@@ -60,16 +66,15 @@ function stop(c) {
   })
 }
 
-/** CPU time (µs) a process and its children (workers) have used so far, from /proc (Linux). */
-function cpuMicros(pid) {
+/** `own(pid)` summed over a process and its children (workers), from /proc (Linux). */
+function overTree(pid, own) {
   try {
-    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ')
-    let total = ((Number(fields[11]) + Number(fields[12])) * 1e6) / CLK_TCK
+    let total = own(pid)
     const children = readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8')
       .trim()
       .split(/\s+/)
       .filter(Boolean)
-    for (const c of children) total += cpuMicros(Number(c)) ?? 0
+    for (const c of children) total += overTree(Number(c), own) ?? 0
     return total
   } catch {
     return undefined
@@ -77,15 +82,36 @@ function cpuMicros(pid) {
 }
 const CLK_TCK = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout.trim()) || 100
 
-/** A measured run against a proxy: adds the proxy's CPU µs per request. */
+/** CPU time (µs) a process and its workers have used so far. */
+const cpuMicros = (pid) =>
+  overTree(pid, (p) => {
+    const fields = readFileSync(`/proc/${p}/stat`, 'utf8').split(') ')[1].split(' ')
+    return ((Number(fields[11]) + Number(fields[12])) * 1e6) / CLK_TCK
+  })
+
+/** Peak resident memory (KiB) of a process plus that of each of its workers. */
+const peakRssKiB = (pid) =>
+  overTree(pid, (p) => Number(/^VmHWM:\s+(\d+) kB/m.exec(readFileSync(`/proc/${p}/status`, 'utf8'))?.[1]))
+
+/** µs on the clock V8's profiler stamps samples with (CLOCK_MONOTONIC on Linux, as hrtime). */
+const monoMicros = () => Number(process.hrtime.bigint() / 1000n)
+
+/**
+ * A measured run against a proxy: adds the proxy's CPU µs per request, its peak RSS so far, and
+ * the run's time window (to pick this run's samples out of a profile).
+ */
 function measure(url, headers, pid) {
   const before = cpuMicros(pid)
+  const from = monoMicros()
   const r = load(url, headers)
+  const to = monoMicros()
   const after = cpuMicros(pid)
   const served = r.rps * DURATION
   return {
     ...r,
     cpu: before === undefined || after === undefined || !served ? Number.NaN : (after - before) / served,
+    rss: peakRssKiB(pid),
+    window: { from, to },
   }
 }
 
@@ -234,6 +260,8 @@ function wireBytes(url, headers) {
   })
 }
 const wire = new Map()
+/** Stage tables of the profiled runs: { target, body, cpu, file, result }. */
+const staged = []
 
 const rows = []
 const tool = useWrk ? `wrk -t1 -c${CONNS} -d${DURATION}s` : `autocannon -c ${CONNS} -d ${DURATION}`
@@ -250,27 +278,46 @@ try {
     if (only && !only.test(label)) continue
     const file = path.join(dir, `${rows.length}.yaml`)
     writeFileSync(file, yaml)
+    // The profile is written when the proxy exits (it does on SIGTERM), one file per process.
+    const profDir = PROFILE && PROFILED.has(label) ? path.join(dir, `${rows.length}-profile`) : undefined
     const { child: proxy, seen } = await start(
       process.execPath,
-      [path.join(root, 'bin', 'locci-proxy'), '-c', file],
+      [
+        ...(profDir ? ['--cpu-prof', `--cpu-prof-dir=${profDir}`] : []),
+        path.join(root, 'bin', 'locci-proxy'),
+        '-c',
+        file,
+      ],
       {},
       yaml.includes('workers:')
         ? ['locci-proxy listening', 'all workers listening']
         : ['locci-proxy listening'],
     )
     const port = Number(/"bind":"http:\/\/127\.0\.0\.1:(\d+)"/.exec(seen)?.[1])
+    const measured = []
     for (const body of bodies) {
       process.stderr.write(`bench: locci ${label} /${body}\n`)
       load(`http://127.0.0.1:${port}/${body}`, headers) // warm-up run is discarded
       if (label.includes('compress'))
         wire.set(`${label} /${body}`, await wireBytes(`http://127.0.0.1:${port}/${body}`, headers))
-      rows.push({
-        target: `locci-proxy ${label}`,
+      const row = {
+        target: `locci-proxy ${label}${profDir ? ' (profiled)' : ''}`,
         body,
         ...measure(`http://127.0.0.1:${port}/${body}`, headers, proxy.pid),
-      })
+      }
+      rows.push(row)
+      measured.push(row)
     }
     await stop(proxy)
+    if (profDir) {
+      mkdirSync(profDir, { recursive: true })
+      const profile = readdirSync(profDir).find((f) => f.endsWith('.cpuprofile'))
+      for (const row of measured) {
+        const prof = profile && path.join(profDir, profile)
+        const result = prof && stagesOf(JSON.parse(readFileSync(prof, 'utf8')), row.window)
+        staged.push({ target: row.target, body: row.body, cpu: row.cpu, file: prof, result })
+      }
+    }
   }
 } finally {
   for (const c of children) await stop(c)
@@ -283,22 +330,24 @@ const fmt = (n, d = 0) =>
   Number.isFinite(n) ? n.toLocaleString('en-US', { maximumFractionDigits: d, minimumFractionDigits: d }) : '-'
 // A middleware's cost: the proxy's extra CPU per request over plain api_gateway mode (CPU time
 // is steadier than req/s on a box shared with the load generator and the origin).
-const cpuOf = (target) => rows.find((r) => r.target === target && r.body === 'small')?.cpu
+const cpuOf = (target) =>
+  rows.find((r) => r.target.replace(' (profiled)', '') === target && r.body === 'small')?.cpu
 const baseline = (target) =>
   target.endsWith(', workers: 2')
     ? cpuOf('locci-proxy api_gateway, workers: 2')
     : cpuOf('locci-proxy api_gateway')
 console.log(
-  '\n| target | body | req/s | × direct | p50 ms | p99 ms | proxy CPU µs/req | middleware µs/req | non-2xx |',
+  '\n| target | body | req/s | × direct | p50 ms | p99 ms | proxy CPU µs/req | middleware µs/req | peak RSS MiB | non-2xx |',
 )
-console.log('|---|---|---:|---:|---:|---:|---:|---:|---:|')
+console.log('|---|---|---:|---:|---:|---:|---:|---:|---:|---:|')
 for (const r of rows) {
   const extra =
-    r.target.includes(' + ') && r.body === 'small' && baseline(r.target)
+    // A profiled row's CPU includes the profiler's cost: no middleware cost from it.
+    r.target.includes(' + ') && r.body === 'small' && !r.target.endsWith('(profiled)') && baseline(r.target)
       ? fmt(r.cpu - baseline(r.target), 1)
       : ''
   console.log(
-    `| ${r.target} | ${r.body} | ${fmt(r.rps)} | ${fmt(r.rps / direct[r.body], 2)} | ${fmt(r.p50, 2)} | ${fmt(r.p99, 2)} | ${fmt(r.cpu ?? Number.NaN, 1)} | ${extra} | ${r.errors} |`,
+    `| ${r.target} | ${r.body} | ${fmt(r.rps)} | ${fmt(r.rps / direct[r.body], 2)} | ${fmt(r.p50, 2)} | ${fmt(r.p99, 2)} | ${fmt(r.cpu ?? Number.NaN, 1)} | ${extra} | ${fmt((r.rss ?? Number.NaN) / 1024)} | ${r.errors} |`,
   )
 }
 console.log(
@@ -311,15 +360,24 @@ const compressRows = rows.filter((r) => r.target.includes('compress') && r.body 
 if (compressRows.length > 0) {
   const plain = compressRows.find((r) => r.target.includes('(not asked)'))
   console.log(
-    '\n| compress, /json16k | coding | bytes on the wire | ratio | proxy CPU µs/req | compression µs/req |',
+    '\n| compress, /json16k | coding | bytes on the wire | ratio | proxy CPU µs/req | compression µs/req | peak RSS MiB |',
   )
-  console.log('|---|---|---:|---:|---:|---:|')
+  console.log('|---|---|---:|---:|---:|---:|---:|')
   for (const r of compressRows) {
     const w = wire.get(`${r.target.replace('locci-proxy ', '')} /json16k`)
     const base = wire.get('api_gateway + compress (not asked) /json16k')?.bytes
     const extra = plain && r !== plain ? fmt(r.cpu - plain.cpu, 1) : ''
     console.log(
-      `| ${r.target} | ${w?.encoding ?? '-'} | ${fmt(w?.bytes ?? Number.NaN)} | ${base && w ? fmt(w.bytes / base, 2) : '-'} | ${fmt(r.cpu, 1)} | ${extra} |`,
+      `| ${r.target} | ${w?.encoding ?? '-'} | ${fmt(w?.bytes ?? Number.NaN)} | ${base && w ? fmt(w.bytes / base, 2) : '-'} | ${fmt(r.cpu, 1)} | ${extra} | ${fmt((r.rss ?? Number.NaN) / 1024)} |`,
     )
   }
+}
+
+// BENCH_PROFILE: the profiled runs' CPU per request split by stage (scripts/profile-stages.mjs says
+// how samples are attributed). Only the samples of the measured run count, not start-up or warm-up.
+for (const s of staged) {
+  console.log(`\nCPU by stage, ${s.target} /${s.body} (${fmt(s.cpu, 1)} µs/req measured)`)
+  if (!s.result) console.log(`no .cpuprofile was written (${s.file ?? 'none found'})`)
+  else if (s.result.samples === 0) console.log(`no samples in the measured run's window: ${s.file}`)
+  else console.log(`${stageTable(s.result, s.cpu)}\nprofile: ${s.file}`)
 }

@@ -1,6 +1,8 @@
 #!/usr/bin/env node
 // Runs the compiled tests with node:test: unit tests (dist/src/**/*.test.js) and integration
 // tests (dist/test/integration/*.test.js). `node scripts/run-tests.mjs unit|integration` runs one set.
+// The tests that forward requests upstream run a second time with LOCCI_UPSTREAM_CLIENT=undici,
+// so both upstream clients (src/upstream/client.ts) stay covered.
 import { spawnSync } from 'node:child_process'
 import { existsSync, readdirSync, statSync } from 'node:fs'
 import path from 'node:path'
@@ -39,9 +41,32 @@ if (files.length === 0) {
 // --test-force-exit: a test that fails before it can close what it opened (an upstream server,
 // a child) must not keep its file, and so the whole run, from ever finishing. --test-timeout:
 // a test that waits forever fails instead.
-const r = spawnSync(
-  process.execPath,
-  ['--test', '--test-concurrency=2', '--test-force-exit', '--test-timeout=300000', ...files],
-  { stdio: 'inherit', cwd: root },
-)
-process.exit(r.status ?? 1)
+function run(list, env) {
+  const r = spawnSync(
+    process.execPath,
+    ['--test', '--test-concurrency=2', '--test-force-exit', '--test-timeout=300000', ...list],
+    { stdio: 'inherit', cwd: root, env: { ...process.env, ...env } },
+  )
+  return r.status ?? 1
+}
+
+// A small set, chosen for what depends on the client: forwarding, failover and retries, error
+// replies, pooling, TLS to upstreams, hostile upstream answers, the in-process pipeline.
+const UNDICI_AGAIN = [
+  'src/proxy/pipeline.test.js',
+  'test/integration/bad-requests.test.js',
+  'test/integration/connection-pool.test.js',
+  'test/integration/error-replies.test.js',
+  'test/integration/load-balancer.test.js',
+  'test/integration/strategies.test.js',
+  'test/integration/tls-h2-websocket.test.js',
+  'test/hostile/upstream-faults.test.js',
+].map((f) => path.join(root, 'dist', f))
+
+let status = run(files)
+const again = UNDICI_AGAIN.filter((f) => files.includes(f))
+if (again.length > 0 && process.env.LOCCI_UPSTREAM_CLIENT === undefined) {
+  console.log(`# again with LOCCI_UPSTREAM_CLIENT=undici: ${again.length} files`)
+  status = run(again, { LOCCI_UPSTREAM_CLIENT: 'undici' }) || status
+}
+process.exit(status)

@@ -3,7 +3,7 @@
 // output by default, --json for scripts; every failure is one clear line and a non-zero exit.
 
 import { type Command, Option } from 'commander'
-import { type Dispatcher, request } from 'undici'
+import type { Dispatcher } from 'undici'
 import type { Overrides } from '../config/compile'
 import { formatProblem } from '../config/problems'
 import { loadPlan } from '../proxy/runtime'
@@ -61,6 +61,8 @@ async function call(
   let status: number
   let text: string
   try {
+    // Loaded by the admin commands only, not by a proxy starting up.
+    const { request } = require('undici') as typeof import('undici')
     const res = await request(`${t.url}${path}`, {
       method: method as Dispatcher.HttpMethod,
       headers: {

@@ -15,6 +15,12 @@ import { ProxyInstance } from '../server/instance'
 import { Primary } from '../server/primary'
 import type { ToPrimary, ToWorker } from '../server/protocol'
 import { Rpc } from '../server/rpc'
+import {
+  selectUpstreamClient,
+  type UpstreamClient,
+  type UpstreamClientKind,
+  upstreamClientProblem,
+} from '../upstream/client'
 import { registerAdminCommands } from './admin'
 
 // eslint-disable-next-line @typescript-eslint/no-require-imports
@@ -95,7 +101,12 @@ function seaWorkerArgv(argv: string[]): string[] {
 export function resolveOptions(
   opts: GlobalOptions,
   env: NodeJS.ProcessEnv,
-): { file: string; overrides: Overrides; problems: string[] } {
+): {
+  file: string
+  overrides: Overrides
+  upstreamClient: UpstreamClientKind | undefined
+  problems: string[]
+} {
   const problems: string[] = []
   const file = opts.config ?? nonEmpty(env.LOCCI_CONFIG) ?? 'config.yaml'
   const modeText = opts.mode ?? nonEmpty(env.LOCCI_MODE)
@@ -109,7 +120,15 @@ export function resolveOptions(
   if (logLevel !== undefined && !(LOG_LEVELS as readonly string[]).includes(logLevel)) {
     problems.push(`LOG_LEVEL: unknown level "${logLevel}"; use one of ${LOG_LEVELS.join(', ')}`)
   }
-  return { file, overrides: { mode, bind: opts.bind ?? nonEmpty(env.LOCCI_BIND), logLevel }, problems }
+  const client = nonEmpty(env.LOCCI_UPSTREAM_CLIENT)
+  const clientProblem = upstreamClientProblem(client)
+  if (clientProblem !== undefined) problems.push(clientProblem)
+  return {
+    file,
+    overrides: { mode, bind: opts.bind ?? nonEmpty(env.LOCCI_BIND), logLevel },
+    upstreamClient: clientProblem === undefined ? (client as UpstreamClientKind | undefined) : undefined,
+    problems,
+  }
 }
 
 function nonEmpty(v: string | undefined): string | undefined {
@@ -153,6 +172,13 @@ async function start(opts: GlobalOptions): Promise<void> {
   const r = resolveOptions(opts, process.env)
   const plan = loadOrExit(r.file, r.overrides, r.problems)
   const { snapshot } = plan
+  let upstreamClient: UpstreamClient
+  try {
+    upstreamClient = selectUpstreamClient(r.upstreamClient)
+  } catch (err) {
+    process.stderr.write(`locci-proxy: ${(err as Error).message}\n`)
+    process.exit(1)
+  }
   const logging = createLogger({ level: snapshot.logging.level, format: snapshot.logging.format })
   const log = logging.logger
   // Last line of defence. Every request path guards itself (a fault ends that request, not the
@@ -175,18 +201,35 @@ async function start(opts: GlobalOptions): Promise<void> {
   })
 
   let stop: () => Promise<void>
-  let reload: () => void
+  // Installed before the start, so a SIGHUP or SIGUSR1 sent while workers are still starting
+  // meets these handlers instead of Node's defaults (SIGHUP ends a process, SIGUSR1 starts the
+  // debugger); one that arrives early is carried out once the proxy is up.
+  let reload: (() => void) | undefined
+  let reopenLogs: (() => void) | undefined
+  let pendingReload = false
+  let pendingReopen = false
+  process.on('SIGHUP', () => {
+    log.info({ signal: 'SIGHUP' }, 'reloading the config file')
+    if (reload) reload()
+    else pendingReload = true
+  })
+  // logrotate's postrotate: the access log file is reopened by its path.
+  process.on('SIGUSR1', () => {
+    if (reopenLogs) reopenLogs()
+    else pendingReopen = true
+  })
   try {
     const text = readFileSync(r.file, 'utf8')
     if (snapshot.workers > 1 && cluster.isPrimary) {
       const primary = new Primary(
-        { file: r.file, overrides: r.overrides, env: process.env, logging },
+        { file: r.file, overrides: r.overrides, env: process.env, logging, upstreamClient },
         plan,
         text,
       )
       await primary.start()
       stop = () => primary.stop()
       reload = () => void primary.reload()
+      reopenLogs = () => primary.reopenLogs()
     } else {
       let link: Rpc<ToPrimary, ToWorker> | undefined
       if (cluster.isWorker) {
@@ -194,12 +237,21 @@ async function start(opts: GlobalOptions): Promise<void> {
         process.on('message', (m) => link!.receive(m))
       }
       const instance = await ProxyInstance.start(
-        { file: r.file, overrides: r.overrides, env: process.env, version: VERSION, logging, primary: link },
+        {
+          file: r.file,
+          overrides: r.overrides,
+          env: process.env,
+          version: VERSION,
+          logging,
+          primary: link,
+          upstreamClient,
+        },
         plan,
         text,
       )
       stop = () => instance.stop()
       reload = () => void instance.reload()
+      reopenLogs = () => instance.reopenLogs()
       countFault = () => instance.metrics.error(snapshot.mode.kind, 'internal')
       // A worker whose primary is gone drains and exits.
       if (cluster.isWorker) process.on('disconnect', () => void stop().then(() => process.exit(0)))
@@ -211,10 +263,8 @@ async function start(opts: GlobalOptions): Promise<void> {
     process.exit(1)
   }
 
-  process.on('SIGHUP', () => {
-    log.info({ signal: 'SIGHUP' }, 'reloading the config file')
-    reload()
-  })
+  if (pendingReload) reload!()
+  if (pendingReopen) reopenLogs!()
   let signals = 0
   const onSignal = (signal: NodeJS.Signals) => {
     // A worker hears Ctrl-C's SIGINT and then the primary's SIGTERM: one shutdown, not a forced exit.

@@ -175,6 +175,89 @@ describe('bad configs: one problem each, with key path and line', () => {
       message: /same address as server.bind_address/,
     },
     {
+      desc: 'a circuit breaker fallback naming a missing group, with a close name',
+      yaml: BASE.replace(
+        'servers: ["127.0.0.1:3001"]',
+        'servers: ["127.0.0.1:3001"]\n    circuit_breaker: { fallback: user }',
+      ),
+      path: 'upstreams.users.circuit_breaker.fallback',
+      message: /upstream "user" is not defined under upstreams \(no other upstream is defined\)/,
+    },
+    {
+      desc: 'a circuit breaker fallback with a typo',
+      yaml: BASE.replace(
+        'servers: ["127.0.0.1:3001"]',
+        'servers: ["127.0.0.1:3001"]\n    circuit_breaker: { fallback: stattic }\n  static:\n    servers: ["127.0.0.1:3002"]',
+      ),
+      path: 'upstreams.users.circuit_breaker.fallback',
+      line: 7,
+      message:
+        /upstream "stattic" is not defined under upstreams; did you mean "static"\? \(defined: static\)/,
+    },
+    {
+      desc: 'a circuit breaker falling back to its own group',
+      yaml: BASE.replace(
+        'servers: ["127.0.0.1:3001"]',
+        'servers: ["127.0.0.1:3001"]\n    circuit_breaker: { fallback: users }',
+      ),
+      path: 'upstreams.users.circuit_breaker.fallback',
+      line: 7,
+      message: /cannot name its own group/,
+    },
+    {
+      desc: 'circuit breaker fallbacks in a cycle',
+      yaml: BASE.replace(
+        'servers: ["127.0.0.1:3001"]',
+        `servers: ["127.0.0.1:3001"]
+    circuit_breaker: { fallback: b }
+  b:
+    servers: ["127.0.0.1:3002"]
+    circuit_breaker: { fallback: c }
+  c:
+    servers: ["127.0.0.1:3003"]
+    circuit_breaker: { fallback: users }`,
+      ),
+      path: 'upstreams.users.circuit_breaker.fallback',
+      line: 7,
+      message: /fallbacks form a cycle: users -> b -> c -> users/,
+    },
+    {
+      desc: 'a circuit breaker window setting without a window condition',
+      yaml: BASE.replace(
+        'servers: ["127.0.0.1:3001"]',
+        'servers: ["127.0.0.1:3001"]\n    circuit_breaker: { consecutive_failures: 3, min_requests: 10 }',
+      ),
+      path: 'upstreams.users.circuit_breaker.min_requests',
+      message: /only applies with error_ratio or latency_p99_ms/,
+    },
+    {
+      desc: 'a circuit breaker error ratio over 1',
+      yaml: BASE.replace(
+        'servers: ["127.0.0.1:3001"]',
+        'servers: ["127.0.0.1:3001"]\n    circuit_breaker: { error_ratio: 1.5 }',
+      ),
+      path: 'upstreams.users.circuit_breaker.error_ratio',
+      message: /must be at most 1/,
+    },
+    {
+      desc: 'a circuit breaker error ratio of 0',
+      yaml: BASE.replace(
+        'servers: ["127.0.0.1:3001"]',
+        'servers: ["127.0.0.1:3001"]\n    circuit_breaker: { error_ratio: 0 }',
+      ),
+      path: 'upstreams.users.circuit_breaker.error_ratio',
+      message: /greater than 0/,
+    },
+    {
+      desc: 'an unknown circuit breaker key',
+      yaml: BASE.replace(
+        'servers: ["127.0.0.1:3001"]',
+        'servers: ["127.0.0.1:3001"]\n    circuit_breaker: { open_sec: 3 }',
+      ),
+      path: 'upstreams.users.circuit_breaker.open_sec',
+      message: /unknown key "open_sec"; did you mean "open_secs"/,
+    },
+    {
       desc: 'YAML syntax error',
       yaml: 'mode: api_gateway\nserver: [unclosed\n',
       path: '',

@@ -5,11 +5,13 @@
 import { availableParallelism } from 'node:os'
 import path from 'node:path'
 import type { z } from 'zod'
+import { ACCESS_FIELDS, type AccessLogSpec } from '../observe/access-log'
 import { addressMatcher, formatHostPort, type HostPort, parseHostPort } from './address'
 import type { SourceDocument } from './load'
 import { formatPath, type KeyPath, type Problem, sortProblems } from './problems'
 import { configSchema, type RawConfig, type RawRoute } from './schema'
 import {
+  type CircuitBreakerSpec,
   deepFreeze,
   type HashKey,
   type MiddlewareDeclaration,
@@ -230,6 +232,7 @@ function crossCheck(data: Record<string, unknown>, at: At, file: string): TlsMat
   checkModeSections(t, at)
   checkTcpPassThrough(t, at)
   checkReferences(t, at)
+  checkCircuitBreakers(t, at)
   checkMiddlewareDeclarations(t, at)
   checkListenerOptions(t, at)
   checkControlApi(t, at)
@@ -354,6 +357,56 @@ function checkReferences(t: Tree, at: At): void {
     middlewareRefs(['api_gateway', 'routes', name, 'middlewares'], route.middlewares)
   }
   if (t.lb) middlewareRefs(['load_balancer', 'middlewares'], t.lb.middlewares)
+}
+
+/**
+ * A breaker's fallback names another defined group, and following fallbacks never comes back
+ * to where it started (the request would have nowhere to end). Window settings need a window
+ * condition to apply to.
+ */
+function checkCircuitBreakers(t: Tree, at: At): void {
+  const upstreams = t.upstreams ?? {}
+  const names = Object.keys(upstreams)
+  const fallbackOf = (name: string): string | undefined => {
+    const u = upstreams[name]
+    const cb = isRecord(u) && isRecord(u.circuit_breaker) ? u.circuit_breaker : undefined
+    return typeof cb?.fallback === 'string' && cb.fallback !== '' ? cb.fallback : undefined
+  }
+  for (const name of names) {
+    const u = upstreams[name]
+    if (!isRecord(u) || !isRecord(u.circuit_breaker)) continue
+    const cb = u.circuit_breaker
+    const base = ['upstreams', name, 'circuit_breaker']
+    const windowed = cb.error_ratio !== undefined || cb.latency_p99_ms !== undefined
+    if (!windowed && cb.consecutive_failures !== undefined) {
+      for (const key of ['min_requests', 'window_secs'] as const) {
+        if (cb[key] !== undefined) at([...base, key], 'only applies with error_ratio or latency_p99_ms')
+      }
+    }
+    const fallback = fallbackOf(name)
+    if (fallback === undefined) continue
+    if (fallback === name) {
+      at([...base, 'fallback'], 'cannot name its own group')
+      continue
+    }
+    if (!(fallback in upstreams)) {
+      const others = names.filter((n) => n !== name)
+      at(
+        [...base, 'fallback'],
+        `upstream "${fallback}" is not defined under upstreams${didYouMean(fallback, others)} (${others.length > 0 ? `defined: ${others.join(', ')}` : 'no other upstream is defined'})`,
+      )
+      continue
+    }
+    const chain = [name]
+    for (let next: string | undefined = fallback; next !== undefined; next = fallbackOf(next)) {
+      if (next === name) {
+        at([...base, 'fallback'], `fallbacks form a cycle: ${[...chain, name].join(' -> ')}`)
+        break
+      }
+      if (chain.includes(next) || !(next in upstreams)) break
+      chain.push(next)
+    }
+  }
 }
 
 /** The two places a middleware may be declared, and where each declaration sits. */
@@ -569,6 +622,26 @@ function parseHashKey(k: string): HashKey {
   return { kind, name: kind === 'header' ? name.toLowerCase() : name }
 }
 
+/** The trip conditions of a `circuit_breaker` that sets none of its own. */
+export const CIRCUIT_BREAKER_DEFAULTS = { consecutive_failures: 5, error_ratio: 0.5 } as const
+
+type RawBreaker = NonNullable<RawConfig['upstreams'][string]['circuit_breaker']>
+
+function circuitBreakerSpec(c: RawBreaker): CircuitBreakerSpec {
+  const none =
+    c.consecutive_failures === undefined && c.error_ratio === undefined && c.latency_p99_ms === undefined
+  return {
+    consecutiveFailures: none ? CIRCUIT_BREAKER_DEFAULTS.consecutive_failures : c.consecutive_failures,
+    errorRatio: none ? CIRCUIT_BREAKER_DEFAULTS.error_ratio : c.error_ratio,
+    latencyP99Ms: c.latency_p99_ms,
+    minRequests: c.min_requests,
+    windowSecs: c.window_secs,
+    openMs: c.open_secs * 1000,
+    halfOpenRequests: c.half_open_requests,
+    fallback: c.fallback,
+  }
+}
+
 function build(raw: RawConfig, file: string, tlsMaterial: TlsMaterial): Snapshot {
   const bind = parseHostPort(raw.server.bind_address, { listen: true }) as HostPort
   const upstreams = new Map<string, UpstreamSpec>()
@@ -604,6 +677,7 @@ function build(raw: RawConfig, file: string, tlsMaterial: TlsMaterial): Snapshot
         : undefined,
       retry: { retries: u.retries, on: new Set(u.retry_on) },
       retryBudget: { percent: u.retry_budget.percent, minPerSec: u.retry_budget.min_per_sec },
+      circuitBreaker: u.circuit_breaker && circuitBreakerSpec(u.circuit_breaker),
     })
   }
   const own = (o: '*' | string[] | undefined): OriginPolicy => (o === undefined || o === '*' ? o : new Set(o))
@@ -672,7 +746,7 @@ function build(raw: RawConfig, file: string, tlsMaterial: TlsMaterial): Snapshot
         maxHeaderListBytes: raw.server.http2.max_header_list_bytes,
       },
     },
-    logging: { level: raw.logging.level, format: raw.logging.format },
+    logging: { level: raw.logging.level, format: raw.logging.format, access: accessLogSpec(raw, file) },
     upstreams,
     activeUpstreams,
     middlewares,
@@ -685,6 +759,18 @@ function build(raw: RawConfig, file: string, tlsMaterial: TlsMaterial): Snapshot
     watch: raw.watch,
   }
   return deepFreeze(snapshot)
+}
+
+function accessLogSpec(raw: RawConfig, file: string): AccessLogSpec | undefined {
+  const a = raw.logging.access_log
+  if (a === undefined) return undefined
+  const fields = a.fields ?? ACCESS_FIELDS.filter((f) => f !== 'query' || a.include_query)
+  return {
+    format: a.format,
+    output: a.output === 'stdout' ? 'stdout' : resolveFrom(file, a.output),
+    fields,
+    includeQuery: a.include_query,
+  }
 }
 
 /** Routes in the order they are tried: longest pattern first; Array.sort is stable, so ties keep file order. */

@@ -4,6 +4,7 @@
 // reported instead of silently ignored.
 
 import { z } from 'zod'
+import { ACCESS_FIELDS } from '../observe/access-log'
 import { cidrProblem, parseHostPort } from './address'
 import { parseCipherList } from './tls'
 
@@ -143,9 +144,42 @@ const server = z.strictObject({
   allow_trace: z.boolean().default(false),
 })
 
+const accessLog = z
+  .strictObject({
+    format: z.enum(['json', 'text', 'common', 'combined']).default('json'),
+    /** `stdout`, or a file (relative to the config file), appended to and reopened on SIGUSR1. */
+    output: z.string().min(1).default('stdout'),
+    fields: z.array(z.enum(ACCESS_FIELDS)).min(1).optional(),
+    /** Query strings often carry tokens: logged only when asked for. */
+    include_query: z.boolean().default(false),
+  })
+  .superRefine((a, ctx) => {
+    if (a.fields === undefined) return
+    if (a.format === 'common' || a.format === 'combined') {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['fields'],
+        message: `applies to the json and text formats; ${a.format} has a fixed layout`,
+      })
+    } else if (a.fields.includes('query') && !a.include_query) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['fields'],
+        message: 'lists query, which needs include_query: true',
+      })
+    }
+    const seen = new Set<string>()
+    for (const f of a.fields) {
+      if (seen.has(f)) ctx.addIssue({ code: 'custom', path: ['fields'], message: `lists ${f} twice` })
+      seen.add(f)
+    }
+  })
+
 const logging = z.strictObject({
   level: z.enum(LOG_LEVELS).default('info'),
   format: z.enum(['json', 'text']).default('json'),
+  /** nginx-style access log; without it, one line per request goes through the process log. */
+  access_log: accessLog.optional(),
 })
 
 const healthCheck = z.strictObject({
@@ -197,6 +231,28 @@ const passiveHealth = z.strictObject({
   max_ejection_percent: z.number().min(0).max(100).default(50),
 })
 
+/**
+ * Without any of consecutive_failures, error_ratio and latency_p99_ms, the breaker trips on
+ * 5 consecutive failures or an error ratio of 0.5 (compile.ts CIRCUIT_BREAKER_DEFAULTS).
+ */
+const circuitBreaker = z.strictObject({
+  /** Failed attempts in a row (5xx, timeout, connection error) that open it. */
+  consecutive_failures: z.number().int().min(1).optional(),
+  /** Share of failed attempts over the window that opens it. */
+  error_ratio: z.number().gt(0).max(1).optional(),
+  /** p99 of the time to the answer over the window above which it opens. */
+  latency_p99_ms: z.number().int().min(1).optional(),
+  /** Attempts the window must hold before error_ratio or latency_p99_ms may open it. */
+  min_requests: z.number().int().min(1).default(20),
+  window_secs: z.number().int().min(1).max(600).default(10),
+  /** How long it stays open before letting probes through. */
+  open_secs: secs.default(30),
+  /** Probes let through when half-open; that many successes close it. */
+  half_open_requests: z.number().int().min(1).max(1000).default(3),
+  /** The upstream group that takes the requests while it is open (instead of 503). */
+  fallback: z.string().min(1).optional(),
+})
+
 const upstream = z.strictObject({
   servers: z.array(server_).min(1, { message: 'needs at least one server' }),
   strategy: z
@@ -226,6 +282,7 @@ const upstream = z.strictObject({
   retries: z.number().int().min(0).max(10).default(1),
   retry_on: retryOn.default(['connect_failure']),
   retry_budget: retryBudget.prefault({}),
+  circuit_breaker: circuitBreaker.optional(),
 })
 
 /** Its syntax is checked by routing/route-table.ts (checkRoutePatterns), which compiles it. */

@@ -1,6 +1,7 @@
 // The runtime view of one config: validated, compiled (patterns, addresses, milliseconds) and
 // frozen. A request reads the current snapshot once, at entry, and keeps it to the end.
 
+import type { AccessLogSpec } from '../observe/access-log'
 import type { HostPort } from './address'
 import type { RawConfig } from './schema'
 import type { CertificateMaterial, TlsPolicy, UpstreamTlsMaterial } from './tls'
@@ -87,6 +88,21 @@ export interface PassiveHealthSpec {
   readonly maxEjectionPercent: number
 }
 
+/** `circuit_breaker` of an upstream group (upstream/circuit-breaker.ts). */
+export interface CircuitBreakerSpec {
+  /** Trip conditions; at least one is set (compile.ts fills in the defaults when none is). */
+  readonly consecutiveFailures: number | undefined
+  readonly errorRatio: number | undefined
+  readonly latencyP99Ms: number | undefined
+  /** Outcomes the window must hold before error_ratio or latency_p99_ms may trip. */
+  readonly minRequests: number
+  readonly windowSecs: number
+  readonly openMs: number
+  readonly halfOpenRequests: number
+  /** The group that takes the requests while open; undefined: answer 503 circuit_open. */
+  readonly fallback: string | undefined
+}
+
 export interface HealthCheckSpec {
   readonly intervalMs: number
   readonly timeoutMs: number
@@ -111,6 +127,8 @@ export interface UpstreamSpec {
   readonly passiveHealth: PassiveHealthSpec | undefined
   readonly retry: RetryPolicy
   readonly retryBudget: { readonly percent: number; readonly minPerSec: number }
+  /** Undefined: no breaker. */
+  readonly circuitBreaker: CircuitBreakerSpec | undefined
 }
 
 export interface PoolSpec {
@@ -150,7 +168,12 @@ export interface Snapshot {
   readonly pool: PoolSpec
   /** The security limits and policies of the listener (server.*). */
   readonly limits: Limits
-  readonly logging: { readonly level: RawConfig['logging']['level']; readonly format: 'json' | 'text' }
+  readonly logging: {
+    readonly level: RawConfig['logging']['level']
+    readonly format: 'json' | 'text'
+    /** logging.access_log; undefined: access lines go through the process log (info). */
+    readonly access: AccessLogSpec | undefined
+  }
   readonly upstreams: ReadonlyMap<string, UpstreamSpec>
   /** Upstream groups the active mode can send traffic to (health checks run for these). */
   readonly activeUpstreams: readonly string[]

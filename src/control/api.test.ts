@@ -52,6 +52,7 @@ describe('control API faults', () => {
     warn() {},
     info() {},
     debug() {},
+    isLevelEnabled: () => false,
   } as unknown as Logger
   let fail: Error | undefined
   const actions: ControlActions = {
@@ -67,6 +68,7 @@ describe('control API faults', () => {
     explain: () => {
       throw new RangeError('explain blew up')
     },
+    purgeCache: async (m) => ({ purged: m.path === '/x' || m.prefix === '/' ? 1 : 0 }),
   }
   let server: http.Server
   let base: string
@@ -116,6 +118,17 @@ control_api: { enabled: true, bind_address: "127.0.0.1:0" }
       assert.equal((await fetch(`${base}/api/v1/status`)).status, 200)
     })
   }
+
+  test('DELETE /api/v1/cache takes exactly one of path and prefix, each starting with /', async () => {
+    const del = (q: string) => fetch(`${base}/api/v1/cache${q}`, { method: 'DELETE' })
+    assert.deepEqual(await (await del('?path=/x')).json(), { purged: 1 })
+    assert.deepEqual(await (await del('?prefix=/')).json(), { purged: 1 })
+    for (const q of ['', '?path=/x&prefix=/', '?path=x', '?prefix=', '?path=']) {
+      const r = await del(q)
+      assert.equal(r.status, 400, q)
+      await r.body?.cancel()
+    }
+  })
 
   test('a body slower than the deadline gets 408 and the connection is closed', async () => {
     const s = net.connect((server.address() as AddressInfo).port, '127.0.0.1')

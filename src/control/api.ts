@@ -43,6 +43,14 @@ export interface ControlActions {
   /** Prometheus text for the whole instance (all workers). */
   metricsText(): Promise<{ text: string; contentType: string }>
   explain(method: string, url: string, headers: string[]): Explanation
+  /** Drops cached responses (every cache middleware, every worker) for a path or under a prefix. */
+  purgeCache(m: CachePurge): Promise<{ purged: number }>
+}
+
+/** One of the two: `path` (exactly) or `prefix` (every path starting with it). */
+export interface CachePurge {
+  path?: string
+  prefix?: string
 }
 
 /** What the API shows: the live config and the upstream groups serving it. */
@@ -134,6 +142,19 @@ export function createControlServer(o: ControlApiOptions): http.Server {
       },
     ],
     [
+      'DELETE',
+      /^\/api\/v1\/cache$/,
+      async (_req, _p, q) => {
+        const path = q.get('path') ?? undefined
+        const prefix = q.get('prefix') ?? undefined
+        if ((path === undefined) === (prefix === undefined))
+          throw new ApiError(400, 'give one query parameter: "path" or "prefix"')
+        const value = (path ?? prefix)!
+        if (!value.startsWith('/')) throw new ApiError(400, `"${path ? 'path' : 'prefix'}" must start with /`)
+        return { status: 200, body: await a.purgeCache(path !== undefined ? { path } : { prefix }) }
+      },
+    ],
+    [
       'GET',
       /^\/api\/v1\/explain$/,
       (_req, _p, q) => {
@@ -154,6 +175,7 @@ export function createControlServer(o: ControlApiOptions): http.Server {
   // Bodies have their own deadline in readJson.
   const server = http.createServer(ADMIN_SERVER_OPTIONS, (req, res) => {
     res.on('error', () => undefined) // the client went away: nothing to tell it
+    if (o.log.isLevelEnabled('debug')) logWhenDone(req, res)
     serve(req, res).catch((err: unknown) => fault(res, err))
   })
   return server
@@ -165,6 +187,23 @@ export function createControlServer(o: ControlApiOptions): http.Server {
     // an unread (maybe endless) body is never drained on a kept-alive socket.
     if (!req.complete) r.headers = { ...r.headers, connection: 'close' }
     send(res, r)
+  }
+
+  /** Control-API requests are logged at debug (the query string left out: it may name secrets). */
+  function logWhenDone(req: http.IncomingMessage, res: http.ServerResponse): void {
+    const start = performance.now()
+    res.once('close', () => {
+      o.log.debug(
+        {
+          method: req.method,
+          path: requestTarget(req.url ?? '')?.path ?? '-',
+          status: res.headersSent ? res.statusCode : 499,
+          duration_ms: Math.round((performance.now() - start) * 1000) / 1000,
+          client: req.socket.remoteAddress,
+        },
+        'control API request',
+      )
+    })
   }
 
   /** A fault outside respond() (a reply that cannot be serialized or written): 500, logged. */
@@ -377,6 +416,13 @@ function upstreamsView({ snapshot, groups }: ControlView) {
       tls: g.tls,
       active: snapshot.activeUpstreams.includes(g.name),
       health_check: g.spec.healthCheck ? (g.spec.healthCheck.path ? 'http' : 'tcp') : null,
+      circuit_breaker: g.breaker
+        ? {
+            state: g.breaker.state,
+            fallback: g.breaker.spec.fallback ?? null,
+            opened_at: g.breaker.openedAt > 0 ? new Date(g.breaker.openedAt).toISOString() : null,
+          }
+        : null,
       servers: g.peers.map((p) => ({
         address: p.address,
         weight: p.weight,

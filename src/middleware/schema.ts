@@ -6,6 +6,7 @@
 import { type ApiKeyConfig, type ApiKeySettings, apiKey } from './api-key/config'
 import { type AuthenticationConfig, authentication } from './auth/config'
 import { type BasicAuthConfig, type BasicAuthSettings, basicAuth } from './basic-auth/config'
+import { type CacheConfig, cacheSchema } from './cache/config'
 import { type CompressConfig, compress } from './compress/config'
 import { type CorsConfig, cors } from './cors/config'
 import { type ForwardAuthConfig, forwardAuth } from './forward-auth/config'
@@ -19,6 +20,7 @@ export type {
   ApiKeyConfig,
   AuthenticationConfig,
   BasicAuthConfig,
+  CacheConfig,
   CorsConfig,
   ForwardAuthConfig,
   HeadersConfig,
@@ -40,6 +42,7 @@ export const MIDDLEWARE_TYPES = [
   'api_key',
   'forward_auth',
   'compress',
+  'cache',
 ] as const
 export type MiddlewareType = (typeof MIDDLEWARE_TYPES)[number]
 
@@ -55,6 +58,7 @@ export const MIDDLEWARE_SCHEMAS = {
   api_key: apiKey,
   forward_auth: forwardAuth,
   compress,
+  cache: cacheSchema,
 } as const
 
 export type MiddlewareConfig =
@@ -70,3 +74,4 @@ export type MiddlewareConfig =
   | ({ kind: 'api_key' } & ApiKeySettings)
   | ({ kind: 'forward_auth' } & ForwardAuthConfig)
   | ({ kind: 'compress' } & CompressConfig)
+  | ({ kind: 'cache' } & CacheConfig)

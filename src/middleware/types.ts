@@ -33,6 +33,22 @@ export interface RequestContext {
   dropResponseHeaders: ReadonlySet<string> | undefined
   /** The response body's transformer (compress), if a middleware set one; the last one set wins. */
   responseTransform?: ResponseTransformer | undefined
+  /** What sees the upstream's answer (cache), if a middleware set one; the last one set wins. */
+  responseTap?: ResponseTap | undefined
+  /**
+   * A stored answer (cache), sent once the whole chain has passed the request (a later
+   * middleware may still refuse it: authentication after cache guards hits too).
+   */
+  stored?: StoredAnswer | undefined
+}
+
+export interface StoredAnswer {
+  readonly answer: Substitute
+  /**
+   * Also send the request upstream in the background (stale-while-revalidate): only
+   * `responseTap` sees that answer.
+   */
+  readonly revalidate: boolean
 }
 
 /**
@@ -43,6 +59,30 @@ export interface RequestContext {
  * proxy's own replies nor for WebSocket tunnels.
  */
 export type ResponseTransformer = (status: number, headers: string[]) => Transform | undefined
+
+/** A stored answer sent instead of the upstream's (a cache's entry). */
+export interface Substitute {
+  readonly status: number
+  /** Without Content-Length and X-Request-Id, which the proxy adds. */
+  readonly headers: readonly string[]
+  readonly body: Buffer
+}
+
+/**
+ * Sees one request's upstream answer (cache). The exchange (proxy/forward.ts) asks `substitute`
+ * once the upstream answered (retries done, before any transform) and `rescue` when it could not
+ * get an answer (an upstream failure, no server to try): either may return a stored answer to
+ * send instead. Otherwise `head` sees the head as it goes to the client (it may add headers) and,
+ * if it returns true, `data` every body byte the client is sent. The pipeline calls `close` once,
+ * when the response is over: `complete` is true when all of it was handed to the client.
+ */
+export interface ResponseTap {
+  substitute(status: number, headers: readonly string[]): Substitute | undefined
+  rescue(): Substitute | undefined
+  head(status: number, headers: string[]): boolean
+  data(chunk: Buffer): void
+  close(complete: boolean): void
+}
 
 /** A middleware's own answer: the request goes no further. */
 export interface Reply {

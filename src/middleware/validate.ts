@@ -9,6 +9,7 @@ import { didYouMean } from '../config/suggest'
 import { checkApiKey } from './api-key/config'
 import { checkAuthentication, claimHeaders } from './auth/config'
 import { checkBasicAuth } from './basic-auth/config'
+import { checkCache } from './cache/config'
 import { checkCompress } from './compress/config'
 import { checkCors } from './cors/config'
 import { checkForwardAuth, forwardAuthHeaders } from './forward-auth/config'
@@ -59,6 +60,7 @@ export function checkMiddlewares(found: Map<string, MiddlewareConfig>): ConfigCh
         Object.assign(cfg, { consumers: checkApiKey(cfg, report, (f) => resolveFrom(file, f)) })
       else if (cfg.kind === 'forward_auth') checkForwardAuth(cfg, report)
       else if (cfg.kind === 'compress') checkCompress(cfg, report)
+      else if (cfg.kind === 'cache') checkCache(cfg, report)
       if (ok) found.set(name, cfg)
     }
   }

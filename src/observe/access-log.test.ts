@@ -3,7 +3,7 @@
 
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
-import { AccessLog, type RequestFacts } from './access-log'
+import { ACCESS_FIELDS, AccessLog, type AccessLogSpec, type RequestFacts } from './access-log'
 import type { ErrorKind } from './errors'
 
 const facts: RequestFacts = {
@@ -13,6 +13,12 @@ const facts: RequestFacts = {
   requestId: 'id-1',
   client: '10.0.0.1',
   start: performance.now(),
+  req: {
+    url: '/p?token=secret',
+    httpVersion: '1.1',
+    rawHeaders: ['Host', 'example.com', 'User-Agent', 'curl/8'],
+  },
+  host: 'example.com',
 }
 
 const cases: Array<{
@@ -62,3 +68,87 @@ for (const c of cases) {
     assert.ok(j.duration_ms >= 0)
   })
 }
+
+function sink(spec: Partial<AccessLogSpec>): { log: AccessLog; lines: string[] } {
+  const lines: string[] = []
+  const logger = { isLevelEnabled: () => false } as never
+  const log = new AccessLog({ logger, format: 'json', flush() {}, writeLine: (l) => lines.push(l) })
+  log.configure({
+    format: 'json',
+    output: 'stdout',
+    fields: ACCESS_FIELDS.filter((f) => f !== 'query'),
+    includeQuery: false,
+    ...spec,
+  })
+  return { log, lines }
+}
+
+const out = { bytesReceived: 5, bytesSent: 1234, upstreamMs: 1.5, attempts: 2 }
+
+test('access_log json: every default field, written whatever logging.level says; no query by default', () => {
+  const { log, lines } = sink({})
+  log.request(facts, 'u', '127.0.0.1:1', 200, undefined, out)
+  const j = JSON.parse(lines[0]!)
+  assert.deepEqual(
+    Object.keys(j),
+    ACCESS_FIELDS.filter((f) => f !== 'query' && f !== 'referer' && f !== 'error_type'),
+  )
+  assert.equal(j.client_ip, '10.0.0.1')
+  assert.equal(j.host, 'example.com')
+  assert.equal(j.protocol, 'HTTP/1.1')
+  assert.equal(j.user_agent, 'curl/8')
+  assert.equal(j.bytes_sent, 1234)
+  assert.equal(j.bytes_received, 5)
+  assert.equal(j.upstream_time_ms, 1.5)
+  assert.equal(j.attempts, 2)
+  assert.ok(!lines[0]!.includes('secret'), 'the query string is left out unless asked for')
+})
+
+test('access_log json: chosen fields in their order; query with include_query; HTTP/2', () => {
+  const { log, lines } = sink({ fields: ['status', 'query', 'protocol'], includeQuery: true })
+  log.request({ ...facts, req: { ...facts.req, httpVersion: '2.0' } }, 'u', undefined, 200, undefined, out)
+  assert.equal(lines[0], '{"status":200,"query":"token=secret","protocol":"HTTP/2"}\n')
+})
+
+test('access_log text: key=value, quoted only when needed', () => {
+  const { log, lines } = sink({ format: 'text', fields: ['method', 'path', 'user_agent', 'status'] })
+  log.request({ ...facts, path: '/a b' }, 'u', undefined, 404, 'no_route', out)
+  assert.equal(lines[0], 'method=GET path="/a b" user_agent=curl/8 status=404\n')
+})
+
+test('access_log common and combined: the exact Apache layout; %b is - for no body', () => {
+  const c = sink({ format: 'common' })
+  c.log.request(facts, 'u', undefined, 200, undefined, out)
+  assert.match(
+    c.lines[0]!,
+    /^10\.0\.0\.1 - - \[\d{2}\/\w{3}\/\d{4}:\d{2}:\d{2}:\d{2} \+0000\] "GET \/p HTTP\/1\.1" 200 1234\n$/,
+  )
+  c.log.request(facts, 'u', undefined, 304, undefined, { ...out, bytesSent: 0 })
+  assert.match(c.lines[1]!, /" 304 -\n$/)
+  const b = sink({ format: 'combined', includeQuery: true })
+  b.log.request(facts, 'u', undefined, 200, undefined, out)
+  assert.match(b.lines[0]!, /"GET \/p\?token=secret HTTP\/1\.1" 200 1234 "-" "curl\/8"\n$/)
+})
+
+test('access_log combined: a hostile header cannot end the quoted field or the line', () => {
+  const b = sink({ format: 'combined' })
+  const raw = ['User-Agent', 'evil" 200 9\r\nforged \\ \u00ff', 'Referer', '\x01']
+  b.log.request({ ...facts, req: { ...facts.req, rawHeaders: raw } }, 'u', undefined, 200, undefined, out)
+  const line = b.lines[0]!
+  assert.equal(line.indexOf('\n'), line.length - 1, 'one line')
+  assert.ok(line.endsWith('"\\x01" "evil\\x22 200 9\\x0D\\x0Aforged \\x5C \\xFF"\n'), line)
+})
+
+test('access_log: a file that cannot be written is refused with its path; stdout keeps working', () => {
+  const { log } = sink({})
+  assert.throws(
+    () =>
+      log.configure({
+        format: 'json',
+        output: '/nonexistent-dir/access.log',
+        fields: ['status'],
+        includeQuery: false,
+      }),
+    /logging\.access_log\.output: cannot write \/nonexistent-dir\/access\.log/,
+  )
+})

@@ -38,6 +38,7 @@ export type ReplyKind =
   | 'forward_auth_error'
   // The upstream group or one of its servers.
   | 'no_healthy_peer'
+  | 'circuit_open'
   | 'connect_failed'
   | 'connect_timeout'
   | 'upstream_timeout'
@@ -190,6 +191,15 @@ export const ERRORS: Readonly<Record<ErrorKind, ErrorEntry>> = {
     label: 'no_healthy_peer',
     level: 'warn',
     body: 'no healthy upstream server',
+    upstream: true,
+  },
+  // The group's circuit breaker is open (or half-open with its probes taken) and no fallback
+  // group took the request (upstream/circuit-breaker.ts): refused without trying a server.
+  circuit_open: {
+    status: 503,
+    label: 'circuit_open',
+    level: 'warn',
+    body: 'upstream circuit breaker open',
     upstream: true,
   },
   connect_failed: {

@@ -7,7 +7,8 @@
 import { Counter, collectDefaultMetrics, Gauge, Registry } from 'prom-client'
 import { FastCounter, FastHistogram, type HistogramSeries } from './request-metrics'
 
-export const DURATION_BUCKETS = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5]
+/** Up to 60 s: the default upstream timeout, so a slow answer lands in a bucket of its own. */
+export const DURATION_BUCKETS = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60]
 
 export interface RequestSample {
   mode: string
@@ -28,10 +29,99 @@ export interface GroupGauges {
     readonly inFlight: number
     available(now: number): boolean
   }>
+  /** Its circuit breaker, if it has one: `code` 0 closed, 1 open, 2 half_open. */
+  readonly breaker: { readonly code: number } | undefined
+}
+
+/**
+ * What upstream/ reports per server: each attempt (status 0 when no answer came), retries,
+ * passive ejections and active health checks. Held by the upstream groups.
+ */
+export interface UpstreamMetrics {
+  attempt(upstream: string, server: string, status: number, seconds: number): void
+  retry(upstream: string): void
+  ejection(upstream: string, server: string): void
+  healthCheck(upstream: string, server: string, ok: boolean): void
+}
+
+const STATUS_CLASSES = ['error', '1xx', '2xx', '3xx', '4xx', '5xx'] as const
+
+interface ServerSeries {
+  duration: HistogramSeries
+  /** By status class: index 0 no answer, else the status's first digit. */
+  byClass: Array<{ value: number } | undefined>
+}
+
+/** The per-server upstream metrics in `registry` (the instance's, or the primary's for health). */
+export function upstreamMetrics(registry: Registry): UpstreamMetrics {
+  const requests = new FastCounter(
+    'locci_upstream_requests_total',
+    'Attempts sent to each upstream server (retries included), by status class; error: no answer.',
+  )
+  const duration = new FastHistogram(
+    'locci_upstream_request_duration_seconds',
+    'Time from sending an attempt to an upstream server to the end of its answer (or its failure).',
+    DURATION_BUCKETS,
+  )
+  registry.registerMetric(requests as never)
+  registry.registerMetric(duration as never)
+  const registers = [registry]
+  const retries = new Counter({
+    name: 'locci_upstream_retries_total',
+    help: 'Attempts retried on another server of the group (HTTP, WebSocket handshakes, TCP).',
+    labelNames: ['upstream'],
+    registers,
+  })
+  const ejections = new Counter({
+    name: 'locci_upstream_ejections_total',
+    help: 'Servers taken out of rotation by passive health (consecutive failures).',
+    labelNames: ['upstream', 'server'],
+    registers,
+  })
+  const checks = new Counter({
+    name: 'locci_health_checks_total',
+    help: 'Active health checks, by result: success or failure.',
+    labelNames: ['upstream', 'server', 'result'],
+    registers,
+  })
+  // upstream -> server -> series: the config's own strings as keys, nothing built per request.
+  const cache = new Map<string, Map<string, ServerSeries>>()
+  return {
+    attempt(upstream, server, status, seconds) {
+      let byServer = cache.get(upstream)
+      if (byServer === undefined) {
+        byServer = new Map()
+        cache.set(upstream, byServer)
+      }
+      let s = byServer.get(server)
+      if (s === undefined) {
+        s = { duration: duration.series(`${upstream}\0${server}`, () => ({ upstream, server })), byClass: [] }
+        byServer.set(server, s)
+      }
+      const c = status >= 100 && status < 600 ? Math.floor(status / 100) : 0
+      let counter = s.byClass[c]
+      if (counter === undefined) {
+        const status_class = STATUS_CLASSES[c]!
+        counter = requests.series(`${upstream}\0${server}\0${status_class}`, () => ({
+          upstream,
+          server,
+          status_class,
+        }))
+        s.byClass[c] = counter
+      }
+      counter.value++
+      duration.observe(s.duration, seconds)
+    },
+    retry: (upstream) => retries.labels(upstream).inc(),
+    ejection: (upstream, server) => ejections.labels(upstream, server).inc(),
+    healthCheck: (upstream, server, ok) => checks.labels(upstream, server, ok ? 'success' : 'failure').inc(),
+  }
 }
 
 export class Metrics {
   readonly registry = new Registry()
+  /** Per-server upstream metrics, handed to the upstream registry. */
+  readonly upstream = upstreamMetrics(this.registry)
   readonly #requests = new FastCounter(
     'locci_requests_total',
     'Requests answered, by mode, route, upstream group and status code.',
@@ -103,6 +193,19 @@ export class Metrics {
           for (const p of g.peers) n += p.inFlight
           this.labels(g.name).set(n)
         }
+      },
+    })
+    new Gauge({
+      name: 'locci_circuit_breaker_state',
+      help: 'Circuit breaker of each upstream group that has one: 0 closed, 1 open, 2 half_open.',
+      labelNames: ['upstream'],
+      registers,
+      // With several workers, each follows the primary's breaker: they agree but for a moment
+      // after a transition, when the highest code shows the one that has not heard yet.
+      aggregator: 'max',
+      collect() {
+        this.reset()
+        for (const g of groups()) if (g.breaker) this.labels(g.name).set(g.breaker.code)
       },
     })
     collectDefaultMetrics({ register: this.registry })

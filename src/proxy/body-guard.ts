@@ -11,6 +11,11 @@ export class BodyGuard extends Transform {
   readonly #timer: NodeJS.Timeout
   #bytes = 0
 
+  /** Bytes of the body read so far. */
+  get bytes(): number {
+    return this.#bytes
+  }
+
   constructor(limit: number, idleMs: number) {
     super()
     this.#limit = limit

@@ -5,20 +5,24 @@
 import type { ServerResponse } from 'node:http'
 import { ERRORS, type ReplyKind, replyBody } from '../observe/errors'
 
-/** Writes the short plain-text reply for `kind`. The caller makes sure headers were not sent. */
+/**
+ * Writes the short plain-text reply for `kind` and returns its body's length in bytes. The
+ * caller makes sure headers were not sent.
+ */
 export function replyError(
   res: ServerResponse,
   kind: ReplyKind,
   requestId: string,
   closeConnection: boolean,
   extra?: readonly string[],
-): void {
+): number {
   const body = replyBody(kind)
+  const length = Buffer.byteLength(body)
   const headers = [
     'content-type',
     'text/plain; charset=utf-8',
     'content-length',
-    String(Buffer.byteLength(body)),
+    String(length),
     'x-request-id',
     requestId,
   ]
@@ -33,4 +37,5 @@ export function replyError(
   if (closeConnection) headers.push('connection', 'close')
   res.writeHead(ERRORS[kind].status, headers)
   res.end(body)
+  return length
 }

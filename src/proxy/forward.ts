@@ -3,7 +3,8 @@
 // abort upstream; upstream drops mid-response: cut the client's response short), reports each
 // attempt's outcome to passive health, and writes the access log line once at the end.
 //
-// It is an undici dispatch handler (the legacy callback form, the fastest in undici 7), so the
+// It is a dispatch handler in undici's legacy callback form (the fastest in undici 7), which both
+// upstream clients take (upstream/client.ts: the built-in H1Pool, or undici's Pool), so the
 // response is written straight into Node's ServerResponse with no intermediate stream.
 //
 // Retry safety: a connect failure never reached the peer, so any request may go elsewhere. Any
@@ -16,14 +17,13 @@
 // time queued for a pooled connection included; the response body has `timeoutMs` between
 // chunks; the request body goes through a BodyGuard (size limit, stall timeout). Faults of the
 // request itself (too large, stalled) are answered 413/408 and never charged to the upstream.
-// Every callback undici calls is guarded: a fault ends this exchange, never the process.
+// Every callback the client calls is guarded: a fault ends this exchange, never the process.
 
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Transform } from 'node:stream'
-import type { Dispatcher } from 'undici'
 import type { RetryCondition, RetryPolicy } from '../config/snapshot'
-import type { ResponseTransformer } from '../middleware/types'
-import type { AccessLog, RequestFacts } from '../observe/access-log'
+import type { ResponseTap, ResponseTransformer, Substitute } from '../middleware/types'
+import type { AccessLog, Outcome, RequestFacts } from '../observe/access-log'
 import {
   BODY_TIMEOUT,
   BODY_TOO_LARGE,
@@ -35,6 +35,7 @@ import {
   TIMED_OUT,
 } from '../observe/errors'
 import type { Logger } from '../observe/logger'
+import type { UpstreamHandler } from '../upstream/client'
 import type { UpstreamGroup } from '../upstream/group'
 import type { Peer } from '../upstream/peer'
 import { mayRetry, retryCondition } from '../upstream/retry'
@@ -56,6 +57,8 @@ export interface ExchangeOptions extends RequestFacts {
   dropResponseHeaders: ReadonlySet<string> | undefined
   /** A middleware's response body transformer (compress), asked once at the response head. */
   transform: ResponseTransformer | undefined
+  /** A middleware's view of the answer (cache): may substitute a stored one, sees the body. */
+  tap: ResponseTap | undefined
   hasBody: boolean
   /** Request body limits (only used when hasBody). */
   maxBodyBytes: number
@@ -76,7 +79,7 @@ const RETRYING = new Error('retrying on another server')
 const HEADERS_TIMEOUT = Object.assign(new Error('upstream did not answer in time'), { code: TIMED_OUT })
 const CLIENT_FAULT = new Error('the request was refused')
 
-export class Exchange implements Dispatcher.DispatchHandler {
+export class Exchange implements UpstreamHandler, Outcome {
   readonly #o: ExchangeOptions
   #index = 0
   #peer: Peer | undefined
@@ -97,6 +100,28 @@ export class Exchange implements Dispatcher.DispatchHandler {
   #body: BodyGuard | undefined
   /** The body goes through this on its way to the client (see #through). */
   #transform: Transform | undefined
+  /** The tap wants the body (its head() said so). */
+  #tapping = false
+  /** A tap's stored answer was sent instead of the upstream's: its body is discarded. */
+  #substituted = false
+  /** performance.now() when the current attempt was dispatched. */
+  #attemptStart = 0
+  /** The current attempt's answer status (0 until its head arrives): the attempts metric. */
+  #attemptStatus = 0
+  /** Outcome (the access line): response body bytes written to the client. */
+  bytesSent = 0
+  /** Outcome: from dispatching the attempt that answered to its response head; -1 if none did. */
+  upstreamMs = -1
+
+  /** Outcome: request body bytes read from the client. */
+  get bytesReceived(): number {
+    return this.#body?.bytes ?? 0
+  }
+
+  /** Outcome: upstream attempts made. */
+  get attempts(): number {
+    return this.#peer === undefined ? 0 : this.#index + 1
+  }
 
   constructor(o: ExchangeOptions) {
     this.#o = o
@@ -130,6 +155,8 @@ export class Exchange implements Dispatcher.DispatchHandler {
     this.#abort = undefined
     this.#headersSeen = false
     peer.inFlight++
+    this.#attemptStart = performance.now()
+    this.#attemptStatus = 0
     try {
       peer.pool.dispatch(
         {
@@ -144,7 +171,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
         this,
       )
     } catch (err) {
-      // undici refused the request outright (e.g. a header value it will not send).
+      // The client threw instead of calling onError (neither is known to; a guard all the same).
       o.log.warn(
         { request_id: o.requestId, err: (err as Error).message },
         'request could not be sent upstream',
@@ -183,7 +210,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
   /** The request body broke a limit: the client's fault, answered here, never the upstream's. */
   #onBodyError = (err: Error & { code?: string }): void => {
     if (this.#finished) return
-    // Not a limit of the guard's: undici aborting the attempt, or the client gone (#onClientClose).
+    // Not a limit of the guard's: the client aborting the attempt, or the client gone (#onClientClose).
     if (err.code !== BODY_TOO_LARGE && err.code !== BODY_TIMEOUT) return
     const kind = errorKind(err.code, 'client')
     logFailure(this.#o.log, kind, { request_id: this.#o.requestId, err: err.message }, 'request refused')
@@ -209,9 +236,25 @@ export class Exchange implements Dispatcher.DispatchHandler {
     })
   }
 
+  /**
+   * The attempt on `#peer` is over: counted per server (upstream/group metrics), unless
+   * `counted` is false (the client left before the server answered: not the server's doing).
+   */
+  #attemptDone(counted = true): void {
+    const peer = this.#peer!
+    peer.inFlight--
+    if (counted)
+      this.#o.group.metrics?.attempt(
+        this.#o.upstream,
+        peer.address,
+        this.#attemptStatus,
+        (performance.now() - this.#attemptStart) / 1000,
+      )
+  }
+
   #next(): void {
     this.#clearHeadTimer()
-    this.#peer!.inFlight--
+    this.#attemptDone()
     this.#index++
     this.#attempt()
   }
@@ -234,14 +277,30 @@ export class Exchange implements Dispatcher.DispatchHandler {
   }
 
   onHeaders(statusCode: number, rawHeaders: Buffer[], resume: () => void, statusText: string): boolean {
+    return this.#onHead(statusCode, rawHeaders, resume, statusText)
+  }
+
+  /** The built-in client's form of onHeaders: the fields as strings, no Buffer round trip. */
+  onHeaderStrings(statusCode: number, fields: string[], resume: () => void, statusText: string): boolean {
+    return this.#onHead(statusCode, fields, resume, statusText)
+  }
+
+  #onHead(
+    statusCode: number,
+    rawHeaders: readonly (Buffer | string)[],
+    resume: () => void,
+    statusText: string,
+  ): boolean {
     const o = this.#o
     if (statusCode < 200) return true // 1xx informational: Node answers `100 Continue` itself.
     if (this.#finished) return false
     this.#headersSeen = true
     this.#clearHeadTimer()
+    this.upstreamMs = Math.round((performance.now() - this.#attemptStart) * 1000) / 1000
+    this.#attemptStatus = statusCode
     const peer = this.#peer!
     if (statusCode >= 500) {
-      o.group.reportFailure(peer, `status ${statusCode}`)
+      o.group.reportFailure(peer, `status ${statusCode}`, this.upstreamMs)
       if (this.#mayRetry('5xx')) {
         o.log.warn(
           { request_id: o.requestId, upstream: o.upstream, server: peer.address, status: statusCode },
@@ -252,7 +311,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
         return false
       }
     } else {
-      o.group.reportSuccess(peer)
+      o.group.reportSuccess(peer, this.upstreamMs)
     }
     this.#status = statusCode
     this.#resume = resume
@@ -264,8 +323,14 @@ export class Exchange implements Dispatcher.DispatchHandler {
       o.dropResponseHeaders,
       this,
     )
+    const sub = o.tap?.substitute(statusCode, headers)
+    if (sub !== undefined) {
+      this.#substitute(sub)
+      return true
+    }
     const transform = o.transform?.(statusCode, headers)
     this.#remaining = transform === undefined ? this.contentLength : -1
+    if (o.tap !== undefined) this.#tapping = o.tap.head(statusCode, headers)
     if (!writeResponseHead(o.res, statusCode, statusText, headers, o.h2)) {
       transform?.destroy()
       o.log.warn(
@@ -284,6 +349,8 @@ export class Exchange implements Dispatcher.DispatchHandler {
 
   onData(chunk: Buffer): boolean {
     if (this.#finished) return false
+    if (this.#substituted) return true
+    if (this.#tapping) this.#o.tap!.data(chunk)
     const t = this.#transform
     if (t !== undefined) {
       if (t.write(chunk)) return true
@@ -291,6 +358,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
       return false
     }
     const res = this.#o.res
+    this.bytesSent += chunk.length
     if (this.#remaining > 0) {
       this.#remaining -= chunk.length
       // The last chunk of a known-length body goes out with end().
@@ -315,7 +383,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
 
   /**
    * Sends the body through `t`: its output goes to the client, and while the client is slow `t`
-   * is paused, so its buffers fill and its write() (onData) says so to undici. A fault in `t`
+   * is paused, so its buffers fill and its write() (onData) says so to the client. A fault in `t`
    * ends the response like an internal error; the client leaving destroys `t` (#onClientClose).
    */
   #through(t: Transform): void {
@@ -323,12 +391,35 @@ export class Exchange implements Dispatcher.DispatchHandler {
     this.#transform = t
     t.on('error', this.#onTransformError)
     t.on('data', (out: Buffer) => {
+      this.bytesSent += out.length
+      if (this.#tapping) this.#o.tap!.data(out)
       if (!res.write(out) && !res.destroyed) {
         t.pause()
         res.once('drain', () => t.resume())
       }
     })
     t.once('end', () => res.end())
+  }
+
+  /**
+   * Answers with a tap's stored response instead of the upstream's (whose body, if any, is then
+   * read and dropped, keeping the connection).
+   */
+  #substitute(sub: Substitute): void {
+    const o = this.#o
+    const headers = [...sub.headers]
+    if (o.responseHeaders !== undefined) headers.push(...o.responseHeaders)
+    headers.push('content-length', String(sub.body.length), 'x-request-id', o.requestId)
+    if (o.closing()) headers.push('connection', 'close')
+    this.#substituted = true
+    this.#status = sub.status
+    this.#remaining = -1
+    if (!writeResponseHead(o.res, sub.status, undefined, headers, o.h2)) {
+      this.#fail('internal')
+      return
+    }
+    o.res.end(sub.body)
+    if (o.method !== 'HEAD') this.bytesSent = sub.body.length
   }
 
   #onTransformError = (err: Error): void => {
@@ -382,7 +473,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
     const peer = this.#peer!
     if (this.#retryPending) {
       this.#retryPending = false
-      // Leave undici's call stack before dispatching again.
+      // Leave the client's call stack before dispatching again.
       queueMicrotask(() => (this.#clientGone ? this.#finish('client_aborted') : this.#next()))
       return
     }
@@ -394,8 +485,8 @@ export class Exchange implements Dispatcher.DispatchHandler {
       err.code === 'UND_ERR_RES_CONTENT_LENGTH_MISMATCH' &&
       (this.#status === 304 || this.#status === 204)
     ) {
-      // undici holds a 304's Content-Length (that of the cached representation, RFC 9110
-      // section 8.6) against its empty body; the answer is complete.
+      // undici (not H1Pool) holds a 304's Content-Length (that of the cached representation,
+      // RFC 9110 section 8.6) against its empty body; the answer is complete.
       this.onComplete()
       return
     }
@@ -430,9 +521,18 @@ export class Exchange implements Dispatcher.DispatchHandler {
   /** Answers with `kind`'s reply; `close`: the connection ends after it (unread body left). */
   #fail(kind: ReplyKind, close = false): void {
     const o = this.#o
+    if (ERRORS[kind].upstream && !this.#substituted && !o.res.headersSent) {
+      const sub = o.tap?.rescue()
+      if (sub !== undefined) {
+        this.#substitute(sub)
+        this.#finish(undefined)
+        return
+      }
+    }
     if (!o.res.headersSent && !this.#clientGone && !o.res.destroyed) {
       try {
-        replyError(o.res, kind, o.requestId, (close && !o.h2) || o.closing(), o.responseHeaders)
+        const n = replyError(o.res, kind, o.requestId, (close && !o.h2) || o.closing(), o.responseHeaders)
+        if (o.method !== 'HEAD') this.bytesSent = n
       } catch {
         o.res.destroy()
       }
@@ -446,8 +546,8 @@ export class Exchange implements Dispatcher.DispatchHandler {
     this.#finished = true
     this.#clearHeadTimer()
     const o = this.#o
-    if (this.#peer) this.#peer.inFlight--
-    o.access.request(o, o.upstream, this.#peer?.address, this.#status, kind)
+    if (this.#peer) this.#attemptDone(kind !== 'client_aborted' || this.#attemptStatus !== 0)
+    o.access.request(o, o.upstream, this.#peer?.address, this.#status, kind, this)
     o.onDone()
   }
 }

@@ -159,29 +159,41 @@ describe('upstreamRequestHead', () => {
 
 describe('downstreamResponseHeaders', () => {
   const b = (...xs: string[]) => xs.map((x) => Buffer.from(x, 'latin1'))
-  test('drops hop-by-hop headers, replaces X-Request-Id', () => {
-    const out = toMap(
-      downstreamResponseHeaders(
-        b(
-          'Content-Type',
-          'text/plain',
-          'Connection',
-          'keep-alive, X-Internal',
-          'X-Internal',
-          '1',
-          'Transfer-Encoding',
-          'chunked',
-          'Keep-Alive',
-          'timeout=5',
-          'X-Request-Id',
-          'upstream-made',
-        ),
-        'rid',
-        false,
-      ),
-    )
-    assert.deepEqual(out, { 'content-type': 'text/plain', 'x-request-id': 'rid' })
-  })
+  const fields = [
+    'Content-Type',
+    'text/plain',
+    'Content-Length',
+    '2',
+    'Connection',
+    'keep-alive, X-Internal',
+    'X-Internal',
+    '1',
+    'Transfer-Encoding',
+    'chunked',
+    'Keep-Alive',
+    'timeout=5',
+    'X-Request-Id',
+    'upstream-made',
+    'X-Latin1',
+    'caf\xe9',
+  ]
+  // undici hands Buffers, the built-in client strings: the same answer either way.
+  for (const [form, raw] of [
+    ['Buffers', b(...fields)],
+    ['strings', fields],
+  ] as const) {
+    test(`drops hop-by-hop headers, replaces X-Request-Id (fields as ${form})`, () => {
+      const out = { contentLength: 0 }
+      const headers = toMap(downstreamResponseHeaders(raw, 'rid', false, undefined, undefined, out))
+      assert.deepEqual(headers, {
+        'content-type': 'text/plain',
+        'content-length': '2',
+        'x-latin1': 'caf\xe9',
+        'x-request-id': 'rid',
+      })
+      assert.equal(out.contentLength, 2)
+    })
+  }
   test('asks the client to close while draining', () => {
     assert.equal(toMap(downstreamResponseHeaders([], 'r', true)).connection, 'close')
   })

@@ -216,7 +216,7 @@ function rightmostUntrusted(xff: string, trusted: (ip: string) => boolean, peer:
  * (-1 when absent). Names are only lowercased when their length could match a header we act on.
  */
 export function downstreamResponseHeaders(
-  raw: readonly Buffer[],
+  raw: readonly (Buffer | string)[],
   requestId: string,
   close: boolean,
   extra?: readonly string[],
@@ -254,10 +254,12 @@ export function downstreamResponseHeaders(
 }
 
 /**
- * Buffer to a latin1 string. Buffer.prototype.latin1Slice is what toString('latin1') ends in,
- * minus its argument handling (undici calls it directly too); ten headers a response add up.
+ * A field from undici (a Buffer) or from the built-in client (already a latin1 string) as a
+ * string. Buffer.prototype.latin1Slice is what toString('latin1') ends in, minus its argument
+ * handling (undici calls it directly too); ten headers a response add up.
  */
-function latin1(b: Buffer): string {
+function latin1(b: Buffer | string): string {
+  if (typeof b === 'string') return b
   return (b as Buffer & { latin1Slice(start: number, end: number): string }).latin1Slice(0, b.length)
 }
 

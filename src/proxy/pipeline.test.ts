@@ -3,9 +3,18 @@
 // node:http upstreams on 127.0.0.1. Each case takes milliseconds.
 
 import assert from 'node:assert/strict'
+import http from 'node:http'
+import net, { type AddressInfo } from 'node:net'
 import { after, before, describe, test } from 'node:test'
 import { type Gateway, gateway } from '../../test/helpers/gateway'
+import { until } from '../../test/helpers/until'
 import { closedPort, startUpstream, type Upstream } from '../../test/helpers/upstream'
+import { parseConfigText } from '../config/load'
+import { MiddlewareRegistry } from '../middleware/registry'
+import { AccessLog } from '../observe/access-log'
+import { UpstreamRegistry } from '../upstream/registry'
+import { Pipeline } from './pipeline'
+import { compilePlan, RuntimeStore } from './runtime'
 
 describe('pipeline (in-process)', () => {
   let a: Upstream
@@ -109,4 +118,55 @@ api_gateway:
     assert.equal(line?.upstream, 'a')
     assert.equal(line?.status, 200)
   })
+})
+
+test('a request whose connection closed before it was handled is not forwarded (no X-Forwarded-For: unknown)', async () => {
+  const up = await startUpstream('u')
+  const yaml = `mode: load_balancer\nupstreams: { u: { servers: ["${up.address}"] } }\nload_balancer: { upstream: u }\n`
+  const r = compilePlan(parseConfigText('t.yaml', yaml, {}))
+  assert.ok(r.ok)
+  const quiet = { info() {}, warn() {}, error() {}, debug() {}, isLevelEnabled: () => false } as never
+  const { snapshot } = r.plan
+  const upstreams = new UpstreamRegistry(quiet)
+  const store = new RuntimeStore({
+    ...r.plan,
+    groups: upstreams.build(snapshot),
+    chains: new MiddlewareRegistry(quiet).build(snapshot, r.plan.middlewares),
+  })
+  const lines: string[] = []
+  const access = new AccessLog({ logger: quiet, format: 'json', flush() {}, writeLine: (l) => lines.push(l) })
+  access.configure({
+    format: 'json',
+    output: 'stdout',
+    fields: ['status', 'attempts', 'error_type'],
+    includeQuery: false,
+  })
+  const pipeline = new Pipeline({ store, log: quiet, access })
+  // The connection is gone by the time the handler runs, its 'close' not yet delivered (as
+  // under load, when a client sends a request and leaves).
+  const server = http.createServer((req, res) => {
+    req.socket.destroy()
+    pipeline.handle(req, res)
+  })
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  try {
+    const port = (server.address() as AddressInfo).port
+    await new Promise<void>((resolve) => {
+      const s = net.connect(port, '127.0.0.1', () => s.write('GET /x HTTP/1.1\r\nHost: h\r\n\r\n'))
+      s.on('close', () => resolve())
+      s.on('error', () => undefined)
+    })
+    await until(() => lines.length > 0 || undefined, 'the access line')
+    assert.equal(
+      lines[0],
+      '{"status":499,"attempts":0,"error_type":"client_aborted"}\n',
+      'no upstream attempt',
+    )
+    assert.equal(up.seen.length, 0, 'the upstream got nothing')
+    assert.equal(pipeline.inFlight, 0)
+  } finally {
+    server.close()
+    upstreams.destroy()
+    await up.close()
+  }
 })

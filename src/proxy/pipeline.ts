@@ -14,6 +14,7 @@ import {
   type RequestContext,
   rawHeader,
   runChain,
+  type StoredAnswer,
 } from '../middleware/types'
 import type { AccessLog } from '../observe/access-log'
 import { ERRORS, logFailure } from '../observe/errors'
@@ -22,9 +23,11 @@ import type { Logger } from '../observe/logger'
 import { normalizePath, withNormalizedPath } from '../routing/normalize-path'
 import { ROUTABLE_METHODS, refusesMethod, resolve } from '../routing/resolve'
 import { stripPrefix } from '../routing/route-table'
+import { admittingGroup } from '../upstream/circuit-breaker'
+import { DetachedResponse } from './detached-response'
 import { replyError } from './errors'
 import { Exchange } from './forward'
-import { clientIp, type UpstreamRequestHead, upstreamRequestHead } from './headers'
+import { clientIp, type UpstreamRequestHead, upstreamRequestHead, writeResponseHead } from './headers'
 import { RawResponse } from './raw-response'
 import type { Runtime, RuntimeStore } from './runtime'
 import { forwardUpgrade } from './upgrade'
@@ -49,9 +52,10 @@ interface Routed {
   method: string
   /** The normalized path (normalize-path.ts): what routes, middlewares and the log see. */
   path: string
-  /** head.requestId and head.clientIp, for the access line (RequestFacts). */
+  /** head.requestId, head.clientIp and head.host, for the access line (RequestFacts). */
   requestId: string
   client: string
+  host: string | undefined
   upstreamPath: string
   head: UpstreamRequestHead
   hasBody: boolean
@@ -62,6 +66,8 @@ interface Routed {
   retries: number | undefined
   retryOn: ReadonlySet<RetryCondition> | undefined
   ctx: RequestContext | undefined
+  /** #watchTap has run. */
+  tapWatched: boolean
   /** Set once the request has been counted out of #inFlight and logged. */
   ended: boolean
 }
@@ -159,6 +165,7 @@ export class Pipeline {
       path: '',
       requestId: EMPTY_HEAD.requestId,
       client: EMPTY_HEAD.clientIp,
+      host: undefined,
       upstreamPath: '',
       head: EMPTY_HEAD,
       hasBody: false,
@@ -169,6 +176,7 @@ export class Pipeline {
       retries: undefined,
       retryOn: undefined,
       ctx: undefined,
+      tapWatched: false,
       ended: false,
     }
     try {
@@ -181,8 +189,16 @@ export class Pipeline {
   #route(r: Routed, raw: boolean): void {
     const { req } = r
     const { snapshot } = r.rt
+    const remote = req.socket?.remoteAddress
+    if (remote === undefined) {
+      // The connection closed before this request was handled (Node forgets a closed socket's
+      // address): nobody is waiting for an answer, and the upstream must not get a request
+      // whose X-Forwarded-For names nobody.
+      r.res.destroy()
+      return this.#reply(r, { status: ERRORS.client_aborted.status, kind: 'client_aborted', headers: [] })
+    }
     const head = upstreamRequestHead(req.rawHeaders, {
-      peer: clientIp(req.socket?.remoteAddress),
+      peer: clientIp(remote),
       proto: snapshot.tls ? 'https' : 'http',
       trusted: snapshot.limits.trustedProxy,
       protectedHeaders: r.rt.protectedHeaders,
@@ -191,6 +207,7 @@ export class Pipeline {
     r.head = head
     r.requestId = head.requestId
     r.client = head.clientIp
+    r.host = head.host
     // HTTP/1.0 and 1.1 on an HTTP/1 connection; anything else (2.0, 0.9, 1.2) is not spoken here.
     if (!r.h2 && (req.httpVersionMajor !== 1 || req.httpVersionMinor > 1)) {
       return this.#reply(r, { status: 505, kind: 'version_not_supported', headers: [] })
@@ -212,7 +229,10 @@ export class Pipeline {
     const target = req.url ?? ''
     const url = originForm(target)
     // RFC 9112 section 3.2.2: with an absolute-form target, its authority is the Host.
-    if (target.charCodeAt(0) !== 47 && url !== target) useTargetHost(head, target)
+    if (target.charCodeAt(0) !== 47 && url !== target) {
+      useTargetHost(head, target)
+      r.host = head.host
+    }
     const q = url.indexOf('?')
     const rawPath = q < 0 ? url : url.slice(0, q)
     const normalized = normalizePath(rawPath, snapshot.limits.escapedSlashes === 'keep')
@@ -280,6 +300,8 @@ export class Pipeline {
       responseHeaders: [],
       dropResponseHeaders: undefined,
       responseTransform: undefined,
+      responseTap: undefined,
+      stored: undefined,
     }
     r.ctx = ctx
     // A preflight the chain answers meets its cors middlewares only (Chain.preflight).
@@ -298,7 +320,46 @@ export class Pipeline {
   }
 
   #afterChain(r: Routed, reply: MiddlewareResult): void {
+    const ctx = r.ctx!
+    const stored = reply === undefined ? ctx.stored : undefined
+    if (stored !== undefined) return this.#answerStored(r, stored)
+    this.#watchTap(r)
     if (reply !== undefined) return this.#reply(r, reply)
+    this.#toUpstream(r)
+  }
+
+  /**
+   * The chain passed the request and a cache holds its answer: the client gets it now. With
+   * `revalidate` (stale-while-revalidate) the request also goes upstream, on its own with a
+   * DetachedResponse: only the cache's tap sees that answer, and it has its own access line.
+   */
+  #answerStored(r: Routed, stored: StoredAnswer): void {
+    const ctx = r.ctx!
+    const { answer } = stored
+    let background: Routed | undefined
+    if (stored.revalidate) {
+      background = {
+        ...r,
+        res: new DetachedResponse() as unknown as ServerResponse,
+        h2: false,
+        start: performance.now(),
+        tapWatched: false,
+        ended: false,
+      }
+      r.ctx = { ...ctx, responseTap: undefined, stored: undefined }
+    }
+    this.#reply(r, { status: answer.status, kind: undefined, headers: answer.headers, body: answer.body })
+    if (background !== undefined) {
+      const b = background
+      this.#inFlight.enter()
+      this.#guard(b, () => {
+        this.#watchTap(b)
+        this.#toUpstream(b)
+      })
+    }
+  }
+
+  #toUpstream(r: Routed): void {
     const ctx = r.ctx!
     r.head.headers = ctx.upstreamHeaders
     if (ctx.upstreamPath !== r.upstreamPath) {
@@ -319,8 +380,26 @@ export class Pipeline {
     this.#forward(r)
   }
 
+  /**
+   * A middleware's ResponseTap is told once when the response is over, however it ends (a cache
+   * stores only what the client received in full, and lets requests waiting for this one go on).
+   */
+  #watchTap(r: Routed): void {
+    const tap = r.ctx?.responseTap
+    if (tap === undefined || r.tapWatched) return
+    r.tapWatched = true
+    const { res } = r
+    if (res.destroyed) tap.close(false)
+    else res.once('close', () => tap.close(res.writableFinished))
+  }
+
   #forward(r: Routed): void {
-    const group = r.rt.groups.get(r.upstream)!
+    const groups = r.rt.groups
+    // A closed breaker (or none) is one field read; an open one refuses or names a fallback.
+    const group = admittingGroup(groups.get(r.upstream)!, groups)
+    if (group === undefined) return this.#reply(r, { status: 503, kind: 'circuit_open', headers: [] })
+    // The access line and metrics name the group that took the request.
+    r.upstream = group.name
     if (group.hostOverride !== undefined) setHeader(r.head.headers, 'host', group.hostOverride)
     const now = Date.now()
     group.budget.request(now)
@@ -352,6 +431,8 @@ export class Pipeline {
         access: this.#access,
         start: r.start,
         client: r.client,
+        req: r.req,
+        host: r.host,
         onDone: () => this.#end(r),
       })
     }
@@ -369,6 +450,7 @@ export class Pipeline {
       responseHeaders: r.ctx?.responseHeaders,
       dropResponseHeaders: r.ctx?.dropResponseHeaders,
       transform: r.ctx?.responseTransform,
+      tap: r.ctx?.responseTap,
       hasBody: r.hasBody,
       maxBodyBytes: r.maxBodyBytes,
       bodyTimeoutMs: r.rt.snapshot.limits.bodyTimeoutMs,
@@ -381,6 +463,7 @@ export class Pipeline {
       h2: r.h2,
       closing: r.h2 ? never : this.#closing,
       client: r.client,
+      host: r.host,
       onDone: () => this.#end(r),
     }).start()
   }
@@ -388,10 +471,18 @@ export class Pipeline {
   /** Answers without an upstream: routing errors, a middleware's reply, no available server. */
   #reply(r: Routed, reply: Reply): void {
     if (r.ended) return
+    this.#watchTap(r)
+    if (reply.kind !== undefined && ERRORS[reply.kind].upstream) {
+      // No server to try: a cache may still answer with a stale entry (stale-if-error).
+      const sub = r.ctx?.responseTap?.rescue()
+      if (sub !== undefined)
+        reply = { status: sub.status, kind: undefined, headers: sub.headers, body: sub.body }
+    }
     const { res } = r
     const extra = r.ctx ? [...r.ctx.responseHeaders, ...reply.headers] : reply.headers
     // A refused request may still be sending its body: close the connection after the answer.
     const close = !r.h2 && (this.#draining || (r.hasBody && reply.status >= 400))
+    let bytes = 0
     try {
       if (res.destroyed || res.headersSent) {
         // The client left while a middleware was waiting (or a fault came after the head).
@@ -405,10 +496,14 @@ export class Pipeline {
           r.head.requestId,
         ]
         if (close) headers.push('connection', 'close')
-        res.writeHead(reply.status, headers)
+        // Relayed or stored heads are another server's: cleaned like a proxied one when Node
+        // refuses them (a second Content-Type for an HTTP/2 client...).
+        if (!writeResponseHead(res, reply.status, undefined, headers, r.h2))
+          throw new Error('reply head refused')
         res.end(reply.body)
+        bytes = reply.body.length
       } else if (reply.kind !== undefined) {
-        replyError(res, reply.kind, r.head.requestId, close, extra)
+        bytes = replyError(res, reply.kind, r.head.requestId, close, extra)
       } else {
         const headers = [...extra, 'content-length', '0', 'x-request-id', r.head.requestId]
         if (close) headers.push('connection', 'close')
@@ -428,7 +523,13 @@ export class Pipeline {
     if (upstream !== undefined) {
       logFailure(this.#log, kind!, { request_id: r.requestId, upstream }, 'upstream error')
     }
-    this.#access.request(r, upstream, undefined, reply.status, kind)
+    const sent = r.method === 'HEAD' ? 0 : bytes
+    this.#access.request(r, upstream, undefined, reply.status, kind, {
+      bytesReceived: 0,
+      bytesSent: sent,
+      upstreamMs: -1,
+      attempts: 0,
+    })
     this.#end(r)
   }
 }

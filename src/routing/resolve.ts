@@ -237,6 +237,13 @@ export function middlewarePlan(
       case 'forward_auth':
         step('runs', null, `asks ${cfg.address}; passes on a 2xx answer`)
         break
+      case 'cache':
+        step(
+          'runs',
+          null,
+          'GET and HEAD: a fresh stored response answers once the chain passes the request; otherwise the answer may be stored',
+        )
+        break
     }
   }
   return steps

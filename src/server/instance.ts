@@ -15,7 +15,7 @@ import type { ChangeOp } from '../config/mutations'
 import { formatProblem } from '../config/problems'
 import { ChangeRefused } from '../config/refused'
 import type { Snapshot } from '../config/snapshot'
-import { type ControlActions, createControlServer } from '../control/api'
+import { type CachePurge, type ControlActions, createControlServer } from '../control/api'
 import { MiddlewareRegistry } from '../middleware/registry'
 import { AccessLog } from '../observe/access-log'
 import type { LoggerHandle } from '../observe/logger'
@@ -23,6 +23,7 @@ import { Metrics } from '../observe/metrics'
 import { Pipeline } from '../proxy/pipeline'
 import { compilePlan, type Plan, RuntimeStore } from '../proxy/runtime'
 import { explain } from '../routing/explain'
+import type { UpstreamClient } from '../upstream/client'
 import { UpstreamRegistry } from '../upstream/registry'
 import { ConfigKeeper, type ReloadResult } from './keeper'
 import { createListener, createRedirectListener, type ListenerHandle, listen } from './listener'
@@ -40,6 +41,8 @@ export interface StartOptions {
   logging: LoggerHandle
   /** Set in a worker: the channel to the primary, which owns instance-wide state. */
   primary?: Rpc<ToPrimary, ToWorker>
+  /** The upstream HTTP/1.1 client (LOCCI_UPSTREAM_CLIENT, upstream/client.ts). */
+  upstreamClient: UpstreamClient
 }
 
 /** The downstream side: an HTTP(S) listener, or the TCP pass-through. */
@@ -58,6 +61,7 @@ export class ProxyInstance implements ControlActions {
   readonly #middlewares: MiddlewareRegistry
   readonly #metrics: Metrics
   readonly #pipeline: Pipeline
+  readonly #access: AccessLog
   readonly #startedAt = Date.now()
   #front: Front | undefined
   #control: { key: string; server: http.Server } | undefined
@@ -75,7 +79,24 @@ export class ProxyInstance implements ControlActions {
     this.#log = o.logging.logger
     const link = o.primary
     // In a worker the primary runs the health checks and holds the memory rate-limit buckets.
-    this.#upstreams = new UpstreamRegistry(this.#log, undefined, { healthChecks: !link })
+    this.#metrics = new Metrics(
+      () => this.#store.current().groups.values(),
+      () => (this.#front?.tcp ?? this.#pipeline).inFlight,
+    )
+    this.#upstreams = new UpstreamRegistry(this.#log, undefined, {
+      healthChecks: !link,
+      client: o.upstreamClient.kind,
+      metrics: this.#metrics.upstream,
+      // The primary holds the circuit breakers: one state for the instance.
+      ...(link
+        ? {
+            breakerLink: (_group: string, key: string) => ({
+              report: (batch) => link.emit('breaker-outcomes', { key, batch }),
+              probe: () => link.request('breaker-probe', { key }),
+            }),
+          }
+        : {}),
+    })
     this.#middlewares = new MiddlewareRegistry(
       this.#log,
       (type) => this.#countError(type),
@@ -90,18 +111,18 @@ export class ProxyInstance implements ControlActions {
       groups: this.#upstreams.build(snapshot),
       chains: this.#middlewares.build(snapshot, plan.middlewares),
     })
-    this.#metrics = new Metrics(
-      () => this.#store.current().groups.values(),
-      () => (this.#front?.tcp ?? this.#pipeline).inFlight,
-    )
     const access = new AccessLog(o.logging, this.#metrics, () => this.#store.current().snapshot.mode.kind)
+    access.configure(snapshot.logging.access)
+    this.#access = access
     this.#pipeline = new Pipeline({ store: this.#store, log: this.#log, access })
     if (link) {
       const owner = new PrimaryOwner(link)
       link
         .on('apply', (m) => owner.applied(m.unsaved, () => this.#applyFromPrimary(m.text)))
         .on('health', (h) => this.#upstreams.setHealth(h.group, h.address, h.healthy))
+        .on('breaker', (e) => this.#upstreams.setBreaker(e))
         .on('metrics-json', () => this.#metrics.registry.getMetricsAsJSON())
+        .on('purge-local', (m) => this.#middlewares.purge(m))
       this.#owner = owner
     } else {
       const keeper = new ConfigKeeper(
@@ -119,7 +140,7 @@ export class ProxyInstance implements ControlActions {
         plan,
         text,
       )
-      this.#owner = new LocalOwner(keeper, this.#metrics)
+      this.#owner = new LocalOwner(keeper, this.#metrics, (m) => this.#middlewares.purge(m))
     }
   }
 
@@ -187,11 +208,19 @@ export class ProxyInstance implements ControlActions {
           : {}),
         ...(s.tls ? { http2: s.tls.http2 } : {}),
         upstreams: s.activeUpstreams,
+        upstream_client: this.#o.upstreamClient.kind,
         version: this.#o.version,
         ...(cluster.isWorker ? { worker: cluster.worker?.id } : {}),
       },
       'locci-proxy listening',
     )
+    const fallback = this.#o.upstreamClient.fallbackReason
+    if (fallback !== undefined) {
+      this.#log.warn(
+        { upstream_client: 'undici', reason: fallback },
+        'the built-in upstream HTTP/1.1 client cannot run on this Node.js; using undici',
+      )
+    }
     if (this.#control && s.controlApi.insecure && s.controlApi.apiKey === undefined) {
       this.#log.warn(
         { control_api: `http://${bound(this.#control.server, s.controlApi.bind)}` },
@@ -248,6 +277,7 @@ export class ProxyInstance implements ControlActions {
           () => (this.#front!.server.address() as net.AddressInfo).port,
           () => this.#store.current().snapshot.tls,
           this.#log,
+          this.#access,
         )
         await listen(server, s.redirectHttp.host, s.redirectHttp.port)
         this.#redirect = { key: redirectKey, server }
@@ -328,10 +358,16 @@ export class ProxyInstance implements ControlActions {
   async #install(plan: Plan): Promise<void> {
     const prev = this.#store.current().snapshot
     const next = plan.snapshot
+    const refuse = (err: Error) =>
+      new ChangeRefused('invalid', 'invalid configuration', { problems: [`${this.#o.file}: ${err.message}`] })
+    try {
+      this.#access.configure(next.logging.access)
+    } catch (err) {
+      throw refuse(err as Error)
+    }
     const { retired } = await this.#bind(next).catch((err: Error) => {
-      throw new ChangeRefused('invalid', 'invalid configuration', {
-        problems: [`${this.#o.file}: ${err.message}`],
-      })
+      this.#access.configure(prev.logging.access)
+      throw refuse(err)
     })
     const groups = this.#upstreams.build(next)
     const chains = this.#middlewares.build(next, plan.middlewares)
@@ -349,6 +385,12 @@ export class ProxyInstance implements ControlActions {
 
   reload(): Promise<ReloadResult> {
     return this.#owner.reload()
+  }
+
+  /** SIGUSR1: reopen the access log file (logrotate moved it away). */
+  reopenLogs(): void {
+    this.#access.reopen()
+    this.#log.info({ signal: 'SIGUSR1' }, 'access log reopened')
   }
 
   change(c: ChangeOp): Promise<ChangeResult> {
@@ -377,6 +419,10 @@ export class ProxyInstance implements ControlActions {
       last_reload: this.#lastReload ?? null,
       requests_in_flight: (this.#front?.tcp ?? this.#pipeline).inFlight,
     }
+  }
+
+  async purgeCache(m: CachePurge): Promise<{ purged: number }> {
+    return { purged: await this.#owner.purgeCache(m) }
   }
 
   explain(method: string, url: string, headers: string[]) {
@@ -429,6 +475,7 @@ export class ProxyInstance implements ControlActions {
       this.#closeOps()
       this.#upstreams.destroy()
       this.#middlewares.close()
+      this.#access.flush()
       this.#o.logging.flush() // access lines of the last requests first, then the final line
       this.#log.info('stopped')
       this.#o.logging.flush()

@@ -13,8 +13,10 @@ import type { Socket } from 'node:net'
 import tls from 'node:tls'
 import type { Snapshot } from '../config/snapshot'
 import { ECDH_CURVES, nameMatches, TLS13_SUITES } from '../config/tls'
+import type { AccessLog } from '../observe/access-log'
 import { ERRORS, errorKind, logFailure, replyBody } from '../observe/errors'
 import type { Logger } from '../observe/logger'
+import { clientIp } from '../proxy/headers'
 import { writeRaw } from '../proxy/raw-response'
 import { ROUTABLE_METHODS } from '../routing/resolve'
 import { OcspStapler } from './ocsp'
@@ -296,8 +298,32 @@ export function createRedirectListener(
   httpsPort: () => number,
   tls: () => Snapshot['tls'],
   log: Logger,
+  access: AccessLog,
 ): http.Server {
   const server = http.createServer(OPTIONS, (req, res) => {
+    const start = performance.now()
+    // Logged like any request (no route, no upstream, no request ID: nothing goes upstream).
+    res.once('finish', () => {
+      const url = req.url ?? ''
+      const q = url.indexOf('?')
+      const facts = {
+        method: req.method ?? '',
+        path: (q < 0 ? url : url.slice(0, q)).slice(0, 2048),
+        route: undefined,
+        requestId: '-',
+        client: clientIp(req.socket.remoteAddress),
+        start,
+        req,
+        host: req.headers.host,
+      }
+      const bytes = Number(res.getHeader('content-length') ?? 0)
+      access.request(facts, undefined, undefined, res.statusCode, undefined, {
+        bytesReceived: 0,
+        bytesSent: req.method === 'HEAD' ? 0 : bytes,
+        upstreamMs: -1,
+        attempts: 0,
+      })
+    })
     try {
       const t = tls()
       const host = (req.headers.host ?? '').toLowerCase().replace(/:\d+$/, '')

@@ -4,6 +4,7 @@
 // one at start and never asks which it has.
 
 import type { ChangeOp } from '../config/mutations'
+import type { PurgeMatch } from '../middleware/cache/memory-store'
 import type { Metrics } from '../observe/metrics'
 import type { ConfigKeeper, ReloadResult } from './keeper'
 import type { ChangeResult, MetricsText, ToPrimary, ToWorker } from './protocol'
@@ -18,6 +19,8 @@ export interface Owner {
   readonly unsaved: readonly string[]
   /** Prometheus text for the whole instance. */
   metricsText(): Promise<MetricsText>
+  /** Drops cached responses in every process of the instance; how many. */
+  purgeCache(m: PurgeMatch): Promise<number>
 }
 
 /** The single process: its own keeper, its own metrics. */
@@ -25,7 +28,12 @@ export class LocalOwner implements Owner {
   constructor(
     readonly keeper: ConfigKeeper,
     readonly metrics: Metrics,
+    readonly purge: (m: PurgeMatch) => number,
   ) {}
+
+  async purgeCache(m: PurgeMatch): Promise<number> {
+    return this.purge(m)
+  }
 
   reload(): Promise<ReloadResult> {
     return this.keeper.reload()
@@ -65,6 +73,11 @@ export class PrimaryOwner implements Owner {
 
   metricsText(): Promise<MetricsText> {
     return this.rpc.request('metrics', undefined)
+  }
+
+  /** The primary asks every worker (each has its own memory cache) and sums. */
+  purgeCache(m: PurgeMatch): Promise<number> {
+    return this.rpc.request('purge', m)
   }
 
   /** Runs `install` for a config the primary sent, one at a time, then takes its unsaved list. */

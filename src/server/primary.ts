@@ -1,6 +1,8 @@
 // server.workers > 1: the primary process. It forks the workers (which share the listeners
 // through Node's cluster module) and owns the state that must be one per instance:
 // - health checks run here once and every worker is told the result;
+// - circuit breakers are here: workers report outcomes in batches and ask for half-open probe
+//   slots; every transition is broadcast (upstream/breaker-follower.ts);
 // - the memory rate-limit buckets live here, so burst 5 means 5 across all workers;
 // - config changes (reload, control-API changes) are validated here once, then applied by
 //   every worker before the request that asked for them is answered;
@@ -10,9 +12,12 @@
 import cluster, { type Worker } from 'node:cluster'
 import { AggregatorRegistry, Counter, Registry } from 'prom-client'
 import type { Overrides } from '../config/compile'
+import type { PurgeMatch } from '../middleware/cache/memory-store'
 import { MemoryStore } from '../middleware/rate-limit/memory-store'
 import type { LoggerHandle } from '../observe/logger'
+import { upstreamMetrics } from '../observe/metrics'
 import type { Plan } from '../proxy/runtime'
+import type { UpstreamClient } from '../upstream/client'
 import { UpstreamRegistry } from '../upstream/registry'
 import { ConfigKeeper } from './keeper'
 import type { HealthEvent, MetricsText, TakeRequest, ToPrimary, ToWorker } from './protocol'
@@ -23,6 +28,8 @@ export interface PrimaryOptions {
   overrides: Overrides
   env: NodeJS.ProcessEnv
   logging: LoggerHandle
+  /** The pools here are only for the health checkers' groups; workers choose alike (same env). */
+  upstreamClient: UpstreamClient
 }
 
 interface WorkerLink {
@@ -58,8 +65,17 @@ export class Primary {
       plan,
       text,
     )
-    this.#upstreams = new UpstreamRegistry(this.#log, (group, peer, healthy) =>
-      this.#broadcastHealth({ group, address: peer.address, healthy }),
+    // Health checks run here: their counter is in the primary's registry.
+    this.#upstreams = new UpstreamRegistry(
+      this.#log,
+      (group, peer, healthy) => this.#broadcastHealth({ group, address: peer.address, healthy }),
+      {
+        metrics: upstreamMetrics(this.#registry),
+        client: o.upstreamClient.kind,
+        onBreaker: (e) => {
+          for (const l of this.#links.values()) l.rpc.emit('breaker', e)
+        },
+      },
     )
     this.#restarts = new Counter({
       name: 'locci_worker_restarts_total',
@@ -120,17 +136,21 @@ export class Primary {
       .on('change', (p) => this.#config.change(p))
       .on('reload', () => this.reload())
       .on('metrics', () => this.#metrics())
+      .on('purge', (m) => this.#purge(m))
+      .on('breaker-outcomes', (o) => this.#upstreams.applyOutcomes(o.key, o.batch))
+      .on('breaker-probe', (p) => this.#upstreams.grantProbe(p.key))
     worker.on('message', (m) => rpc.receive(m))
     this.#links.set(worker.id, { worker, rpc, listening: false })
   }
 
-  /** Current health of every checked peer, for a worker that just started. */
+  /** Current health of every checked peer and state of every tripped breaker, for a worker that just started. */
   #sendHealth(link: WorkerLink): void {
     for (const g of this.#upstreams.groups()) {
       for (const p of g.peers) {
         if (!p.healthy) link.rpc.emit('health', { group: g.name, address: p.address, healthy: false })
       }
     }
+    for (const e of this.#upstreams.trippedBreakers()) link.rpc.emit('breaker', e)
   }
 
   #broadcastHealth(e: HealthEvent): void {
@@ -160,6 +180,17 @@ export class Primary {
 
   reload() {
     return this.#config.reload()
+  }
+
+  /** SIGUSR1: each worker reopens its access log file. */
+  reopenLogs(): void {
+    for (const l of this.#links.values()) l.worker.process.kill('SIGUSR1')
+  }
+
+  /** A cache purge reaches every worker (each has its own memory cache); the counts are summed. */
+  async #purge(m: PurgeMatch): Promise<number> {
+    const counts = await Promise.all([...this.#links.values()].map((l) => l.rpc.request('purge-local', m)))
+    return counts.reduce((a, b) => a + b, 0)
   }
 
   /** The instance's metrics: every worker's registry summed, plus the primary's own. */

@@ -2,7 +2,10 @@
 // kind: its payload and its answer. Rpc<Out, In> checks both ends against these at compile time.
 
 import type { ChangeOp } from '../config/mutations'
+import type { PurgeMatch } from '../middleware/cache/memory-store'
 import type { TakeResult } from '../middleware/rate-limit/token-bucket'
+import type { OutcomeBatch } from '../upstream/circuit-breaker'
+import type { BreakerEvent } from '../upstream/registry'
 import type { ReloadResult } from './keeper'
 
 /** One message kind: what is sent, and what comes back (`void` for an event, which is not answered). */
@@ -45,12 +48,24 @@ export interface HealthEvent {
   healthy: boolean
 }
 
-/** Worker -> primary: the primary owns the config, the shared buckets and the metrics sum. */
+/** A worker's outcomes for the circuit breaker `key` (upstream/breaker-follower.ts). */
+export interface BreakerOutcomes {
+  key: string
+  batch: OutcomeBatch
+}
+
+/** Worker -> primary: the primary owns the config, the shared buckets, the circuit breakers and the metrics sum. */
 export interface ToPrimary extends Protocol {
+  /** Event: attempts' outcomes for a breaker, batched. */
+  'breaker-outcomes': Message<BreakerOutcomes, void>
+  /** May a request go through the half-open breaker `key` as a probe? */
+  'breaker-probe': Message<{ key: string }, boolean>
   take: Message<TakeRequest, TakeResult>
   change: Message<ChangeOp, ChangeResult>
   reload: Message<undefined, ReloadResult>
   metrics: Message<undefined, MetricsText>
+  /** A cache purge asked of one worker's control API: every worker purges; the sum comes back. */
+  purge: Message<PurgeMatch, number>
 }
 
 /** Primary -> worker. */
@@ -60,4 +75,8 @@ export interface ToWorker extends Protocol {
   'metrics-json': Message<undefined, unknown>
   /** Event: a checked peer went in or out of rotation. */
   health: Message<HealthEvent, void>
+  /** Purge this worker's cache middlewares; how many entries went. */
+  'purge-local': Message<PurgeMatch, number>
+  /** Event: the primary's circuit breaker of a group changed state. */
+  breaker: Message<BreakerEvent, void>
 }

@@ -12,6 +12,7 @@ import { InFlight } from '../observe/in-flight'
 import type { Logger } from '../observe/logger'
 import { clientIp } from '../proxy/headers'
 import type { RuntimeStore } from '../proxy/runtime'
+import { admittingGroup } from '../upstream/circuit-breaker'
 import type { UpstreamGroup } from '../upstream/group'
 import type { Peer } from '../upstream/peer'
 import { mayRetry, retryCondition } from '../upstream/retry'
@@ -51,7 +52,10 @@ export class TcpProxy {
     const start = performance.now()
     const { snapshot, groups } = this.#store.current()
     // Only load_balancer mode with protocol: tcp makes a TcpProxy (instance.ts).
-    const group = groups.get((snapshot.mode as { upstream: string }).upstream)!
+    const named = groups.get((snapshot.mode as { upstream: string }).upstream)!
+    // Its circuit breaker may refuse the connection or send it to the fallback group.
+    const admitted = admittingGroup(named, groups)
+    const group = admitted ?? named
     const ip = clientIp(client.remoteAddress)
     // A reload's max_connections applies from the next connection on.
     this.server.maxConnections = snapshot.limits.maxConnections
@@ -59,8 +63,11 @@ export class TcpProxy {
     this.#sockets.add(client)
     client.pause()
     const now = Date.now()
-    group.budget.request(now)
-    const candidates = group.candidates({ clientIp: ip, path: '', rawHeaders: [] }, now)
+    let candidates: Peer[] = []
+    if (admitted) {
+      group.budget.request(now)
+      candidates = group.candidates({ clientIp: ip, path: '', rawHeaders: [] }, now)
+    }
     const conn = new TcpConnection(
       client,
       ip,
@@ -69,6 +76,7 @@ export class TcpProxy {
       snapshot.pool.connectTimeoutMs,
       snapshot.limits.tcpIdleTimeoutMs,
       this.#log,
+      admitted ? 'no_healthy_peer' : 'circuit_open',
       (info) => {
         this.#sockets.delete(client)
         if (info.error_type) this.#countError(info.error_type)
@@ -107,6 +115,8 @@ class TcpConnection {
     readonly connectTimeoutMs: number,
     idleTimeoutMs: number,
     readonly log: Logger,
+    /** What an empty candidate list means: no server available, or the breaker refused. */
+    readonly refusal: 'no_healthy_peer' | 'circuit_open',
     readonly onClose: (r: ConnectionRecord) => void,
   ) {
     // The record is written when the client side is fully closed. A clean end on either side
@@ -124,13 +134,8 @@ class TcpConnection {
 
   start(): void {
     if (this.candidates.length === 0) {
-      this.#kind = 'no_healthy_peer'
-      logFailure(
-        this.log,
-        'no_healthy_peer',
-        { upstream: this.group.name, client: this.ip },
-        'upstream error',
-      )
+      this.#kind = this.refusal
+      logFailure(this.log, this.refusal, { upstream: this.group.name, client: this.ip }, 'upstream error')
       this.client.destroy()
       return
     }

@@ -1,9 +1,11 @@
 // An upstream group at run time: its peers, the selector its `strategy` names, its passive
-// health and retry budget. `candidates()` yields available peers in preference order; the
+// health, retry budget and circuit breaker. `candidates()` yields available peers in preference order; the
 // exchange tries them in turn when the retry policy allows (Pingora's select-with-fallbacks).
 
 import type { RetryPolicy, UpstreamSpec } from '../config/snapshot'
 import type { Logger } from '../observe/logger'
+import type { UpstreamMetrics } from '../observe/metrics'
+import type { Breaker } from './circuit-breaker'
 import { PassiveHealth } from './passive-health'
 import type { Peer } from './peer'
 import type { RetryBudget } from './retry-budget'
@@ -19,10 +21,23 @@ export class UpstreamGroup {
   readonly tls: boolean
   readonly retry: RetryPolicy
   readonly budget: RetryBudget
+  /** Per-server metrics (attempts); undefined where nobody collects them (tests). */
+  readonly metrics: UpstreamMetrics | undefined
+  /** Undefined without `circuit_breaker`; kept across reloads by the registry. */
+  readonly breaker: Breaker | undefined
   readonly #selector: Selector
   readonly #passive: PassiveHealth | undefined
 
-  constructor(spec: UpstreamSpec, peers: readonly Peer[], budget: RetryBudget, log: Logger, cursor = 0) {
+  constructor(
+    spec: UpstreamSpec,
+    peers: readonly Peer[],
+    budget: RetryBudget,
+    log: Logger,
+    cursor = 0,
+    metrics?: UpstreamMetrics,
+    breaker?: Breaker,
+  ) {
+    this.breaker = breaker
     this.name = spec.name
     this.spec = spec
     this.peers = peers
@@ -30,8 +45,9 @@ export class UpstreamGroup {
     this.hostOverride = spec.sni
     this.retry = spec.retry
     this.budget = budget
+    this.metrics = metrics
     this.#selector = createSelector(spec.strategy, peers, spec.hashKey, cursor)
-    this.#passive = spec.passiveHealth && new PassiveHealth(spec.passiveHealth, spec.name, log)
+    this.#passive = spec.passiveHealth && new PassiveHealth(spec.passiveHealth, spec.name, log, metrics)
   }
 
   /** Where round robin would go next (carried over to the group that replaces this one). */
@@ -44,12 +60,16 @@ export class UpstreamGroup {
     return this.#selector.candidates(ctx, now)
   }
 
-  reportSuccess(peer: Peer): void {
+  /** An attempt on `peer` that got a non-5xx answer (`ms`: time to it) or a TCP connection. */
+  reportSuccess(peer: Peer, ms?: number): void {
     this.#passive?.success(peer)
+    this.breaker?.success(ms)
   }
 
-  reportFailure(peer: Peer, reason: string): void {
+  /** An attempt on `peer` that failed: a 5xx answer (`ms`: time to it), a timeout, an error. */
+  reportFailure(peer: Peer, reason: string, ms?: number): void {
     this.#passive?.failure(peer, this.peers, reason)
+    this.breaker?.failure(ms)
   }
 
   availableCount(now = Date.now()): number {

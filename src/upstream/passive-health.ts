@@ -9,17 +9,20 @@
 
 import type { PassiveHealthSpec } from '../config/snapshot'
 import type { Logger } from '../observe/logger'
+import type { UpstreamMetrics } from '../observe/metrics'
 import type { Peer } from './peer'
 
 export class PassiveHealth {
   readonly #spec: PassiveHealthSpec
   readonly #group: string
   readonly #log: Logger
+  readonly #metrics: UpstreamMetrics | undefined
 
-  constructor(spec: PassiveHealthSpec, group: string, log: Logger) {
+  constructor(spec: PassiveHealthSpec, group: string, log: Logger, metrics?: UpstreamMetrics) {
     this.#spec = spec
     this.#group = group
     this.#log = log
+    this.#metrics = metrics
   }
 
   success(peer: Peer): void {
@@ -52,6 +55,7 @@ export class PassiveHealth {
     peer.ejections++
     const ms = Math.min(this.#spec.baseEjectionMs * peer.ejections, this.#spec.maxEjectionMs)
     peer.ejectedUntil = now + ms
+    this.#metrics?.ejection(this.#group, peer.address)
     this.#log.warn(
       { ...fields, ejection_secs: ms / 1000, ejections: peer.ejections },
       'upstream server ejected after consecutive failures',

@@ -2,8 +2,13 @@
 // requests in flight). Peers outlive snapshots: a reload keeps the Peer of a server that stays.
 
 import type { ConnectionOptions } from 'node:tls'
-import { Pool } from 'undici'
 import type { PeerSpec, PoolSpec } from '../config/snapshot'
+import {
+  createUpstreamPool,
+  defaultUpstreamClient,
+  type UpstreamClientKind,
+  type UpstreamPool,
+} from './client'
 
 export interface PeerTls {
   readonly enabled: boolean
@@ -21,7 +26,7 @@ export class Peer {
   readonly host: string
   readonly port: number
   readonly group: string
-  readonly pool: Pool
+  readonly pool: UpstreamPool
   readonly tls: PeerTls
   /** Key that decides whether a reload can keep this peer (same address, TLS and pool settings). */
   readonly key: string
@@ -39,7 +44,13 @@ export class Peer {
   /** Smooth weighted round robin's running weight (see selectors/weighted.ts). */
   currentWeight = 0
 
-  constructor(group: string, spec: PeerSpec, tls: PeerTls, pool: PoolSpec) {
+  constructor(
+    group: string,
+    spec: PeerSpec,
+    tls: PeerTls,
+    pool: PoolSpec,
+    client: UpstreamClientKind = defaultUpstreamClient(),
+  ) {
     this.group = group
     this.address = spec.address
     this.host = spec.host
@@ -47,17 +58,7 @@ export class Peer {
     this.key = peerKey(group, spec, tls, pool)
     this.weight = spec.weight
     this.tls = tls
-    const origin = `${tls.enabled ? 'https' : 'http'}://${spec.address}`
-    this.pool = new Pool(origin, {
-      connections: pool.maxConnections,
-      pipelining: 1,
-      keepAliveTimeout: pool.idleTimeoutMs,
-      keepAliveMaxTimeout: pool.idleTimeoutMs,
-      connect: { timeout: pool.connectTimeoutMs, ...tlsConnectOptions(tls, spec.host) },
-      // Timeouts are set per request (route > server > default); these are the pool's ceilings.
-      headersTimeout: 0,
-      bodyTimeout: 0,
-    })
+    this.pool = createUpstreamPool(client, spec, tls, pool)
   }
 
   /** In rotation: healthy by the active checks and not ejected by passive health. */
@@ -77,8 +78,8 @@ export class Peer {
 
 /**
  * The TLS options of a connection to a server at `host`: SNI (`sni`, else the host), the CA and
- * client certificate, verification. The one place they are built, for the pool (undici's
- * connect), WebSocket handshakes (https.request) and health probes. Undefined without TLS.
+ * client certificate, verification. The one place they are built, for undici's pool
+ * (connect), WebSocket handshakes (https.request) and health probes. Undefined without TLS.
  */
 export function tlsConnectOptions(tls: PeerTls, host: string): ConnectionOptions | undefined {
   if (!tls.enabled) return undefined

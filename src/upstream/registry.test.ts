@@ -2,6 +2,7 @@ import assert from 'node:assert/strict'
 import http from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { test } from 'node:test'
+import { record } from '../../test/helpers/h1'
 import { compile } from '../config/compile'
 import { parseConfigText } from '../config/load'
 import type { Logger } from '../observe/logger'
@@ -29,7 +30,7 @@ test('a server removed from the config keeps its in-flight request; its pool clo
     const groups = registry.build(one.snapshot)
     registry.activate(one.snapshot, groups)
     const peer = groups.get('g')!.peers[0]!
-    const pending = peer.pool.request({ path: '/', method: 'GET' }).then(async (r) => r.body.text())
+    const pending = record(peer.pool, { path: '/', method: 'GET' }).then((o) => o.body.toString())
     // Swap to a config without that server while the request is in flight.
     registry.activate(other.snapshot, registry.build(other.snapshot))
     assert.equal(await pending, 'late but whole')

@@ -10,10 +10,13 @@ export class RetryBudget {
   readonly #requests = new Float64Array(BUCKETS)
   readonly #retries = new Float64Array(BUCKETS)
   #second = 0
+  readonly #onRetry: (() => void) | undefined
 
-  constructor(percent: number, minPerSec: number) {
+  /** `onRetry` hears every retry taken (the retries metric). */
+  constructor(percent: number, minPerSec: number, onRetry?: () => void) {
     this.#percent = percent
     this.#minPerSec = minPerSec
+    this.#onRetry = onRetry
   }
 
   #advance(now: number): number {
@@ -46,6 +49,7 @@ export class RetryBudget {
     const allowed = Math.max(this.#minPerSec * BUCKETS, (this.#percent / 100) * requests)
     if (retries >= allowed) return false
     this.#retries[b]!++
+    this.#onRetry?.()
     return true
   }
 }

@@ -14,6 +14,7 @@ import { formatProblem } from '../../src/config/problems'
 import { createLogger } from '../../src/observe/logger'
 import { compilePlan } from '../../src/proxy/runtime'
 import { ProxyInstance } from '../../src/server/instance'
+import { selectUpstreamClient, type UpstreamClientKind } from '../../src/upstream/client'
 
 export interface Reply {
   status: number
@@ -57,7 +58,17 @@ export async function gateway(yaml: string, env: NodeJS.ProcessEnv = {}): Promis
     sink: { write: (t: string) => (text += t) },
   })
   const instance = await ProxyInstance.start(
-    { file, overrides: {}, env, version: 'harness', logging },
+    {
+      file,
+      overrides: {},
+      env,
+      version: 'harness',
+      logging,
+      // As the binary: LOCCI_UPSTREAM_CLIENT of the test run (scripts/run-tests.mjs sets it).
+      upstreamClient: selectUpstreamClient(
+        (process.env.LOCCI_UPSTREAM_CLIENT || undefined) as UpstreamClientKind | undefined,
+      ),
+    },
     r.plan,
     yaml,
   )

@@ -34,6 +34,8 @@ export interface RecordOptions {
   onConnect?: (abort: (err?: Error) => void) => void
   /** Give up waiting after this long (the outcome's end is then 'hang'). */
   timeoutMs?: number
+  /** Take heads through H1Pool's onHeaderStrings (as Exchange does) instead of onHeaders. */
+  strings?: boolean
 }
 
 export interface Dispatching {
@@ -124,6 +126,28 @@ export function record(d: Dispatching, opts: DispatchOpts, ro: RecordOptions = {
         finish(err.code ?? err.message, err.message)
       },
     } as H1Handler & { resume?: () => void }
+    if (ro.strings) {
+      let viaStrings = false
+      const onHeaders = handler.onHeaders!.bind(handler)
+      handler.onHeaders = (status, raw, resume, text) => {
+        if (!viaStrings) violations.push('onHeaders called although onHeaderStrings is there')
+        return onHeaders(status, raw, resume, text)
+      }
+      handler.onHeaderStrings = (status, fields, resume, text) => {
+        if (!fields.every((f) => typeof f === 'string')) violations.push('a field that is not a string')
+        viaStrings = true
+        try {
+          return handler.onHeaders!(
+            status,
+            fields.map((f) => Buffer.from(f, 'latin1')),
+            resume,
+            text,
+          )
+        } finally {
+          viaStrings = false
+        }
+      }
+    }
     try {
       d.dispatch(opts, handler)
     } catch (err) {

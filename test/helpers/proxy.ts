@@ -155,7 +155,10 @@ export function runCli(
   return { status: r.status, stdout: r.stdout, stderr: r.stderr }
 }
 
-/** The test runner's environment without variables that would steer the proxy. */
+/**
+ * The test runner's environment without variables that would steer the proxy. LOCCI_UPSTREAM_CLIENT
+ * stays: scripts/run-tests.mjs runs the forwarding tests again with it set to undici.
+ */
 function cleanEnv(): NodeJS.ProcessEnv {
   const env = { ...process.env }
   for (const k of ['LOCCI_CONFIG', 'LOCCI_MODE', 'LOCCI_BIND', 'LOG_LEVEL', 'LOCCI_API_KEY', 'NODE_OPTIONS'])

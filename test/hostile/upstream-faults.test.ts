@@ -7,12 +7,12 @@
 import assert from 'node:assert/strict'
 import { mkdtempSync } from 'node:fs'
 import type http from 'node:http'
-import http2 from 'node:http2'
 import https from 'node:https'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
 import { after, before, describe, test } from 'node:test'
 import { makeCert } from '../helpers/certs'
+import { h2Get } from '../helpers/h2'
 import { type RunningProxy, startProxy } from '../helpers/proxy'
 import { type ScriptedUpstream, scriptedUpstream } from '../helpers/raw'
 import { until } from '../helpers/until'
@@ -63,30 +63,7 @@ control_api: { enabled: true, bind_address: "127.0.0.1:0" }
     await up.close()
   })
 
-  function h2get(
-    path: string,
-  ): Promise<{ status: number; headers: http2.IncomingHttpHeaders; body: string }> {
-    return new Promise((resolve, reject) => {
-      const c = http2.connect(proxy.url, { rejectUnauthorized: false })
-      c.on('error', reject)
-      const req = c.request({ ':path': path })
-      let body = ''
-      let headers: http2.IncomingHttpHeaders = {}
-      req.setEncoding('utf8')
-      req.on('response', (h) => {
-        headers = h
-      })
-      req.on('data', (d: string) => {
-        body += d
-      })
-      req.on('end', () => {
-        c.close()
-        resolve({ status: Number(headers[':status']), headers, body })
-      })
-      req.on('error', reject)
-      req.setTimeout(10_000, () => reject(new Error(`no answer for ${path} over HTTP/2`)))
-    })
-  }
+  const h2get = (path: string) => h2Get(proxy.url, path, { rejectUnauthorized: false })
 
   // https.get without ALPN h2 speaks HTTP/1.1 to the same listener.
   const https1 = (path: string) =>

@@ -8,6 +8,7 @@ import { arch, platform, tmpdir } from 'node:os'
 import path from 'node:path'
 import { test } from 'node:test'
 import { promisify } from 'node:util'
+import { h1Available } from '../../src/upstream/h1/binding'
 import { ROOT, spawnProxy, writeConfig } from '../helpers/proxy'
 import { startUpstream } from '../helpers/upstream'
 
@@ -36,6 +37,12 @@ load_balancer: { upstream: u }
     const res = await fetch(`${proxy.url}/through-the-binary`)
     assert.equal(res.status, 200)
     assert.equal(((await res.json()) as { server: string }).server, 'sea')
+    // The llhttp binding is reachable from inside the executable: the built-in client runs there.
+    const line = proxy.logs.find((l) => l.msg === 'locci-proxy listening')
+    assert.equal(
+      line?.upstream_client,
+      process.env.LOCCI_UPSTREAM_CLIENT || (h1Available() ? 'h1' : 'undici'),
+    )
   } finally {
     await proxy.stop()
     await up.close()

@@ -6,7 +6,6 @@ import assert from 'node:assert/strict'
 import { execFile, spawnSync } from 'node:child_process'
 import { mkdtempSync } from 'node:fs'
 import http from 'node:http'
-import http2 from 'node:http2'
 import https from 'node:https'
 import type { AddressInfo } from 'node:net'
 import { tmpdir } from 'node:os'
@@ -17,6 +16,7 @@ import { promisify } from 'node:util'
 import { SignJWT } from 'jose'
 import { WebSocket, WebSocketServer } from 'ws'
 import { makeCert, type TestCert } from '../helpers/certs'
+import { h2Get } from '../helpers/h2'
 import { type RunningProxy, runCli, startProxy, writeConfig } from '../helpers/proxy'
 import { until } from '../helpers/until'
 import { startUpstream, type Upstream } from '../helpers/upstream'
@@ -32,29 +32,6 @@ before(async () => {
   backend = await makeCert(dir, 'backend.test')
   client = await makeCert(dir, 'client.test')
 })
-
-function h2Get(url: string, ca: string, pathAndQuery: string, servername = 'localhost') {
-  return new Promise<{ headers: http2.IncomingHttpHeaders; body: string }>((resolve, reject) => {
-    const session = http2.connect(url, { ca, servername })
-    session.on('error', reject)
-    const req = session.request({ ':path': pathAndQuery, 'x-trace': 'h2' })
-    let body = ''
-    let headers: http2.IncomingHttpHeaders = {}
-    req.setEncoding('utf8')
-    req.on('response', (h) => {
-      headers = h
-    })
-    req.on('data', (d: string) => {
-      body += d
-    })
-    req.on('end', () => {
-      session.close()
-      resolve({ headers, body })
-    })
-    req.on('error', reject)
-    req.end()
-  })
-}
 
 describe('TLS listener', () => {
   let up: Upstream
@@ -82,7 +59,12 @@ api_gateway:
   })
 
   test('HTTP/2: routed and proxied like HTTP/1.1; :authority becomes Host; no h1-only headers', async () => {
-    const res = await h2Get(proxy.url, a.cert, '/h2/path?q=1')
+    const res = await h2Get(
+      proxy.url,
+      '/h2/path?q=1',
+      { ca: a.cert, servername: 'localhost' },
+      { 'x-trace': 'h2' },
+    )
     assert.equal(res.headers[':status'], 200)
     assert.equal(res.headers.connection, undefined)
     assert.equal(res.headers['keep-alive'], undefined)

@@ -11,7 +11,7 @@
 
 import { createPublicKey, type KeyObject } from 'node:crypto'
 import { readFileSync } from 'node:fs'
-import { createRemoteJWKSet, type JWTPayload, type JWTVerifyGetKey, jwtVerify } from 'jose'
+import type { JWTPayload, JWTVerifyGetKey } from 'jose'
 import type { Logger } from '../../observe/logger'
 import { type Middleware, type Reply, type RequestContext, rawHeader } from '../types'
 import type { AuthenticationConfig } from './config'
@@ -40,6 +40,8 @@ export function authentication(
   keyPath: string | undefined,
   log: Logger,
 ): Middleware {
+  // Loaded when an authentication middleware is built: a proxy without one never pays for jose.
+  const { createRemoteJWKSet, jwtVerify } = require('jose') as typeof import('jose')
   let key: Uint8Array | KeyObject | JWTVerifyGetKey
   let algorithms: string[]
   if (cfg.jwt_secret !== undefined) {

@@ -9,7 +9,7 @@
 // name or value that is not plain visible ASCII, a body over the limit, a status outside
 // 200-599): 502 `forward_auth_error`. Each middleware instance has its own small pool.
 
-import { Pool } from 'undici'
+import type { Pool } from 'undici'
 import { ERRORS, logFailure, type ReplyKind } from '../../observe/errors'
 import type { Logger } from '../../observe/logger'
 import { withoutHeaders } from '../auth/index'
@@ -41,7 +41,10 @@ export function forwardAuth(name: string, cfg: ForwardAuthConfig, log: Logger): 
   const url = new URL(cfg.address)
   const target = `${url.pathname}${url.search}`
   const timeoutMs = Math.round(cfg.timeout_secs * 1000)
-  const pool = new Pool(url.origin, {
+  // Loaded on first use: undici costs ~20 MiB of RSS (its wasm parser) that the hot path, on
+  // the built-in upstream client, does not need.
+  const { Pool: UndiciPool } = require('undici') as typeof import('undici')
+  const pool: Pool = new UndiciPool(url.origin, {
     connections: CONNECTIONS,
     connectTimeout: timeoutMs,
     headersTimeout: timeoutMs,

@@ -308,6 +308,44 @@ async function both(
   }
 }
 
+test("onHeaderStrings (Exchange's form) sees what onHeaders sees, as strings", async () => {
+  const many = Array.from({ length: 40 }, (_, i) => `X-F${i}: v${i} \xe9\r\n`).join('')
+  const answers = [
+    `${OK_HEAD}Content-Type: text/plain\r\nContent-Length: 2\r\nKeep-Alive: timeout=5\r\n\r\nok`,
+    `HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\n${OK_HEAD}Content-Length: 2\r\n\r\nok`,
+    `${OK_HEAD}${many}Content-Length: 2\r\n\r\nok`,
+    `${OK_HEAD}Transfer-Encoding: chunked\r\nTrailer: T\r\n\r\n2\r\nok\r\n0\r\nT: v\r\n\r\n`,
+  ]
+  for (const text of answers) {
+    const origin = await rawOrigin((sock) => sock.write(Buffer.from(text, 'latin1')))
+    const pool = new H1Pool(
+      { host: '127.0.0.1', port: origin.port },
+      { connections: 1, idleTimeoutMs: 5000, connectTimeoutMs: 2000 },
+    )
+    try {
+      const plain = await record(pool, GET, { timeoutMs: 5000 })
+      // Twice: the second answer on a parser that has flushed fields (the slow path) once.
+      for (let i = 0; i < 2; i++) {
+        const strings = await record(pool, GET, { timeoutMs: 5000, strings: true })
+        assert.deepEqual(strings.violations, [])
+        assert.deepEqual(
+          {
+            statuses: strings.statuses,
+            headers: strings.headers,
+            body: strings.body.toString(),
+            end: strings.end,
+          },
+          { statuses: plain.statuses, headers: plain.headers, body: plain.body.toString(), end: plain.end },
+        )
+      }
+      assert.equal(plain.end, 'complete')
+    } finally {
+      await pool.destroy()
+      await origin.close()
+    }
+  }
+})
+
 describe('bodies, timing and connection reuse, both clients alike', () => {
   test('an 8 MiB body arrives byte for byte', async () => {
     const body = Buffer.alloc(8 * 1024 * 1024)
@@ -695,6 +733,14 @@ describe('refusals and failures carry the same codes', () => {
         const o = await record(d, GET, { timeoutMs: 5000 })
         assert.equal(o.end, 'ECONNREFUSED')
         assert.deepEqual(o.violations, [])
+        // A body the refused connection never read is left whole: Exchange sends it to the
+        // next server (a destroyed one would end the failover).
+        const body = new Readable({ read() {} })
+        body.push('payload')
+        const p = await record(d, { path: '/', method: 'POST', body }, { timeoutMs: 5000 })
+        assert.equal(p.end, 'ECONNREFUSED')
+        assert.equal(body.destroyed, false)
+        body.destroy()
       }
     } finally {
       await pair.close()

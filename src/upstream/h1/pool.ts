@@ -41,6 +41,12 @@ export type { DispatchOptions } from './request'
 export interface H1Handler {
   onConnect?(abort: (err?: Error) => void): void
   onHeaders?(statusCode: number, rawHeaders: Buffer[], resume: () => void, statusText: string): boolean
+  /**
+   * When present, called instead of onHeaders with the fields as the parser gave them (latin1
+   * strings), which saves turning each into a Buffer that the handler turns back into a string.
+   * undici knows nothing of it: a handler for both keeps onHeaders.
+   */
+  onHeaderStrings?(statusCode: number, fields: string[], resume: () => void, statusText: string): boolean
   onData?(chunk: Buffer): boolean
   onComplete?(trailers: Buffer[] | null): void
   onError?(err: Error): void
@@ -239,15 +245,18 @@ function fail(req: Request, err: Error): void {
   req.state = DONE
   req.pool.requestDone(req, wasQueued)
   const body = req.body
+  const reading = req.writing || req.bodyStarted
   req.detachBody(true)
-  // undici destroys the body of a failed request; the exchange reads `destroyed` from it.
-  if (body !== null && !body.destroyed) body.destroy()
+  // As undici: the body of a request that failed while its body was going up is destroyed (the
+  // exchange reads `destroyed` from it: a body partly sent cannot go to another server); one
+  // that failed before (queued, connect refused) is left whole for the next attempt.
+  if (body !== null && reading && !body.destroyed) body.destroy()
   const c = req.conn
   req.conn = null
   if (c !== null && c.req === req) {
     c.req = null
     // Nothing of this request reached the socket: it can serve another (after this turn).
-    if (!req.written && !c.dead) setImmediate(releaseAfterTick, c)
+    if (!req.written && !c.dead) req.pool.releaseSoon(c)
     else c.destroy()
   }
   try {
@@ -261,6 +270,14 @@ function toBuffers(headers: string[]): Buffer[] {
   const out = new Array<Buffer>(headers.length)
   for (let i = 0; i < headers.length; i++) out[i] = Buffer.from(headers[i]!, 'latin1')
   return out
+}
+
+/** Hands a head to the handler: as strings when it takes them, else as undici's Buffers. */
+function showHead(req: Request, status: number, fields: string[], statusText: string): boolean {
+  const h = req.handler
+  if (h.onHeaderStrings !== undefined)
+    return h.onHeaderStrings(status, fields, req.resume, statusText) !== false
+  return h.onHeaders?.(status, toBuffers(fields), req.resume, statusText) !== false
 }
 
 /** The binding's parse error as undici reports it (HTTPParserError keeps llhttp's HPE_ code). */
@@ -312,13 +329,12 @@ function onHeadersComplete(
     c.error = socketError('bad upgrade')
     return -1
   }
-  const handler = req.handler
   if (status < 200) {
     // 1xx (100 Continue, 103 Early Hints): shown to the handler, then the final answer follows
     // (RFC 9110 section 15.2: a client must parse 1xx responses it did not ask for).
     c.info = true
     try {
-      handler.onHeaders?.(status, toBuffers(fields), req.resume, statusText)
+      showHead(req, status, fields, statusText)
     } catch (err) {
       fail(req, err as Error)
       return -1
@@ -333,15 +349,14 @@ function onHeadersComplete(
   for (let i = 0; i < fields.length; i += 2) {
     const name = fields[i]!
     if (name.length === 10) {
-      if (name.toLowerCase() === 'keep-alive') c.idleMs = keepAliveHint(fields[i + 1]!, c.idleMs)
+      if (name.toLowerCase() === 'keep-alive') c.idleMs = keepAliveHint(c, fields[i + 1]!, c.idleMs)
     } else if (name.length === 14 && name.toLowerCase() === 'content-length') {
       c.contentLength = Number(fields[i + 1])
     }
   }
-  c.arm(BODY_TIMER, req.bodyTimeout)
   let more: boolean
   try {
-    more = handler.onHeaders?.(status, toBuffers(fields), req.resume, statusText) !== false
+    more = showHead(req, status, fields, statusText)
   } catch (err) {
     fail(req, err as Error)
     return -1
@@ -359,7 +374,6 @@ function onBody(this: BoundParser, chunk: Buffer): number {
   const req = c.req
   if (req === null || req.state !== ACTIVE || c.info || c.poisoned) return 0
   c.bytesRead += chunk.length
-  c.arm(BODY_TIMER, req.bodyTimeout)
   if (req.paused) {
     if (req.held === null) req.held = []
     req.held.push(chunk)
@@ -387,10 +401,14 @@ function onMessageComplete(this: BoundParser): number {
 }
 
 /** `Keep-Alive: timeout=N` (seconds): trusted minus undici's 2 s threshold, capped by ours. */
-function keepAliveHint(value: string, cap: number): number {
-  const m = /timeout\s*=\s*(\d+)/i.exec(value)
-  if (m === null) return cap
-  return Math.min(cap, Number(m[1]) * 1000 - KEEP_ALIVE_THRESHOLD_MS)
+function keepAliveHint(c: Conn, value: string, cap: number): number {
+  // A server sends the same value every time: parse it once per connection.
+  if (value !== c.keepAliveValue) {
+    const m = /timeout\s*=\s*(\d+)/i.exec(value)
+    c.keepAliveValue = value
+    c.keepAliveMs = m === null ? Number.POSITIVE_INFINITY : Number(m[1]) * 1000 - KEEP_ALIVE_THRESHOLD_MS
+  }
+  return Math.min(cap, c.keepAliveMs)
 }
 
 function onConnTimer(c: Conn): void {
@@ -405,10 +423,6 @@ function onConnTimer(c: Conn): void {
 
 function onIdleTimer(c: Conn): void {
   if (c.idle && !c.dead) c.destroy()
-}
-
-function releaseAfterTick(c: Conn): void {
-  if (!c.dead && c.req === null && !c.poisoned) c.pool.release(c)
 }
 
 /** One socket and its parser. */
@@ -441,6 +455,9 @@ class Conn {
   contentLength = -1
   bytesRead = 0
   idleMs: number
+  /** The last Keep-Alive value seen and what keepAliveHint made of it. */
+  keepAliveValue = ''
+  keepAliveMs = Number.POSITIVE_INFINITY
   // One timer for the head/body deadlines, one for idleness; re-armed with refresh().
   timer: NodeJS.Timeout | null = null
   timerMs = 0
@@ -670,7 +687,14 @@ class Conn {
     const r = this.parser.execute(buf.length === n ? (buf as Buffer) : (buf as Buffer).subarray(0, n))
     this.executing = false
     // An error set by a callback: the binding reports none for an upgrade (101) response.
-    if (typeof r !== 'number' || this.error !== null) this.onParseError(typeof r === 'number' ? undefined : r)
+    if (typeof r !== 'number' || this.error !== null) {
+      this.onParseError(typeof r === 'number' ? undefined : r)
+    } else {
+      // The head deadline becomes the body's, re-armed once per read that brought part of the
+      // response (a gap between chunks is a gap between reads); a read that ends it needs none.
+      const req = this.req
+      if (req !== null && this.status !== 0 && !this.messageDone) this.arm(BODY_TIMER, req.bodyTimeout)
+    }
     this.afterParse()
   }
 
@@ -688,7 +712,7 @@ class Conn {
       this.releasePending = false
       // One turn of the event loop before reuse, as undici does (GHSA-35p6-xmwp-9g52): bytes,
       // a FIN or a reset already on their way arrive before the next request is written.
-      setImmediate(releaseAfterTick, this)
+      this.pool.releaseSoon(this)
     }
   }
 
@@ -970,13 +994,39 @@ export class H1Pool {
   }
 
   #open(req: Request): void {
-    const c = new Conn(this, this.#binding, req)
+    let c: Conn
+    try {
+      c = new Conn(this, this.#binding, req)
+    } catch (err) {
+      // tls.connect throws at once on unusable key material: the request fails, later, as a
+      // connect failure does (undici reports it the same way), never from inside dispatch().
+      queueMicrotask(() => fail(req, err as Error))
+      return
+    }
     this.#conns.add(c)
   }
 
   /** A stale keep-alive socket failed before any answer: send once more on a new connection. */
   retry(req: Request): void {
     this.#schedule(req, true)
+  }
+
+  /** Connections waiting for the turn of the event loop before their reuse (releaseSoon). */
+  #releasing: Conn[] = []
+
+  /**
+   * Releases `c` after the current turn of the event loop (setImmediate: the I/O events already
+   * polled, a FIN among them, are handled first). Every connection that becomes free in one
+   * turn shares one setImmediate: under load many answers complete per turn.
+   */
+  releaseSoon(c: Conn): void {
+    if (this.#releasing.push(c) === 1) setImmediate(this.#releaseDue)
+  }
+
+  readonly #releaseDue = (): void => {
+    const due = this.#releasing
+    this.#releasing = []
+    for (const c of due) if (!c.dead && c.req === null && !c.poisoned) this.release(c)
   }
 
   /** A connection is free: the oldest waiting request gets it, else it goes on the idle stack. */

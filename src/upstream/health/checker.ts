@@ -4,6 +4,7 @@
 
 import type { HealthCheckSpec } from '../../config/snapshot'
 import type { Logger } from '../../observe/logger'
+import type { UpstreamMetrics } from '../../observe/metrics'
 import type { Peer } from '../peer'
 import { probe } from './probe'
 
@@ -14,6 +15,7 @@ export class HealthChecker {
   #peers: readonly Peer[]
   readonly #log: Logger
   readonly #onChange: HealthObserver | undefined
+  readonly #metrics: UpstreamMetrics | undefined
   #timer: NodeJS.Timeout | undefined
   #stopped = false
   /** Consecutive results against the peer's current state, per peer. */
@@ -22,12 +24,13 @@ export class HealthChecker {
   constructor(
     spec: HealthCheckSpec,
     peers: readonly Peer[],
-    opts: { log: Logger; onChange?: HealthObserver },
+    opts: { log: Logger; onChange?: HealthObserver; metrics?: UpstreamMetrics | undefined },
   ) {
     this.spec = spec
     this.#peers = peers
     this.#log = opts.log
     this.#onChange = opts.onChange
+    this.#metrics = opts.metrics
   }
 
   start(): void {
@@ -60,6 +63,7 @@ export class HealthChecker {
       this.spec.timeoutMs,
     )
     if (this.#stopped) return
+    this.#metrics?.healthCheck(peer.group, peer.address, result.ok)
     if (result.ok === peer.healthy) {
       this.#streak.set(peer, 0)
       return
