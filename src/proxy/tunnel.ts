@@ -7,14 +7,17 @@
 //
 // Speed (issue 13). `a.pipe(b)` reads into a fresh 64 KiB Buffer per read: every read allocates
 // memory the kernel must fault in and zero (glibc gives freed buffers back to the OS), stream
-// bookkeeping runs per chunk, and each read or write is a system call for at most 64 KiB. Relaying
-// one direction on the 2-core dev box cost 2.3-3.6 ms of CPU per MiB that way. A plain TCP socket
-// is therefore moved onto a new net.Socket with `onread` (its handle passed as `handle`, the way
-// net.Server itself makes sockets): reads of up to READ_BYTES land in one buffer shared by every
-// tunnel of the process, are copied into a write buffer that is reused as long as the kernel
-// takes each write whole, and written at once: 0.6 ms per MiB (a per-tunnel read buffer without
-// the copy: 0.4-0.5, but 2 x 256 KiB held by every open WebSocket, idle or not). TLS sockets (a
-// TLS listener or upstream) keep `data` events, with the same backpressure and close handling.
+// bookkeeping runs per chunk, and each read or write is a system call for at most 64 KiB.
+// Relaying one direction through the proxy cost 2.5-2.7 ms of CPU per MiB that way on the 2-core
+// dev box (256 MiB after a handshake, medians of 9 runs). A plain TCP socket is therefore moved
+// onto a new net.Socket with `onread` (its handle passed as `handle`, the way net.Server itself
+// makes sockets): reads of up to READ_BYTES land in one buffer shared by every tunnel of the
+// process, are copied into a write buffer that is reused as long as the kernel takes each write
+// whole, and written at once: 0.9-1.1 ms per MiB (scripts/bench-ws.mjs: half the proxy's CPU
+// per echoed message, at every size). A read buffer per socket without the copy measured no
+// better in the proxy, and would hold 2 x 256 KiB for every open WebSocket, idle or not. TLS
+// sockets (a TLS listener or upstream) keep `data` events, with the same backpressure and close
+// handling.
 
 import net, { type Socket } from 'node:net'
 import tls from 'node:tls'
