@@ -1,7 +1,7 @@
 // WebSocket (and other HTTP/1.1 Upgrade) proxying. After routing and middlewares, the handshake
 // goes to a server of the group on a fresh connection; a 101 answer is relayed and the two
-// sockets are piped both ways (backpressure through pipe), with an idle timeout; when either
-// side closes, so does the other. A non-101 answer is streamed back (backpressure through pipe,
+// sockets are joined by a tunnel (tunnel.ts: bytes both ways with backpressure, half-closes and
+// resets passed on, an idle timeout). A non-101 answer is streamed back (backpressure through pipe,
 // never buffered whole) and the connection ends with it. Connect failures move on to the next
 // candidate like any request. Only `Upgrade: websocket` comes here (pipeline.ts).
 
@@ -17,6 +17,7 @@ import { type Peer, tlsConnectOptions } from '../upstream/peer'
 import { mayRetry, retryCondition } from '../upstream/retry'
 import { replyError } from './errors'
 import { rawHead } from './raw-response'
+import { tunnel } from './tunnel'
 
 export interface UpgradeOptions extends RequestFacts {
   socket: Socket
@@ -120,10 +121,14 @@ export function forwardUpgrade(o: UpgradeOptions): void {
         finish('upstream_error')
         return
       }
-      o.socket.write(head, 'latin1')
-      if (upHead.length > 0) o.socket.write(upHead)
-      if (o.head.length > 0) up.write(o.head)
-      join(o.socket, up, o.idleTimeoutMs, () => finish(undefined))
+      tunnel({
+        client: o.socket,
+        upstream: up,
+        toClient: [Buffer.concat([Buffer.from(head, 'latin1'), upHead])],
+        toUpstream: [o.head],
+        idleMs: o.idleTimeoutMs,
+        onClose: () => finish(undefined),
+      })
     })
     req.once('response', (res: http.IncomingMessage) => {
       // The server refused the upgrade: relay its answer as it streams, then end.
@@ -202,26 +207,4 @@ export function forwardUpgrade(o: UpgradeOptions): void {
     req.end()
   }
   attempt()
-}
-
-/** Pipes two sockets both ways; either side closing, erroring or idling out ends both. */
-function join(a: Socket, b: Socket, idleMs: number, onClose: () => void): void {
-  let closed = false
-  const close = () => {
-    if (closed) return
-    closed = true
-    a.destroy()
-    b.destroy()
-    onClose()
-  }
-  for (const s of [a, b]) {
-    s.setNoDelay(true)
-    s.setTimeout(idleMs, close)
-    s.once('close', close)
-    s.on('error', close)
-  }
-  // A socket's idle timer restarts on its own reads and writes, so traffic either way keeps
-  // both alive: what one side reads, the other writes.
-  a.pipe(b)
-  b.pipe(a)
 }

@@ -277,8 +277,14 @@ function wire(
   // CONNECT (forward-proxy tunnelling) is not something a reverse proxy offers. Over HTTP/2 the
   // event carries a response object, not a socket: the pipeline answers it (405).
   server.on('connect', (req: http.IncomingMessage, socket: Socket) => {
-    if (h2Handler && req.httpVersionMajor === 2) h2Handler(req, socket as unknown as http.ServerResponse)
-    else writeRaw(socket, 405, replyBody('method_not_allowed'), ['allow', ROUTABLE_METHODS])
+    if (h2Handler && req.httpVersionMajor === 2) {
+      h2Handler(req, socket as unknown as http.ServerResponse)
+      return
+    }
+    // Node hands the socket over without its error listener: a client that resets it (before or
+    // while the 405 is written) would otherwise be an uncaught exception.
+    socket.on('error', () => socket.destroy())
+    writeRaw(socket, 405, replyBody('method_not_allowed'), ['allow', ROUTABLE_METHODS])
   })
 }
 

@@ -76,4 +76,28 @@ api_gateway:
     assert.ok(r.text.endsWith('\r\n\r\n405 method not allowed for this path\n'), r.text)
     assert.equal(up.seen.length, before, 'never reaches the upstream')
   })
+
+  test('a CONNECT whose client resets the connection is no uncaught error', async () => {
+    // Reset at once, or just after: before the 405 is written, or while it is.
+    for (let i = 0; i < 40; i++) {
+      await new Promise<void>((resolve) => {
+        const s = net.connect(proxy.port, '127.0.0.1', () => {
+          s.write(
+            `CONNECT internal.example:22 HTTP/1.1\r\nHost: internal.example:22\r\n\r\n${'x'.repeat(i % 2 ? 0 : 100_000)}`,
+          )
+          if (i % 4 < 2) s.resetAndDestroy()
+          else setImmediate(() => s.resetAndDestroy())
+          resolve()
+        })
+        s.on('error', () => resolve())
+      })
+    }
+    // The proxy still answers, and has logged nothing uncaught.
+    assert.equal((await rawRequest(proxy.port, 'GET / HTTP/1.1\r\nHost: t\r\n\r\n')).status, 200)
+    assert.deepEqual(
+      proxy.logs.filter((l) => /uncaught/i.test(String(l.msg))),
+      [],
+      'no uncaught exception',
+    )
+  })
 })
