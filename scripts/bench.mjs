@@ -381,3 +381,13 @@ for (const s of staged) {
   else if (s.result.samples === 0) console.log(`no samples in the measured run's window: ${s.file}`)
   else console.log(`${stageTable(s.result, s.cpu)}\nprofile: ${s.file}`)
 }
+
+// WebSocket throughput: Autobahn 9.1.x/9.2.x-style echo of one large message at a time, direct
+// and through the proxy (scripts/bench-ws.mjs; about 15 s). BENCH_WS=0 skips it; with
+// BENCH_ONLY set it runs only when BENCH_ONLY matches "websocket".
+const wsOnly = process.env.BENCH_ONLY
+if (process.env.BENCH_WS !== '0' && (wsOnly === undefined || new RegExp(wsOnly).test('websocket'))) {
+  const { benchWebSocket } = await import('./bench-ws.mjs')
+  const { markdown } = await benchWebSocket({ log: () => undefined })
+  console.log(`\nWebSocket echo, one message at a time (ms per message, medians)\n${markdown}`)
+}
