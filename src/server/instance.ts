@@ -214,13 +214,6 @@ export class ProxyInstance implements ControlActions {
       },
       'locci-proxy listening',
     )
-    const fallback = this.#o.upstreamClient.fallbackReason
-    if (fallback !== undefined) {
-      this.#log.warn(
-        { upstream_client: 'undici', reason: fallback },
-        'the built-in upstream HTTP/1.1 client cannot run on this Node.js; using undici',
-      )
-    }
     if (this.#control && s.controlApi.insecure && s.controlApi.apiKey === undefined) {
       this.#log.warn(
         { control_api: `http://${bound(this.#control.server, s.controlApi.bind)}` },

@@ -32,17 +32,20 @@ server: { bind_address: "127.0.0.1:0" }
 upstreams: { u: { servers: ["${up.address}"] } }
 load_balancer: { upstream: u }
 `)
-  const proxy = await spawnProxy(['-c', file], { cwd: dir, bin: alone })
+  // The built-in client asked for: its llhttp binding must be reachable inside the executable.
+  const client = h1Available() ? 'h1' : 'undici'
+  const proxy = await spawnProxy(['-c', file], {
+    cwd: dir,
+    bin: alone,
+    env: { LOCCI_UPSTREAM_CLIENT: client },
+  })
   try {
     const res = await fetch(`${proxy.url}/through-the-binary`)
     assert.equal(res.status, 200)
     assert.equal(((await res.json()) as { server: string }).server, 'sea')
     // The llhttp binding is reachable from inside the executable: the built-in client runs there.
     const line = proxy.logs.find((l) => l.msg === 'locci-proxy listening')
-    assert.equal(
-      line?.upstream_client,
-      process.env.LOCCI_UPSTREAM_CLIENT || (h1Available() ? 'h1' : 'undici'),
-    )
+    assert.equal(line?.upstream_client, client)
   } finally {
     await proxy.stop()
     await up.close()
