@@ -20,7 +20,8 @@ let hits: Record<string, number> = {}
 function upstream(): Promise<http.Server> {
   const server = http.createServer((req, res) => {
     const path = (req.url ?? '').split('?')[0]!
-    const n = (hits[path] = (hits[path] ?? 0) + 1)
+    const n = (hits[path] ?? 0) + 1
+    hits[path] = n
     if (req.method !== 'GET' && req.method !== 'HEAD') return res.writeHead(204).end()
     if (path === '/big') return res.writeHead(200, { 'cache-control': 'max-age=300' }).end(BIG)
     if (path === '/short')
