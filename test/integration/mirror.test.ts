@@ -295,6 +295,49 @@ describe('mirror: max_body_bytes', () => {
   })
 })
 
+describe('mirror: a client that leaves mid-body', () => {
+  test('the copy is dropped (incomplete_body) and its slot freed; the proxy goes on', async () => {
+    const main = await startUpstream('main')
+    const shadow = await startUpstream('shadow')
+    const p = await startProxy(config(main, shadow, '{ upstream: shadow, max_in_flight: 1 }'))
+    try {
+      await new Promise<void>((resolve) => {
+        const req = http.request(`${p.url}/api/partial`, { method: 'POST', agent: false })
+        req.on('error', () => resolve())
+        req.write('first half of a body that never ends, ')
+        // Gone once the request is on its way to the main upstream (the copy was started then).
+        until(
+          async () => /^locci_active_connections\{upstream="main"\} 1$/m.test(await metrics(p)),
+          'the request at the main upstream',
+        ).then(() => {
+          req.destroy()
+          resolve()
+        }, resolve)
+      })
+      await until(
+        async () =>
+          counter(
+            await metrics(p),
+            'locci_mirror_dropped_total',
+            'upstream="shadow",reason="incomplete_body"',
+          ) === 1,
+        'the incomplete copy counted as dropped',
+      )
+      // max_in_flight: 1, so this copy is only sent if the abandoned one gave its slot back.
+      const r = await fetch(`${p.url}/api/after-partial`, { method: 'POST', body: 'whole' })
+      assert.equal(r.status, 200)
+      await r.text()
+      const copy = await until(() => shadow.seen.find((s) => s.url === '/api/after-partial'), 'the next copy')
+      assert.equal(copy.body, 'whole')
+      assert.ok(!shadow.seen.some((s) => s.url === '/api/partial'))
+    } finally {
+      await p.stop()
+      await main.close()
+      await shadow.close()
+    }
+  })
+})
+
 describe('mirror: load_balancer mode', () => {
   test('load_balancer.mirror copies every request', async () => {
     const main = await startUpstream('main')
