@@ -57,6 +57,26 @@ function chunkedPost(
   })
 }
 
+/** Runs `f` against a proxy on `yaml` with a main and a shadow upstream, then stops them all. */
+async function withProxy(
+  yaml: (main: Upstream, shadow: Upstream) => string,
+  f: (s: { main: Upstream; shadow: Upstream; p: RunningProxy }) => Promise<void>,
+): Promise<void> {
+  const main = await startUpstream('main')
+  const shadow = await startUpstream('shadow')
+  try {
+    const p = await startProxy(yaml(main, shadow))
+    try {
+      await f({ main, shadow, p })
+    } finally {
+      await p.stop()
+    }
+  } finally {
+    await main.close()
+    await shadow.close()
+  }
+}
+
 describe('mirror: copies reach the mirror group', () => {
   let main: Upstream
   let shadow: Upstream
@@ -158,191 +178,175 @@ describe('mirror: copies reach the mirror group', () => {
 
 describe('mirror: percent', () => {
   test('50 % of 1,000 requests are mirrored, within tolerance', async () => {
-    const main = await startUpstream('main')
-    const shadow = await startUpstream('shadow')
-    const p = await startProxy(config(main, shadow, '{ upstream: shadow, percent: 50 }'))
-    try {
-      const agent = new http.Agent({ keepAlive: true, maxSockets: 8 })
-      const one = (i: number) =>
-        new Promise<number>((resolve, reject) => {
-          http
-            .get(`${p.url}/api/n/${i}`, { agent }, (res) => {
-              res.resume()
-              res.on('end', () => resolve(res.statusCode!))
-            })
-            .on('error', reject)
-        })
-      const N = 1000
-      for (let i = 0; i < N; i += 8) {
-        const statuses = await Promise.all(Array.from({ length: Math.min(8, N - i) }, (_, k) => one(i + k)))
-        assert.ok(statuses.every((s) => s === 200))
-      }
-      agent.destroy()
-      assert.equal(main.seen.length, N)
-      // Settled: every copy answered (counted) before counting what the mirror saw.
-      const total = await until(async () => {
-        const text = await metrics(p)
-        const n = counter(text, 'locci_mirror_requests_total', 'upstream="shadow",status_class="2xx"')
-        return n === shadow.seen.length && n > 0 && n
-      }, 'mirrored copies counted')
-      // Binomial(1000, 0.5): sd ~16; ±100 is over 6 sd, so this fails only when sampling is wrong.
-      assert.ok(total >= 400 && total <= 600, `mirrored ${total} of ${N}`)
-    } finally {
-      await p.stop()
-      await main.close()
-      await shadow.close()
-    }
+    await withProxy(
+      (main, shadow) => config(main, shadow, '{ upstream: shadow, percent: 50 }'),
+      async ({ main, shadow, p }) => {
+        const agent = new http.Agent({ keepAlive: true, maxSockets: 8 })
+        const one = (i: number) =>
+          new Promise<number>((resolve, reject) => {
+            http
+              .get(`${p.url}/api/n/${i}`, { agent }, (res) => {
+                res.resume()
+                res.on('end', () => resolve(res.statusCode!))
+              })
+              .on('error', reject)
+          })
+        const N = 1000
+        for (let i = 0; i < N; i += 8) {
+          const statuses = await Promise.all(Array.from({ length: Math.min(8, N - i) }, (_, k) => one(i + k)))
+          assert.ok(statuses.every((s) => s === 200))
+        }
+        agent.destroy()
+        assert.equal(main.seen.length, N)
+        // Settled: every copy answered (counted) before counting what the mirror saw.
+        const total = await until(async () => {
+          const text = await metrics(p)
+          const n = counter(text, 'locci_mirror_requests_total', 'upstream="shadow",status_class="2xx"')
+          return n === shadow.seen.length && n > 0 && n
+        }, 'mirrored copies counted')
+        // Binomial(1000, 0.5): sd ~16; ±100 is over 6 sd, so this fails only when sampling is wrong.
+        assert.ok(total >= 400 && total <= 600, `mirrored ${total} of ${N}`)
+      },
+    )
   })
 })
 
 describe('mirror: a mirror that never answers', () => {
   test('does not hold the client; copies past max_in_flight are dropped and counted', async () => {
-    const main = await startUpstream('main')
-    const shadow = await startUpstream('shadow')
-    // Reads the copy, then never answers (its timer is cleared when the proxy gives up).
-    shadow.behaviour = { kind: 'delay', ms: 600_000 }
-    const p = await startProxy(config(main, shadow, '{ upstream: shadow, max_in_flight: 2 }'))
-    try {
-      for (let i = 0; i < 10; i++) {
-        const r = await fetch(`${p.url}/api/hang/${i}`, {
-          method: i % 2 ? 'POST' : 'GET',
-          body: i % 2 ? 'b' : null,
-        })
-        assert.equal(r.status, 200)
-        assert.equal(r.headers.get('x-upstream'), 'main')
-        await r.text()
-      }
-      assert.equal(main.seen.length, 10)
-      // Two copies are stuck at the mirror; the other eight never left.
-      await until(() => shadow.seen.length === 2, 'two copies at the hanging mirror')
-      const text = await metrics(p)
-      assert.equal(
-        counter(text, 'locci_mirror_dropped_total', 'upstream="shadow",reason="max_in_flight"'),
-        8,
-        text,
-      )
-      assert.equal(counter(text, 'locci_mirror_requests_total', 'upstream="shadow",status_class="error"'), 0)
-    } finally {
-      await p.stop()
-      await main.close()
-      await shadow.close()
-    }
+    await withProxy(
+      (main, shadow) => config(main, shadow, '{ upstream: shadow, max_in_flight: 2 }'),
+      async ({ main, shadow, p }) => {
+        // Reads the copy, then never answers (its timer is cleared when the proxy gives up).
+        shadow.behaviour = { kind: 'delay', ms: 600_000 }
+        for (let i = 0; i < 10; i++) {
+          const r = await fetch(`${p.url}/api/hang/${i}`, {
+            method: i % 2 ? 'POST' : 'GET',
+            body: i % 2 ? 'b' : null,
+          })
+          assert.equal(r.status, 200)
+          assert.equal(r.headers.get('x-upstream'), 'main')
+          await r.text()
+        }
+        assert.equal(main.seen.length, 10)
+        // Two copies are stuck at the mirror; the other eight never left.
+        await until(() => shadow.seen.length === 2, 'two copies at the hanging mirror')
+        const text = await metrics(p)
+        assert.equal(
+          counter(text, 'locci_mirror_dropped_total', 'upstream="shadow",reason="max_in_flight"'),
+          8,
+          text,
+        )
+        assert.equal(
+          counter(text, 'locci_mirror_requests_total', 'upstream="shadow",status_class="error"'),
+          0,
+        )
+      },
+    )
   })
 
   test('a copy past its timeout is counted as error and frees its slot', async () => {
-    const main = await startUpstream('main')
-    const shadow = await startUpstream('shadow')
-    shadow.behaviour = { kind: 'delay', ms: 600_000 }
-    const p = await startProxy(
-      config(main, shadow, '{ upstream: shadow, max_in_flight: 1 }').replace(
-        'upstream: main\n',
-        'upstream: main\n      timeout_secs: 1\n',
-      ),
+    await withProxy(
+      (main, shadow) =>
+        config(main, shadow, '{ upstream: shadow, max_in_flight: 1 }').replace(
+          'upstream: main\n',
+          'upstream: main\n      timeout_secs: 1\n',
+        ),
+      async ({ shadow, p }) => {
+        shadow.behaviour = { kind: 'delay', ms: 600_000 }
+        const r = await fetch(`${p.url}/api/slow-mirror`)
+        assert.equal(r.status, 200)
+        await r.text()
+        await until(
+          async () =>
+            counter(
+              await metrics(p),
+              'locci_mirror_requests_total',
+              'upstream="shadow",status_class="error"',
+            ) === 1,
+          'the timed-out copy counted',
+        )
+        shadow.behaviour = { kind: 'ok' }
+        const r2 = await fetch(`${p.url}/api/after-timeout`)
+        await r2.text()
+        await until(() => shadow.seen.some((s) => s.url === '/api/after-timeout'), 'the next copy sent')
+      },
     )
-    try {
-      const r = await fetch(`${p.url}/api/slow-mirror`)
-      assert.equal(r.status, 200)
-      await r.text()
-      await until(
-        async () =>
-          counter(
-            await metrics(p),
-            'locci_mirror_requests_total',
-            'upstream="shadow",status_class="error"',
-          ) === 1,
-        'the timed-out copy counted',
-      )
-      shadow.behaviour = { kind: 'ok' }
-      const r2 = await fetch(`${p.url}/api/after-timeout`)
-      await r2.text()
-      await until(() => shadow.seen.some((s) => s.url === '/api/after-timeout'), 'the next copy sent')
-    } finally {
-      await p.stop()
-      await main.close()
-      await shadow.close()
-    }
   })
 })
 
 describe('mirror: max_body_bytes', () => {
   test('a body over the limit is not mirrored (dropped: body_too_large), the client is served', async () => {
-    const main = await startUpstream('main')
-    const shadow = await startUpstream('shadow')
-    const p = await startProxy(config(main, shadow, '{ upstream: shadow, max_body_bytes: 10 }'))
-    try {
-      const big = await fetch(`${p.url}/api/big`, { method: 'POST', body: 'x'.repeat(100) })
-      assert.equal(big.status, 200)
-      assert.equal(((await big.json()) as { body: string }).body.length, 100)
-      const chunked = await chunkedPost(p, '/api/big-chunked', ['0123456789', 'abcdef'])
-      assert.equal(chunked.status, 200)
-      const small = await fetch(`${p.url}/api/small`, { method: 'POST', body: 'tiny' })
-      await small.text()
-      await until(() => shadow.seen.some((s) => s.url === '/api/small'), 'the small body mirrored')
-      assert.equal(shadow.seen.find((s) => s.url === '/api/small')!.body, 'tiny')
-      assert.ok(!shadow.seen.some((s) => s.url.startsWith('/api/big')))
-      assert.equal(main.seen.find((s) => s.url === '/api/big-chunked')!.body, '0123456789abcdef')
-      const text = await metrics(p)
-      assert.equal(
-        counter(text, 'locci_mirror_dropped_total', 'upstream="shadow",reason="body_too_large"'),
-        2,
-        text,
-      )
-    } finally {
-      await p.stop()
-      await main.close()
-      await shadow.close()
-    }
+    await withProxy(
+      (main, shadow) => config(main, shadow, '{ upstream: shadow, max_body_bytes: 10 }'),
+      async ({ main, shadow, p }) => {
+        const big = await fetch(`${p.url}/api/big`, { method: 'POST', body: 'x'.repeat(100) })
+        assert.equal(big.status, 200)
+        assert.equal(((await big.json()) as { body: string }).body.length, 100)
+        const chunked = await chunkedPost(p, '/api/big-chunked', ['0123456789', 'abcdef'])
+        assert.equal(chunked.status, 200)
+        const small = await fetch(`${p.url}/api/small`, { method: 'POST', body: 'tiny' })
+        await small.text()
+        await until(() => shadow.seen.some((s) => s.url === '/api/small'), 'the small body mirrored')
+        assert.equal(shadow.seen.find((s) => s.url === '/api/small')!.body, 'tiny')
+        assert.ok(!shadow.seen.some((s) => s.url.startsWith('/api/big')))
+        assert.equal(main.seen.find((s) => s.url === '/api/big-chunked')!.body, '0123456789abcdef')
+        const text = await metrics(p)
+        assert.equal(
+          counter(text, 'locci_mirror_dropped_total', 'upstream="shadow",reason="body_too_large"'),
+          2,
+          text,
+        )
+      },
+    )
   })
 })
 
 describe('mirror: a client that leaves mid-body', () => {
   test('the copy is dropped (incomplete_body) and its slot freed; the proxy goes on', async () => {
-    const main = await startUpstream('main')
-    const shadow = await startUpstream('shadow')
-    const p = await startProxy(config(main, shadow, '{ upstream: shadow, max_in_flight: 1 }'))
-    try {
-      await new Promise<void>((resolve) => {
-        const req = http.request(`${p.url}/api/partial`, { method: 'POST', agent: false })
-        req.on('error', () => resolve())
-        req.write('first half of a body that never ends, ')
-        // Gone once the request is on its way to the main upstream (the copy was started then).
-        until(
-          async () => /^locci_active_connections\{upstream="main"\} 1$/m.test(await metrics(p)),
-          'the request at the main upstream',
-        ).then(() => {
-          req.destroy()
-          resolve()
-        }, resolve)
-      })
-      await until(
-        async () =>
-          counter(
-            await metrics(p),
-            'locci_mirror_dropped_total',
-            'upstream="shadow",reason="incomplete_body"',
-          ) === 1,
-        'the incomplete copy counted as dropped',
-      )
-      // max_in_flight: 1, so this copy is only sent if the abandoned one gave its slot back.
-      const r = await fetch(`${p.url}/api/after-partial`, { method: 'POST', body: 'whole' })
-      assert.equal(r.status, 200)
-      await r.text()
-      const copy = await until(() => shadow.seen.find((s) => s.url === '/api/after-partial'), 'the next copy')
-      assert.equal(copy.body, 'whole')
-      assert.ok(!shadow.seen.some((s) => s.url === '/api/partial'))
-    } finally {
-      await p.stop()
-      await main.close()
-      await shadow.close()
-    }
+    await withProxy(
+      (main, shadow) => config(main, shadow, '{ upstream: shadow, max_in_flight: 1 }'),
+      async ({ shadow, p }) => {
+        await new Promise<void>((resolve) => {
+          const req = http.request(`${p.url}/api/partial`, { method: 'POST', agent: false })
+          req.on('error', () => resolve())
+          req.write('first half of a body that never ends, ')
+          // Gone once the request is on its way to the main upstream (the copy was started then).
+          until(
+            async () => /^locci_active_connections\{upstream="main"\} 1$/m.test(await metrics(p)),
+            'the request at the main upstream',
+          ).then(() => {
+            req.destroy()
+            resolve()
+          }, resolve)
+        })
+        await until(
+          async () =>
+            counter(
+              await metrics(p),
+              'locci_mirror_dropped_total',
+              'upstream="shadow",reason="incomplete_body"',
+            ) === 1,
+          'the incomplete copy counted as dropped',
+        )
+        // max_in_flight: 1, so this copy is only sent if the abandoned one gave its slot back.
+        const r = await fetch(`${p.url}/api/after-partial`, { method: 'POST', body: 'whole' })
+        assert.equal(r.status, 200)
+        await r.text()
+        const copy = await until(
+          () => shadow.seen.find((s) => s.url === '/api/after-partial'),
+          'the next copy',
+        )
+        assert.equal(copy.body, 'whole')
+        assert.ok(!shadow.seen.some((s) => s.url === '/api/partial'))
+      },
+    )
   })
 })
 
 describe('mirror: load_balancer mode', () => {
   test('load_balancer.mirror copies every request', async () => {
-    const main = await startUpstream('main')
-    const shadow = await startUpstream('shadow')
-    const p = await startProxy(`mode: load_balancer
+    await withProxy(
+      (main, shadow) => `mode: load_balancer
 server: { bind_address: "127.0.0.1:0" }
 upstreams:
   main: { servers: ["${main.address}"] }
@@ -350,18 +354,15 @@ upstreams:
 load_balancer:
   upstream: main
   mirror: { upstream: shadow }
-`)
-    try {
-      const r = await fetch(`${p.url}/anything`, { method: 'PUT', body: 'lb body' })
-      assert.equal(r.status, 200)
-      await r.text()
-      const copy = await until(() => shadow.seen.find((s) => s.url === '/anything'), 'the copy')
-      assert.equal(copy.method, 'PUT')
-      assert.equal(copy.body, 'lb body')
-    } finally {
-      await p.stop()
-      await main.close()
-      await shadow.close()
-    }
+`,
+      async ({ shadow, p }) => {
+        const r = await fetch(`${p.url}/anything`, { method: 'PUT', body: 'lb body' })
+        assert.equal(r.status, 200)
+        await r.text()
+        const copy = await until(() => shadow.seen.find((s) => s.url === '/anything'), 'the copy')
+        assert.equal(copy.method, 'PUT')
+        assert.equal(copy.body, 'lb body')
+      },
+    )
   })
 })
