@@ -133,6 +133,11 @@ export class ConfigKeeper {
     return this.#unsaved
   }
 
+  /** The live config's text, when it is not the file's (runtime changes, the shared layer). */
+  get changedText(): string | undefined {
+    return this.#text === this.#fileText ? undefined : this.#text
+  }
+
   /** The runtime layer's revision in the live config. */
   get revision(): number {
     return this.#layer.revision
