@@ -347,7 +347,12 @@ export class ConfigKeeper {
       await this.#install(l.plan, l.text, this.#fileSnapshot)
       this.#layer = layer
       this.#o.log.info(
-        { revision: layer.revision, changes: layer.changes.length },
+        {
+          revision: layer.revision,
+          changes: layer.changes.length,
+          // Commit (on the committing instance's clock) to live here: the propagation time.
+          ...(layer.committedAt > 0 ? { delay_ms: Math.max(0, Date.now() - layer.committedAt) } : {}),
+        },
         'runtime config applied from the store',
       )
       return true
