@@ -12,7 +12,7 @@
 // instances arrive through applyShared(). A reload re-applies the layer on the new file.
 
 import { readFileSync } from 'node:fs'
-import { parseDocument } from 'yaml'
+import { type Document, parseDocument } from 'yaml'
 import type { Overrides } from '../config/compile'
 import { type ConfigDiff, describeDiff, diffSnapshots, isEmpty } from '../config/diff'
 import { parseConfigText, readConfigFile } from '../config/load'
@@ -251,23 +251,13 @@ export class ConfigKeeper {
   change(c: ChangeOp, ifRevision?: number): Promise<ChangeOutcome> {
     return this.serial(async () => {
       if (this.#o.store) return this.#sharedChange(this.#o.store, c, ifRevision)
-      const { file, env, overrides } = this.#o
+      const { file } = this.#o
       if (ifRevision !== undefined && ifRevision !== this.#layer.revision)
         throw stale(this.#layer.revision, ifRevision)
-      const doc = parseDocument(this.#text)
-      const description = applyChange(doc, c)
-      const text = doc.toString()
-      const r = compilePlan(parseConfigText(file, text, env), overrides)
-      if (!r.ok) {
-        throw new ChangeRefused(
-          'invalid',
-          `the change (${description}) was not made: the config would be invalid`,
-          { change: description, problems: r.problems.map(formatChangeProblem) },
-        )
-      }
+      const { description, text, plan } = this.#changed(parseDocument(this.#text), c)
       // Whether the change is saved depends on the config it produces (control_api.persist).
-      const saved = r.plan.snapshot.raw.control_api.persist
-      await this.#install(r.plan, text, saved ? r.plan.snapshot : this.#fileSnapshot)
+      const saved = plan.snapshot.raw.control_api.persist
+      await this.#install(plan, text, saved ? plan.snapshot : this.#fileSnapshot)
       if (saved) {
         writeAtomically(file, text)
         this.#fileText = text
@@ -278,24 +268,9 @@ export class ConfigKeeper {
     })
   }
 
-  /** A change with config_store: on top of the store's latest layer, committed there before it is live. */
-  async #sharedChange(
-    store: LayerStore,
-    c: ChangeOp,
-    ifRevision: number | undefined,
-  ): Promise<ChangeOutcome> {
+  /** `c` made on `doc` and validated like the file; refused (invalid) when the result would not be. */
+  #changed(doc: Document, c: ChangeOp): { description: string; text: string; plan: Plan } {
     const { file, env, overrides } = this.#o
-    const current = await store.read()
-    if (ifRevision !== undefined && ifRevision !== current.revision) throw stale(current.revision, ifRevision)
-    let doc: ReturnType<typeof layerDocument>
-    try {
-      doc = layerDocument(this.#fileText, current.changes)
-    } catch (err) {
-      throw new ChangeRefused(
-        'conflict',
-        `the shared runtime layer (revision ${current.revision}) does not apply to this instance's config file: ${(err as Error).message}`,
-      )
-    }
     const description = applyChange(doc, c)
     const text = doc.toString()
     const r = compilePlan(parseConfigText(file, text, env), overrides)
@@ -309,6 +284,27 @@ export class ConfigKeeper {
         },
       )
     }
+    return { description, text, plan: r.plan }
+  }
+
+  /** A change with config_store: on top of the store's latest layer, committed there before it is live. */
+  async #sharedChange(
+    store: LayerStore,
+    c: ChangeOp,
+    ifRevision: number | undefined,
+  ): Promise<ChangeOutcome> {
+    const current = await store.read()
+    if (ifRevision !== undefined && ifRevision !== current.revision) throw stale(current.revision, ifRevision)
+    let doc: Document
+    try {
+      doc = layerDocument(this.#fileText, current.changes)
+    } catch (err) {
+      throw new ChangeRefused(
+        'conflict',
+        `the shared runtime layer (revision ${current.revision}) does not apply to this instance's config file: ${(err as Error).message}`,
+      )
+    }
+    const { description, text, plan } = this.#changed(doc, c)
     const next: RuntimeLayer = {
       revision: current.revision + 1,
       changes: [...current.changes, c],
@@ -320,7 +316,7 @@ export class ConfigKeeper {
         `another instance changed the runtime config at the same time (revision ${current.revision} is gone); nothing was changed: read the config again and retry`,
       )
     }
-    await this.#install(r.plan, text, this.#fileSnapshot)
+    await this.#install(plan, text, this.#fileSnapshot)
     this.#layer = next
     this.#o.log.info(
       { change: description, revision: next.revision },

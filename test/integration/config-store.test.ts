@@ -210,22 +210,17 @@ describe('config_store: shared runtime config in Redis', () => {
     )
     assert.equal(bad.status, 400)
     // Both ask for the same revision at once: exactly one is made.
-    const [r1, r2] = await Promise.all([
-      api(
-        p1,
-        'POST',
-        '/api/v1/routes',
-        { name: 'race1', path_pattern: '^/race1', upstream: 'api' },
-        { 'if-match': String(rev) },
+    const [r1, r2] = await Promise.all(
+      [p1, p2].map((p, i) =>
+        api(
+          p,
+          'POST',
+          '/api/v1/routes',
+          { name: `race${i}`, path_pattern: `^/race${i}`, upstream: 'api' },
+          { 'if-match': String(rev) },
+        ),
       ),
-      api(
-        p2,
-        'POST',
-        '/api/v1/routes',
-        { name: 'race2', path_pattern: '^/race2', upstream: 'api' },
-        { 'if-match': String(rev) },
-      ),
-    ])
+    )
     assert.deepEqual([r1.status, r2.status].sort(), [201, 409], JSON.stringify([r1.json, r2.json]))
     // Without If-Match, racing changes are ordered by the compare-and-set: every answer is 201
     // or 409, and the routes in the end are exactly those answered 201.
@@ -237,7 +232,7 @@ describe('config_store: shared runtime config in Redis', () => {
     for (const r of results) assert.ok(r.status === 201 || r.status === 409, JSON.stringify(r.json))
     const made = results.flatMap((r, i) => (r.status === 201 ? [`burst${i}`] : []))
     assert.ok(made.length >= 1)
-    const final = (await store(p1)).revision
+    const final = Number(await client.hget(`${PREFIX}runtime`, 'revision'))
     for (const p of [p1, p2, p3]) {
       await until(async () => (await store(p)).revision === final, 'every instance at the final revision')
       const names = (await api(p, 'GET', '/api/v1/routes')).json.routes.map((r: Json) => r.name) as string[]
@@ -253,6 +248,24 @@ describe('config_store: shared runtime config in Redis', () => {
     // At once: the layer is read before the listener opens.
     assert.equal(await served(p2, '/shared'), 'b')
     assert.equal((await store(p2)).revision, (await store(p1)).revision)
+  })
+
+  test('with workers, a replaced worker gets the runtime layer from its primary', async () => {
+    const workerPids = [
+      ...new Set(p3.logs.filter((l) => l.msg === 'locci-proxy listening').map((l) => l.pid as number)),
+    ]
+    assert.equal(workerPids.length, 2)
+    process.kill(workerPids[0]!, 'SIGKILL')
+    await p3.waitForLog((l) => l.msg === 'worker died; starting a replacement', 'the replacement')
+    const fresh = await p3.waitForLog(
+      (l) => l.msg === 'locci-proxy listening' && !workerPids.includes(l.pid as number),
+      'the replacement listening',
+    )
+    // Requests go to either worker: the replacement must serve the shared route too.
+    await until(async () => {
+      for (let i = 0; i < 20; i++) if ((await served(p3, '/shared')) !== 'b') return false
+      return true
+    }, `worker ${fresh.pid} serving the shared route`)
   })
 
   test('Redis down: changes refused with 503, serving goes on; back: everybody catches up', async () => {
