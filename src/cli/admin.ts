@@ -187,12 +187,8 @@ export function registerAdminCommands(
         ...(o.timeout !== undefined ? { timeout_secs: o.timeout } : {}),
         ...(o.middlewares ? { middlewares: list(o.middlewares) } : {}),
       }
-      const r = (await call(t, 'POST', '/api/v1/routes', body)).json as { change: string; saved: boolean }
-      out(
-        opts,
-        r,
-        `${r.change}${r.saved ? ' (saved to the config file)' : ' (not saved: lost at the next reload unless added to the file)'}`,
-      )
+      const r = (await call(t, 'POST', '/api/v1/routes', body)).json as ChangeAnswer
+      out(opts, r, `${r.change}${whereKept(r)}`)
     }),
   )
 
@@ -212,12 +208,8 @@ export function registerAdminCommands(
     run(async (opts, t, group, servers) => {
       const o = opts as AdminOptions & { strategy?: string }
       const body = { name: group, servers, ...(o.strategy ? { strategy: o.strategy } : {}) }
-      const r = (await call(t, 'POST', '/api/v1/upstreams', body)).json as { change: string; saved: boolean }
-      out(
-        opts,
-        r,
-        `${r.change}${r.saved ? ' (saved to the config file)' : ' (not saved: lost at the next reload unless added to the file)'}`,
-      )
+      const r = (await call(t, 'POST', '/api/v1/upstreams', body)).json as ChangeAnswer
+      out(opts, r, `${r.change}${whereKept(r)}`)
     }),
   )
 
@@ -334,4 +326,19 @@ function storeLines(s: StoreView | null): string[] {
     )
   }
   return lines
+}
+
+/** A control-API change's answer. */
+interface ChangeAnswer {
+  change: string
+  saved: boolean
+  revision?: number
+  stored?: boolean
+}
+
+/** Where a change lives now: the file, the config store (config_store), or only this process. */
+function whereKept(r: ChangeAnswer): string {
+  if (r.saved) return ' (saved to the config file)'
+  if (r.stored) return ` (kept in the config store, revision ${r.revision}: every instance applies it)`
+  return ' (not saved: lost at the next reload unless added to the file)'
 }

@@ -73,6 +73,8 @@ export interface ChangeOutcome {
   change: string
   saved: boolean
   revision: number
+  /** Committed to the shared store (config_store). */
+  stored?: boolean
 }
 
 /**
@@ -322,7 +324,7 @@ export class ConfigKeeper {
       { change: description, revision: next.revision },
       'config changed through the control API (shared)',
     )
-    return { change: description, saved: false, revision: next.revision }
+    return { change: description, saved: false, revision: next.revision, stored: true }
   }
 
   /**

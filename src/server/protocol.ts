@@ -22,6 +22,8 @@ export interface ChangeResult {
   saved: boolean
   /** The runtime layer's revision once the change is in (If-Match takes it). */
   revision: number
+  /** Committed to the shared store (config_store). */
+  stored?: boolean
 }
 
 /** A control-API change and the revision the client expects it on (If-Match). */

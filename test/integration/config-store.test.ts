@@ -248,6 +248,21 @@ describe('config_store: shared runtime config in Redis', () => {
     // At once: the layer is read before the listener opens.
     assert.equal(await served(p2, '/shared'), 'b')
     assert.equal((await store(p2)).revision, (await store(p1)).revision)
+    // A reload of the file puts the layer back on top of it.
+    const reload = await api(p2, 'POST', '/api/v1/reload')
+    assert.equal(reload.status, 200, JSON.stringify(reload.json))
+    assert.deepEqual(reload.json.dropped_runtime_changes, [])
+    assert.equal(await served(p2, '/shared'), 'b')
+    // The CLI says where a change is kept.
+    const cli = runCli(
+      ['add-route', 'cli', '--path', '^/cli', '--upstream', 'api', '--control-url', p2.controlUrl!],
+      { env: { LOCCI_API_KEY: 'adm' } },
+    )
+    assert.equal(cli.status, 0, cli.stderr)
+    assert.match(
+      cli.stdout,
+      /added route cli \(kept in the config store, revision \d+: every instance applies it\)/,
+    )
   })
 
   test('with workers, a replaced worker gets the runtime layer from its primary', async () => {
