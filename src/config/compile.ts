@@ -237,6 +237,7 @@ function crossCheck(data: Record<string, unknown>, at: At, file: string): TlsMat
   checkMiddlewareDeclarations(t, at)
   checkListenerOptions(t, at)
   checkControlApi(t, at)
+  checkConfigStore(t, at)
   checkOpsListener(t, at)
   return { listener: loadListenerCertificates(t, at, file), upstreams: loadUpstreamTlsFiles(t, at, file) }
 }
@@ -545,6 +546,18 @@ function loadUpstreamTlsFiles(t: Tree, at: At, file: string): Map<string, Upstre
  * 127.0.0.0/8, ::1 and localhost; a host name or 0.0.0.0/:: (every interface) is not. An empty
  * api_key refuses every request, so it counts.
  */
+/**
+ * With a config store the runtime layer lives in Redis on top of the file: writing a change into
+ * the file as well would apply it twice (once from the file, once from the layer).
+ */
+function checkConfigStore(t: Tree, at: At): void {
+  if (!isRecord(t.data.config_store) || t.control?.persist !== true) return
+  at(
+    ['control_api', 'persist'],
+    'cannot be used with config_store: runtime changes are kept in the store, on top of the file',
+  )
+}
+
 function checkControlApi(t: Tree, at: At): void {
   const control = t.control
   if (control?.enabled !== true) return
@@ -770,6 +783,11 @@ function build(raw: RawConfig, file: string, tlsMaterial: TlsMaterial): Snapshot
       insecure: control.insecure,
     },
     watch: raw.watch,
+    configStore: raw.config_store && {
+      type: raw.config_store.type,
+      url: raw.config_store.url,
+      keyPrefix: raw.config_store.key_prefix,
+    },
   }
   return deepFreeze(snapshot)
 }

@@ -369,6 +369,17 @@ const controlApi = z.strictObject({
   insecure: z.boolean().default(false),
 })
 
+/**
+ * The runtime layer (control-API changes) shared by every instance through Redis
+ * (server/config-store.ts); the file stays the base layer.
+ */
+const configStore = z.strictObject({
+  type: z.literal('redis', { error: 'must be "redis" (the only store so far)' }),
+  url: z.string().regex(/^rediss?:\/\/./i, { message: 'must be a redis:// or rediss:// URL' }),
+  /** Prepended to every key and channel, so several fleets can share one Redis. */
+  key_prefix: z.string().max(200).default('locci:'),
+})
+
 export const configSchema = z.strictObject({
   mode: z.enum(['load_balancer', 'api_gateway'], {
     error: (iss) =>
@@ -384,6 +395,7 @@ export const configSchema = z.strictObject({
   /** Middleware declarations usable from both modes (api_gateway.middlewares works too). */
   middlewares: middlewares.default({}),
   control_api: controlApi.prefault({}),
+  config_store: configStore.optional(),
   /** Reload when the config file changes (debounced; like SIGHUP). */
   watch: z.boolean().default(false),
 })

@@ -198,6 +198,10 @@ export interface Snapshot {
   }
   /** Reload when the config file changes (server/watch.ts). */
   readonly watch: boolean
+  /** config_store: where the shared runtime layer lives (server/config-store.ts); read at start. */
+  readonly configStore:
+    | { readonly type: 'redis'; readonly url: string; readonly keyPrefix: string }
+    | undefined
 }
 
 /**
