@@ -221,9 +221,8 @@ export function registerAdminCommands(
   ).action(
     run(async (opts, t, route, weights) => {
       const upstreams = (weights as unknown as string[]).map(parseWeight)
-      const r = (
-        await call(t, 'PATCH', `/api/v1/routes/${encodeURIComponent(route!)}`, { upstreams })
-      ).json as { change: string; saved: boolean }
+      const r = (await call(t, 'PATCH', `/api/v1/routes/${encodeURIComponent(route!)}`, { upstreams }))
+        .json as { change: string; saved: boolean }
       out(
         opts,
         r,

@@ -10,7 +10,7 @@ import { addressMatcher, formatHostPort, type HostPort, parseHostPort } from './
 import type { SourceDocument } from './load'
 import { formatPath, type KeyPath, type Problem, sortProblems } from './problems'
 import { configSchema, type RawConfig, type RawRoute, type RawSplitSticky } from './schema'
-import { cookieSpec, setCookieValue, stickyToken } from './sticky'
+import { WeylSequence } from './sequence'
 import {
   type CircuitBreakerSpec,
   deepFreeze,
@@ -20,12 +20,13 @@ import {
   type ModeSpec,
   type OriginPolicy,
   type RouteSpec,
+  type Snapshot,
   type SplitSpec,
   type SplitSticky,
-  type Snapshot,
   type Strategy,
   type UpstreamSpec,
 } from './snapshot'
+import { cookieSpec, setCookieValue, stickyToken } from './sticky'
 import { didYouMean } from './suggest'
 import {
   type CertificateMaterial,
@@ -381,9 +382,12 @@ function checkSplits(t: Tree, at: At): void {
   const one = (base: KeyPath, o: Record<string, unknown>, section: boolean) => {
     const single = o.upstream !== undefined
     const split = o.upstreams !== undefined
-    if (single && split) at([...base, 'upstreams'], 'cannot be used with upstream; name one group or a split, not both')
-    else if (!single && !split && section) at(base, 'needs upstream (one group) or upstreams (a weighted split)')
-    if (o.sticky !== undefined && !split) at([...base, 'sticky'], 'only applies with upstreams (a weighted split)')
+    if (single && split)
+      at([...base, 'upstreams'], 'cannot be used with upstream; name one group or a split, not both')
+    else if (!single && !split && section)
+      at(base, 'needs upstream (one group) or upstreams (a weighted split)')
+    if (o.sticky !== undefined && !split)
+      at([...base, 'sticky'], 'only applies with upstreams (a weighted split)')
   }
   if (t.lb) one(['load_balancer'], t.lb, true)
   for (const [name, route] of Object.entries(t.routes ?? {})) {
@@ -392,11 +396,17 @@ function checkSplits(t: Tree, at: At): void {
   const lb = t.lb
   if (t.data.mode !== 'load_balancer' || lb?.protocol !== 'tcp') return
   if (lb.upstreams !== undefined) {
-    at(['load_balancer', 'upstreams'], 'cannot be used with load_balancer.protocol: tcp; name one group with upstream')
+    at(
+      ['load_balancer', 'upstreams'],
+      'cannot be used with load_balancer.protocol: tcp; name one group with upstream',
+    )
   }
   const u = typeof lb.upstream === 'string' && t.upstreams ? t.upstreams[lb.upstream] : undefined
   if (isRecord(u) && u.sticky !== undefined) {
-    at(['upstreams', String(lb.upstream), 'sticky'], 'cannot be used with load_balancer.protocol: tcp (no cookies in a byte stream)')
+    at(
+      ['upstreams', String(lb.upstream), 'sticky'],
+      'cannot be used with load_balancer.protocol: tcp (no cookies in a byte stream)',
+    )
   }
 }
 
@@ -729,7 +739,9 @@ function build(raw: RawConfig, file: string, tlsMaterial: TlsMaterial): Snapshot
       : {
           kind: 'load_balancer',
           upstream: raw.load_balancer!.upstream ?? raw.load_balancer!.upstreams![0]!.name,
-          split: raw.load_balancer!.upstreams && splitSpec(raw.load_balancer!.upstreams, raw.load_balancer!.sticky),
+          split:
+            raw.load_balancer!.upstreams &&
+            splitSpec(raw.load_balancer!.upstreams, raw.load_balancer!.sticky),
           protocol: raw.load_balancer!.protocol,
           middlewares: raw.load_balancer!.middlewares,
           websocketOrigins: own(raw.load_balancer!.websocket_origins),
@@ -809,7 +821,10 @@ function build(raw: RawConfig, file: string, tlsMaterial: TlsMaterial): Snapshot
 }
 
 /** `upstreams` (and `sticky`) as the running sums and tokens a pick needs (upstream/split.ts). */
-function splitSpec(entries: ReadonlyArray<{ name: string; weight: number }>, sticky: RawSplitSticky | undefined): SplitSpec {
+function splitSpec(
+  entries: ReadonlyArray<{ name: string; weight: number }>,
+  sticky: RawSplitSticky | undefined,
+): SplitSpec {
   const groups = entries.map((e) => e.name)
   const weights = entries.map((e) => e.weight)
   let sum = 0
@@ -829,7 +844,7 @@ function splitSpec(entries: ReadonlyArray<{ name: string; weight: number }>, sti
   } else if (sticky?.client_ip) {
     st = { kind: 'client_ip' }
   }
-  return { groups, weights, cumulative, total: sum, sticky: st }
+  return { groups, weights, cumulative, total: sum, sticky: st, sequence: new WeylSequence() }
 }
 
 function accessLogSpec(raw: RawConfig, file: string): AccessLogSpec | undefined {

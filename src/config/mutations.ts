@@ -96,7 +96,9 @@ export function setRouteWeights(doc: Document, name: string, input: unknown): st
   doc.setIn(['api_gateway', 'routes', name, 'upstreams'], doc.createNode(literal(b.upstreams)))
   doc.deleteIn(['api_gateway', 'routes', name, 'upstream'])
   const shares = b.upstreams.map((e) =>
-    e !== null && typeof e === 'object' ? `${clip(String((e as { name?: unknown }).name))} ${String((e as { weight?: unknown }).weight)}` : '?',
+    e !== null && typeof e === 'object'
+      ? `${clip(String((e as { name?: unknown }).name))} ${String((e as { weight?: unknown }).weight)}`
+      : '?',
   )
   return `set the weights of route ${name}: ${shares.join(', ')}`
 }

@@ -267,7 +267,11 @@ const cookieFields = {
 /** SameSite=None is ignored by browsers without Secure. */
 function checkSameSite(c: { same_site?: string; secure?: boolean }, ctx: z.RefinementCtx): void {
   if (c.same_site === 'none' && c.secure !== true) {
-    ctx.addIssue({ code: 'custom', path: ['same_site'], message: 'none needs secure: true (browsers drop it otherwise)' })
+    ctx.addIssue({
+      code: 'custom',
+      path: ['same_site'],
+      message: 'none needs secure: true (browsers drop it otherwise)',
+    })
   }
 }
 
@@ -289,7 +293,8 @@ const split = z
       ctx.addIssue({ code: 'custom', message: 'needs at least one weight above 0' })
     const seen = new Set<string>()
     entries.forEach((e, i) => {
-      if (seen.has(e.name)) ctx.addIssue({ code: 'custom', path: [i, 'name'], message: `names "${e.name}" twice` })
+      if (seen.has(e.name))
+        ctx.addIssue({ code: 'custom', path: [i, 'name'], message: `names "${e.name}" twice` })
       seen.add(e.name)
     })
   })
@@ -322,7 +327,8 @@ const splitSticky = z
     }
     if (s.cookie === undefined) {
       for (const k of ['ttl_secs', 'secure', 'http_only', 'same_site'] as const) {
-        if (s[k] !== undefined) ctx.addIssue({ code: 'custom', path: [k], message: 'only applies with cookie' })
+        if (s[k] !== undefined)
+          ctx.addIssue({ code: 'custom', path: [k], message: 'only applies with cookie' })
       }
     }
     checkSameSite(s, ctx)

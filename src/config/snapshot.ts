@@ -4,6 +4,7 @@
 import type { AccessLogSpec } from '../observe/access-log'
 import type { HostPort } from './address'
 import type { RawConfig } from './schema'
+import type { WeylSequence } from './sequence'
 import type { CertificateMaterial, TlsPolicy, UpstreamTlsMaterial } from './tls'
 
 export type Mode = 'load_balancer' | 'api_gateway'
@@ -83,6 +84,8 @@ export interface SplitSpec {
   readonly cumulative: readonly number[]
   readonly total: number
   readonly sticky: SplitSticky | undefined
+  /** Where a pick lands when no sticky key decides (config/sequence.ts). */
+  readonly sequence: WeylSequence
 }
 
 /**

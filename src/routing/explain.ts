@@ -113,7 +113,9 @@ export function explain(
   const split = route !== undefined ? route.split : (snapshot.mode as { split?: SplitSpec }).split
   if (split !== undefined) {
     const shares = split.groups.map((g, i) => `${g} ${split.weights[i]}`).join(', ')
-    e.reasons.push(`a weighted split (${shares}) picks the group per request; the first, ${e.upstream}, is shown`)
+    e.reasons.push(
+      `a weighted split (${shares}) picks the group per request; the first, ${e.upstream}, is shown`,
+    )
   }
 
   const steps = middlewarePlan(plan, d, path, headers)

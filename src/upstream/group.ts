@@ -10,9 +10,9 @@ import type { Breaker } from './circuit-breaker'
 import { PassiveHealth } from './passive-health'
 import type { Peer } from './peer'
 import type { RetryBudget } from './retry-budget'
-import { stickyCookie } from './sticky'
 import { createSelector, fallbacks, type SelectContext, type Selector } from './selectors/index'
 import { RoundRobin } from './selectors/round-robin'
+import { stickyCookie } from './sticky'
 
 export class UpstreamGroup {
   readonly name: string

@@ -1,6 +1,6 @@
 // A weighted split between upstream groups (`upstreams` on a route or the load balancer): which
 // group one request goes to. The running sums are made once at config load (config/compile.ts
-// splitSpec); a pick is a random number (or a hash of the sticky key) and a scan of a list of a
+// splitSpec); a pick is the next point of an even sequence (or a hash of the sticky key) and a scan of a list of a
 // few groups, with no allocation unless a cookie must be set.
 
 import type { SplitSpec } from '../config/snapshot'
@@ -16,26 +16,23 @@ export const SET_COOKIE = 1 << 20
  * forged, a group no longer in the split or ramped down to weight 0).
  * Sticky by header or client address: the key is hashed to a point of [0, total), so clients
  * keep their group while the weights stay; a ramp moves only the clients between the old and
- * the new boundary. A missing header falls back to a random pick.
+ * the new boundary. A missing header falls back to an unsticky pick.
+ * Unsticky picks follow the split's WeylSequence (config/sequence.ts): shares close to the
+ * weights over any run of requests, in each worker.
  */
-export function pickGroup(
-  split: SplitSpec,
-  clientIp: string,
-  rawHeaders: readonly string[],
-  random: () => number = Math.random,
-): number {
+export function pickGroup(split: SplitSpec, clientIp: string, rawHeaders: readonly string[]): number {
   const st = split.sticky
-  if (st === undefined) return at(split, random() * split.total)
+  if (st === undefined) return at(split, split.sequence.next() * split.total)
   switch (st.kind) {
     case 'cookie': {
       const token = stickyCookie(rawHeaders, st.cookie.name)
       const i = token === undefined ? undefined : st.byToken.get(token)
       if (i !== undefined && split.weights[i]! > 0) return i
-      return at(split, random() * split.total) | SET_COOKIE
+      return at(split, split.sequence.next() * split.total) | SET_COOKIE
     }
     case 'header': {
       const v = headerValue(rawHeaders, st.name)
-      return at(split, v === undefined ? random() * split.total : point(split, v))
+      return at(split, v === undefined ? split.sequence.next() * split.total : point(split, v))
     }
     case 'client_ip':
       return at(split, point(split, clientIp))
