@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict'
 import http from 'node:http'
 import { after, before, describe, test } from 'node:test'
-import { type RunningProxy, runCli, startProxy } from '../helpers/proxy'
+import { type RunningProxy, runCli, startProxy, startWorkers } from '../helpers/proxy'
 import { until } from '../helpers/until'
 import { startUpstream, type Upstream } from '../helpers/upstream'
 
@@ -308,7 +308,7 @@ describe('weighted split with workers: 2', () => {
   before(async () => {
     v1 = await startUpstream('v1')
     v2 = await startUpstream('v2')
-    proxy = await startProxy(
+    proxy = await startWorkers(
       `mode: api_gateway
 server: { bind_address: "127.0.0.1:0", workers: 2 }
 upstreams:
@@ -319,15 +319,7 @@ api_gateway:
     canary: { path_pattern: "^/", upstreams: [{name: v1, weight: 95}, {name: v2, weight: 5}] }
 control_api: { enabled: true, bind_address: "127.0.0.1:0" }
 `,
-      { waitReady: false },
     )
-    await proxy.waitForLog((l) => l.msg === 'all workers listening', 'workers', 20_000)
-    const ready = await until(() => {
-      const lines = proxy.logs.filter((l) => l.msg === 'locci-proxy listening')
-      return lines.length === 2 ? lines : undefined
-    }, 'both listening lines')
-    proxy.url = String(ready[0]!.bind)
-    proxy.controlUrl = String(ready[0]!.control_api)
   })
   after(async () => {
     await proxy.stop()
