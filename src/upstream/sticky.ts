@@ -12,26 +12,38 @@ import { TOKEN_LENGTH } from '../config/sticky'
 export function stickyCookie(raw: readonly string[], name: string): string | undefined {
   for (let i = 0; i < raw.length; i += 2) {
     const k = raw[i]!
-    if (k.length !== 6 || k.toLowerCase() !== 'cookie') continue
-    const v = findCookie(raw[i + 1]!, name)
-    if (v !== undefined) return v.length === TOKEN_LENGTH ? v : undefined
+    // The usual spellings are compared as they are: toLowerCase would allocate per request.
+    if (k.length !== 6 || (k !== 'cookie' && k !== 'Cookie' && k.toLowerCase() !== 'cookie')) continue
+    const h = raw[i + 1]!
+    const at = findCookie(h, name)
+    if (at < 0) continue
+    // Only a value of a token's length is cut out (and then looked up); any other is ignored.
+    let end = h.indexOf(';', at)
+    if (end < 0) end = h.length
+    while (end > at && isSpace(h.charCodeAt(end - 1))) end--
+    return end - at === TOKEN_LENGTH ? h.slice(at, end) : undefined
   }
   return undefined
 }
 
-/** `name`'s value in one `a=1; b=2` header, trimmed; undefined when it is not there. */
-function findCookie(h: string, name: string): string | undefined {
+/** Where `name`'s value starts in one `a=1; b=2` header; -1 when it is not there. */
+function findCookie(h: string, name: string): number {
   const n = h.length
   let pos = 0
   while (pos < n) {
-    let c = h.charCodeAt(pos)
-    while ((c === 32 || c === 9) && pos < n) c = h.charCodeAt(++pos)
-    let end = h.indexOf(';', pos)
-    if (end < 0) end = n
+    while (pos < n && isSpace(h.charCodeAt(pos))) pos++
     if (h.charCodeAt(pos + name.length) === 61 && h.startsWith(name, pos)) {
-      return h.slice(pos + name.length + 1, end).trim()
+      let v = pos + name.length + 1
+      while (v < n && isSpace(h.charCodeAt(v))) v++
+      return v
     }
-    pos = end + 1
+    const semi = h.indexOf(';', pos)
+    if (semi < 0) return -1
+    pos = semi + 1
   }
-  return undefined
+  return -1
+}
+
+function isSpace(c: number): boolean {
+  return c === 32 || c === 9
 }
