@@ -357,3 +357,55 @@ control_api: { enabled: true, bind_address: "127.0.0.1:0" }
     near(counts.v1, 1000, 0.5, 'v1 at 50/50 across workers')
   })
 })
+
+describe('weighted split in load_balancer mode', () => {
+  let v1: Upstream
+  let v2: Upstream
+  let proxy: RunningProxy
+  before(async () => {
+    v1 = await startUpstream('v1')
+    v2 = await startUpstream('v2')
+    proxy = await startProxy(`mode: load_balancer
+server: { bind_address: "127.0.0.1:0", trusted_proxies: ["127.0.0.1/32"] }
+upstreams:
+  v1: { servers: ["${v1.address}"] }
+  v2:
+    servers: ["${v2.address}"]
+    health_check: { interval_secs: 0.2, timeout_secs: 1, path: /health }
+load_balancer:
+  upstreams: [{name: v1, weight: 1}, {name: v2, weight: 1}]
+  sticky: { client_ip: true }
+`)
+  })
+  after(async () => {
+    await proxy.stop()
+    await v1.close()
+    await v2.close()
+  })
+
+  /** The group each of 40 client addresses (X-Forwarded-For, trusted here) lands on. */
+  const groupsOf = async () => {
+    const out: string[] = []
+    for (let i = 1; i <= 40; i++)
+      out.push((await get(`${proxy.url}/p`, { 'x-forwarded-for': `198.51.100.${i}` })).server!)
+    return out
+  }
+
+  test('sticky by client address: each client keeps its group; the clients share both', async () => {
+    const first = await groupsOf()
+    assert.deepEqual(await groupsOf(), first)
+    assert.ok(first.includes('v1') && first.includes('v2'), first.join(' '))
+  })
+
+  test("a group with no server in rotation passes its share to the split's other group", async () => {
+    v2.health = 'fail'
+    try {
+      await until(async () => (await groupsOf()).every((g) => g === 'v1'), 'every client on v1')
+      const r = await get(`${proxy.url}/p`, { 'x-forwarded-for': '198.51.100.7' })
+      assert.equal(r.status, 200)
+    } finally {
+      v2.health = 'ok'
+    }
+    await until(async () => (await groupsOf()).includes('v2'), 'v2 back in rotation, with its clients')
+  })
+})
