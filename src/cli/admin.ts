@@ -105,6 +105,17 @@ const list = (v: string) =>
     .map((s) => s.trim())
     .filter(Boolean)
 
+/** `group=weight`, the weight a whole number (the proxy checks the rest, as for the file). */
+function parseWeight(arg: string): { name: string; weight: number } {
+  const eq = arg.lastIndexOf('=')
+  const name = arg.slice(0, eq)
+  const weight = arg.slice(eq + 1)
+  if (eq <= 0 || !/^\d{1,9}$/.test(weight)) {
+    throw new CliError(`"${arg}" is not group=weight (a whole number), e.g. v1=90`)
+  }
+  return { name, weight: Number(weight) }
+}
+
 export function registerAdminCommands(
   program: Command,
   resolve: (opts: { config?: string }) => { file: string; overrides: Overrides },
@@ -196,6 +207,23 @@ export function registerAdminCommands(
     run(async (opts, t, name) => {
       await call(t, 'DELETE', `/api/v1/routes/${encodeURIComponent(name!)}`)
       out(opts, { removed: name }, `removed route ${name}`)
+    }),
+  )
+
+  withTarget(
+    program
+      .command('set-weights <route> <weights...>')
+      .description('set the weighted split of a gateway route: set-weights api v1=90 v2=10'),
+  ).action(
+    run(async (opts, t, route, weights) => {
+      const upstreams = (weights as unknown as string[]).map(parseWeight)
+      const r = (await call(t, 'PATCH', `/api/v1/routes/${encodeURIComponent(route!)}`, { upstreams }))
+        .json as { change: string; saved: boolean }
+      out(
+        opts,
+        r,
+        `${r.change}${r.saved ? ' (saved to the config file)' : ' (not saved: lost at the next reload unless added to the file)'}`,
+      )
     }),
   )
 

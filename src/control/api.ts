@@ -128,6 +128,17 @@ export function createControlServer(o: ControlApiOptions): http.Server {
       },
     ],
     [
+      'PATCH',
+      /^\/api\/v1\/routes\/([^/]+)$/,
+      async (req, [name]) => ({
+        status: 200,
+        body: await a.change(
+          { op: 'setRouteWeights', name: name!, body: await readJson(req, bodyTimeout) },
+          ifMatch(req),
+        ),
+      }),
+    ],
+    [
       'POST',
       /^\/api\/v1\/upstreams$/,
       async (req) => change({ op: 'addUpstream', body: await readJson(req, bodyTimeout) }, req),
@@ -419,6 +430,7 @@ function routesView({ snapshot }: ControlView) {
       path_pattern: r.pattern,
       methods: r.methods ? [...r.methods] : null,
       upstream: r.upstream,
+      upstreams: r.split ? r.split.groups.map((name, i) => ({ name, weight: r.split!.weights[i] })) : null,
       strip_prefix: r.stripPrefix,
       timeout_secs: r.timeoutMs !== undefined ? r.timeoutMs / 1000 : null,
       middlewares: r.middlewares,
