@@ -6,9 +6,11 @@
 // process swaps it in, the primary hands it to its workers). One implementation for both, so they
 // log, count and persist alike.
 
+import { createHash } from 'node:crypto'
 import { readFileSync } from 'node:fs'
 import { parseDocument } from 'yaml'
 import type { Overrides } from '../config/compile'
+import type { ConfigEvent, ConfigRevision } from '../control/dashboard'
 import { type ConfigDiff, describeDiff, diffSnapshots, isEmpty } from '../config/diff'
 import { parseConfigText, readConfigFile } from '../config/load'
 import { applyChange, type ChangeOp } from '../config/mutations'
@@ -26,6 +28,9 @@ export interface ReloadResult {
   dropped_runtime_changes?: string[]
   problems?: string[]
 }
+
+/** The dashboard shows the last few; older ones are in the log. */
+const HISTORY = 20
 
 export interface KeeperOptions {
   file: string
@@ -53,6 +58,8 @@ export class ConfigKeeper {
   #unsaved: string[] = []
   #queue: Promise<unknown> = Promise.resolve()
   readonly #watcher: ConfigWatcher
+  #revision = 1
+  readonly #history: ConfigEvent[] = []
 
   constructor(o: KeeperOptions, plan: Plan, text: string) {
     this.#o = o
@@ -71,6 +78,20 @@ export class ConfigKeeper {
 
   get unsaved(): readonly string[] {
     return this.#unsaved
+  }
+
+  revision(): ConfigRevision {
+    return {
+      revision: this.#revision,
+      hash: createHash('sha256').update(this.#text).digest('hex').slice(0, 12),
+      source: this.#o.file,
+      history: [...this.#history],
+    }
+  }
+
+  #remember(e: Omit<ConfigEvent, 'at'>): void {
+    this.#history.push({ at: new Date().toISOString(), ...e })
+    if (this.#history.length > HISTORY) this.#history.shift()
   }
 
   /** Stops watching the file (the process is stopping). */
@@ -93,6 +114,7 @@ export class ConfigKeeper {
     const unsaved = describeDiff(diffSnapshots(fileSnapshot, next.snapshot), next.snapshot)
     await this.#o.apply(next, text, unsaved)
     const diff = diffSnapshots(this.#plan.snapshot, next.snapshot)
+    if (text !== this.#text) this.#revision++
     this.#plan = next
     this.#text = text
     this.#fileSnapshot = fileSnapshot
@@ -135,6 +157,11 @@ export class ConfigKeeper {
         const diff = await this.#install(r.plan, source.text, r.plan.snapshot)
         this.#fileText = source.text
         this.#o.onReload?.('success')
+        this.#remember({
+          kind: 'reload',
+          result: isEmpty(diff) ? 'unchanged' : 'success',
+          summary: describeDiff(diff, r.plan.snapshot),
+        })
         const summary = Object.fromEntries(Object.entries(diff).filter(([, v]) => v.length > 0))
         log.info(
           { ...summary, ...(dropped.length ? { dropped_runtime_changes: dropped } : {}) },
@@ -155,6 +182,7 @@ export class ConfigKeeper {
         const problems =
           err instanceof ChangeRefused ? (err.details.problems as string[]) : [(err as Error).message]
         this.#o.onReload?.('failure')
+        this.#remember({ kind: 'reload', result: 'failure', summary: problems })
         log.error({ problems }, 'config reload failed; the running config stays')
         return { result: 'failure', problems }
       }
@@ -187,6 +215,7 @@ export class ConfigKeeper {
         writeAtomically(file, text)
         this.#fileText = text
       }
+      this.#remember({ kind: 'change', result: 'success', summary: [description] })
       this.#o.log.info({ change: description, saved }, 'config changed through the control API')
       return { change: description, saved }
     })
