@@ -105,9 +105,9 @@ function seaModule(): typeof import('node:sea') | undefined {
 /** Streams open at once, for all pages together: a dashboard is a handful of operators. */
 export const MAX_STREAMS = 16
 /** Between two payloads (each also the heartbeat). */
-export const TICK_MS = 2000
+export const TICK_MS = 1000
 /** Ticks a stream may stay undrained (its client not reading) before it is closed. */
-export const STALL_TICKS = 15
+export const STALL_TICKS = 30
 
 export interface HubOptions {
   /** The payload of one tick, built once for every stream. */

@@ -8,6 +8,7 @@
 
 import { createHash } from 'node:crypto'
 import { readFileSync } from 'node:fs'
+import path from 'node:path'
 import { parseDocument } from 'yaml'
 import type { Overrides } from '../config/compile'
 import type { ConfigEvent, ConfigRevision } from '../control/dashboard'
@@ -84,7 +85,7 @@ export class ConfigKeeper {
     return {
       revision: this.#revision,
       hash: createHash('sha256').update(this.#text).digest('hex').slice(0, 12),
-      source: this.#o.file,
+      source: path.resolve(this.#o.file),
       history: [...this.#history],
     }
   }
