@@ -11,7 +11,7 @@
   let streamAbort
   let reconnectTimer
   /** The last state received, for the forms (group names). */
-  let state
+  let _state
 
   const $ = (id) => document.getElementById(id)
   const el = (tag, props, children) => {
@@ -86,7 +86,7 @@
 
   function logout(message) {
     key = undefined
-    state = undefined
+    _state = undefined
     if (streamAbort) streamAbort.abort()
     clearTimeout(reconnectTimer)
     $('main').hidden = true
@@ -112,7 +112,11 @@
     streamAbort = abort
     let res
     try {
-      res = await fetch('/api/v1/events', { headers: headers(false), signal: abort.signal, cache: 'no-store' })
+      res = await fetch('/api/v1/events', {
+        headers: headers(false),
+        signal: abort.signal,
+        cache: 'no-store',
+      })
     } catch {
       if (!abort.signal.aborted) retry(abort)
       return
@@ -167,7 +171,7 @@
   // ---- rendering ----------------------------------------------------------------------------
 
   function render(s) {
-    state = s
+    _state = s
     const st = s.status
     setLive(`Live, updated ${new Date(s.at).toLocaleTimeString()}`, 'on')
     text('f-mode', st.mode)
@@ -210,10 +214,7 @@
     const top = max > 0 ? max * 1.1 : 1
     const w = 300
     const h = 60
-    const xy = values.map((v, i) => [
-      (i / Math.max(values.length - 1, 1)) * w,
-      h - (v / top) * (h - 4) - 2,
-    ])
+    const xy = values.map((v, i) => [(i / Math.max(values.length - 1, 1)) * w, h - (v / top) * (h - 4) - 2])
     const line = xy.map(([x, y]) => `${x.toFixed(1)},${y.toFixed(1)}`).join(' ')
     const svg = document.createElementNS(SVG, 'svg')
     svg.setAttribute('viewBox', `0 0 ${w} ${h}`)
@@ -240,15 +241,18 @@
   }
 
   function renderHistory(history) {
-    const rows = [...history].reverse().map((h) =>
-      el('tr', {}, [
-        el('td', { text: new Date(h.at).toLocaleString() }),
-        el('td', { text: h.kind }),
-        el('td', { class: h.result === 'failure' ? 'health-bad' : '', text: h.result }),
-        el('td', { text: h.summary.length ? h.summary.join('; ') : 'nothing changed' }),
-      ]),
-    )
-    if (rows.length === 0) rows.push(el('tr', {}, [el('td', { colspan: '4', text: 'No reload or change since the start.' })]))
+    const rows = [...history]
+      .reverse()
+      .map((h) =>
+        el('tr', {}, [
+          el('td', { text: new Date(h.at).toLocaleString() }),
+          el('td', { text: h.kind }),
+          el('td', { class: h.result === 'failure' ? 'health-bad' : '', text: h.result }),
+          el('td', { text: h.summary.length ? h.summary.join('; ') : 'nothing changed' }),
+        ]),
+      )
+    if (rows.length === 0)
+      rows.push(el('tr', {}, [el('td', { colspan: '4', text: 'No reload or change since the start.' })]))
     replaceIfChanged($('history'), rows)
   }
 
@@ -314,7 +318,13 @@
 
   /** Removing takes two presses (the first arms the button), so one stray Enter removes nothing. */
   function removeButton(id, label, run) {
-    const b = el('button', { type: 'button', class: 'danger', 'data-id': id, 'aria-label': label, text: 'Remove' })
+    const b = el('button', {
+      type: 'button',
+      class: 'danger',
+      'data-id': id,
+      'aria-label': label,
+      text: 'Remove',
+    })
     b.addEventListener('click', () => {
       if (b.dataset.armed !== '1') {
         b.dataset.armed = '1'
@@ -332,7 +342,10 @@
   function health(server, checked) {
     if (!server.healthy) return ['health-bad', checked ? 'unhealthy: failing health checks' : 'unhealthy']
     if (server.ejected)
-      return ['health-warn', `ejected after ${server.consecutive_failures} failures, until ${new Date(server.ejected_until).toLocaleTimeString()}`]
+      return [
+        'health-warn',
+        `ejected after ${server.consecutive_failures} failures, until ${new Date(server.ejected_until).toLocaleTimeString()}`,
+      ]
     return ['health-ok', checked ? 'healthy' : 'in rotation (not checked)']
   }
 
@@ -344,7 +357,9 @@
       list.replaceChildren(...names.map((n) => el('option', { value: n })))
     }
     const blocks = groups.map((g) => {
-      const breaker = g.circuit_breaker ? `circuit ${g.circuit_breaker.state.replace('_', '-')}` : 'no circuit breaker'
+      const breaker = g.circuit_breaker
+        ? `circuit ${g.circuit_breaker.state.replace('_', '-')}`
+        : 'no circuit breaker'
       const checks = g.health_check ? `${g.health_check} health checks` : 'no active health checks'
       const summary = `${g.available} of ${g.servers.length} available · ${g.strategy} · ${checks} · ${breaker}${g.active ? '' : ' · not used by the current mode'}`
       const rows = g.servers.map((s) => {
@@ -356,13 +371,16 @@
           el('td', { class: 'num', text: String(s.consecutive_failures) }),
           el('td', { class: 'num', text: String(s.weight) }),
           el('td', {}, [
-            removeButton(`server:${g.name}/${s.address}`, `Remove server ${s.address} from ${g.name}`, async () =>
-              act(
-                'DELETE',
-                `/api/v1/upstreams/${encodeURIComponent(g.name)}/servers/${encodeURIComponent(s.address)}`,
-                undefined,
-                `removed server ${s.address} from ${g.name}`,
-              ),
+            removeButton(
+              `server:${g.name}/${s.address}`,
+              `Remove server ${s.address} from ${g.name}`,
+              async () =>
+                act(
+                  'DELETE',
+                  `/api/v1/upstreams/${encodeURIComponent(g.name)}/servers/${encodeURIComponent(s.address)}`,
+                  undefined,
+                  `removed server ${s.address} from ${g.name}`,
+                ),
             ),
           ]),
         ])
@@ -408,16 +426,33 @@
       const b = r.body || {}
       let msg = b.change || done
       if (b.result) msg = `reload: ${b.result}`
-      if (b.saved !== undefined) msg += b.saved ? ' (saved to the config file)' : ' (not saved: control_api.persist is off)'
+      if (b.saved !== undefined)
+        msg += b.saved ? ' (saved to the config file)' : ' (not saved: control_api.persist is off)'
       parts.push(el('p', { text: `Done: ${msg}` }))
       const changes = b.changes
-        ? Object.entries(b.changes).flatMap(([k, v]) => (v.length ? [`${k.replace('_', ' ')}: ${v.join(', ')}`] : []))
+        ? Object.entries(b.changes).flatMap(([k, v]) =>
+            v.length ? [`${k.replace('_', ' ')}: ${v.join(', ')}`] : [],
+          )
         : []
-      if (changes.length) parts.push(el('ul', {}, changes.map((c) => el('li', { text: c }))))
+      if (changes.length)
+        parts.push(
+          el(
+            'ul',
+            {},
+            changes.map((c) => el('li', { text: c })),
+          ),
+        )
     } else {
       parts.push(el('p', { class: 'problem', text: `Refused (HTTP ${r.status}): ${errorText(r)}` }))
       const problems = r.body && Array.isArray(r.body.problems) ? r.body.problems : []
-      if (problems.length) parts.push(el('ul', {}, problems.map((p) => el('li', { text: p }))))
+      if (problems.length)
+        parts.push(
+          el(
+            'ul',
+            {},
+            problems.map((p) => el('li', { text: p })),
+          ),
+        )
     }
     box.replaceChildren(...parts)
     return r
@@ -444,7 +479,7 @@
       .filter(Boolean)
     if (methods.length) body.methods = methods
     const r = await act('POST', '/api/v1/routes', body)
-    if (r && r.ok) ev.target.reset()
+    if (r?.ok) ev.target.reset()
   })
 
   $('add-server').addEventListener('submit', async (ev) => {
@@ -452,9 +487,10 @@
     const v = formValues(ev.target)
     const address = v.address.trim()
     const weight = v.weight.trim()
-    const server = weight === '' ? address : { address, weight: Number.isNaN(Number(weight)) ? weight : Number(weight) }
+    const server =
+      weight === '' ? address : { address, weight: Number.isNaN(Number(weight)) ? weight : Number(weight) }
     const r = await act('POST', '/api/v1/upstreams', { name: v.group.trim(), servers: [server] })
-    if (r && r.ok) ev.target.reset()
+    if (r?.ok) ev.target.reset()
   })
 
   $('explain').addEventListener('submit', async (ev) => {
@@ -476,7 +512,9 @@
     box.replaceChildren(
       el('p', {}, [el('strong', { text: `Route: ${x.route ?? 'none'}. Decision: ${decision}.` })]),
       el('ul', {}, [
-        ...x.middlewares.map((m) => el('li', { text: `middleware ${m.name} (${m.type}): ${m.action}${m.note ? ` - ${m.note}` : ''}` })),
+        ...x.middlewares.map((m) =>
+          el('li', { text: `middleware ${m.name} (${m.type}): ${m.action}${m.note ? ` - ${m.note}` : ''}` }),
+        ),
         ...x.reasons.map((reason) => el('li', { text: reason })),
       ]),
     )

@@ -85,7 +85,13 @@ interface Reply {
 }
 
 /** Paths answered without the key: the liveness probe and the dashboard's static files. */
-const OPEN_PATHS = new Set(['/healthz', '/dashboard', '/dashboard/', '/dashboard/app.js', '/dashboard/app.css'])
+const OPEN_PATHS = new Set([
+  '/healthz',
+  '/dashboard',
+  '/dashboard/',
+  '/dashboard/app.js',
+  '/dashboard/app.css',
+])
 
 type Handler = (req: http.IncomingMessage, params: string[], query: URLSearchParams) => Promise<Reply> | Reply
 
@@ -137,7 +143,8 @@ export function createControlServer(o: ControlApiOptions): http.Server {
   const hub = new EventHub({
     ...o.events,
     payload: async () => dashboardState(o.current(), a, await a.dashboard()),
-    onError: (err) => o.log.error({ err: errorText(err) }, 'dashboard event stream: building the state failed'),
+    onError: (err) =>
+      o.log.error({ err: errorText(err) }, 'dashboard event stream: building the state failed'),
   })
   const routes: Array<[string, RegExp, Handler]> = [
     ['GET', /^\/healthz$/, () => ({ status: 200, body: { status: 'ok' } })],

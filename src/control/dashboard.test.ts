@@ -190,7 +190,9 @@ describe('dashboard endpoints', () => {
           () =>
             new Promise<net.Socket>((resolve) => {
               const s = net.connect(port, '127.0.0.1', () => {
-                s.write(`GET /api/v1/events HTTP/1.1\r\nhost: 127.0.0.1\r\nauthorization: Bearer ${KEY}\r\n\r\n`)
+                s.write(
+                  `GET /api/v1/events HTTP/1.1\r\nhost: 127.0.0.1\r\nauthorization: Bearer ${KEY}\r\n\r\n`,
+                )
                 s.pause()
                 resolve(s)
               })

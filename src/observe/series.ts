@@ -53,7 +53,13 @@ function cell(): Cell {
 export class Series {
   readonly #slots: Array<Slot | undefined> = new Array(SERIES_SLOTS)
 
-  record(route: string | undefined, status: number, error: boolean, durationMs: number, now = Date.now()): void {
+  record(
+    route: string | undefined,
+    status: number,
+    error: boolean,
+    durationMs: number,
+    now = Date.now(),
+  ): void {
     const start = now - (now % SERIES_STEP_MS)
     const i = Math.floor(start / SERIES_STEP_MS) % SERIES_SLOTS
     let slot = this.#slots[i]
@@ -75,7 +81,7 @@ export class Series {
 
   /** The slots still in the window at `now`, oldest first. */
   data(now = Date.now()): SeriesData {
-    const oldest = now - now % SERIES_STEP_MS - (SERIES_SLOTS - 1) * SERIES_STEP_MS
+    const oldest = now - (now % SERIES_STEP_MS) - (SERIES_SLOTS - 1) * SERIES_STEP_MS
     const slots = this.#slots.filter((s): s is Slot => s !== undefined && s.t >= oldest)
     slots.sort((a, b) => a.t - b.t)
     return { step_ms: SERIES_STEP_MS, slots }
@@ -155,7 +161,10 @@ function stats(c: Cell, seconds: number): RouteStats {
  * What the dashboard draws: one point per complete slot of the window (a slot without traffic
  * is a zero, not a gap), and per route the last minute's rate, error rate and latency.
  */
-export function summarize(d: SeriesData, now = Date.now()): { points: Point[]; routes: Record<string, RouteStats> } {
+export function summarize(
+  d: SeriesData,
+  now = Date.now(),
+): { points: Point[]; routes: Record<string, RouteStats> } {
   const current = now - (now % d.step_ms)
   const byStart = new Map(d.slots.map((s) => [s.t, s]))
   const points: Point[] = []

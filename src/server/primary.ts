@@ -12,9 +12,9 @@
 import cluster, { type Worker } from 'node:cluster'
 import { AggregatorRegistry, Counter, Registry } from 'prom-client'
 import type { Overrides } from '../config/compile'
+import type { DashboardData } from '../control/dashboard'
 import type { PurgeMatch } from '../middleware/cache/memory-store'
 import { MemoryStore } from '../middleware/rate-limit/memory-store'
-import type { DashboardData } from '../control/dashboard'
 import type { LoggerHandle } from '../observe/logger'
 import { upstreamMetrics } from '../observe/metrics'
 import { mergeSeries } from '../observe/series'
@@ -198,7 +198,9 @@ export class Primary {
 
   /** Requests are counted in the workers: their series are added slot by slot. */
   async #dashboard(): Promise<DashboardData> {
-    const parts = await Promise.all([...this.#links.values()].map((l) => l.rpc.request('series-local', undefined)))
+    const parts = await Promise.all(
+      [...this.#links.values()].map((l) => l.rpc.request('series-local', undefined)),
+    )
     return { series: mergeSeries(parts), config: this.#config.revision() }
   }
 
