@@ -197,3 +197,62 @@ describe('dashboard in headless Chromium', () => {
     await until(() => page.isVisible('#login-form'), 'login form back')
   })
 })
+
+describe('dashboard event stream with workers', () => {
+  test('the primary adds up every worker’s series and keeps the config history', async () => {
+    const up = await startUpstream('w')
+    const proxy = await startProxy(`mode: api_gateway
+server: { bind_address: "127.0.0.1:0", workers: 2 }
+upstreams:
+  api: { servers: ["${up.address}"] }
+api_gateway:
+  routes:
+    api: { path_pattern: "^/api", upstream: api }
+control_api: { enabled: true, bind_address: "127.0.0.1:0", api_key: "${KEY}" }
+`)
+    try {
+      const auth = { authorization: `Bearer ${KEY}` }
+      const reload = await fetch(`${proxy.controlUrl}/api/v1/reload`, { method: 'POST', headers: auth })
+      assert.equal(reload.status, 200)
+      await reload.text()
+      // New connections each time, so the requests spread over both workers.
+      for (let i = 0; i < 20; i++) {
+        const r = await fetch(`${proxy.url}/api/x`, { headers: { connection: 'close' } })
+        assert.equal(r.status, 200)
+        await r.text()
+      }
+      // Until the 5-second slot holding them is complete, then all 20 are in the route's minute.
+      const state = await until(
+        async () => {
+          const res = await fetch(`${proxy.controlUrl}/api/v1/events`, { headers: auth })
+          assert.equal(res.status, 200)
+          const reader = res.body!.pipeThrough(new TextDecoderStream()).getReader()
+          let buf = ''
+          let m: RegExpExecArray | null = null
+          while (m === null) {
+            const { value, done } = await reader.read()
+            if (done) throw new Error('stream ended')
+            buf += value
+            m = /event: state\ndata: (.*)\n\n/.exec(buf)
+          }
+          await reader.cancel()
+          // biome-ignore lint/suspicious/noExplicitAny: JSON from the stream, checked field by field
+          const s: any = JSON.parse(m[1]!)
+          const rps = s.routes[0]?.stats?.rps ?? 0
+          return Math.round(rps * 60) >= 20 ? s : undefined
+        },
+        'requests in the merged series',
+        20_000,
+        250,
+      )
+      assert.equal(state.status.workers, 2)
+      assert.equal(Math.round(state.routes[0].stats.rps * 60), 20)
+      assert.equal(state.config.history.length, 1)
+      assert.equal(state.config.history[0].kind, 'reload')
+      assert.equal(state.config.history[0].result, 'unchanged')
+    } finally {
+      await proxy.stop()
+      await up.close()
+    }
+  })
+})
