@@ -6,6 +6,7 @@ import assert from 'node:assert/strict'
 import type http from 'node:http'
 import net, { type AddressInfo } from 'node:net'
 import { after, before, describe, test } from 'node:test'
+import { firstState } from '../../test/helpers/events'
 import { compile } from '../config/compile'
 import { parseConfigText } from '../config/load'
 import type { Logger } from '../observe/logger'
@@ -58,22 +59,6 @@ control_api: { enabled: true, bind_address: "127.0.0.1:0"${withKey ? `, api_key:
 async function listen(server: http.Server): Promise<string> {
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
   return `http://127.0.0.1:${(server.address() as AddressInfo).port}`
-}
-
-/** Reads an event stream until the first `event: state` block; the response is then cancelled. */
-async function firstState(res: Response): Promise<Record<string, unknown>> {
-  const reader = res.body!.pipeThrough(new TextDecoderStream()).getReader()
-  let buf = ''
-  for (;;) {
-    const { value, done } = await reader.read()
-    if (done) throw new Error(`stream ended before a state event: ${buf}`)
-    buf += value
-    const m = /event: state\ndata: (.*)\n\n/.exec(buf)
-    if (m) {
-      await reader.cancel()
-      return JSON.parse(m[1]!)
-    }
-  }
 }
 
 describe('dashboard endpoints', () => {

@@ -10,6 +10,7 @@ import { mkdirSync } from 'node:fs'
 import path from 'node:path'
 import { after, before, describe, test } from 'node:test'
 import { type Browser, chromium, type Page } from 'playwright-core'
+import { firstState } from '../helpers/events'
 import { ROOT, type RunningProxy, startProxy } from '../helpers/proxy'
 import { until } from '../helpers/until'
 import { startUpstream, type Upstream } from '../helpers/upstream'
@@ -133,11 +134,16 @@ describe('dashboard in headless Chromium', () => {
     await page.waitForSelector(`#groups tr:has-text("${c.address}")`)
   })
 
+  /** Fills the add-route form; the caller submits it (Enter or the button). */
+  async function fillRoute(name: string, upstream: string, methods: string): Promise<void> {
+    await page.fill('#r-name', name)
+    await page.fill('#r-pattern', `^/${name}`)
+    await page.fill('#r-upstream', upstream)
+    await page.fill('#r-methods', methods)
+  }
+
   test('adding a route round-trips, and removing it takes two presses', async () => {
-    await page.fill('#r-name', 'extra')
-    await page.fill('#r-pattern', '^/extra')
-    await page.fill('#r-upstream', 'api')
-    await page.fill('#r-methods', 'get, post')
+    await fillRoute('extra', 'api', 'get, post')
     await page.press('#r-methods', 'Enter')
     await page.waitForSelector('#result:has-text("Done: added route extra")')
     await page.waitForSelector('#route-rows tr:has-text("extra") td:has-text("GET, POST")')
@@ -151,10 +157,7 @@ describe('dashboard in headless Chromium', () => {
   })
 
   test('an invalid change is refused with its located problems', async () => {
-    await page.fill('#r-name', 'broken')
-    await page.fill('#r-pattern', '^/broken')
-    await page.fill('#r-upstream', 'no-such-group')
-    await page.fill('#r-methods', '')
+    await fillRoute('broken', 'no-such-group', '')
     await page.click('#add-route button[type=submit]')
     await page.waitForSelector('#result:has-text("Refused (HTTP 400)")')
     const problems = await page.locator('#result li').allTextContents()
@@ -226,18 +229,8 @@ control_api: { enabled: true, bind_address: "127.0.0.1:0", api_key: "${KEY}" }
         async () => {
           const res = await fetch(`${proxy.controlUrl}/api/v1/events`, { headers: auth })
           assert.equal(res.status, 200)
-          const reader = res.body!.pipeThrough(new TextDecoderStream()).getReader()
-          let buf = ''
-          let m: RegExpExecArray | null = null
-          while (m === null) {
-            const { value, done } = await reader.read()
-            if (done) throw new Error('stream ended')
-            buf += value
-            m = /event: state\ndata: (.*)\n\n/.exec(buf)
-          }
-          await reader.cancel()
           // biome-ignore lint/suspicious/noExplicitAny: JSON from the stream, checked field by field
-          const s: any = JSON.parse(m[1]!)
+          const s: any = await firstState(res)
           const rps = s.routes[0]?.stats?.rps ?? 0
           return Math.round(rps * 60) >= 20 ? s : undefined
         },
