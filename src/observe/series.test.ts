@@ -58,6 +58,15 @@ describe('series ring', () => {
     assert.deepEqual(mergeSeries([]).slots, [])
   })
 
+  test('route names that are Object.prototype keys are counted like any other', () => {
+    const s = new Series()
+    for (const name of ['__proto__', 'constructor', 'toString']) s.record(name, 200, false, 1, T0)
+    const merged = mergeSeries([JSON.parse(JSON.stringify(s.data(T0 + SERIES_STEP_MS)))])
+    const { routes } = summarize(merged, T0 + SERIES_STEP_MS)
+    assert.deepEqual(Object.keys(routes).sort(), ['__proto__', 'constructor', 'toString'])
+    assert.equal(JSON.parse(JSON.stringify(routes)).__proto__.rps, 0.02)
+  })
+
   test('quantiles interpolate inside a bucket; none without observations', () => {
     assert.equal(quantileMs(new Array(15).fill(0), 0.5), null)
     const hist = new Array(15).fill(0)

@@ -46,6 +46,11 @@ export interface RouteStats {
   p99_ms: number | null
 }
 
+/** Keyed by route name with no prototype: a route may be called `__proto__` or `constructor`. */
+function byName<T>(): Record<string, T> {
+  return Object.create(null) as Record<string, T>
+}
+
 function cell(): Cell {
   return { n: 0, errors: 0, hist: new Array(DURATION_BUCKETS.length + 1).fill(0) }
 }
@@ -64,7 +69,7 @@ export class Series {
     const i = Math.floor(start / SERIES_STEP_MS) % SERIES_SLOTS
     let slot = this.#slots[i]
     if (slot === undefined || slot.t !== start) {
-      slot = { t: start, total: cell(), routes: {} }
+      slot = { t: start, total: cell(), routes: byName() }
       this.#slots[i] = slot
     }
     const bucket = bucketOf(durationMs / 1000)
@@ -113,7 +118,7 @@ export function mergeSeries(parts: readonly SeriesData[]): SeriesData {
     for (const s of p.slots) {
       let m = byStart.get(s.t)
       if (m === undefined) {
-        m = { t: s.t, total: cell(), routes: {} }
+        m = { t: s.t, total: cell(), routes: byName() }
         byStart.set(s.t, m)
       }
       addCell(m.total, s.total)
@@ -185,7 +190,7 @@ export function summarize(
       addCell(m, c)
     }
   }
-  const routes: Record<string, RouteStats> = {}
+  const routes: Record<string, RouteStats> = byName()
   for (const [name, c] of minute) routes[name] = stats(c, 60)
   return { points, routes }
 }
