@@ -11,10 +11,12 @@ import { redact } from '../config/redact'
 import { ChangeRefused, type RefusalReason } from '../config/refused'
 import type { Snapshot } from '../config/snapshot'
 import type { Logger } from '../observe/logger'
+import { summarize } from '../observe/series'
 import type { Explanation } from '../routing/explain'
 import type { UpstreamGroup } from '../upstream/group'
 import { bearerMatches } from './auth'
 import { browserRefusal } from './browser'
+import { DASHBOARD_CSP, type DashboardData, EventHub, loadDashboardFiles, type StaticFile } from './dashboard'
 
 /** A refusal this API answers with a status of its own choosing (bad query, wrong method, ...). */
 export class ApiError extends Error {
@@ -49,6 +51,8 @@ export interface ControlActions {
   explain(method: string, url: string, headers: string[]): Explanation
   /** Drops cached responses (every cache middleware, every worker) for a path or under a prefix. */
   purgeCache(m: CachePurge): Promise<{ purged: number }>
+  /** The instance's recent series (every worker) and the config's revision and history. */
+  dashboard(): Promise<DashboardData>
 }
 
 /** One of the two: `path` (exactly) or `prefix` (every path starting with it). */
@@ -70,13 +74,28 @@ export interface ControlApiOptions {
   actions: ControlActions
   /** Deadline for a request body; BODY_TIMEOUT_MS unless a test wants it shorter. */
   bodyTimeoutMs?: number
+  /** The dashboard's files (loadDashboardFiles() unless a test brings its own). */
+  dashboardFiles?: Map<string, StaticFile> | undefined
+  /** The event stream's limits, for tests (dashboard.ts has the defaults). */
+  events?: { tickMs?: number; maxStreams?: number; stallTicks?: number }
 }
 
 interface Reply {
   status: number
   body: unknown
   headers?: Record<string, string>
+  /** Set for a reply that takes over the response (the event stream); status and body unused. */
+  stream?: (res: http.ServerResponse) => void
 }
+
+/** Paths answered without the key: the liveness probe and the dashboard's static files. */
+const OPEN_PATHS = new Set([
+  '/healthz',
+  '/dashboard',
+  '/dashboard/',
+  '/dashboard/app.js',
+  '/dashboard/app.css',
+])
 
 type Handler = (req: http.IncomingMessage, params: string[], query: URLSearchParams) => Promise<Reply> | Reply
 
@@ -106,8 +125,56 @@ export function createControlServer(o: ControlApiOptions): http.Server {
     status: 201,
     body: await a.change(c, req && ifMatch(req)),
   })
+  const files = 'dashboardFiles' in o ? o.dashboardFiles : loadDashboardFiles()
+  const page = (name: string): Reply => {
+    const f = files?.get(name)
+    if (f === undefined) {
+      throw new ApiError(
+        503,
+        'the dashboard files are missing from this installation (dashboard/ beside dist/); the API works without them',
+      )
+    }
+    return {
+      status: 200,
+      body: f.body,
+      headers: {
+        'content-type': f.type,
+        'content-security-policy': DASHBOARD_CSP,
+        'x-content-type-options': 'nosniff',
+        'x-frame-options': 'DENY',
+        'referrer-policy': 'no-referrer',
+        'cache-control': 'no-cache',
+      },
+    }
+  }
+  const hub = new EventHub({
+    ...o.events,
+    payload: async () => dashboardState(o.current(), a, await a.dashboard()),
+    onError: (err) =>
+      o.log.error({ err: errorText(err) }, 'dashboard event stream: building the state failed'),
+  })
   const routes: Array<[string, RegExp, Handler]> = [
     ['GET', /^\/healthz$/, () => ({ status: 200, body: { status: 'ok' } })],
+    ['GET', /^\/dashboard$/, () => ({ status: 308, body: undefined, headers: { location: '/dashboard/' } })],
+    ['GET', /^\/dashboard\/$/, () => page('index.html')],
+    ['GET', /^\/dashboard\/(app\.js|app\.css)$/, (_req, [name]) => page(name!)],
+    [
+      'GET',
+      /^\/api\/v1\/events$/,
+      () => ({
+        status: 200,
+        body: undefined,
+        stream: (res) => {
+          if (!hub.open(res)) {
+            send(res, {
+              status: 429,
+              body: { error: 'too many dashboard event streams are open; close a dashboard tab and retry' },
+              headers: { 'retry-after': '5' },
+            })
+          }
+        },
+      }),
+    ],
     ['GET', /^\/api\/v1\/status$/, () => ({ status: 200, body: a.status() })],
     ['GET', /^\/api\/v1\/config$/, () => ({ status: 200, body: redact(o.current().snapshot.raw) })],
     ['GET', /^\/api\/v1\/metrics$/, metrics],
@@ -196,6 +263,7 @@ export function createControlServer(o: ControlApiOptions): http.Server {
     if (o.log.isLevelEnabled('debug')) logWhenDone(req, res)
     serve(req, res).catch((err: unknown) => fault(res, err))
   })
+  server.on('close', () => hub.close())
   return server
 
   async function serve(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
@@ -204,7 +272,8 @@ export function createControlServer(o: ControlApiOptions): http.Server {
     // A reply sent before the body was read (401, 413, 408, 415...) closes the connection, so
     // an unread (maybe endless) body is never drained on a kept-alive socket.
     if (!req.complete) r.headers = { ...r.headers, connection: 'close' }
-    send(res, r)
+    if (r.stream) r.stream(res)
+    else send(res, r)
   }
 
   /** Control-API requests are logged at debug (the query string left out: it may name secrets). */
@@ -247,7 +316,7 @@ export function createControlServer(o: ControlApiOptions): http.Server {
       const apiKey = control.apiKey
       if (
         apiKey !== undefined &&
-        t?.path !== '/healthz' &&
+        !(t !== undefined && OPEN_PATHS.has(t.path)) &&
         !bearerMatches(req.headers.authorization, apiKey)
       ) {
         throw new ApiError(
@@ -340,12 +409,13 @@ function errorText(err: unknown): string {
 }
 
 function send(res: http.ServerResponse, r: Reply): void {
-  if (r.status === 204) {
-    res.writeHead(204, r.headers ?? {})
+  if (r.status === 204 || r.body === undefined) {
+    res.writeHead(r.status, r.headers ?? {})
     res.end()
     return
   }
-  const text = typeof r.body === 'string' ? r.body : `${JSON.stringify(r.body, null, 2)}\n`
+  const text =
+    typeof r.body === 'string' || Buffer.isBuffer(r.body) ? r.body : `${JSON.stringify(r.body, null, 2)}\n`
   res.writeHead(r.status, {
     'content-type': 'application/json',
     'content-length': Buffer.byteLength(text),
@@ -421,6 +491,21 @@ function tooDeep(v: unknown, left: number): boolean {
   if (left === 0) return true
   for (const x of Object.values(v)) if (tooDeep(x, left - 1)) return true
   return false
+}
+
+/** One tick of the dashboard's event stream: everything every panel shows. */
+function dashboardState(view: ControlView, a: ControlActions, d: DashboardData) {
+  const { points, routes } = summarize(d.series)
+  return {
+    at: new Date().toISOString(),
+    status: a.status(),
+    config: d.config,
+    series: points,
+    routes: routesView(view).routes.map((r) => ({ ...r, stats: routes[r.name] ?? null })),
+    // The load balancer has no routes: its traffic counts under ''.
+    traffic: routes[''] ?? null,
+    upstreams: upstreamsView(view).upstreams,
+  }
 }
 
 function routesView({ snapshot }: ControlView) {

@@ -6,9 +6,9 @@
 
 import { Counter, collectDefaultMetrics, Gauge, Registry } from 'prom-client'
 import { FastCounter, FastHistogram, type HistogramSeries } from './request-metrics'
+import { DURATION_BUCKETS, Series } from './series'
 
-/** Up to 60 s: the default upstream timeout, so a slow answer lands in a bucket of its own. */
-export const DURATION_BUCKETS = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60]
+export { DURATION_BUCKETS }
 
 export interface RequestSample {
   mode: string
@@ -142,6 +142,8 @@ export function upstreamMetrics(registry: Registry): UpstreamMetrics {
 
 export class Metrics {
   readonly registry = new Registry()
+  /** The last minutes per 5-second slot, for the dashboard (series.ts). */
+  readonly series = new Series()
   /** Per-server upstream metrics, handed to the upstream registry. */
   readonly upstream = upstreamMetrics(this.registry)
   readonly #requests = new FastCounter(
@@ -279,6 +281,7 @@ export class Metrics {
     }
     counter.value++
     this.#duration.observe(entry.duration, s.durationMs / 1000)
+    this.series.record(s.route, s.status, s.errorType !== undefined, s.durationMs)
     if (s.errorType !== undefined) {
       const ekey = `${s.mode}\0${s.errorType}`
       let e = this.#errorChildren.get(ekey)

@@ -17,6 +17,7 @@ import { ChangeRefused } from '../config/refused'
 import { EMPTY_LAYER } from '../config/runtime-layer'
 import type { Snapshot } from '../config/snapshot'
 import { type CachePurge, type ControlActions, createControlServer } from '../control/api'
+import type { DashboardData } from '../control/dashboard'
 import { MiddlewareRegistry } from '../middleware/registry'
 import { AccessLog } from '../observe/access-log'
 import type { LoggerHandle } from '../observe/logger'
@@ -128,6 +129,7 @@ export class ProxyInstance implements ControlActions {
         .on('health', (h) => this.#upstreams.setHealth(h.group, h.address, h.healthy))
         .on('breaker', (e) => this.#upstreams.setBreaker(e))
         .on('metrics-json', () => this.#metrics.registry.getMetricsAsJSON())
+        .on('series-local', () => this.#metrics.series.data())
         .on('purge-local', (m) => this.#middlewares.purge(m))
         .on('store-status', (s) => {
           this.#storeStatus = () => s
@@ -441,6 +443,10 @@ export class ProxyInstance implements ControlActions {
       last_reload: this.#lastReload ?? null,
       requests_in_flight: (this.#front?.tcp ?? this.#pipeline).inFlight,
     }
+  }
+
+  dashboard(): Promise<DashboardData> {
+    return this.#owner.dashboard()
   }
 
   async purgeCache(m: CachePurge): Promise<{ purged: number }> {

@@ -11,7 +11,9 @@
 // (a lost race is a conflict, never a merge), then made live; layers committed by other
 // instances arrive through applyShared(). A reload re-applies the layer on the new file.
 
+import { createHash } from 'node:crypto'
 import { readFileSync } from 'node:fs'
+import path from 'node:path'
 import { type Document, parseDocument } from 'yaml'
 import type { Overrides } from '../config/compile'
 import { type ConfigDiff, describeDiff, diffSnapshots, isEmpty } from '../config/diff'
@@ -22,6 +24,7 @@ import { ChangeRefused } from '../config/refused'
 import { EMPTY_LAYER, layerDocument, type RuntimeLayer } from '../config/runtime-layer'
 import type { Snapshot } from '../config/snapshot'
 import { writeAtomically } from '../config/write'
+import type { ConfigEvent, ConfigRevision } from '../control/dashboard'
 import type { Logger } from '../observe/logger'
 import { compilePlan, type Plan } from '../proxy/runtime'
 import { ConfigWatcher } from './watch'
@@ -32,6 +35,9 @@ export interface ReloadResult {
   dropped_runtime_changes?: string[]
   problems?: string[]
 }
+
+/** The dashboard shows the last few; older ones are in the log. */
+const HISTORY = 20
 
 export interface KeeperOptions {
   file: string
@@ -112,6 +118,8 @@ export class ConfigKeeper {
   #layer: RuntimeLayer
   #queue: Promise<unknown> = Promise.resolve()
   readonly #watcher: ConfigWatcher
+  #revision = 1
+  readonly #history: ConfigEvent[] = []
 
   constructor(o: KeeperOptions, plan: Plan, text: string) {
     this.#o = o
@@ -145,6 +153,21 @@ export class ConfigKeeper {
     return this.#layer.revision
   }
 
+  /** The live config's revision, hash, source and recent history, for the dashboard. */
+  configRevision(): ConfigRevision {
+    return {
+      revision: this.#revision,
+      hash: createHash('sha256').update(this.#text).digest('hex').slice(0, 12),
+      source: path.resolve(this.#o.file),
+      history: [...this.#history],
+    }
+  }
+
+  #remember(e: Omit<ConfigEvent, 'at'>): void {
+    this.#history.push({ at: new Date().toISOString(), ...e })
+    if (this.#history.length > HISTORY) this.#history.shift()
+  }
+
   /** Stops watching the file (the process is stopping). */
   close(): void {
     this.#watcher.close()
@@ -165,6 +188,7 @@ export class ConfigKeeper {
     const unsaved = describeDiff(diffSnapshots(fileSnapshot, next.snapshot), next.snapshot)
     await this.#o.apply(next, text, unsaved)
     const diff = diffSnapshots(this.#plan.snapshot, next.snapshot)
+    if (text !== this.#text) this.#revision++
     this.#plan = next
     this.#text = text
     this.#fileSnapshot = fileSnapshot
@@ -219,6 +243,11 @@ export class ConfigKeeper {
         const diff = await this.#install(next.plan, next.text, r.plan.snapshot)
         this.#fileText = source.text
         this.#o.onReload?.('success')
+        this.#remember({
+          kind: 'reload',
+          result: isEmpty(diff) ? 'unchanged' : 'success',
+          summary: describeDiff(diff, r.plan.snapshot),
+        })
         const summary = Object.fromEntries(Object.entries(diff).filter(([, v]) => v.length > 0))
         log.info(
           { ...summary, ...(dropped.length ? { dropped_runtime_changes: dropped } : {}) },
@@ -239,6 +268,7 @@ export class ConfigKeeper {
         const problems =
           err instanceof ChangeRefused ? (err.details.problems as string[]) : [(err as Error).message]
         this.#o.onReload?.('failure')
+        this.#remember({ kind: 'reload', result: 'failure', summary: problems })
         log.error({ problems }, 'config reload failed; the running config stays')
         return { result: 'failure', problems }
       }
@@ -265,6 +295,7 @@ export class ConfigKeeper {
         this.#fileText = text
       }
       this.#layer = { revision: this.#layer.revision + 1, changes: [], committedAt: Date.now() }
+      this.#remember({ kind: 'change', result: 'success', summary: [description] })
       this.#o.log.info({ change: description, saved }, 'config changed through the control API')
       return { change: description, saved, revision: this.#layer.revision }
     })
@@ -320,6 +351,7 @@ export class ConfigKeeper {
     }
     await this.#install(plan, text, this.#fileSnapshot)
     this.#layer = next
+    this.#remember({ kind: 'change', result: 'success', summary: [description] })
     this.#o.log.info(
       { change: description, revision: next.revision },
       'config changed through the control API (shared)',
@@ -344,6 +376,11 @@ export class ConfigKeeper {
       }
       await this.#install(l.plan, l.text, this.#fileSnapshot)
       this.#layer = layer
+      this.#remember({
+        kind: 'change',
+        result: 'success',
+        summary: [`runtime layer revision ${layer.revision} from the shared store`],
+      })
       this.#o.log.info(
         {
           revision: layer.revision,

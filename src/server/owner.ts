@@ -4,6 +4,7 @@
 // one at start and never asks which it has.
 
 import type { ChangeOp } from '../config/mutations'
+import type { DashboardData } from '../control/dashboard'
 import type { PurgeMatch } from '../middleware/cache/memory-store'
 import type { Metrics } from '../observe/metrics'
 import type { ConfigKeeper, ReloadResult } from './keeper'
@@ -21,6 +22,8 @@ export interface Owner {
   metricsText(): Promise<MetricsText>
   /** Drops cached responses in every process of the instance; how many. */
   purgeCache(m: PurgeMatch): Promise<number>
+  /** The instance's recent series and the config's revision and history. */
+  dashboard(): Promise<DashboardData>
 }
 
 /** The single process: its own keeper, its own metrics. */
@@ -50,6 +53,10 @@ export class LocalOwner implements Owner {
   async metricsText(): Promise<MetricsText> {
     return { text: await this.metrics.text(), contentType: this.metrics.contentType }
   }
+
+  async dashboard(): Promise<DashboardData> {
+    return { series: this.metrics.series.data(), config: this.keeper.configRevision() }
+  }
 }
 
 /** A worker: the primary validates every change once and hands it to all workers. */
@@ -73,6 +80,10 @@ export class PrimaryOwner implements Owner {
 
   metricsText(): Promise<MetricsText> {
     return this.rpc.request('metrics', undefined)
+  }
+
+  dashboard(): Promise<DashboardData> {
+    return this.rpc.request('dashboard', undefined)
   }
 
   /** The primary asks every worker (each has its own memory cache) and sums. */

@@ -14,10 +14,12 @@ import { AggregatorRegistry, Counter, Registry } from 'prom-client'
 import { formatHostPort } from '../config/address'
 import type { Overrides } from '../config/compile'
 import { EMPTY_LAYER } from '../config/runtime-layer'
+import type { DashboardData } from '../control/dashboard'
 import type { PurgeMatch } from '../middleware/cache/memory-store'
 import { MemoryStore } from '../middleware/rate-limit/memory-store'
 import type { LoggerHandle } from '../observe/logger'
 import { upstreamMetrics } from '../observe/metrics'
+import { mergeSeries } from '../observe/series'
 import type { Plan } from '../proxy/runtime'
 import type { UpstreamClient } from '../upstream/client'
 import { UpstreamRegistry } from '../upstream/registry'
@@ -154,6 +156,7 @@ export class Primary {
       .on('reload', () => this.reload())
       .on('metrics', () => this.#metrics())
       .on('purge', (m) => this.#purge(m))
+      .on('dashboard', () => this.#dashboard())
       .on('breaker-outcomes', (o) => this.#upstreams.applyOutcomes(o.key, o.batch))
       .on('breaker-probe', (p) => this.#upstreams.grantProbe(p.key))
     worker.on('message', (m) => rpc.receive(m))
@@ -228,6 +231,14 @@ export class Primary {
   async #purge(m: PurgeMatch): Promise<number> {
     const counts = await Promise.all([...this.#links.values()].map((l) => l.rpc.request('purge-local', m)))
     return counts.reduce((a, b) => a + b, 0)
+  }
+
+  /** Requests are counted in the workers: their series are added slot by slot. */
+  async #dashboard(): Promise<DashboardData> {
+    const parts = await Promise.all(
+      [...this.#links.values()].map((l) => l.rpc.request('series-local', undefined)),
+    )
+    return { series: mergeSeries(parts), config: this.#config.configRevision() }
   }
 
   /** The instance's metrics: every worker's registry summed, plus the primary's own. */

@@ -2,8 +2,10 @@
 // kind: its payload and its answer. Rpc<Out, In> checks both ends against these at compile time.
 
 import type { ChangeOp } from '../config/mutations'
+import type { DashboardData } from '../control/dashboard'
 import type { PurgeMatch } from '../middleware/cache/memory-store'
 import type { TakeResult } from '../middleware/rate-limit/token-bucket'
+import type { SeriesData } from '../observe/series'
 import type { OutcomeBatch } from '../upstream/circuit-breaker'
 import type { BreakerEvent } from '../upstream/registry'
 import type { StoreStatus } from './config-store'
@@ -77,6 +79,8 @@ export interface ToPrimary extends Protocol {
   metrics: Message<undefined, MetricsText>
   /** A cache purge asked of one worker's control API: every worker purges; the sum comes back. */
   purge: Message<PurgeMatch, number>
+  /** The dashboard's data: every worker's series merged, and the config's revision and history. */
+  dashboard: Message<undefined, DashboardData>
 }
 
 /** Primary -> worker. */
@@ -92,4 +96,6 @@ export interface ToWorker extends Protocol {
   breaker: Message<BreakerEvent, void>
   /** Event: the config store as the primary sees it (config_store), for /api/v1/status. */
   'store-status': Message<StoreStatus, void>
+  /** This worker's recent series (observe/series.ts), for the primary to merge. */
+  'series-local': Message<undefined, SeriesData>
 }
