@@ -268,4 +268,38 @@ describe('ACME with Pebble', () => {
       )
     })
   })
+
+  describe('a failing validation', () => {
+    let s: Setup
+    let proxy: RunningProxy
+    before(async () => {
+      s = await setup()
+      // Pebble validates HTTP-01 on a port where nothing listens.
+      const real = s.httpPort
+      await s.pebble.stop()
+      s = { ...s, pebble: await startPebble({ httpPort: await closedPort(), tlsPort: s.tlsPort }) }
+      s.httpPort = real
+      proxy = await startProxy(config(s, up, 'domains: [down.acme.test]\nchallenge: http-01'), {
+        env: { NODE_EXTRA_CA_CERTS: s.pebble.caFile },
+      })
+    })
+    after(async () => {
+      await proxy.stop()
+      await s.pebble.stop()
+    })
+
+    test('logged with the CA’s problem document and a retry delay; status says failure; nothing served', async () => {
+      const line = await proxy.waitForLog((l) => l.msg === 'certificate order failed', 'the failure', 60_000)
+      assert.equal(line.name, 'down.acme.test')
+      const problem = line.problem as { type?: string; detail?: string }
+      assert.match(String(problem.type), /^urn:ietf:params:acme:error:/)
+      assert.ok(problem.detail)
+      assert.ok(Number(line.retry_in_secs) >= 15)
+      const status = JSON.parse(await control(proxy, '/api/v1/status'))
+      const entry = status.tls_certificates.find((c: { name: string }) => c.name === 'down.acme.test')
+      assert.equal(entry.last_renewal.result, 'failure')
+      assert.equal(entry.not_after, null)
+      await assert.rejects(served(s.tlsPort, 'down.acme.test'))
+    })
+  })
 })
