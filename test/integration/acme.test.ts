@@ -83,6 +83,7 @@ function config(s: Setup, up: Upstream, acme: string): string {
 server:
   bind_address: "127.0.0.1:${s.tlsPort}"
   redirect_http_bind: "127.0.0.1:${s.httpPort}"
+  shutdown_timeout_secs: 1
   tls:
     acme:
       email: ops@example.test
