@@ -472,6 +472,7 @@ function acmeSpec(a: NonNullable<NonNullable<RawConfig['server']['tls']>['acme']
     challenge: a.challenge,
     storageDir: resolveFrom(file, a.storage_dir),
     eab: a.eab && { kid: a.eab.kid, hmacKey: a.eab.hmac_key },
+    redisUrl: a.store === 'redis' ? a.redis_url : undefined,
   }
 }
 
@@ -498,19 +499,12 @@ function checkAcme(t: Tree, at: At): void {
       'http-01 is answered on server.redirect_http_bind (the CA connects to port 80); set it, or use challenge: tls-alpn-01',
     )
   }
-  // Several processes would each order and keep their own certificates and challenge answers;
-  // the hand-over to workers is not written yet (see notes/h-acme.md).
-  const workers = t.server?.workers
-  if (workers !== undefined && workers !== 1) {
-    at(
-      ['server', 'workers'],
-      'must be 1 with server.tls.acme (ACME with several workers is not supported yet)',
-    )
+  if (a.store === 'redis' && a.redis_url === undefined) {
+    at([...base, 'redis_url'], 'is required with store: redis (redis://host:6379)')
   }
-  if (a.store === 'redis') {
-    at([...base, 'store'], 'redis is not supported yet; use file (one instance per storage_dir)')
+  if (a.store !== 'redis' && a.redis_url !== undefined) {
+    at([...base, 'redis_url'], 'only applies with store: redis')
   }
-  if (a.redis_url !== undefined) at([...base, 'redis_url'], 'only applies with store: redis')
 }
 
 /** The listener's certificates, read and checked (files, pairs); undefined without server.tls. */

@@ -149,6 +149,8 @@ export interface AcmeSpec {
   /** Absolute. */
   readonly storageDir: string
   readonly eab: { readonly kid: string; readonly hmacKey: string } | undefined
+  /** store: redis: account key, certificates, challenge answers and order locks shared there. */
+  readonly redisUrl: string | undefined
 }
 
 export interface Snapshot {

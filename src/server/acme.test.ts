@@ -79,17 +79,14 @@ eab: { kid: k1, hmac_key: c2VjcmV0 }`),
       want: /challenge.*redirect_http_bind/,
     },
     {
-      desc: 'several workers',
-      yaml: config(
-        'email: a@b.c\nstorage_dir: /tmp/x\ndomains: [a.com]',
-        'workers: 2\n  redirect_http_bind: "127.0.0.1:0"',
-      ),
-      want: /server\.workers.*must be 1 with server\.tls\.acme/,
+      desc: 'store: redis without redis_url',
+      yaml: config('email: a@b.c\nstorage_dir: /tmp/x\ndomains: [a.com]\nstore: redis'),
+      want: /redis_url.*required with store: redis/,
     },
     {
-      desc: 'store: redis (not supported yet)',
-      yaml: config('email: a@b.c\nstorage_dir: /tmp/x\ndomains: [a.com]\nstore: redis\nredis_url: redis://r'),
-      want: /store.*redis is not supported yet/,
+      desc: 'redis_url without store: redis',
+      yaml: config('email: a@b.c\nstorage_dir: /tmp/x\ndomains: [a.com]\nredis_url: redis://r'),
+      want: /redis_url.*only applies with store: redis/,
     },
     {
       desc: 'a wildcard domain',
@@ -117,6 +114,18 @@ eab: { kid: k1, hmac_key: c2VjcmV0 }`),
       )
     })
   }
+
+  test('several workers and store: redis load', () => {
+    const r = run(
+      config(
+        'email: a@b.c\nstorage_dir: /tmp/x\ndomains: [a.com]\nstore: redis\nredis_url: redis://r:6379',
+        'workers: 2\n  redirect_http_bind: "127.0.0.1:0"',
+      ),
+    )
+    assert.ok(r.ok, r.ok ? '' : r.problems.map(formatProblem).join('\n'))
+    assert.equal(r.snapshot.workers, 2)
+    assert.equal(r.snapshot.tls?.acme?.redisUrl, 'redis://r:6379')
+  })
 
   test('docker/config.acme.yaml (compose.acme.yaml) compiles, with the environment applied', () => {
     const file = path.resolve(__dirname, '..', '..', '..', 'docker', 'config.acme.yaml')

@@ -14,6 +14,13 @@
 // - On demand: an unknown SNI name matching allowed_domains is ordered during its first
 //   handshake, one order per name at a time, new names at most ON_DEMAND_BURST at once then one
 //   per ON_DEMAND_REFILL_MS; a name that failed waits out its backoff.
+// - Several workers (server.workers > 1): the primary runs the manager; `hooks` hand every
+//   certificate, status change and challenge to the workers (primary.ts), which serve them from an
+//   AcmeMirror; a challenge is announced to the CA only once every worker has it.
+// - Several instances (store: redis): `shared` (acme-redis.ts) holds the account key, the
+//   certificates, the challenge answers and a lock per name: the instance holding the lock
+//   orders, the others wait for its certificate in the store; a challenge the CA asks of an
+//   instance that did not order is looked up there.
 // Failures are logged with the CA's problem document. DNS-01 is not offered: it needs a DNS
 // provider API per vendor; a challenge type would plug in beside #installChallenge.
 
@@ -41,6 +48,34 @@ export interface RenewalResult {
   readonly error?: string
 }
 
+/** What a validation needs, set (or, with null, taken down) wherever the CA may connect. */
+export type ChallengeMaterial =
+  | { type: 'http-01'; token: string; keyAuthorization: string | null }
+  | { type: 'tls-alpn-01'; host: string; cert: { cert: string; key: string } | null }
+
+/** Where the manager's results go besides its own maps (the workers of a primary). */
+export interface AcmeHooks {
+  /** Resolves once the material is answerable everywhere; a rejection fails the order. */
+  challenge?(c: ChallengeMaterial): Promise<void>
+  certificate?(c: IssuedCertificate): void
+  /** A name's status (result, issuer, expiry) changed. */
+  changed?(): void
+}
+
+/** Certificates, account key, challenge answers and order locks shared by instances (acme-redis.ts). */
+export interface SharedAcmeStore {
+  /** The account key: the stored one, or `make()`'s if none was stored (first writer wins). */
+  accountKey(make: () => Promise<string>): Promise<string>
+  certificate(name: string): Promise<{ cert: string; key: string } | undefined>
+  saveCertificate(name: string, cert: string, key: string): Promise<void>
+  /** HTTP-01: token -> key authorization; TLS-ALPN-01: host -> key authorization. null removes. */
+  setChallenge(kind: 'http' | 'alpn', id: string, keyAuthorization: string | null): Promise<void>
+  challenge(kind: 'http' | 'alpn', id: string): Promise<string | undefined>
+  /** The order lock of `name` (held and renewed until released), or undefined when another holds it. */
+  lock(name: string): Promise<(() => Promise<void>) | undefined>
+  close(): void
+}
+
 export interface AcmeNameStatus {
   name: string
   issuer: string | null
@@ -58,6 +93,10 @@ const ON_DEMAND_REFILL_MS = 60_000
 const ON_DEMAND_MAX_NAMES = 1000
 /** How long a handshake for an on-demand name waits for its certificate. */
 const ON_DEMAND_WAIT_MS = 60_000
+/** With a shared store: how often an instance that did not get the lock looks for the certificate. */
+const SHARED_POLL_MS = 1000
+/** ... and how long it waits for the lock holder before failing (then retried with backoff). */
+const SHARED_WAIT_MS = 10 * 60_000
 
 /** Does `host` match `glob` (`*.example.com`: one label; otherwise the exact name)? */
 export function domainAllowed(globs: readonly string[], host: string): boolean {
@@ -96,7 +135,7 @@ function readIfThere(file: string): string | undefined {
   }
 }
 
-function describe(name: string, cert: string, key: string): IssuedCertificate {
+export function describe(name: string, cert: string, key: string): IssuedCertificate {
   const x = new X509Certificate(cert)
   const issuer = /(?:^|\n)CN=([^\n]+)/.exec(x.issuer)?.[1] ?? x.issuer
   return { name, cert, key, issuer, notBefore: new Date(x.validFrom), notAfter: new Date(x.validTo) }
@@ -133,11 +172,15 @@ export class AcmeManager {
   #tokens = ON_DEMAND_BURST
   #tokensAt = Date.now()
   #closed = false
+  readonly #hooks: AcmeHooks
+  readonly #shared: SharedAcmeStore | undefined
   /** Orders sent to the CA since start (tests and the log count them). */
   orders = 0
 
-  constructor(spec: AcmeSpec, log: Logger) {
+  constructor(spec: AcmeSpec, log: Logger, hooks: AcmeHooks = {}, shared?: SharedAcmeStore) {
     this.#spec = spec
+    this.#hooks = hooks
+    this.#shared = shared
     this.#log = log.child({ component: 'acme' })
     const u = new URL(spec.directoryUrl)
     const id = createHash('sha256').update(spec.directoryUrl).digest('hex').slice(0, 8)
@@ -176,6 +219,7 @@ export class AcmeManager {
       const c = describe(name, cert, key)
       if (c.notAfter.getTime() <= Date.now()) return false
       this.#certs.set(name, c)
+      this.#hooks.certificate?.(c)
       this.#log.info(
         { name, issuer: c.issuer, not_after: c.notAfter.toISOString() },
         'stored certificate loaded',
@@ -195,14 +239,43 @@ export class AcmeManager {
     return this.#certs.get(host)
   }
 
-  /** The key authorization for an HTTP-01 token being validated now. */
-  httpChallenge(token: string): string | undefined {
-    return this.#http.get(token)
+  /**
+   * The key authorization for an HTTP-01 token being validated now: ours, or (shared store)
+   * another instance's.
+   */
+  httpChallenge(token: string): string | undefined | Promise<string | undefined> {
+    const mine = this.#http.get(token)
+    if (mine !== undefined || !this.#shared) return mine
+    return this.#shared.challenge('http', token).catch(() => undefined)
   }
 
-  /** The TLS-ALPN-01 certificate for `host` while the CA validates it. */
-  alpnChallenge(host: string): { cert: string; key: string } | undefined {
-    return this.#alpn.get(host)
+  /** The TLS-ALPN-01 certificate for `host` while the CA validates it (ours, or another instance's). */
+  alpnChallenge(
+    host: string,
+  ): { cert: string; key: string } | undefined | Promise<{ cert: string; key: string } | undefined> {
+    const mine = this.#alpn.get(host)
+    if (mine !== undefined || !this.#shared) return mine
+    return this.#shared.challenge('alpn', host).then(
+      async (keyAuthorization) => {
+        if (keyAuthorization === undefined) return undefined
+        const authz = { identifier: { type: 'dns', value: host } }
+        const [key, cert] = await this.#lib().crypto.createAlpnCertificate(authz as never, keyAuthorization)
+        return { cert: cert.toString(), key: key.toString() }
+      },
+      () => undefined,
+    )
+  }
+
+  /** Challenge material being validated now (for a worker that starts during an order). */
+  pendingChallenges(): ChallengeMaterial[] {
+    return [
+      ...[...this.#http].map(([token, keyAuthorization]) => ({
+        type: 'http-01' as const,
+        token,
+        keyAuthorization,
+      })),
+      ...[...this.#alpn].map(([host, cert]) => ({ type: 'tls-alpn-01' as const, host, cert })),
+    ]
   }
 
   get usesAlpn(): boolean {
@@ -267,6 +340,7 @@ export class AcmeManager {
     this.#closed = true
     for (const t of this.#timers.values()) clearTimeout(t)
     this.#timers.clear()
+    this.#shared?.close()
   }
 
   #schedule(name: string, at: number): void {
@@ -289,11 +363,13 @@ export class AcmeManager {
   #obtain(name: string): Promise<IssuedCertificate | undefined> {
     const running = this.#inFlight.get(name)
     if (running) return running
-    const p = this.#order(name).then(
+    const p = this.#fetchOrOrder(name).then(
       (c) => {
         this.#certs.set(name, c)
         this.#failures.delete(name)
         this.#results.set(name, { at: new Date().toISOString(), result: 'success' })
+        this.#hooks.certificate?.(c)
+        this.#hooks.changed?.()
         this.#log.info(
           { name, issuer: c.issuer, not_after: c.notAfter.toISOString() },
           'certificate obtained',
@@ -306,6 +382,7 @@ export class AcmeManager {
         const delay = retryDelay(count)
         this.#failures.set(name, { count, retryAt: Date.now() + delay })
         this.#results.set(name, { at: new Date().toISOString(), result: 'failure', error: err.message })
+        this.#hooks.changed?.()
         this.#log.error(
           {
             name,
@@ -328,6 +405,51 @@ export class AcmeManager {
     return tracked
   }
 
+  /**
+   * A certificate for `name`: with a shared store, one another instance put there (not yet due for
+   * renewal), or else ordered by whichever instance takes the name's lock while the others wait
+   * for it in the store; without one, ordered here.
+   */
+  async #fetchOrOrder(name: string): Promise<IssuedCertificate> {
+    const shared = this.#shared
+    if (!shared) return this.#order(name)
+    const deadline = Date.now() + SHARED_WAIT_MS
+    for (;;) {
+      const stored = await this.#sharedFresh(shared, name)
+      if (stored) return stored
+      const release = await shared.lock(name)
+      if (release) {
+        try {
+          // Another instance may have finished between the look and the lock.
+          const again = await this.#sharedFresh(shared, name)
+          if (again) return again
+          const c = await this.#order(name)
+          await shared.saveCertificate(name, c.cert, c.key)
+          return c
+        } finally {
+          await release().catch(() => undefined)
+        }
+      }
+      if (this.#closed) throw new Error('closed while another instance was ordering')
+      if (Date.now() > deadline) throw new Error(`another instance held the order lock of ${name} too long`)
+      await new Promise((r) => setTimeout(r, SHARED_POLL_MS).unref())
+    }
+  }
+
+  /** The shared store's certificate for `name` when it is not due for renewal (kept on disk too). */
+  async #sharedFresh(shared: SharedAcmeStore, name: string): Promise<IssuedCertificate | undefined> {
+    const got = await shared.certificate(name)
+    if (!got) return undefined
+    const c = describe(name, got.cert, got.key)
+    if (Date.now() >= renewAt(c.notBefore, c.notAfter)) return undefined
+    const mine = this.#certs.get(name)
+    if (mine?.cert === c.cert) return undefined
+    writePrivate(this.#certFile(name, 'key'), c.key)
+    writePrivate(this.#certFile(name, 'crt'), c.cert)
+    this.#log.info({ name, not_after: c.notAfter.toISOString() }, 'certificate taken from the shared store')
+    return c
+  }
+
   #lib(): AcmeClient {
     // Loaded on first use: a proxy without ACME never pays for acme-client and its dependencies.
     this.#acme ??= require('acme-client') as AcmeClient
@@ -340,12 +462,15 @@ export class AcmeManager {
       const acme = this.#lib()
       const keyFile = path.join(this.#dir, 'account.key')
       const urlFile = path.join(this.#dir, 'account.json')
-      let accountKey = readIfThere(keyFile)
+      const make = async () => (await acme.crypto.createPrivateEcdsaKey('P-256')).toString()
+      let accountKey = this.#shared ? await this.#shared.accountKey(make) : readIfThere(keyFile)
       if (accountKey === undefined) {
-        accountKey = (await acme.crypto.createPrivateEcdsaKey('P-256')).toString()
+        accountKey = await make()
         writePrivate(keyFile, accountKey)
       }
-      const saved = readIfThere(urlFile)
+      // With a shared store the account is looked up again at start (createAccount with a known
+      // key returns that account): the URL file would be per instance.
+      const saved = this.#shared ? undefined : readIfThere(urlFile)
       const known = saved ? (JSON.parse(saved) as { url?: string; email?: string }) : undefined
       const client = new acme.Client({
         directoryUrl: this.#spec.directoryUrl,
@@ -361,7 +486,8 @@ export class AcmeManager {
       })
       if (!known?.url || known.email !== this.#spec.email) {
         await client.createAccount({ termsOfServiceAgreed: true, contact: [`mailto:${this.#spec.email}`] })
-        writePrivate(urlFile, JSON.stringify({ url: client.getAccountUrl(), email: this.#spec.email }))
+        if (!this.#shared)
+          writePrivate(urlFile, JSON.stringify({ url: client.getAccountUrl(), email: this.#spec.email }))
         this.#log.info(
           { directory_url: this.#spec.directoryUrl, account: client.getAccountUrl() },
           'ACME account ready',
@@ -427,13 +553,136 @@ export class AcmeManager {
     challenge: { type: string; token: string },
     keyAuthorization: string,
   ): Promise<() => void> {
+    const shared = this.#shared
+    const hooks = this.#hooks
+    const quiet = (p: Promise<void> | undefined) => void p?.catch(() => undefined)
     if (challenge.type === 'http-01') {
-      this.#http.set(challenge.token, keyAuthorization)
-      return () => this.#http.delete(challenge.token)
+      const token = challenge.token
+      this.#http.set(token, keyAuthorization)
+      const remove = () => {
+        this.#http.delete(token)
+        quiet(hooks.challenge?.({ type: 'http-01', token, keyAuthorization: null }))
+        quiet(shared?.setChallenge('http', token, null))
+      }
+      try {
+        await Promise.all([
+          hooks.challenge?.({ type: 'http-01', token, keyAuthorization }),
+          shared?.setChallenge('http', token, keyAuthorization),
+        ])
+      } catch (err) {
+        remove()
+        throw err
+      }
+      return remove
     }
     const [key, cert] = await acme.crypto.createAlpnCertificate(authz, keyAuthorization)
     const host = authz.identifier.value.toLowerCase()
-    this.#alpn.set(host, { cert: cert.toString(), key: key.toString() })
-    return () => this.#alpn.delete(host)
+    const material = { cert: cert.toString(), key: key.toString() }
+    this.#alpn.set(host, material)
+    const remove = () => {
+      this.#alpn.delete(host)
+      quiet(hooks.challenge?.({ type: 'tls-alpn-01', host, cert: null }))
+      quiet(shared?.setChallenge('alpn', host, null))
+    }
+    try {
+      await Promise.all([
+        hooks.challenge?.({ type: 'tls-alpn-01', host, cert: material }),
+        shared?.setChallenge('alpn', host, keyAuthorization),
+      ])
+    } catch (err) {
+      remove()
+      throw err
+    }
+    return remove
+  }
+}
+
+/** A certificate as it crosses the IPC channel (dates do not survive JSON). */
+export interface CertificateMessage {
+  name: string
+  cert: string
+  key: string
+}
+
+/**
+ * A worker's view of the primary's AcmeManager (server.workers > 1): the certificates, status and
+ * challenge material the primary sends, served as the manager would; an unknown allowed name is
+ * asked of the primary, which orders it under its own rate limit.
+ */
+export class AcmeMirror {
+  readonly #spec: AcmeSpec
+  readonly #ask: (host: string) => Promise<CertificateMessage | null>
+  readonly #certs = new Map<string, IssuedCertificate>()
+  readonly #http = new Map<string, string>()
+  readonly #alpn = new Map<string, { cert: string; key: string }>()
+  readonly #inFlight = new Map<string, Promise<IssuedCertificate | undefined>>()
+  #status: AcmeNameStatus[] = []
+
+  constructor(spec: AcmeSpec, ask: (host: string) => Promise<CertificateMessage | null>) {
+    this.#spec = spec
+    this.#ask = ask
+  }
+
+  setCertificate(m: CertificateMessage): void {
+    this.#certs.set(m.name, describe(m.name, m.cert, m.key))
+  }
+
+  setStatus(s: AcmeNameStatus[]): void {
+    this.#status = s
+  }
+
+  setChallenge(c: ChallengeMaterial): void {
+    if (c.type === 'http-01') {
+      if (c.keyAuthorization === null) this.#http.delete(c.token)
+      else this.#http.set(c.token, c.keyAuthorization)
+    } else if (c.cert === null) this.#alpn.delete(c.host)
+    else this.#alpn.set(c.host, c.cert)
+  }
+
+  certificate(host: string): IssuedCertificate | undefined {
+    return this.#certs.get(host)
+  }
+
+  httpChallenge(token: string): string | undefined {
+    return this.#http.get(token)
+  }
+
+  alpnChallenge(host: string): { cert: string; key: string } | undefined {
+    return this.#alpn.get(host)
+  }
+
+  covers(host: string): boolean {
+    return this.#certs.has(host) || this.#spec.domains.includes(host)
+  }
+
+  onDemand(host: string): Promise<IssuedCertificate | undefined> | undefined {
+    const globs = this.#spec.onDemand
+    if (!globs || !domainAllowed(globs, host)) return undefined
+    const running = this.#inFlight.get(host)
+    if (running) return running
+    const p = this.#ask(host)
+      .then(
+        (m) => {
+          if (!m) return undefined
+          this.setCertificate(m)
+          return this.#certs.get(m.name)
+        },
+        () => undefined,
+      )
+      .finally(() => this.#inFlight.delete(host))
+    this.#inFlight.set(host, p)
+    return p
+  }
+
+  status(): AcmeNameStatus[] {
+    return this.#status
+  }
+
+  certificates(): Iterable<IssuedCertificate> {
+    return this.#certs.values()
+  }
+
+  close(): void {
+    this.#inFlight.clear()
   }
 }

@@ -26,7 +26,8 @@ import { compilePlan, type Plan, RuntimeStore } from '../proxy/runtime'
 import { explain } from '../routing/explain'
 import type { UpstreamClient } from '../upstream/client'
 import { UpstreamRegistry } from '../upstream/registry'
-import { AcmeManager } from './acme'
+import { AcmeManager, AcmeMirror } from './acme'
+import { sharedAcmeStore } from './acme-redis'
 import { ConfigKeeper, type ReloadResult } from './keeper'
 import { createListener, createRedirectListener, type ListenerHandle, listen } from './listener'
 import { createOpsServer, type ReadinessView } from './ops'
@@ -76,7 +77,7 @@ export class ProxyInstance implements ControlActions {
   #lastReload: { at: string; result: string } | undefined
   #stopping: Promise<void> | undefined
   /** server.tls.acme: the manager of the settings it was made for (a change makes a new one). */
-  #acme: { key: string; manager: AcmeManager } | undefined
+  #acme: { key: string; manager: AcmeManager | AcmeMirror } | undefined
 
   private constructor(o: StartOptions, plan: Plan, text: string) {
     this.#o = o
@@ -128,6 +129,9 @@ export class ProxyInstance implements ControlActions {
         .on('breaker', (e) => this.#upstreams.setBreaker(e))
         .on('metrics-json', () => this.#metrics.registry.getMetricsAsJSON())
         .on('purge-local', (m) => this.#middlewares.purge(m))
+        .on('acme-certificate', (c) => this.#mirror()?.setCertificate(c))
+        .on('acme-status', (s) => this.#mirror()?.setStatus(s))
+        .on('acme-challenge', (c) => this.#mirror()?.setChallenge(c))
       this.#owner = owner
     } else {
       const keeper = new ConfigKeeper(
@@ -189,9 +193,29 @@ export class ProxyInstance implements ControlActions {
     this.#acme?.manager.close()
     this.#acme = undefined
     if (!spec) return
-    const manager = new AcmeManager(spec, this.#log)
+    const link = this.#o.primary
+    if (link) {
+      // A worker: the primary orders and sends what to serve (primary.ts).
+      const mirror = new AcmeMirror(spec, (host) => link.request('acme-on-demand', { host }))
+      this.#acme = { key, manager: mirror }
+      link.request('acme-state', undefined).then(
+        (st) => {
+          for (const c of st.certificates) mirror.setCertificate(c)
+          for (const c of st.challenges) mirror.setChallenge(c)
+          mirror.setStatus(st.status)
+        },
+        (err: Error) => this.#log.error({ err: err.message }, 'ACME state from the primary failed'),
+      )
+      return
+    }
+    const manager = new AcmeManager(spec, this.#log, {}, sharedAcmeStore(spec, this.#log))
     this.#acme = { key, manager }
     manager.start()
+  }
+
+  #mirror(): AcmeMirror | undefined {
+    const m = this.#acme?.manager
+    return m instanceof AcmeMirror ? m : undefined
   }
 
   /** Every certificate the TLS listener serves, static and ACME (for the expiry gauge). */

@@ -70,11 +70,13 @@ export function secureContextOptions(t: NonNullable<Snapshot['tls']>): tls.Secur
   }
 }
 
+type Pem = { readonly cert: string; readonly key: string }
+
 /** Certificates obtained at run time (server/acme.ts), served beside the static ones. */
 export interface IssuedCertificates {
   certificate(host: string): { readonly cert: string; readonly key: string } | undefined
-  /** The RFC 8737 certificate while the CA validates `host` by TLS-ALPN-01. */
-  alpnChallenge(host: string): { readonly cert: string; readonly key: string } | undefined
+  /** The RFC 8737 certificate while the CA validates `host` by TLS-ALPN-01 (maybe looked up elsewhere). */
+  alpnChallenge(host: string): Pem | undefined | Promise<Pem | undefined>
   /** An unknown name: its on-demand order when one is allowed, else undefined. */
   onDemand(host: string): Promise<{ readonly cert: string; readonly key: string } | undefined> | undefined
 }
@@ -124,9 +126,14 @@ class CertificateStore {
     // validation connection is told apart here. Normal clients never offer acme-tls/1.
     const handle = (socket as unknown as { _handle?: { getALPNNegotiatedProtocol?(): unknown } })._handle
     if (issued && handle?.getALPNNegotiatedProtocol?.() === ACME_TLS_ALPN) {
+      const answer = (c: Pem | undefined) => {
+        if (!c) return cb(new Error(`no TLS-ALPN-01 challenge pending for ${host}`))
+        cb(null, tls.createSecureContext({ cert: c.cert, key: c.key, ...this.#policy }))
+      }
       const c = issued.alpnChallenge(host)
-      if (!c) return cb(new Error(`no TLS-ALPN-01 challenge pending for ${host}`))
-      return cb(null, tls.createSecureContext({ cert: c.cert, key: c.key, ...this.#policy }))
+      if (c instanceof Promise) c.then(answer, () => answer(undefined))
+      else answer(c)
+      return
     }
     const exact = this.#entries.find((e) => e.names.includes(host))
     if (exact) return cb(null, exact.context)
@@ -460,8 +467,8 @@ export function createRedirectListener(
 
 /** What the redirect listener asks the ACME manager. */
 export interface HttpChallenges {
-  /** The key authorization for a token being validated now (RFC 8555 section 8.3). */
-  httpChallenge(token: string): string | undefined
+  /** The key authorization for a token being validated now (RFC 8555 section 8.3); maybe looked up elsewhere. */
+  httpChallenge(token: string): string | undefined | Promise<string | undefined>
   /** Is `host` one of the names ACME serves (a redirect target like a certificate name)? */
   covers(host: string): boolean
 }
@@ -472,6 +479,16 @@ const ACME_TOKEN = /^[A-Za-z0-9_-]{1,256}$/
 
 function answerChallenge(challenges: HttpChallenges, token: string, res: http.ServerResponse): void {
   const answer = ACME_TOKEN.test(token) ? challenges.httpChallenge(token) : undefined
+  if (answer instanceof Promise) {
+    answer.then(
+      (a) => writeChallenge(res, a),
+      () => writeChallenge(res, undefined),
+    )
+  } else writeChallenge(res, answer)
+}
+
+function writeChallenge(res: http.ServerResponse, answer: string | undefined): void {
+  if (res.destroyed) return
   const body = answer ?? '404 no such challenge\n'
   res.writeHead(answer ? 200 : 404, {
     'content-type': answer ? 'application/octet-stream' : 'text/plain',

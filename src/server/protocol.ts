@@ -6,6 +6,7 @@ import type { PurgeMatch } from '../middleware/cache/memory-store'
 import type { TakeResult } from '../middleware/rate-limit/token-bucket'
 import type { OutcomeBatch } from '../upstream/circuit-breaker'
 import type { BreakerEvent } from '../upstream/registry'
+import type { AcmeNameStatus, CertificateMessage, ChallengeMaterial } from './acme'
 import type { ReloadResult } from './keeper'
 
 /** One message kind: what is sent, and what comes back (`void` for an event, which is not answered). */
@@ -54,6 +55,12 @@ export interface BreakerOutcomes {
   batch: OutcomeBatch
 }
 
+export interface AcmeState {
+  certificates: CertificateMessage[]
+  status: AcmeNameStatus[]
+  challenges: ChallengeMaterial[]
+}
+
 /** Worker -> primary: the primary owns the config, the shared buckets, the circuit breakers and the metrics sum. */
 export interface ToPrimary extends Protocol {
   /** Event: attempts' outcomes for a breaker, batched. */
@@ -66,6 +73,10 @@ export interface ToPrimary extends Protocol {
   metrics: Message<undefined, MetricsText>
   /** A cache purge asked of one worker's control API: every worker purges; the sum comes back. */
   purge: Message<PurgeMatch, number>
+  /** An unknown SNI name matching allowed_domains: the primary orders it (its rate limit) and answers. */
+  'acme-on-demand': Message<{ host: string }, CertificateMessage | null>
+  /** Everything a new ACME mirror serves (events that came before it existed are in here). */
+  'acme-state': Message<undefined, AcmeState>
 }
 
 /** Primary -> worker. */
@@ -79,4 +90,10 @@ export interface ToWorker extends Protocol {
   'purge-local': Message<PurgeMatch, number>
   /** Event: the primary's circuit breaker of a group changed state. */
   breaker: Message<BreakerEvent, void>
+  /** Event: a certificate the primary's ACME manager obtained or loaded. */
+  'acme-certificate': Message<CertificateMessage, void>
+  /** Event: the ACME status of every name (for /api/v1/status). */
+  'acme-status': Message<AcmeNameStatus[], void>
+  /** Challenge material to answer (or take down); answered once it is in place. */
+  'acme-challenge': Message<ChallengeMaterial, void>
 }

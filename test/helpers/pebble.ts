@@ -6,11 +6,10 @@
 import { type ChildProcess, spawn } from 'node:child_process'
 import { mkdtempSync, writeFileSync } from 'node:fs'
 import https from 'node:https'
-import net from 'node:net'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
 import { makeCert } from './certs'
-import { until } from './until'
+import { portOpen, until } from './until'
 import { closedPort } from './upstream'
 
 export interface RunningPebble {
@@ -49,17 +48,6 @@ function spawnTool(cmd: string, args: string[], env: NodeJS.ProcessEnv = process
   )
   failed.catch(() => undefined)
   return { child, out: () => out, failed }
-}
-
-function portOpen(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const s = net.connect(port, '127.0.0.1')
-    s.once('connect', () => {
-      s.destroy()
-      resolve(true)
-    })
-    s.once('error', () => resolve(false))
-  })
 }
 
 async function stopChild(child: ChildProcess): Promise<void> {

@@ -1,0 +1,170 @@
+// server.tls.acme beyond one process, against a real Pebble (and a real redis-server):
+// - server.workers: 2: the primary orders, every worker serves the certificate (several TLS
+//   connections, spread over the workers, all get it) and answers the challenge wherever the
+//   CA's connection lands (HTTP-01 and TLS-ALPN-01); on-demand names asked by a worker are
+//   ordered by the primary; status and the expiry gauge come from any worker.
+// - store: redis: two instances sharing one redis-server make one order and both serve the
+//   certificate; an on-demand name ordered by instance A is validated by Pebble on instance B
+//   (Pebble's ports are B's), which answers from Redis.
+
+import assert from 'node:assert/strict'
+import { mkdtempSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import path from 'node:path'
+import { after, before, describe, test } from 'node:test'
+import { chainsTo, config, control, obtained, type Setup, served, setup } from '../helpers/acme'
+import { type RunningProxy, startProxy } from '../helpers/proxy'
+import { type RunningRedis, startRedis } from '../helpers/redis'
+import { closedPort, startUpstream, type Upstream } from '../helpers/upstream'
+
+const ordering = (proxies: RunningProxy[]) =>
+  proxies.reduce((n, p) => n + p.logs.filter((l) => l.msg === 'ordering a certificate').length, 0)
+
+/** Several connections in a row (the cluster spreads them over the workers): each one's leaf. */
+async function leaves(port: number, name: string, n = 8): Promise<string[]> {
+  const out: string[] = []
+  for (let i = 0; i < n; i++) out.push((await served(port, name))[0]!.fingerprint256)
+  return out
+}
+
+describe('ACME with several processes (Pebble)', () => {
+  let up: Upstream
+  before(async () => {
+    up = await startUpstream('web')
+  })
+  after(async () => {
+    await up.close()
+  })
+
+  for (const challenge of ['http-01', 'tls-alpn-01'] as const) {
+    describe(`server.workers: 2, ${challenge}`, () => {
+      let s: Setup
+      let proxy: RunningProxy
+      const name = `${challenge === 'http-01' ? 'web' : 'alpn'}.workers.acme.test`
+      before(async () => {
+        s = await setup()
+        proxy = await startProxy(
+          config(
+            s,
+            up,
+            `domains: [${name}]\non_demand: true\nallowed_domains: ["*.od.acme.test"]\nchallenge: ${challenge}`,
+            'workers: 2',
+          ),
+          { env: { NODE_EXTRA_CA_CERTS: s.pebble.caFile } },
+        )
+      })
+      after(async () => {
+        await proxy.stop()
+        await s.pebble.stop()
+      })
+
+      test('one order by the primary; every connection, whichever worker, gets the certificate', async () => {
+        await obtained(proxy, name)
+        const got = await leaves(s.tlsPort, name)
+        assert.equal(new Set(got).size, 1, 'the same certificate from every worker')
+        const chain = await served(s.tlsPort, name)
+        assert.ok(chain[0]!.subjectAltName?.includes(`DNS:${name}`))
+        assert.ok(chainsTo(chain, await s.pebble.root()))
+        assert.equal(s.pebble.orders(), 1)
+        assert.equal(ordering([proxy]), 1)
+      })
+
+      test('status and the expiry gauge, from any worker', async () => {
+        for (let i = 0; i < 4; i++) {
+          const status = JSON.parse(await control(proxy, '/api/v1/status'))
+          const entry = status.tls_certificates.find((c: { name: string }) => c.name === name)
+          assert.equal(entry?.source, 'acme')
+          assert.equal(entry.last_renewal?.result, 'success')
+          assert.match(entry.issuer, /Pebble/)
+        }
+        const chain = await served(s.tlsPort, name)
+        const expiry = Math.floor(Date.parse(chain[0]!.validTo) / 1000)
+        assert.match(
+          await control(proxy, '/metrics'),
+          new RegExp(
+            `locci_tls_certificate_expiry_seconds\\{name="${name.replace(/\./g, '\\.')}"\\} ${expiry}`,
+          ),
+        )
+      })
+
+      test('on demand: a worker asks the primary; the handshake gets the new certificate', async () => {
+        const od = `${challenge === 'http-01' ? 'h' : 'a'}.od.acme.test`
+        const chain = await served(s.tlsPort, od)
+        assert.ok(chain[0]!.subjectAltName?.includes(`DNS:${od}`))
+        const got = await leaves(s.tlsPort, od, 4)
+        assert.equal(new Set(got).size, 1)
+        assert.equal(s.pebble.orders(), 2)
+      })
+    })
+  }
+
+  describe('store: redis, two instances', () => {
+    let redis: RunningRedis
+    let s: Setup
+    let a: RunningProxy
+    let b: RunningProxy
+    let aPorts: { tlsPort: number; httpPort: number }
+    before(async () => {
+      redis = await startRedis()
+      // Pebble validates on B's ports; A has its own. Each instance its own storage_dir.
+      s = await setup()
+      aPorts = { tlsPort: await closedPort(), httpPort: await closedPort() }
+      const acme = `domains: [shared.acme.test]\non_demand: true\nallowed_domains: ["*.od.acme.test"]\nchallenge: http-01\nstore: redis\nredis_url: ${redis.url}`
+      const env = { env: { NODE_EXTRA_CA_CERTS: s.pebble.caFile } }
+      const storageA = path.join(mkdtempSync(path.join(tmpdir(), 'locci-acme-a-')), 'acme')
+      ;[a, b] = await Promise.all([
+        startProxy(config({ ...s, ...aPorts, storage: storageA }, up, acme), env),
+        startProxy(config(s, up, acme), env),
+      ])
+    })
+    after(async () => {
+      await a?.stop()
+      await b?.stop()
+      await s.pebble.stop()
+      await redis.stop()
+    })
+
+    test('both instances start together: one order, both serve the certificate', async () => {
+      await obtained(a, 'shared.acme.test')
+      await obtained(b, 'shared.acme.test')
+      assert.equal(s.pebble.orders(), 1)
+      assert.equal(ordering([a, b]), 1)
+      const fa = (await served(aPorts.tlsPort, 'shared.acme.test'))[0]!
+      const fb = (await served(s.tlsPort, 'shared.acme.test'))[0]!
+      assert.equal(fa.fingerprint256, fb.fingerprint256)
+      assert.ok(chainsTo(await served(aPorts.tlsPort, 'shared.acme.test'), await s.pebble.root()))
+    })
+
+    test('A orders an on-demand name; Pebble validates it on B, which answers from Redis; B serves it without an order', async () => {
+      const chainA = await served(aPorts.tlsPort, 'x.od.acme.test')
+      assert.ok(chainA[0]!.subjectAltName?.includes('DNS:x.od.acme.test'))
+      assert.equal(
+        a.logs.filter((l) => l.msg === 'ordering a certificate' && l.name === 'x.od.acme.test').length,
+        1,
+      )
+      const chainB = await served(s.tlsPort, 'x.od.acme.test')
+      assert.equal(chainB[0]!.fingerprint256, chainA[0]!.fingerprint256)
+      assert.equal(s.pebble.orders(), 2)
+      assert.equal(ordering([a, b]), 2)
+      assert.ok(
+        b.logs.some(
+          (l) => l.msg === 'certificate taken from the shared store' && l.name === 'x.od.acme.test',
+        ),
+      )
+    })
+
+    test('Redis down: stored certificates still served; the failure is logged, not fatal', async () => {
+      await redis.stop()
+      const fa = (await served(aPorts.tlsPort, 'shared.acme.test'))[0]!
+      assert.ok(fa.subjectAltName?.includes('DNS:shared.acme.test'))
+      // A new on-demand name cannot be coordinated: refused for now (default certificate, none here).
+      await assert.rejects(served(aPorts.tlsPort, 'y.od.acme.test'))
+      await a.waitForLog(
+        (l) => l.msg === 'certificate order failed' && l.name === 'y.od.acme.test',
+        'the failure',
+      )
+      assert.equal(a.child.exitCode, null)
+      assert.equal((await served(s.tlsPort, 'shared.acme.test'))[0]!.fingerprint256, fa.fingerprint256)
+    })
+  })
+})
