@@ -220,6 +220,7 @@ export class AcmeManager {
       if (c.notAfter.getTime() <= Date.now()) return false
       this.#certs.set(name, c)
       this.#hooks.certificate?.(c)
+      this.#hooks.changed?.()
       this.#log.info(
         { name, issuer: c.issuer, not_after: c.notAfter.toISOString() },
         'stored certificate loaded',
@@ -443,7 +444,7 @@ export class AcmeManager {
     const c = describe(name, got.cert, got.key)
     if (Date.now() >= renewAt(c.notBefore, c.notAfter)) return undefined
     const mine = this.#certs.get(name)
-    if (mine?.cert === c.cert) return undefined
+    if (mine?.cert === c.cert) return mine
     writePrivate(this.#certFile(name, 'key'), c.key)
     writePrivate(this.#certFile(name, 'crt'), c.cert)
     this.#log.info({ name, not_after: c.notAfter.toISOString() }, 'certificate taken from the shared store')

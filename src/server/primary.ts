@@ -222,6 +222,9 @@ export class Primary {
     )
     this.#acme = { key, manager }
     manager.start()
+    // Workers that pulled the state before (or from the replaced manager) get this one's.
+    const status = manager.status()
+    for (const l of this.#links.values()) l.rpc.emit('acme-status', status)
   }
 
   #acmeState(): AcmeState {
