@@ -156,6 +156,21 @@ class ProblemError extends Error {
   }
 }
 
+/**
+ * When server.tls.acme changed from what `current` was made for: closes it and returns the new
+ * settings (spec undefined: ACME is off now); undefined when nothing changed. Used by the single
+ * process (instance.ts) and the primary (primary.ts).
+ */
+export function acmeChange(
+  current: { key: string; manager: { close(): void } } | undefined,
+  spec: AcmeSpec | undefined,
+): { key: string; spec: AcmeSpec | undefined } | undefined {
+  const key = spec ? JSON.stringify(spec) : ''
+  if ((current?.key ?? '') === key) return undefined
+  current?.manager.close()
+  return { key, spec }
+}
+
 export class AcmeManager {
   readonly #spec: AcmeSpec
   readonly #log: Logger
@@ -557,39 +572,37 @@ export class AcmeManager {
     const shared = this.#shared
     const hooks = this.#hooks
     const quiet = (p: Promise<void> | undefined) => void p?.catch(() => undefined)
+    let up: ChallengeMaterial
+    let down: ChallengeMaterial
+    let forget: () => void
+    let id: string
     if (challenge.type === 'http-01') {
       const token = challenge.token
+      id = token
       this.#http.set(token, keyAuthorization)
-      const remove = () => {
-        this.#http.delete(token)
-        quiet(hooks.challenge?.({ type: 'http-01', token, keyAuthorization: null }))
-        quiet(shared?.setChallenge('http', token, null))
-      }
-      try {
-        await Promise.all([
-          hooks.challenge?.({ type: 'http-01', token, keyAuthorization }),
-          shared?.setChallenge('http', token, keyAuthorization),
-        ])
-      } catch (err) {
-        remove()
-        throw err
-      }
-      return remove
+      up = { type: 'http-01', token, keyAuthorization }
+      down = { type: 'http-01', token, keyAuthorization: null }
+      forget = () => this.#http.delete(token)
+    } else {
+      const [key, cert] = await acme.crypto.createAlpnCertificate(authz, keyAuthorization)
+      const host = authz.identifier.value.toLowerCase()
+      id = host
+      const material = { cert: cert.toString(), key: key.toString() }
+      this.#alpn.set(host, material)
+      up = { type: 'tls-alpn-01', host, cert: material }
+      down = { type: 'tls-alpn-01', host, cert: null }
+      forget = () => this.#alpn.delete(host)
     }
-    const [key, cert] = await acme.crypto.createAlpnCertificate(authz, keyAuthorization)
-    const host = authz.identifier.value.toLowerCase()
-    const material = { cert: cert.toString(), key: key.toString() }
-    this.#alpn.set(host, material)
+    // The shared store keeps the key authorization only: another instance makes the TLS-ALPN-01
+    // certificate from it (alpnChallenge).
+    const kind = challenge.type === 'http-01' ? 'http' : 'alpn'
     const remove = () => {
-      this.#alpn.delete(host)
-      quiet(hooks.challenge?.({ type: 'tls-alpn-01', host, cert: null }))
-      quiet(shared?.setChallenge('alpn', host, null))
+      forget()
+      quiet(hooks.challenge?.(down))
+      quiet(shared?.setChallenge(kind, id, null))
     }
     try {
-      await Promise.all([
-        hooks.challenge?.({ type: 'tls-alpn-01', host, cert: material }),
-        shared?.setChallenge('alpn', host, keyAuthorization),
-      ])
+      await Promise.all([hooks.challenge?.(up), shared?.setChallenge(kind, id, keyAuthorization)])
     } catch (err) {
       remove()
       throw err

@@ -26,7 +26,7 @@ import { compilePlan, type Plan, RuntimeStore } from '../proxy/runtime'
 import { explain } from '../routing/explain'
 import type { UpstreamClient } from '../upstream/client'
 import { UpstreamRegistry } from '../upstream/registry'
-import { AcmeManager, AcmeMirror } from './acme'
+import { AcmeManager, AcmeMirror, acmeChange } from './acme'
 import { sharedAcmeStore } from './acme-redis'
 import { ConfigKeeper, type ReloadResult } from './keeper'
 import { createListener, createRedirectListener, type ListenerHandle, listen } from './listener'
@@ -187,11 +187,10 @@ export class ProxyInstance implements ControlActions {
    * over (the new manager reads them from storage_dir).
    */
   #syncAcme(s: Snapshot): void {
-    const spec = s.tls?.acme
-    const key = spec ? JSON.stringify(spec) : ''
-    if ((this.#acme?.key ?? '') === key) return
-    this.#acme?.manager.close()
+    const change = acmeChange(this.#acme, s.tls?.acme)
+    if (!change) return
     this.#acme = undefined
+    const { key, spec } = change
     if (!spec) return
     const link = this.#o.primary
     if (link) {

@@ -15,7 +15,7 @@
 import cluster, { type Worker } from 'node:cluster'
 import { AggregatorRegistry, Counter, Registry } from 'prom-client'
 import type { Overrides } from '../config/compile'
-import type { Snapshot } from '../config/snapshot'
+import type { AcmeSpec, Snapshot } from '../config/snapshot'
 import type { PurgeMatch } from '../middleware/cache/memory-store'
 import { MemoryStore } from '../middleware/rate-limit/memory-store'
 import type { LoggerHandle } from '../observe/logger'
@@ -23,7 +23,7 @@ import { upstreamMetrics } from '../observe/metrics'
 import type { Plan } from '../proxy/runtime'
 import type { UpstreamClient } from '../upstream/client'
 import { UpstreamRegistry } from '../upstream/registry'
-import { AcmeManager, type ChallengeMaterial, type IssuedCertificate } from './acme'
+import { AcmeManager, acmeChange, type ChallengeMaterial, type IssuedCertificate } from './acme'
 import { sharedAcmeStore } from './acme-redis'
 import { ConfigKeeper } from './keeper'
 import type { AcmeState, HealthEvent, MetricsText, TakeRequest, ToPrimary, ToWorker } from './protocol'
@@ -198,12 +198,12 @@ export class Primary {
 
   /** Starts, replaces or stops the ACME manager when server.tls.acme changes (as instance.ts does). */
   #syncAcme(s: Snapshot): void {
-    const spec = s.tls?.acme
-    const key = spec ? JSON.stringify(spec) : ''
-    if ((this.#acme?.key ?? '') === key) return
-    this.#acme?.manager.close()
-    this.#acme = undefined
-    if (!spec) return
+    const change = acmeChange(this.#acme, s.tls?.acme)
+    if (change) this.#acme = change.spec && { key: change.key, manager: this.#startAcme(change.spec) }
+  }
+
+  /** A manager whose certificates, status and challenges go to every worker. */
+  #startAcme(spec: AcmeSpec): AcmeManager {
     const manager = new AcmeManager(
       spec,
       this.#log,
@@ -220,11 +220,11 @@ export class Primary {
       },
       sharedAcmeStore(spec, this.#log),
     )
-    this.#acme = { key, manager }
     manager.start()
     // Workers that pulled the state before (or from the replaced manager) get this one's.
     const status = manager.status()
     for (const l of this.#links.values()) l.rpc.emit('acme-status', status)
+    return manager
   }
 
   #acmeState(): AcmeState {
