@@ -12,7 +12,8 @@ import { mkdtempSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
 import { after, before, describe, test } from 'node:test'
-import { chainsTo, config, control, obtained, type Setup, served, setup } from '../helpers/acme'
+import tls from 'node:tls'
+import { chainsTo, config, control, get, obtained, type Setup, served, setup } from '../helpers/acme'
 import { type RunningProxy, startProxy } from '../helpers/proxy'
 import { type RunningRedis, startRedis } from '../helpers/redis'
 import { closedPort, startUpstream, type Upstream } from '../helpers/upstream'
@@ -25,6 +26,35 @@ async function leaves(port: number, name: string, n = 8): Promise<string[]> {
   const out: string[] = []
   for (let i = 0; i < n; i++) out.push((await served(port, name))[0]!.fingerprint256)
   return out
+}
+
+/** A TLS-ALPN-01 validation attempt (ALPN acme-tls/1) for `servername`: does the handshake succeed? */
+function alpnHandshake(port: number, servername: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = tls.connect(
+      { port, host: '127.0.0.1', servername, ALPNProtocols: ['acme-tls/1'], rejectUnauthorized: false },
+      () => {
+        s.destroy()
+        resolve(true)
+      },
+    )
+    s.once('error', () => resolve(false))
+  })
+}
+
+/** Challenge lookups nobody asked for: unknown and malformed tokens, acme-tls/1 for any name. */
+async function refusesStrayChallenges(httpPort: number, tlsPort: number): Promise<void> {
+  for (const p of [
+    '/.well-known/acme-challenge/unknown-token',
+    `/.well-known/acme-challenge/${'a'.repeat(300)}`,
+    '/.well-known/acme-challenge/..%2f..%2fetc',
+    '/.well-known/acme-challenge/*',
+  ]) {
+    assert.equal((await get(httpPort, p)).status, 404, p)
+  }
+  for (const name of ['od.acme.test', 'x.evil.test', `${'a'.repeat(60)}.od.acme.test`]) {
+    assert.equal(await alpnHandshake(tlsPort, name), false, name)
+  }
 }
 
 describe('ACME with several processes (Pebble)', () => {
@@ -95,6 +125,12 @@ describe('ACME with several processes (Pebble)', () => {
         assert.equal(new Set(got).size, 1)
         assert.equal(s.pebble.orders(), 2)
       })
+
+      test('hostile: stray challenge lookups are refused by every worker; nothing is ordered', async () => {
+        for (let i = 0; i < 2; i++) await refusesStrayChallenges(s.httpPort, s.tlsPort)
+        assert.equal(s.pebble.orders(), 2)
+        assert.equal(proxy.child.exitCode, null)
+      })
     })
   }
 
@@ -153,6 +189,12 @@ describe('ACME with several processes (Pebble)', () => {
             p.logs.some((l) => String(l.path ?? '').startsWith('/.well-known/acme-challenge/'))
           assert.ok(asked(b) && !asked(a))
         }
+      })
+
+      test('hostile: stray challenge lookups (looked up in Redis) are refused on both instances', async () => {
+        await refusesStrayChallenges(aPorts.httpPort, aPorts.tlsPort)
+        await refusesStrayChallenges(s.httpPort, s.tlsPort)
+        assert.equal(ordering([a, b]), 2)
       })
 
       test('Redis down: stored certificates still served; the failure is logged, not fatal', {
