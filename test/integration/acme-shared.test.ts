@@ -5,7 +5,9 @@
 //   ordered by the primary; status and the expiry gauge come from any worker.
 // - store: redis: two instances sharing one redis-server make one order and both serve the
 //   certificate; an on-demand name ordered by instance A is validated by Pebble on instance B
-//   (Pebble's ports are B's), which answers from Redis.
+//   (Pebble's ports are B's), which answers from Redis; renewals of a short-lived certificate
+//   are one order each (the lock), the other instance taking the new one from Redis; stray
+//   challenge lookups are refused; with Redis down stored certificates are still served.
 
 import assert from 'node:assert/strict'
 import { mkdtempSync } from 'node:fs'
@@ -214,4 +216,42 @@ describe('ACME with several processes (Pebble)', () => {
       })
     })
   }
+
+  describe('store: redis, renewal of a short-lived certificate by two instances', () => {
+    let redis: RunningRedis
+    let s: Setup
+    let a: RunningProxy
+    let b: RunningProxy
+    before(async () => {
+      redis = await startRedis()
+      s = await setup(15)
+      const aPorts = { tlsPort: await closedPort(), httpPort: await closedPort() }
+      const acme = `domains: [renew.shared.acme.test]\nchallenge: http-01\nstore: redis\nredis_url: ${redis.url}`
+      const env = { env: { NODE_EXTRA_CA_CERTS: s.pebble.caFile } }
+      const storageA = path.join(mkdtempSync(path.join(tmpdir(), 'locci-acme-a-')), 'acme')
+      ;[a, b] = await Promise.all([
+        startProxy(config({ ...s, ...aPorts, storage: storageA }, up, acme), env),
+        startProxy(config(s, up, acme), env),
+      ])
+    })
+    after(async () => {
+      await a?.stop()
+      await b?.stop()
+      await s.pebble.stop()
+      await redis.stop()
+    })
+
+    test('each renewal is one order (the lock), the other instance takes the new certificate from Redis', async () => {
+      // The first certificate and two renewals in each instance.
+      await obtained(a, 'renew.shared.acme.test', 3)
+      await obtained(b, 'renew.shared.acme.test', 3)
+      const taken = [a, b].reduce(
+        (n, p) => n + p.logs.filter((l) => l.msg === 'certificate taken from the shared store').length,
+        0,
+      )
+      // Without the lock both would order every round (6 or more); one more may be in flight.
+      assert.ok(s.pebble.orders() <= 4, `${s.pebble.orders()} orders`)
+      assert.ok(taken >= 2, `${taken} taken from Redis`)
+    })
+  })
 })
