@@ -12,6 +12,7 @@ import { formatPath, type KeyPath, type Problem, sortProblems } from './problems
 import { configSchema, type RawConfig, type RawMirror, type RawRoute, type RawSplitSticky } from './schema'
 import { WeylSequence } from './sequence'
 import {
+  type AcmeSpec,
   type CircuitBreakerSpec,
   deepFreeze,
   type HashKey,
@@ -241,6 +242,7 @@ function crossCheck(data: Record<string, unknown>, at: At, file: string): TlsMat
   checkCircuitBreakers(t, at)
   checkMiddlewareDeclarations(t, at)
   checkListenerOptions(t, at)
+  checkAcme(t, at)
   checkControlApi(t, at)
   checkConfigStore(t, at)
   checkOpsListener(t, at)
@@ -517,6 +519,56 @@ function checkListenerOptions(t: Tree, at: At): void {
   }
 }
 
+/** Let's Encrypt's directories (acme-client lists the same; not loaded here, it is lazy). */
+const ACME_PRESETS: Record<string, string> = {
+  letsencrypt: 'https://acme-v02.api.letsencrypt.org/directory',
+  'letsencrypt-staging': 'https://acme-staging-v02.api.letsencrypt.org/directory',
+}
+
+function acmeSpec(a: NonNullable<NonNullable<RawConfig['server']['tls']>['acme']>, file: string): AcmeSpec {
+  return {
+    email: a.email,
+    directoryUrl: ACME_PRESETS[a.directory_url] ?? a.directory_url,
+    domains: (a.domains ?? []).map((d) => d.toLowerCase()),
+    onDemand: a.on_demand ? (a.allowed_domains ?? []).map((d) => d.toLowerCase()) : undefined,
+    challenge: a.challenge,
+    storageDir: resolveFrom(file, a.storage_dir),
+    eab: a.eab && { kid: a.eab.kid, hmacKey: a.eab.hmac_key },
+    redisUrl: a.store === 'redis' ? a.redis_url : undefined,
+  }
+}
+
+/** server.tls.acme: the settings that only work together, and what this version cannot do yet. */
+function checkAcme(t: Tree, at: At): void {
+  const a = t.tls && isRecord(t.tls.acme) ? t.tls.acme : undefined
+  if (!a) return
+  const base = ['server', 'tls', 'acme']
+  const onDemand = a.on_demand === true
+  if (!Array.isArray(a.domains) && !onDemand)
+    at(base, 'needs domains, or on_demand: true with allowed_domains')
+  if (onDemand && !Array.isArray(a.allowed_domains)) {
+    at(
+      [...base, 'allowed_domains'],
+      'is required with on_demand: true (without it anyone could make us order certificates)',
+    )
+  }
+  if (!onDemand && a.allowed_domains !== undefined) {
+    at([...base, 'allowed_domains'], 'only applies with on_demand: true')
+  }
+  if ((a.challenge ?? 'http-01') === 'http-01' && t.server?.redirect_http_bind === undefined) {
+    at(
+      [...base, 'challenge'],
+      'http-01 is answered on server.redirect_http_bind (the CA connects to port 80); set it, or use challenge: tls-alpn-01',
+    )
+  }
+  if (a.store === 'redis' && a.redis_url === undefined) {
+    at([...base, 'redis_url'], 'is required with store: redis (redis://host:6379)')
+  }
+  if (a.store !== 'redis' && a.redis_url !== undefined) {
+    at([...base, 'redis_url'], 'only applies with store: redis')
+  }
+}
+
 /** The listener's certificates, read and checked (files, pairs); undefined without server.tls. */
 function loadListenerCertificates(t: Tree, at: At, file: string): CertificateMaterial[] | undefined {
   const tls = t.tls
@@ -550,8 +602,8 @@ function loadListenerCertificates(t: Tree, at: At, file: string): CertificateMat
       )
       if (pair) certs.push(pair)
     })
-  } else if (single[0] === undefined && single[1] === undefined) {
-    at(['server', 'tls'], 'needs cert_path and key_path, or certificates')
+  } else if (single[0] === undefined && single[1] === undefined && !isRecord(tls.acme)) {
+    at(['server', 'tls'], 'needs cert_path and key_path, certificates, or acme')
   }
   return certs
 }
@@ -799,6 +851,7 @@ function build(raw: RawConfig, file: string, tlsMaterial: TlsMaterial): Snapshot
         : TLS12_SUITES.join(':'),
       http2: raw.server.tls.http2,
       redirectHost: raw.server.tls.redirect_host,
+      acme: raw.server.tls.acme && acmeSpec(raw.server.tls.acme, file),
     },
     redirectHttp: raw.server.redirect_http_bind
       ? (parseHostPort(raw.server.redirect_http_bind, { listen: true }) as HostPort)

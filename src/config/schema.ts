@@ -40,12 +40,57 @@ const cipherList = z.string().superRefine((text, ctx) => {
   if ('problem' in r) ctx.addIssue({ code: 'custom', message: r.problem })
 })
 
+/** A DNS name a certificate can be ordered for: labels of letters, digits and hyphens. */
+const acmeDomain = z
+  .string()
+  .regex(/^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/i, {
+    message:
+      'must be a DNS name (letters, digits, hyphens, dots; no wildcard: HTTP-01 and TLS-ALPN-01 cannot prove one)',
+  })
+
+/** server.tls.acme: certificates ordered from an ACME CA (server/acme.ts). */
+const acmeSettings = z.strictObject({
+  /** Contact address given to the CA (expiry warnings, policy changes). */
+  email: z.string().regex(/^[^@\s]+@[^@\s]+$/, { message: 'must be an email address' }),
+  /** letsencrypt, letsencrypt-staging, or the https:// URL of any ACME directory. */
+  directory_url: z
+    .string()
+    .refine((v) => v === 'letsencrypt' || v === 'letsencrypt-staging' || /^https:\/\/[^\s]+$/.test(v), {
+      message: 'must be letsencrypt, letsencrypt-staging or an https:// directory URL',
+    })
+    .default('letsencrypt'),
+  /** Names ordered at start (one certificate each) and kept renewed. */
+  domains: z.array(acmeDomain).min(1).optional(),
+  /** Order a certificate for an unknown SNI name during its first handshake (allowed_domains only). */
+  on_demand: z.boolean().default(false),
+  /** Globs (`*.example.com`, `shop.example.com`) an on-demand name must match. */
+  allowed_domains: z
+    .array(
+      z.string().regex(/^(\*\.)?([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0-9-]{1,63}$/i, {
+        message: 'must be a DNS name, optionally starting with *. (one label)',
+      }),
+    )
+    .min(1)
+    .optional(),
+  /** How the CA checks we control a name: HTTP-01 on redirect_http_bind, or TLS-ALPN-01 on the TLS listener. */
+  challenge: z.enum(['http-01', 'tls-alpn-01']).default('http-01'),
+  /** Account key, certificates and keys (directory 0700, files 0600), relative to the config file. */
+  storage_dir: z.string().min(1),
+  /** file (storage_dir) or redis (shared by several instances). */
+  store: z.enum(['file', 'redis']).default('file'),
+  redis_url: z.string().min(1).optional(),
+  /** External Account Binding, for CAs that require one (ZeroSSL, Google, some private CAs). */
+  eab: z.strictObject({ kid: z.string().min(1), hmac_key: z.string().min(1) }).optional(),
+})
+
 /** TLS on the listener: one pair (the guide's form) and/or several chosen by SNI. */
 const tlsListener = z
   .strictObject({
     cert_path: z.string().min(1).optional(),
     key_path: z.string().min(1).optional(),
     certificates: z.array(certPair).min(1).optional(),
+    /** Certificates obtained and renewed from an ACME CA, served beside the static ones. */
+    acme: acmeSettings.optional(),
     /** intermediate: TLS 1.2 and 1.3, ECDHE + AEAD suites only; modern: TLS 1.3 only. */
     policy: z.enum(['intermediate', 'modern']).default('intermediate'),
     /** Lowest version accepted; the policy's when not written (TLSv1.2, or TLSv1.3 for modern). */

@@ -191,6 +191,22 @@ export interface PoolSpec {
   readonly connectTimeoutMs: number
 }
 
+export interface AcmeSpec {
+  readonly email: string
+  /** The directory URL (presets resolved). */
+  readonly directoryUrl: string
+  /** Ordered at start, kept renewed. */
+  readonly domains: readonly string[]
+  /** Globs an on-demand name must match; undefined when on_demand is off. */
+  readonly onDemand: readonly string[] | undefined
+  readonly challenge: 'http-01' | 'tls-alpn-01'
+  /** Absolute. */
+  readonly storageDir: string
+  readonly eab: { readonly kid: string; readonly hmacKey: string } | undefined
+  /** store: redis: account key, certificates, challenge answers and order locks shared there. */
+  readonly redisUrl: string | undefined
+}
+
 export interface Snapshot {
   readonly file: string
   /** The config as validated (defaults filled in); what `/api/v1/config` shows, redacted. */
@@ -210,6 +226,8 @@ export interface Snapshot {
         readonly http2: boolean
         /** Host (and port) for HTTPS redirects when the client's Host names no certificate. */
         readonly redirectHost: string | undefined
+        /** server.tls.acme: certificates ordered and renewed by server/acme.ts. */
+        readonly acme?: AcmeSpec | undefined
       }
     | undefined
   /** A plain listener that redirects to HTTPS. */

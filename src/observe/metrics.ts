@@ -4,6 +4,7 @@
 // recorded on every request use request-metrics.ts (no label hashing on the hot path); the rest
 // are prom-client's own.
 
+import { X509Certificate } from 'node:crypto'
 import { Counter, collectDefaultMetrics, Gauge, Registry } from 'prom-client'
 import { FastCounter, FastHistogram, type HistogramSeries } from './request-metrics'
 import { DURATION_BUCKETS, Series } from './series'
@@ -309,4 +310,36 @@ export class Metrics {
   get contentType(): string {
     return this.registry.contentType
   }
+}
+
+/**
+ * locci_tls_certificate_expiry_seconds{name}: the notAfter (Unix time) of each certificate the
+ * TLS listener serves, static or obtained by ACME, one series per name it covers (as the
+ * blackbox exporter's probe_ssl_earliest_cert_expiry). Alert on `... - time() < 14 * 86400`.
+ */
+export function certificateExpiryGauge(
+  registry: Registry,
+  certificates: () => Iterable<{ readonly names: readonly string[]; readonly cert: string }>,
+): void {
+  // Read once per certificate object (they are replaced, not changed, on reload or renewal).
+  const notAfter = new WeakMap<object, number>()
+  new Gauge({
+    name: 'locci_tls_certificate_expiry_seconds',
+    help: 'When each served TLS certificate expires (notAfter, Unix seconds), by name.',
+    labelNames: ['name'],
+    registers: [registry],
+    // Every worker serves the same certificates: the same value, not a sum.
+    aggregator: 'max',
+    collect() {
+      this.reset()
+      for (const c of certificates()) {
+        let t = notAfter.get(c)
+        if (t === undefined) {
+          t = Math.floor(Date.parse(new X509Certificate(c.cert).validTo) / 1000)
+          notAfter.set(c, t)
+        }
+        for (const name of c.names) this.labels(name).set(t)
+      }
+    },
+  })
 }

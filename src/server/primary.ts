@@ -6,6 +6,9 @@
 // - the memory rate-limit buckets live here, so burst 5 means 5 across all workers;
 // - config changes (reload, control-API changes) are validated here once, then applied by
 //   every worker before the request that asked for them is answered;
+// - ACME (server.tls.acme) runs here: every certificate and status change is sent to every
+//   worker, and challenge material is in every worker (each acknowledged) before the CA is told
+//   to validate, so whichever worker the CA's connection lands on answers it;
 // - metrics are the sum of the workers' (plus the primary's own), on any worker's /metrics.
 // A worker that dies is replaced (logged, counted); SIGTERM drains every worker.
 
@@ -14,6 +17,7 @@ import { AggregatorRegistry, Counter, Registry } from 'prom-client'
 import { formatHostPort } from '../config/address'
 import type { Overrides } from '../config/compile'
 import { EMPTY_LAYER } from '../config/runtime-layer'
+import type { AcmeSpec, Snapshot } from '../config/snapshot'
 import type { DashboardData } from '../control/dashboard'
 import type { PurgeMatch } from '../middleware/cache/memory-store'
 import { MemoryStore } from '../middleware/rate-limit/memory-store'
@@ -23,9 +27,11 @@ import { mergeSeries } from '../observe/series'
 import type { Plan } from '../proxy/runtime'
 import type { UpstreamClient } from '../upstream/client'
 import { UpstreamRegistry } from '../upstream/registry'
+import { AcmeManager, acmeChange, type ChallengeMaterial, type IssuedCertificate } from './acme'
+import { sharedAcmeStore } from './acme-redis'
 import type { SharedStart } from './config-store'
 import { ConfigKeeper } from './keeper'
-import type { HealthEvent, MetricsText, TakeRequest, ToPrimary, ToWorker } from './protocol'
+import type { AcmeState, HealthEvent, MetricsText, TakeRequest, ToPrimary, ToWorker } from './protocol'
 import { Rpc } from './rpc'
 
 export interface PrimaryOptions {
@@ -38,6 +44,9 @@ export interface PrimaryOptions {
   /** config_store: only the primary talks to Redis; workers get each layer as a config to apply. */
   shared?: SharedStart
 }
+
+/** How long the primary waits for every worker to confirm challenge material before failing the order. */
+const CHALLENGE_ACK_MS = 10_000
 
 interface WorkerLink {
   worker: Worker
@@ -57,6 +66,7 @@ export class Primary {
   #plan: Plan
   #stopping = false
   readonly #shared: SharedStart | undefined
+  #acme: { key: string; manager: AcmeManager } | undefined
 
   constructor(o: PrimaryOptions, plan: Plan, text: string) {
     this.#log = o.logging.logger
@@ -124,6 +134,8 @@ export class Primary {
           settled = true
           this.#log.info({ workers: expected, pid: process.pid }, 'all workers listening')
           this.#follow()
+          // Challenges are answered by the workers: ACME starts once they listen.
+          this.#syncAcme(snapshot)
           resolve()
         }
       })
@@ -159,6 +171,11 @@ export class Primary {
       .on('dashboard', () => this.#dashboard())
       .on('breaker-outcomes', (o) => this.#upstreams.applyOutcomes(o.key, o.batch))
       .on('breaker-probe', (p) => this.#upstreams.grantProbe(p.key))
+      .on('acme-state', () => this.#acmeState())
+      .on('acme-on-demand', async ({ host }) => {
+        const c = await this.#acme?.manager.onDemand(host)
+        return c ? { name: c.name, cert: c.cert, key: c.key } : null
+      })
     worker.on('message', (m) => rpc.receive(m))
     this.#links.set(worker.id, { worker, rpc, listening: false })
   }
@@ -216,6 +233,68 @@ export class Primary {
     const { snapshot } = next
     this.#upstreams.activate(snapshot, this.#upstreams.build(snapshot))
     if (snapshot.logging.level !== prev.logging.level) this.#log.level = snapshot.logging.level
+    this.#syncAcme(snapshot)
+  }
+
+  /** Starts, replaces or stops the ACME manager when server.tls.acme changes (as instance.ts does). */
+  #syncAcme(s: Snapshot): void {
+    const change = acmeChange(this.#acme, s.tls?.acme)
+    if (change) this.#acme = change.spec && { key: change.key, manager: this.#startAcme(change.spec) }
+  }
+
+  /** A manager whose certificates, status and challenges go to every worker. */
+  #startAcme(spec: AcmeSpec): AcmeManager {
+    const manager = new AcmeManager(
+      spec,
+      this.#log,
+      {
+        challenge: (c) => this.#challengeToWorkers(c),
+        certificate: (c: IssuedCertificate) => {
+          for (const l of this.#links.values())
+            l.rpc.emit('acme-certificate', { name: c.name, cert: c.cert, key: c.key })
+        },
+        changed: () => {
+          const status = manager.status()
+          for (const l of this.#links.values()) l.rpc.emit('acme-status', status)
+        },
+      },
+      sharedAcmeStore(spec, this.#log),
+    )
+    manager.start()
+    // Workers that pulled the state before (or from the replaced manager) get this one's.
+    const status = manager.status()
+    for (const l of this.#links.values()) l.rpc.emit('acme-status', status)
+    return manager
+  }
+
+  #acmeState(): AcmeState {
+    const m = this.#acme?.manager
+    if (!m) return { certificates: [], status: [], challenges: [] }
+    return {
+      certificates: [...m.certificates()].map((c) => ({ name: c.name, cert: c.cert, key: c.key })),
+      status: m.status(),
+      challenges: m.pendingChallenges(),
+    }
+  }
+
+  /** Every worker has the material (acknowledged) before the CA is asked to validate. */
+  async #challengeToWorkers(c: ChallengeMaterial): Promise<void> {
+    let timer: NodeJS.Timeout | undefined
+    const deadline = new Promise<never>((_, reject) => {
+      timer = setTimeout(
+        () =>
+          reject(new Error(`workers did not confirm the ${c.type} challenge within ${CHALLENGE_ACK_MS} ms`)),
+        CHALLENGE_ACK_MS,
+      )
+    })
+    try {
+      await Promise.race([
+        Promise.all([...this.#links.values()].map((l) => l.rpc.request('acme-challenge', c))),
+        deadline,
+      ])
+    } finally {
+      clearTimeout(timer)
+    }
   }
 
   reload() {
@@ -256,6 +335,7 @@ export class Primary {
   stop(): Promise<void> {
     this.#stopping = true
     this.#config.close()
+    this.#acme?.manager.close()
     this.#upstreams.stopHealthChecks()
     const workers = [...this.#links.values()].map((l) => l.worker)
     return Promise.all(

@@ -8,6 +8,7 @@ import type { TakeResult } from '../middleware/rate-limit/token-bucket'
 import type { SeriesData } from '../observe/series'
 import type { OutcomeBatch } from '../upstream/circuit-breaker'
 import type { BreakerEvent } from '../upstream/registry'
+import type { AcmeNameStatus, CertificateMessage, ChallengeMaterial } from './acme'
 import type { StoreStatus } from './config-store'
 import type { ReloadResult } from './keeper'
 
@@ -67,6 +68,12 @@ export interface BreakerOutcomes {
   batch: OutcomeBatch
 }
 
+export interface AcmeState {
+  certificates: CertificateMessage[]
+  status: AcmeNameStatus[]
+  challenges: ChallengeMaterial[]
+}
+
 /** Worker -> primary: the primary owns the config, the shared buckets, the circuit breakers and the metrics sum. */
 export interface ToPrimary extends Protocol {
   /** Event: attempts' outcomes for a breaker, batched. */
@@ -81,6 +88,10 @@ export interface ToPrimary extends Protocol {
   purge: Message<PurgeMatch, number>
   /** The dashboard's data: every worker's series merged, and the config's revision and history. */
   dashboard: Message<undefined, DashboardData>
+  /** An unknown SNI name matching allowed_domains: the primary orders it (its rate limit) and answers. */
+  'acme-on-demand': Message<{ host: string }, CertificateMessage | null>
+  /** Everything a new ACME mirror serves (events that came before it existed are in here). */
+  'acme-state': Message<undefined, AcmeState>
 }
 
 /** Primary -> worker. */
@@ -98,4 +109,10 @@ export interface ToWorker extends Protocol {
   'store-status': Message<StoreStatus, void>
   /** This worker's recent series (observe/series.ts), for the primary to merge. */
   'series-local': Message<undefined, SeriesData>
+  /** Event: a certificate the primary's ACME manager obtained or loaded. */
+  'acme-certificate': Message<CertificateMessage, void>
+  /** Event: the ACME status of every name (for /api/v1/status). */
+  'acme-status': Message<AcmeNameStatus[], void>
+  /** Challenge material to answer (or take down); answered once it is in place. */
+  'acme-challenge': Message<ChallengeMaterial, void>
 }

@@ -2,8 +2,7 @@
 // no persistence, stopped by PID.
 
 import { type ChildProcess, spawn } from 'node:child_process'
-import net from 'node:net'
-import { until } from './until'
+import { portOpen, until } from './until'
 import { closedPort } from './upstream'
 
 export interface RunningRedis {
@@ -31,21 +30,7 @@ export async function startRedis(o: { port?: number; args?: string[] } = {}): Pr
       reject(new Error(`cannot start redis-server (apt-get install redis-server): ${e.message}`)),
     ),
   )
-  await Promise.race([
-    failed,
-    until(
-      () =>
-        new Promise<boolean>((resolve) => {
-          const s = net.connect(port, '127.0.0.1')
-          s.once('connect', () => {
-            s.destroy()
-            resolve(true)
-          })
-          s.once('error', () => resolve(false))
-        }),
-      'redis-server to listen',
-    ),
-  ])
+  await Promise.race([failed, until(() => portOpen(port), 'redis-server to listen')])
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()))
   return {
     port,
