@@ -368,13 +368,18 @@ const tracing = z.strictObject({
         // Reported below.
       }
       if (url === undefined || (url.protocol !== 'http:' && url.protocol !== 'https:')) {
-        ctx.addIssue({ code: 'custom', message: 'must be an http:// or https:// URL such as http://collector:4318/v1/traces' })
+        ctx.addIssue({
+          code: 'custom',
+          message: 'must be an http:// or https:// URL such as http://collector:4318/v1/traces',
+        })
       }
     })
     .optional(),
-  protocol: z.enum(TRACING_PROTOCOLS as [string, ...string[]], {
-    error: () => `must be one of ${TRACING_PROTOCOLS.join(', ')}`,
-  }).optional(),
+  protocol: z
+    .enum(TRACING_PROTOCOLS as [string, ...string[]], {
+      error: () => `must be one of ${TRACING_PROTOCOLS.join(', ')}`,
+    })
+    .optional(),
   /** Share of new traces recorded; a client's sampled traceparent is followed (parent-based). */
   sampling_ratio: z.number().min(0).max(1).optional(),
 })

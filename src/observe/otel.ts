@@ -8,7 +8,7 @@
 // middleware that returns a Promise) and one CLIENT span per upstream attempt, whose context the
 // upstream receives as `traceparent` (and `tracestate`).
 
-import { type Context, context as apiContext, type Span, type Tracer, trace } from '@opentelemetry/api'
+import { context as apiContext, type Context, type Span, type Tracer, trace } from '@opentelemetry/api'
 import { W3CTraceContextPropagator } from '@opentelemetry/core'
 import { resourceFromAttributes } from '@opentelemetry/resources'
 import {

@@ -55,9 +55,13 @@ export function tracingSettings(
   if (protocol === undefined) {
     const p = (env.OTEL_EXPORTER_OTLP_TRACES_PROTOCOL ?? env.OTEL_EXPORTER_OTLP_PROTOCOL)?.trim()
     if (p !== undefined && p !== '' && !(TRACING_PROTOCOLS as readonly string[]).includes(p)) {
-      warn(`OTEL_EXPORTER_OTLP_TRACES_PROTOCOL=${p} is not supported (http/protobuf or http/json); using http/protobuf`)
+      warn(
+        `OTEL_EXPORTER_OTLP_TRACES_PROTOCOL=${p} is not supported (http/protobuf or http/json); using http/protobuf`,
+      )
     }
-    protocol = (TRACING_PROTOCOLS as readonly string[]).includes(p ?? '') ? (p as TracingProtocol) : 'http/protobuf'
+    protocol = (TRACING_PROTOCOLS as readonly string[]).includes(p ?? '')
+      ? (p as TracingProtocol)
+      : 'http/protobuf'
   }
   const sampler = spec.samplingRatio === undefined ? envSampler(env, warn) : undefined
   return {

@@ -42,6 +42,7 @@ import { mayRetry, retryCondition } from '../upstream/retry'
 import { BodyGuard } from './body-guard'
 import { replyError } from './errors'
 import { downstreamResponseHeaders, writeResponseHead } from './headers'
+import type { RequestTrace } from './trace'
 
 export interface ExchangeOptions extends RequestFacts {
   req: IncomingMessage
@@ -73,6 +74,8 @@ export interface ExchangeOptions extends RequestFacts {
   /** Ask the client to close its connection (the proxy is draining). */
   closing: () => boolean
   onDone: () => void
+  /** Set when the request is traced (trace.ts): told each attempt, adds X-Locci-Trace. */
+  trace?: RequestTrace | undefined
 }
 
 const RETRYING = new Error('retrying on another server')
@@ -155,6 +158,7 @@ export class Exchange implements UpstreamHandler, Outcome {
     this.#abort = undefined
     this.#headersSeen = false
     peer.inFlight++
+    o.trace?.attemptStart(peer, o.method, o.upstream, o.headers)
     this.#attemptStart = performance.now()
     this.#attemptStatus = 0
     try {
@@ -240,9 +244,10 @@ export class Exchange implements UpstreamHandler, Outcome {
    * The attempt on `#peer` is over: counted per server (upstream/group metrics), unless
    * `counted` is false (the client left before the server answered: not the server's doing).
    */
-  #attemptDone(counted = true): void {
+  #attemptDone(counted: boolean, kind: ErrorKind | undefined): void {
     const peer = this.#peer!
     peer.inFlight--
+    this.#o.trace?.attemptEnd(this.#attemptStatus, kind === undefined ? undefined : ERRORS[kind].label)
     if (counted)
       this.#o.group.metrics?.attempt(
         this.#o.upstream,
@@ -252,9 +257,10 @@ export class Exchange implements UpstreamHandler, Outcome {
       )
   }
 
-  #next(): void {
+  /** Retries on the next candidate; `kind`: why the last attempt failed (none: it answered 5xx). */
+  #next(kind: ErrorKind | undefined): void {
     this.#clearHeadTimer()
-    this.#attemptDone()
+    this.#attemptDone(true, kind)
     this.#index++
     this.#attempt()
   }
@@ -319,7 +325,7 @@ export class Exchange implements UpstreamHandler, Outcome {
       rawHeaders,
       o.requestId,
       o.closing(),
-      o.responseHeaders,
+      this.#extra(String(statusCode)),
       o.dropResponseHeaders,
       this,
     )
@@ -408,7 +414,8 @@ export class Exchange implements UpstreamHandler, Outcome {
   #substitute(sub: Substitute): void {
     const o = this.#o
     const headers = [...sub.headers]
-    if (o.responseHeaders !== undefined) headers.push(...o.responseHeaders)
+    const extra = this.#extra('stored')
+    if (extra !== undefined) headers.push(...extra)
     headers.push('content-length', String(sub.body.length), 'x-request-id', o.requestId)
     if (o.closing()) headers.push('connection', 'close')
     this.#substituted = true
@@ -474,7 +481,7 @@ export class Exchange implements UpstreamHandler, Outcome {
     if (this.#retryPending) {
       this.#retryPending = false
       // Leave the client's call stack before dispatching again.
-      queueMicrotask(() => (this.#clientGone ? this.#finish('client_aborted') : this.#next()))
+      queueMicrotask(() => (this.#clientGone ? this.#finish('client_aborted') : this.#next(undefined)))
       return
     }
     if (this.#clientGone) {
@@ -506,7 +513,7 @@ export class Exchange implements UpstreamHandler, Outcome {
       'upstream error',
     )
     if (retry) {
-      this.#next()
+      this.#next(kind)
       return
     }
     if (o.res.headersSent) {
@@ -531,7 +538,13 @@ export class Exchange implements UpstreamHandler, Outcome {
     }
     if (!o.res.headersSent && !this.#clientGone && !o.res.destroyed) {
       try {
-        const n = replyError(o.res, kind, o.requestId, (close && !o.h2) || o.closing(), o.responseHeaders)
+        const n = replyError(
+          o.res,
+          kind,
+          o.requestId,
+          (close && !o.h2) || o.closing(),
+          this.#extra(ERRORS[kind].label),
+        )
         if (o.method !== 'HEAD') this.bytesSent = n
       } catch {
         o.res.destroy()
@@ -541,12 +554,18 @@ export class Exchange implements UpstreamHandler, Outcome {
     this.#finish(kind)
   }
 
+  /** Headers middlewares add to the response, and X-Locci-Trace (`current`: this attempt's outcome). */
+  #extra(current: string): readonly string[] | undefined {
+    const o = this.#o
+    return o.trace === undefined ? o.responseHeaders : o.trace.responseHeaders(o.responseHeaders, current)
+  }
+
   #finish(kind: ErrorKind | undefined): void {
     if (this.#finished) return
     this.#finished = true
     this.#clearHeadTimer()
     const o = this.#o
-    if (this.#peer) this.#attemptDone(kind !== 'client_aborted' || this.#attemptStatus !== 0)
+    if (this.#peer) this.#attemptDone(kind !== 'client_aborted' || this.#attemptStatus !== 0, kind)
     o.access.request(o, o.upstream, this.#peer?.address, this.#status, kind, this)
     o.onDone()
   }
