@@ -6,6 +6,7 @@ import { createHash, timingSafeEqual } from 'node:crypto'
 import type { Snapshot } from '../config/snapshot'
 import type { ChainObserver, MiddlewareResult } from '../middleware/types'
 import type { RequestEnd } from '../observe/access-log'
+import { ERRORS } from '../observe/errors'
 import type { AttemptSpan, OtelTracer, ServerSpan } from '../observe/otel'
 import type { Peer } from '../upstream/peer'
 
@@ -75,7 +76,14 @@ export class RequestTrace implements ChainObserver, RequestEnd {
   waits(name: string, start: number): (result: MiddlewareResult | Error) => void {
     const end = this.#server?.middleware(name, start)
     return (result) => {
-      end?.(result instanceof Error ? 'error' : result?.kind)
+      // A refusal (401, 429) is the middleware doing its job; its service failing is an error.
+      end?.(
+        result instanceof Error
+          ? 'internal'
+          : result?.kind !== undefined && ERRORS[result.kind].status >= 500
+            ? ERRORS[result.kind].label
+            : undefined,
+      )
       this.ran(name, start, result)
     }
   }
