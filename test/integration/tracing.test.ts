@@ -5,6 +5,7 @@
 // headers, and answers the debug header only with the exact secret.
 
 import assert from 'node:assert/strict'
+import { writeFileSync } from 'node:fs'
 import http from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { after, before, describe, test } from 'node:test'
@@ -312,4 +313,30 @@ describe('tracing: http/protobuf, sampling_ratio 0, receiver down', () => {
       assert.equal(await proxy.stop(), 0)
     }
   })
+})
+
+test('tracing turned on by a reload applies to the next requests', async () => {
+  const up = await startUpstream('app')
+  const auth = await startUpstream('auth')
+  const rx = await startReceiver()
+  const base = { endpoint: rx.url, servers: [up.address], auth: auth.address }
+  const proxy = await startProxy(config({ ...base, enabled: false }), { env: FAST })
+  try {
+    assert.equal((await get(`${proxy.url}/api/before`)).status, 200)
+    assert.equal(up.seen[0]!.headers.traceparent, undefined, 'tracing off: no traceparent added')
+    writeFileSync(proxy.configFile, config(base))
+    proxy.child.kill('SIGHUP')
+    await proxy.waitForLog((l) => l.msg === 'tracing on', 'tracing turned on')
+    up.seen.length = 0
+    assert.equal((await get(`${proxy.url}/api/after`)).status, 200)
+    const tp = String(up.seen[0]!.headers.traceparent)
+    const traceId = tp.split('-')[1]
+    await until(
+      () => rx.spans.find((s) => s.traceId === traceId && s.kind === SERVER),
+      'spans after the reload',
+    )
+  } finally {
+    await proxy.stop()
+    await Promise.all([up.close(), auth.close(), rx.close()])
+  }
 })
