@@ -21,6 +21,8 @@ interface OtlpSpan {
   kind: number
   attributes: { key: string; value: Record<string, unknown> }[]
   status?: { code?: number }
+  /** The exporting process (resource attribute process.pid), added by the receiver. */
+  pid?: number
 }
 
 interface Receiver {
@@ -43,9 +45,12 @@ async function startReceiver(): Promise<Receiver> {
       r.posts.push({ contentType: type, bytes: body.length })
       if (type.startsWith('application/json')) {
         const doc = JSON.parse(body.toString()) as {
-          resourceSpans: { scopeSpans: { spans: OtlpSpan[] }[] }[]
+          resourceSpans: { resource: Pick<OtlpSpan, 'attributes'>; scopeSpans: { spans: OtlpSpan[] }[] }[]
         }
-        for (const rs of doc.resourceSpans) for (const ss of rs.scopeSpans) r.spans.push(...ss.spans)
+        for (const rs of doc.resourceSpans) {
+          const pid = Number(attr(rs.resource as OtlpSpan, 'process.pid'))
+          for (const ss of rs.scopeSpans) for (const span of ss.spans) r.spans.push({ ...span, pid })
+        }
         res.writeHead(200, { 'content-type': 'application/json' }).end('{}')
       } else {
         res.writeHead(200, { 'content-type': 'application/x-protobuf' }).end()
@@ -335,6 +340,30 @@ test('tracing turned on by a reload applies to the next requests', async () => {
       () => rx.spans.find((s) => s.traceId === traceId && s.kind === SERVER),
       'spans after the reload',
     )
+  } finally {
+    await proxy.stop()
+    await Promise.all([up.close(), auth.close(), rx.close()])
+  }
+})
+
+test('workers: each worker exports its own spans', async () => {
+  const up = await startUpstream('app')
+  const auth = await startUpstream('auth')
+  const rx = await startReceiver()
+  const yaml = config({ endpoint: rx.url, servers: [up.address], auth: auth.address }).replace(
+    'server:\n',
+    'server:\n  workers: 2\n',
+  )
+  const proxy = await startProxy(yaml, { env: FAST })
+  try {
+    for (let i = 0; i < 20; i++) assert.equal((await get(`${proxy.url}/api/w${i}`)).status, 200)
+    const servers = await until(() => {
+      const s = rx.spans.filter((x) => x.kind === SERVER)
+      return s.length === 20 && s
+    }, 'a SERVER span for every request')
+    const pids = new Set(servers.map((s) => s.pid))
+    assert.ok(!pids.has(proxy.child.pid), 'the primary serves no requests')
+    for (const pid of pids) assert.ok(Number.isInteger(pid) && pid! > 0)
   } finally {
     await proxy.stop()
     await Promise.all([up.close(), auth.close(), rx.close()])
