@@ -369,3 +369,50 @@ test('workers: each worker exports its own spans', async () => {
     await Promise.all([up.close(), auth.close(), rx.close()])
   }
 })
+
+test('WebSocket upgrade: the handshake attempt is a CLIENT span whose traceparent the server gets', async () => {
+  const seen: http.IncomingHttpHeaders[] = []
+  const ws = http.createServer((_req, res) => res.writeHead(404).end())
+  ws.on('upgrade', (req, socket) => {
+    seen.push(req.headers)
+    socket.end('HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n')
+  })
+  await new Promise<void>((resolve) => ws.listen(0, '127.0.0.1', resolve))
+  const auth = await startUpstream('auth')
+  const rx = await startReceiver()
+  const wsAddress = `127.0.0.1:${(ws.address() as AddressInfo).port}`
+  const proxy = await startProxy(config({ endpoint: rx.url, servers: [wsAddress], auth: auth.address }), {
+    env: FAST,
+  })
+  try {
+    const status = await new Promise<number>((resolve, reject) => {
+      const req = http.request(`${proxy.url}/api/ws`, {
+        headers: {
+          connection: 'Upgrade',
+          upgrade: 'websocket',
+          'sec-websocket-key': 'dGhlIHNhbXBsZSBub25jZQ==',
+          'sec-websocket-version': '13',
+          traceparent: `00-${CLIENT_TRACE}-${CLIENT_SPAN}-01`,
+        },
+      })
+      req.on('upgrade', (res, socket) => {
+        socket.destroy()
+        resolve(res.statusCode ?? 0)
+      })
+      req.on('response', (res) => resolve(res.statusCode ?? 0))
+      req.on('error', reject)
+      req.end()
+    })
+    assert.equal(status, 101)
+    const attempt = await until(
+      () => rx.spans.find((s) => s.traceId === CLIENT_TRACE && s.kind === CLIENT),
+      'the handshake span',
+    )
+    assert.equal(Number(attr(attempt, 'http.response.status_code')), 101)
+    assert.equal(seen[0]!.traceparent, `00-${CLIENT_TRACE}-${attempt.spanId}-01`)
+  } finally {
+    await proxy.stop()
+    ws.closeAllConnections()
+    await Promise.all([new Promise((r) => ws.close(r)), auth.close(), rx.close()])
+  }
+})
