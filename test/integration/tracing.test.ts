@@ -332,6 +332,8 @@ test('tracing turned on by a reload applies to the next requests', async () => {
     writeFileSync(proxy.configFile, config(base))
     proxy.child.kill('SIGHUP')
     await proxy.waitForLog((l) => l.msg === 'tracing on', 'tracing turned on')
+    const reloaded = await proxy.waitForLog((l) => l.msg === 'config reloaded', 'the reload line')
+    assert.deepEqual(reloaded.settings_changed, ['tracing'])
     up.seen.length = 0
     assert.equal((await get(`${proxy.url}/api/after`)).status, 200)
     const tp = String(up.seen[0]!.headers.traceparent)
