@@ -92,7 +92,13 @@ const SERVER = 2 // SPAN_KIND_SERVER in OTLP
 const CLIENT = 3 // SPAN_KIND_CLIENT
 const ERROR = 2 // STATUS_CODE_ERROR
 const SECRET = 'a-debug-secret-of-some-length'
-const FAST = { OTEL_BSP_SCHEDULE_DELAY: '50', DBG_SECRET: SECRET }
+// Exports every 50 ms; OTEL_* of the machine running the tests must not change what is checked.
+const FAST = {
+  OTEL_BSP_SCHEDULE_DELAY: '50',
+  DBG_SECRET: SECRET,
+  OTEL_TRACES_SAMPLER: '',
+  OTEL_SDK_DISABLED: '',
+}
 
 function config(o: {
   endpoint: string
