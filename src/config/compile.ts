@@ -11,12 +11,13 @@ import type { TracingProtocol } from '../observe/tracing'
 import { addressMatcher, formatHostPort, type HostPort, parseHostPort } from './address'
 import type { SourceDocument } from './load'
 import { formatPath, type KeyPath, type Problem, sortProblems } from './problems'
-import { configSchema, type RawConfig, type RawRoute } from './schema'
+import { configSchema, type RawConfig, type RawMirror, type RawRoute } from './schema'
 import {
   type CircuitBreakerSpec,
   deepFreeze,
   type HashKey,
   type MiddlewareDeclaration,
+  type MirrorSpec,
   type Mode,
   type ModeSpec,
   type OriginPolicy,
@@ -238,6 +239,7 @@ function crossCheck(data: Record<string, unknown>, at: At, file: string): TlsMat
   checkMiddlewareDeclarations(t, at)
   checkListenerOptions(t, at)
   checkControlApi(t, at)
+  checkConfigStore(t, at)
   checkOpsListener(t, at)
   return { listener: loadListenerCertificates(t, at, file), upstreams: loadUpstreamTlsFiles(t, at, file) }
 }
@@ -307,6 +309,9 @@ function checkTcpPassThrough(t: Tree, at: At): void {
   if (Array.isArray(lb.middlewares) && lb.middlewares.length > 0) {
     at(['load_balancer', 'middlewares'], 'HTTP middlewares cannot run with load_balancer.protocol: tcp')
   }
+  if (lb.mirror !== undefined) {
+    at(['load_balancer', 'mirror'], 'requests cannot be mirrored with load_balancer.protocol: tcp')
+  }
   if (t.data.mode !== 'load_balancer') return
   if (t.server?.tls !== undefined) {
     at(
@@ -351,11 +356,19 @@ function checkReferences(t: Tree, at: At): void {
       )
     })
   }
-  if (t.data.mode === 'load_balancer' && t.lb) upstreamRef(['load_balancer', 'upstream'], t.lb.upstream)
+  // A mirror may name the group its route uses (every request then reaches it twice: a load test).
+  const mirrorRef = (base: KeyPath, m: unknown): void => {
+    if (isRecord(m)) upstreamRef([...base, 'mirror', 'upstream'], m.upstream)
+  }
+  if (t.data.mode === 'load_balancer' && t.lb) {
+    upstreamRef(['load_balancer', 'upstream'], t.lb.upstream)
+    mirrorRef(['load_balancer'], t.lb.mirror)
+  }
   // Routes are checked in both modes: a file is valid or not whichever mode a flag picks.
   for (const [name, route] of Object.entries(t.routes ?? {})) {
     if (!isRecord(route)) continue
     upstreamRef(['api_gateway', 'routes', name, 'upstream'], route.upstream)
+    mirrorRef(['api_gateway', 'routes', name], route.mirror)
     middlewareRefs(['api_gateway', 'routes', name, 'middlewares'], route.middlewares)
   }
   if (t.lb) middlewareRefs(['load_balancer', 'middlewares'], t.lb.middlewares)
@@ -535,6 +548,18 @@ function loadUpstreamTlsFiles(t: Tree, at: At, file: string): Map<string, Upstre
  * 127.0.0.0/8, ::1 and localhost; a host name or 0.0.0.0/:: (every interface) is not. An empty
  * api_key refuses every request, so it counts.
  */
+/**
+ * With a config store the runtime layer lives in Redis on top of the file: writing a change into
+ * the file as well would apply it twice (once from the file, once from the layer).
+ */
+function checkConfigStore(t: Tree, at: At): void {
+  if (!isRecord(t.data.config_store) || t.control?.persist !== true) return
+  at(
+    ['control_api', 'persist'],
+    'cannot be used with config_store: runtime changes are kept in the store, on top of the file',
+  )
+}
+
 function checkControlApi(t: Tree, at: At): void {
   const control = t.control
   if (control?.enabled !== true) return
@@ -692,6 +717,7 @@ function build(raw: RawConfig, file: string, tlsMaterial: TlsMaterial): Snapshot
           protocol: raw.load_balancer!.protocol,
           middlewares: raw.load_balancer!.middlewares,
           websocketOrigins: own(raw.load_balancer!.websocket_origins),
+          mirror: mirrorSpec(raw.load_balancer!.mirror),
         }
   const activeUpstreams =
     mode.kind === 'api_gateway' ? [...new Set(mode.routes.map((r) => r.upstream))] : [mode.upstream]
@@ -770,6 +796,11 @@ function build(raw: RawConfig, file: string, tlsMaterial: TlsMaterial): Snapshot
       name: raw.debug_header.name.toLowerCase(),
       digest: createHash('sha256').update(raw.debug_header.secret).digest('hex'),
     },
+    configStore: raw.config_store && {
+      type: raw.config_store.type,
+      url: raw.config_store.url,
+      keyPrefix: raw.config_store.key_prefix,
+    },
   }
   return deepFreeze(snapshot)
 }
@@ -784,6 +815,17 @@ function accessLogSpec(raw: RawConfig, file: string): AccessLogSpec | undefined 
     fields,
     includeQuery: a.include_query,
   }
+}
+
+function mirrorSpec(m: RawMirror | undefined): MirrorSpec | undefined {
+  return (
+    m && {
+      upstream: m.upstream,
+      percent: m.percent,
+      maxBodyBytes: m.max_body_bytes,
+      maxInFlight: m.max_in_flight,
+    }
+  )
 }
 
 /** Routes in the order they are tried: longest pattern first; Array.sort is stable, so ties keep file order. */
@@ -805,6 +847,7 @@ function routeSpecs(routes: Record<string, RawRoute>): RouteSpec[] {
           r.websocket_origins === undefined || r.websocket_origins === '*'
             ? r.websocket_origins
             : new Set(r.websocket_origins),
+        mirror: mirrorSpec(r.mirror),
       }),
     )
     .sort((a, b) => b.pattern.length - a.pattern.length)

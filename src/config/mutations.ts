@@ -199,5 +199,8 @@ export function applyChange(doc: Document, c: ChangeOp): string {
       return addUpstream(doc, c.body)
     case 'removeServer':
       return removeServer(doc, c.name, c.server)
+    default:
+      // Reachable from data: a change read back from a shared store (config/runtime-layer.ts).
+      throw new ChangeRefused('invalid', `unknown change "${clip(String((c as { op?: unknown }).op))}"`)
   }
 }
