@@ -2,10 +2,12 @@
 // reload and control-API changes. It collects every problem (schema, cross-references, files on
 // disk) with file, key path and line, and returns either all of them or a frozen Snapshot.
 
+import { createHash } from 'node:crypto'
 import { availableParallelism } from 'node:os'
 import path from 'node:path'
 import type { z } from 'zod'
 import { ACCESS_FIELDS, type AccessLogSpec } from '../observe/access-log'
+import type { TracingProtocol } from '../observe/tracing'
 import { addressMatcher, formatHostPort, type HostPort, parseHostPort } from './address'
 import type { SourceDocument } from './load'
 import { formatPath, type KeyPath, type Problem, sortProblems } from './problems'
@@ -893,6 +895,17 @@ function build(raw: RawConfig, file: string, tlsMaterial: TlsMaterial): Snapshot
       insecure: control.insecure,
     },
     watch: raw.watch,
+    tracing: raw.tracing.enabled
+      ? {
+          endpoint: raw.tracing.otlp_endpoint,
+          protocol: raw.tracing.protocol as TracingProtocol | undefined,
+          samplingRatio: raw.tracing.sampling_ratio,
+        }
+      : undefined,
+    debugHeader: raw.debug_header && {
+      name: raw.debug_header.name.toLowerCase(),
+      digest: createHash('sha256').update(raw.debug_header.secret).digest('hex'),
+    },
     configStore: raw.config_store && {
       type: raw.config_store.type,
       url: raw.config_store.url,

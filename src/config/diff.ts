@@ -57,7 +57,16 @@ export function diffSnapshots(a: Snapshot, b: Snapshot): ConfigDiff {
     if (JSON.stringify(a.middlewares.get(n)) !== JSON.stringify(b.middlewares.get(n)))
       d.middlewares_changed.push(n)
   }
-  for (const key of ['mode', 'server', 'logging', 'control_api', 'load_balancer', 'watch'] as const) {
+  for (const key of [
+    'mode',
+    'server',
+    'logging',
+    'control_api',
+    'load_balancer',
+    'watch',
+    'tracing',
+    'debug_header',
+  ] as const) {
     if (JSON.stringify(a.raw[key]) !== JSON.stringify(b.raw[key])) d.settings_changed.push(key)
   }
   if (tlsFingerprint(a) !== tlsFingerprint(b)) d.settings_changed.push('certificates')

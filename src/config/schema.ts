@@ -5,6 +5,7 @@
 
 import { z } from 'zod'
 import { ACCESS_FIELDS } from '../observe/access-log'
+import { TRACING_PROTOCOLS } from '../observe/tracing'
 import { cidrProblem, parseHostPort } from './address'
 import { parseCipherList } from './tls'
 
@@ -503,6 +504,62 @@ const controlApi = z.strictObject({
   insecure: z.boolean().default(false),
 })
 
+/** OpenTelemetry (observe/tracing.ts): what is not written comes from OTEL_* variables. */
+const tracing = z.strictObject({
+  enabled: z.boolean().default(false),
+  /** The full OTLP/HTTP traces URL (`.../v1/traces`). */
+  otlp_endpoint: z
+    .string()
+    .superRefine((u, ctx) => {
+      let url: URL | undefined
+      try {
+        url = new URL(u)
+      } catch {
+        // Reported below.
+      }
+      if (url === undefined || (url.protocol !== 'http:' && url.protocol !== 'https:')) {
+        ctx.addIssue({
+          code: 'custom',
+          message: 'must be an http:// or https:// URL such as http://collector:4318/v1/traces',
+        })
+      }
+    })
+    .optional(),
+  protocol: z
+    .enum(TRACING_PROTOCOLS as [string, ...string[]], {
+      error: () => `must be one of ${TRACING_PROTOCOLS.join(', ')}`,
+    })
+    .optional(),
+  /** Share of new traces recorded; a client's sampled traceparent is followed (parent-based). */
+  sampling_ratio: z.number().min(0).max(1).optional(),
+})
+
+/** Headers the proxy itself reads or writes: a debug header may not take their name. */
+const RESERVED_DEBUG_NAMES = new Set([
+  'host',
+  'connection',
+  'content-length',
+  'transfer-encoding',
+  'te',
+  'upgrade',
+  'traceparent',
+  'tracestate',
+  'x-request-id',
+  'x-locci-trace',
+])
+
+/** A request with `name: <secret>` gets an X-Locci-Trace response header (proxy/trace.ts). */
+const debugHeader = z.strictObject({
+  name: z
+    .string()
+    .regex(TOKEN, { message: 'is not a header name' })
+    .refine((n) => !RESERVED_DEBUG_NAMES.has(n.toLowerCase()), {
+      message: 'names a header the proxy itself uses; choose another (X-Locci-Debug, say)',
+    }),
+  /** Compared in constant time; `${VAR}` keeps it out of the file. */
+  secret: z.string().min(16, { message: 'must be at least 16 characters' }),
+})
+
 /**
  * The runtime layer (control-API changes) shared by every instance through Redis
  * (server/config-store.ts); the file stays the base layer.
@@ -532,6 +589,8 @@ export const configSchema = z.strictObject({
   config_store: configStore.optional(),
   /** Reload when the config file changes (debounced; like SIGHUP). */
   watch: z.boolean().default(false),
+  tracing: tracing.prefault({}),
+  debug_header: debugHeader.optional(),
 })
 
 export type RawConfig = z.output<typeof configSchema>

@@ -2,6 +2,7 @@
 // frozen. A request reads the current snapshot once, at entry, and keeps it to the end.
 
 import type { AccessLogSpec } from '../observe/access-log'
+import type { TracingSpec } from '../observe/tracing'
 import type { HostPort } from './address'
 import type { RawConfig } from './schema'
 import type { WeylSequence } from './sequence'
@@ -259,6 +260,17 @@ export interface Snapshot {
   }
   /** Reload when the config file changes (server/watch.ts). */
   readonly watch: boolean
+  /** OpenTelemetry export; undefined when tracing.enabled is false. */
+  readonly tracing: TracingSpec | undefined
+  /** debug_header: requests carrying it with the secret get X-Locci-Trace (proxy/trace.ts). */
+  readonly debugHeader:
+    | {
+        /** Lower case. */
+        readonly name: string
+        /** SHA-256 of the secret, hex: compared with the candidate's in constant time. */
+        readonly digest: string
+      }
+    | undefined
   /** config_store: where the shared runtime layer lives (server/config-store.ts); read at start. */
   readonly configStore:
     | { readonly type: 'redis'; readonly url: string; readonly keyPrefix: string }
