@@ -42,6 +42,8 @@ export interface UpstreamMetrics {
   retry(upstream: string): void
   ejection(upstream: string, server: string): void
   healthCheck(upstream: string, server: string, ok: boolean): void
+  /** A round of resolving one of the group's dns: or srv: servers that failed (the last set is kept). */
+  dnsFailure(upstream: string): void
 }
 
 const STATUS_CLASSES = ['error', '1xx', '2xx', '3xx', '4xx', '5xx'] as const
@@ -84,6 +86,12 @@ export function upstreamMetrics(registry: Registry): UpstreamMetrics {
     labelNames: ['upstream', 'server', 'result'],
     registers,
   })
+  const dnsFailures = new Counter({
+    name: 'locci_dns_resolution_failures_total',
+    help: 'Failed resolutions of dns: and srv: servers (timeout, SERVFAIL, refused); the last good set is kept.',
+    labelNames: ['upstream'],
+    registers,
+  })
   // upstream -> server -> series: the config's own strings as keys, nothing built per request.
   const cache = new Map<string, Map<string, ServerSeries>>()
   return {
@@ -115,6 +123,7 @@ export function upstreamMetrics(registry: Registry): UpstreamMetrics {
     retry: (upstream) => retries.labels(upstream).inc(),
     ejection: (upstream, server) => ejections.labels(upstream, server).inc(),
     healthCheck: (upstream, server, ok) => checks.labels(upstream, server, ok ? 'success' : 'failure').inc(),
+    dnsFailure: (upstream) => dnsFailures.labels(upstream).inc(),
   }
 }
 

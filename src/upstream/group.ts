@@ -6,6 +6,7 @@ import type { RetryPolicy, UpstreamSpec } from '../config/snapshot'
 import type { Logger } from '../observe/logger'
 import type { UpstreamMetrics } from '../observe/metrics'
 import type { Breaker } from './circuit-breaker'
+import type { DiscoveryView } from './discovery'
 import { PassiveHealth } from './passive-health'
 import type { Peer } from './peer'
 import type { RetryBudget } from './retry-budget'
@@ -15,7 +16,7 @@ import { RoundRobin } from './selectors/round-robin'
 export class UpstreamGroup {
   readonly name: string
   readonly spec: UpstreamSpec
-  readonly peers: readonly Peer[]
+  #peers: readonly Peer[]
   /** The Host header sent upstream instead of the client's (from `sni`), if any. */
   readonly hostOverride: string | undefined
   readonly tls: boolean
@@ -25,7 +26,10 @@ export class UpstreamGroup {
   readonly metrics: UpstreamMetrics | undefined
   /** Undefined without `circuit_breaker`; kept across reloads by the registry. */
   readonly breaker: Breaker | undefined
-  readonly #selector: Selector
+  /** dns: and srv: servers: what they resolve to now (upstream/discovery.ts); undefined without. */
+  discovery: { view(): DiscoveryView[] } | undefined
+  /** One selector per rank (SRV priority), lowest first; one for every group without srv: servers. */
+  #tiers: Selector[]
   readonly #passive: PassiveHealth | undefined
 
   constructor(
@@ -40,24 +44,46 @@ export class UpstreamGroup {
     this.breaker = breaker
     this.name = spec.name
     this.spec = spec
-    this.peers = peers
+    this.#peers = peers
     this.tls = spec.tls
     this.hostOverride = spec.sni
     this.retry = spec.retry
     this.budget = budget
     this.metrics = metrics
-    this.#selector = createSelector(spec.strategy, peers, spec.hashKey, cursor)
+    this.#tiers = tiers(spec, peers, cursor)
     this.#passive = spec.passiveHealth && new PassiveHealth(spec.passiveHealth, spec.name, log, metrics)
+  }
+
+  get peers(): readonly Peer[] {
+    return this.#peers
+  }
+
+  /**
+   * A new peer set without a reload (dns: and srv: servers re-resolved). Requests in flight keep
+   * the Peer they picked; the next request picks from `peers`.
+   */
+  setPeers(peers: readonly Peer[]): void {
+    const cursor = this.cursor
+    this.#peers = peers
+    this.#tiers = tiers(this.spec, peers, cursor)
   }
 
   /** Where round robin would go next (carried over to the group that replaces this one). */
   get cursor(): number {
-    return this.#selector instanceof RoundRobin ? this.#selector.cursor : 0
+    const s = this.#tiers[0]
+    return s instanceof RoundRobin ? s.cursor : 0
   }
 
   /** Available peers in preference order; empty when none is (the caller answers 503). */
   candidates(ctx: SelectContext, now: number): Peer[] {
-    return this.#selector.candidates(ctx, now)
+    const t = this.#tiers
+    if (t.length === 1) return t[0]!.candidates(ctx, now)
+    // SRV priorities: a higher rank only when every peer of the lower ones is out of rotation.
+    for (const s of t) {
+      const c = s.candidates(ctx, now)
+      if (c.length > 0) return c
+    }
+    return []
   }
 
   /** An attempt on `peer` that got a non-5xx answer (`ms`: time to it) or a TCP connection. */
@@ -68,13 +94,26 @@ export class UpstreamGroup {
 
   /** An attempt on `peer` that failed: a 5xx answer (`ms`: time to it), a timeout, an error. */
   reportFailure(peer: Peer, reason: string, ms?: number): void {
-    this.#passive?.failure(peer, this.peers, reason)
+    this.#passive?.failure(peer, this.#peers, reason)
     this.breaker?.failure(ms)
   }
 
   availableCount(now = Date.now()): number {
     let c = 0
-    for (const p of this.peers) if (p.available(now)) c++
+    for (const p of this.#peers) if (p.available(now)) c++
     return c
   }
+}
+
+function tiers(spec: UpstreamSpec, peers: readonly Peer[], cursor: number): Selector[] {
+  if (peers.every((p) => p.rank === 0)) return [createSelector(spec.strategy, peers, spec.hashKey, cursor)]
+  const ranks = [...new Set(peers.map((p) => p.rank))].sort((a, b) => a - b)
+  return ranks.map((r, i) =>
+    createSelector(
+      spec.strategy,
+      peers.filter((p) => p.rank === r),
+      spec.hashKey,
+      i === 0 ? cursor : 0,
+    ),
+  )
 }
