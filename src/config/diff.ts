@@ -86,7 +86,8 @@ export function describeDiff(d: ConfigDiff, live: Snapshot): string[] {
     ...d.routes_removed.map((n) => `removed route ${n}`),
     ...d.routes_changed.map((n) => `changed route ${n}`),
     ...d.upstreams_added.map(
-      (n) => `added upstream group ${n} (${plural(live.upstreams.get(n) ? serverNames(live.upstreams.get(n)!).length : 0, 'server')})`,
+      (n) =>
+        `added upstream group ${n} (${plural(live.upstreams.get(n) ? serverNames(live.upstreams.get(n)!).length : 0, 'server')})`,
     ),
     ...d.upstreams_removed.map((n) => `removed upstream group ${n}`),
     ...d.upstreams_changed.map((n) => `changed upstream group ${n}`),

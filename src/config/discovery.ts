@@ -4,7 +4,7 @@
 // upstream/discovery.ts resolves them.
 
 import { isIP } from 'node:net'
-import { hostProblem, type HostPort, parseHostPort } from './address'
+import { type HostPort, hostProblem, parseHostPort } from './address'
 
 export type DiscoveryEntry =
   | { readonly kind: 'dns'; readonly name: string; readonly port: number }
@@ -36,7 +36,8 @@ export function parseDiscoveryEntry(text: string): DiscoveryEntry | string | und
     if (!m) return `must be srv:_service._proto.NAME, such as srv:_http._tcp.api.internal (got "${text}")`
     const bad = nameProblem(name, text)
     if (bad) return bad
-    if (isIP(m[1]!)) return `the name after _service._proto. must be a DNS name, not an address (got "${text}")`
+    if (isIP(m[1]!))
+      return `the name after _service._proto. must be a DNS name, not an address (got "${text}")`
     return { kind: 'srv', name: lower(name) }
   }
   return undefined

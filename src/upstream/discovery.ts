@@ -139,7 +139,7 @@ export class GroupDiscovery {
     const { minTtlMs, maxTtlMs } = this.spec
     let nextMs: number
     try {
-      const r = await resolveEntry(e.resolver, e.server)
+      const r = await resolveEntry(e.resolver, e.server, e.peers)
       if (this.#stopped) return
       this.#recovered(e)
       const changed = signature(r.peers) !== signature(e.peers)
@@ -231,10 +231,15 @@ interface Resolved {
 }
 
 /** One round for one entry; throws when the resolver could not answer. */
-export async function resolveEntry(r: Resolver, s: DiscoveredServer): Promise<Resolved> {
+export async function resolveEntry(
+  r: Resolver,
+  s: DiscoveredServer,
+  last: readonly DiscoveredPeer[],
+): Promise<Resolved> {
   const t = s.target
+  const had = (name: string) => last.filter((p) => p.name === name).map((p) => p.host)
   if (t.kind === 'dns') {
-    const a = await addresses(r, t.name)
+    const a = await addresses(r, t.name, had(t.name))
     const peers = a.ips.slice(0, MAX_PEERS_PER_ENTRY).map((ip) => peer(ip, t.port, s.weight, 0, t.name))
     return { peers, ttlMs: a.ttlMs, truncated: a.ips.length > MAX_PEERS_PER_ENTRY }
   }
@@ -242,7 +247,8 @@ export async function resolveEntry(r: Resolver, s: DiscoveredServer): Promise<Re
   try {
     records = await r.resolveSrv(t.name)
   } catch (err) {
-    if (EMPTY.has((err as { code?: string }).code ?? '')) return { peers: [], ttlMs: undefined, truncated: false }
+    if (EMPTY.has((err as { code?: string }).code ?? ''))
+      return { peers: [], ttlMs: undefined, truncated: false }
     throw err
   }
   // RFC 2782: a target of "." says the service is not offered at this name.
@@ -254,7 +260,9 @@ export async function resolveEntry(r: Resolver, s: DiscoveredServer): Promise<Re
   // Targets are resolved by A/AAAA only, never as SRV again: an SRV record naming itself or
   // another SRV name cannot loop, it just has no address.
   const targets = [...new Set(records.map((x) => x.name.toLowerCase()))]
-  const found = new Map(await Promise.all(targets.map(async (n) => [n, await addresses(r, n)] as const)))
+  const found = new Map(
+    await Promise.all(targets.map(async (n) => [n, await addresses(r, n, had(n))] as const)),
+  )
   // Node gives no TTL for SRV records: the answer counts as valid for dns_max_ttl_secs, unless a
   // target's addresses expire sooner.
   let ttlMs: number | undefined
@@ -283,17 +291,30 @@ function peer(ip: string, port: number, weight: number, rank: number, name: stri
   return { address: formatHostPort({ host: ip, port }), host: ip, port, weight, rank, name }
 }
 
-/** A and AAAA of `name`, sorted (so a cut keeps the same ones) with the shortest TTL. */
-async function addresses(r: Resolver, name: string): Promise<{ ips: string[]; ttlMs: number | undefined }> {
+/**
+ * A and AAAA of `name`, sorted (so a cut keeps the same ones) with the shortest TTL. Some
+ * resolvers refuse or fail the query for a family the name does not have (dnsmasq answers
+ * AAAA of a hosts-file name with REFUSED): a family that fails is left out while the other
+ * answered and the last set (`had`) held no address of that family; otherwise the round fails.
+ */
+async function addresses(
+  r: Resolver,
+  name: string,
+  had: readonly string[],
+): Promise<{ ips: string[]; ttlMs: number | undefined }> {
   if (isIP(name)) return { ips: [name], ttlMs: undefined }
   const answers = await Promise.allSettled([r.resolve4(name, { ttl: true }), r.resolve6(name, { ttl: true })])
   const ips = new Set<string>()
   let ttl: number | undefined
+  const failed = answers.flatMap((a, i) =>
+    a.status === 'rejected' && !EMPTY.has((a.reason as { code?: string }).code ?? '')
+      ? [{ family: i === 0 ? 4 : 6, reason: a.reason as unknown }]
+      : [],
+  )
+  if (failed.length === 2 || failed.some((f) => had.some((ip) => isIP(ip) === f.family)))
+    throw failed[0]!.reason
   for (const a of answers) {
-    if (a.status === 'rejected') {
-      if (EMPTY.has((a.reason as { code?: string }).code ?? '')) continue
-      throw a.reason
-    }
+    if (a.status === 'rejected') continue
     for (const rec of a.value) {
       ips.add(rec.address)
       ttl = Math.min(ttl ?? rec.ttl, rec.ttl)
