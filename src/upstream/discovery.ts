@@ -147,7 +147,7 @@ export class GroupDiscovery {
       if (changed || e.resolvedAt === 0) this.#logChange(e, r.peers, r.truncated)
       e.peers = r.peers
       e.resolvedAt = Date.now()
-      nextMs = r.ttlMs === undefined ? minTtlMs : Math.min(maxTtlMs, Math.max(minTtlMs, r.ttlMs))
+      nextMs = refreshMs(r.ttlMs, minTtlMs, maxTtlMs)
       if (changed) this.#o.onChange()
     } catch (err) {
       if (this.#stopped) return
@@ -212,6 +212,15 @@ export class GroupDiscovery {
       removed: removed.slice(0, 16),
     })
   }
+}
+
+/**
+ * When to ask again after an answer: its shortest TTL kept between the floor and the ceiling
+ * (TTL 0 would mean a query loop); no record at all (NXDOMAIN, NODATA): at the floor, so a name
+ * that appears is picked up soon.
+ */
+export function refreshMs(ttlMs: number | undefined, minMs: number, maxMs: number): number {
+  return ttlMs === undefined ? minMs : Math.min(maxMs, Math.max(minMs, ttlMs))
 }
 
 export function discoveryKey(spec: DiscoverySpec): string {

@@ -43,7 +43,11 @@ async function freePort(): Promise<number> {
   return ok ? port : freePort()
 }
 
-export async function startDnsmasq(hosts: readonly string[], srv: readonly string[] = []): Promise<Dnsmasq> {
+export async function startDnsmasq(
+  hosts: readonly string[],
+  srv: readonly string[] = [],
+  opts: { ttl?: number } = {},
+): Promise<Dnsmasq> {
   const dir = mkdtempSync(path.join(tmpdir(), 'locci-dns-'))
   const hostsFile = path.join(dir, 'hosts')
   const confFile = path.join(dir, 'dnsmasq.conf')
@@ -68,7 +72,7 @@ export async function startDnsmasq(hosts: readonly string[], srv: readonly strin
         '--no-resolv',
         '--no-hosts',
         `--addn-hosts=${hostsFile}`,
-        '--local-ttl=1',
+        `--local-ttl=${opts.ttl ?? 1}`,
         '--local=/test/',
         `--conf-file=${confFile}`,
         '--pid-file=',
