@@ -250,6 +250,32 @@ describe('DNS discovery', () => {
     }
   })
 
+  test('the control API adds and removes a dns: server; a malformed one is refused', async () => {
+    const dns = await startDnsmasq([`${hosts[0]} svc.test`, `${hosts[1]} other.test`])
+    const p = await startProxy(config(dns, `    servers: ["dns:svc.test:${port}"]`))
+    const api = (method: string, path: string, body?: unknown) =>
+      fetch(`${p.controlUrl}${path}`, {
+        method,
+        headers: { 'content-type': 'application/json' },
+        ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+      })
+    try {
+      const entry = `dns:other.test:${port}`
+      assert.equal((await api('POST', '/api/v1/upstreams', { name: 'g', servers: [entry] })).status, 201)
+      await until(async () => (await addresses(p)).length === 2, 'the added name resolved')
+      assert.deepEqual(await addresses(p), [at(0), at(1)])
+      const bad = await api('POST', '/api/v1/upstreams', { name: 'g', servers: ['dns:bad name:80'] })
+      assert.equal(bad.status, 400)
+      assert.match(await bad.text(), /must be a DNS name/)
+      const del = await api('DELETE', `/api/v1/upstreams/g/servers/${encodeURIComponent(entry)}`)
+      assert.equal(del.status, 204)
+      assert.deepEqual(await addresses(p), [at(0)])
+    } finally {
+      await p.stop()
+      await dns.stop()
+    }
+  })
+
   test('hostile: thousands of addresses are capped at 256 peers', async () => {
     const many = Array.from(
       { length: 3000 },
