@@ -76,6 +76,42 @@ describe('dns discovery', () => {
     }
   })
 
+  test('hostile: SRV records that point at themselves or at another SRV name cannot loop', async () => {
+    const dns = await startDnsmasq(
+      ['127.0.0.2 a.test'],
+      [
+        '_http._tcp.loop.test,_http._tcp.loop.test,80,0,1',
+        '_http._tcp.loop.test,_http._tcp.other.test,80,0,1',
+        '_http._tcp.other.test,_http._tcp.loop.test,80,0,1',
+        '_http._tcp.loop.test,a.test,8080,0,1',
+        // No target: "service not offered here" (target ".").
+        '_http._tcp.none.test',
+      ],
+    )
+    const registry = new UpstreamRegistry(quiet)
+    try {
+      const s = snapshot('"srv:_http._tcp.loop.test", "srv:_http._tcp.none.test"', dns.address)
+      const groups = registry.build(s)
+      registry.activate(s, groups)
+      await registry.discovered()
+      const g = groups.get('g')!
+      assert.deepEqual(
+        g.peers.map((p) => p.address),
+        ['127.0.0.2:8080'],
+      )
+      assert.deepEqual(
+        g.discovery!.view().map((v) => [v.entry, v.addresses, v.error]),
+        [
+          ['srv:_http._tcp.loop.test', ['127.0.0.2:8080'], null],
+          ['srv:_http._tcp.none.test', [], null],
+        ],
+      )
+    } finally {
+      registry.destroy()
+      await dns.stop()
+    }
+  })
+
   test('an address that leaves the answer drains: its request in flight completes, then its pool closes', async () => {
     const server = http.createServer((_req, res) => setTimeout(() => res.end('late but whole'), 300))
     await new Promise<void>((r) => server.listen(0, '127.0.0.2', r))
