@@ -276,6 +276,47 @@ describe('DNS discovery', () => {
     }
   })
 
+  test('with workers, every worker serves the resolved peers and follows the primary health verdicts', async () => {
+    const dns = await startDnsmasq([`${hosts[0]} svc.test`, `${hosts[1]} svc.test`])
+    const yaml = config(
+      dns,
+      `    servers: ["dns:svc.test:${port}"]
+    health_check: { interval_secs: 0.2, timeout_secs: 1, path: /health }`,
+    ).replace('resolver:', 'workers: 2, resolver:')
+    const p = await startProxy(yaml, { waitReady: false })
+    try {
+      const ready = await p.waitForLog((l) => l.msg === 'all workers listening', 'workers', 60_000)
+      assert.ok(ready)
+      const lines = await until(() => {
+        const l = p.logs.filter((x) => x.msg === 'locci-proxy listening')
+        return l.length === 2 ? l : undefined
+      }, 'both listening lines')
+      const url = String(lines[0]!.bind)
+      // A fresh connection each time, so the kernel may hand it to either worker.
+      const fresh = async () => {
+        const res = await fetch(url, { headers: { connection: 'close' } })
+        return { status: res.status, body: await res.text() }
+      }
+      const bodies = new Set<string>()
+      for (let i = 0; i < 20; i++) bodies.add((await fresh()).body)
+      assert.deepEqual([...bodies].sort(), [hosts[0], hosts[1]])
+      all[0]!.healthy = false
+      await until(
+        () => p.logs.some((l) => l.msg === 'upstream server unhealthy; out of rotation'),
+        'the primary marks one resolved peer down',
+      )
+      // Every worker heard it: no request reaches the unhealthy address any more.
+      for (let i = 0; i < 20; i++) assert.equal((await fresh()).body, hosts[1])
+      // Only the primary logs the changes (workers log at debug).
+      const pids = new Set(p.logs.filter((l) => l.msg === 'dns: addresses changed').map((l) => l.pid))
+      assert.equal(pids.size, 1)
+    } finally {
+      all[0]!.healthy = true
+      await p.stop()
+      await dns.stop()
+    }
+  })
+
   test('hostile: thousands of addresses are capped at 256 peers', async () => {
     const many = Array.from(
       { length: 3000 },
