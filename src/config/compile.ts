@@ -10,7 +10,7 @@ import { addressMatcher, formatHostPort, type HostPort, parseHostPort } from './
 import { parseDiscoveryEntry, parseResolver } from './discovery'
 import type { SourceDocument } from './load'
 import { formatPath, type KeyPath, type Problem, sortProblems } from './problems'
-import { configSchema, type RawConfig, type RawRoute } from './schema'
+import { configSchema, type RawConfig, type RawMirror, type RawRoute } from './schema'
 import {
   type CircuitBreakerSpec,
   type DiscoveredServer,
@@ -18,6 +18,7 @@ import {
   deepFreeze,
   type HashKey,
   type MiddlewareDeclaration,
+  type MirrorSpec,
   type Mode,
   type ModeSpec,
   type OriginPolicy,
@@ -338,6 +339,9 @@ function checkTcpPassThrough(t: Tree, at: At): void {
   if (Array.isArray(lb.middlewares) && lb.middlewares.length > 0) {
     at(['load_balancer', 'middlewares'], 'HTTP middlewares cannot run with load_balancer.protocol: tcp')
   }
+  if (lb.mirror !== undefined) {
+    at(['load_balancer', 'mirror'], 'requests cannot be mirrored with load_balancer.protocol: tcp')
+  }
   if (t.data.mode !== 'load_balancer') return
   if (t.server?.tls !== undefined) {
     at(
@@ -382,11 +386,19 @@ function checkReferences(t: Tree, at: At): void {
       )
     })
   }
-  if (t.data.mode === 'load_balancer' && t.lb) upstreamRef(['load_balancer', 'upstream'], t.lb.upstream)
+  // A mirror may name the group its route uses (every request then reaches it twice: a load test).
+  const mirrorRef = (base: KeyPath, m: unknown): void => {
+    if (isRecord(m)) upstreamRef([...base, 'mirror', 'upstream'], m.upstream)
+  }
+  if (t.data.mode === 'load_balancer' && t.lb) {
+    upstreamRef(['load_balancer', 'upstream'], t.lb.upstream)
+    mirrorRef(['load_balancer'], t.lb.mirror)
+  }
   // Routes are checked in both modes: a file is valid or not whichever mode a flag picks.
   for (const [name, route] of Object.entries(t.routes ?? {})) {
     if (!isRecord(route)) continue
     upstreamRef(['api_gateway', 'routes', name, 'upstream'], route.upstream)
+    mirrorRef(['api_gateway', 'routes', name], route.mirror)
     middlewareRefs(['api_gateway', 'routes', name, 'middlewares'], route.middlewares)
   }
   if (t.lb) middlewareRefs(['load_balancer', 'middlewares'], t.lb.middlewares)
@@ -749,6 +761,7 @@ function build(raw: RawConfig, file: string, tlsMaterial: TlsMaterial): Snapshot
           protocol: raw.load_balancer!.protocol,
           middlewares: raw.load_balancer!.middlewares,
           websocketOrigins: own(raw.load_balancer!.websocket_origins),
+          mirror: mirrorSpec(raw.load_balancer!.mirror),
         }
   const activeUpstreams =
     mode.kind === 'api_gateway' ? [...new Set(mode.routes.map((r) => r.upstream))] : [mode.upstream]
@@ -832,6 +845,17 @@ function accessLogSpec(raw: RawConfig, file: string): AccessLogSpec | undefined 
   }
 }
 
+function mirrorSpec(m: RawMirror | undefined): MirrorSpec | undefined {
+  return (
+    m && {
+      upstream: m.upstream,
+      percent: m.percent,
+      maxBodyBytes: m.max_body_bytes,
+      maxInFlight: m.max_in_flight,
+    }
+  )
+}
+
 /** Routes in the order they are tried: longest pattern first; Array.sort is stable, so ties keep file order. */
 function routeSpecs(routes: Record<string, RawRoute>): RouteSpec[] {
   return Object.entries(routes)
@@ -851,6 +875,7 @@ function routeSpecs(routes: Record<string, RawRoute>): RouteSpec[] {
           r.websocket_origins === undefined || r.websocket_origins === '*'
             ? r.websocket_origins
             : new Set(r.websocket_origins),
+        mirror: mirrorSpec(r.mirror),
       }),
     )
     .sort((a, b) => b.pattern.length - a.pattern.length)

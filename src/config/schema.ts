@@ -320,6 +320,20 @@ const websocketOrigins = z.union([
     .min(1),
 ])
 
+/**
+ * A copy of each matching request sent to another group, fire-and-forget (proxy/mirror.ts): its
+ * answer is counted and discarded, never waited for.
+ */
+const mirror = z.strictObject({
+  upstream: z.string().min(1),
+  /** Share of requests copied, 0-100 (sampled at random per request). */
+  percent: z.number().min(0).max(100).default(100),
+  /** Larger request bodies are not mirrored (counted as dropped: body_too_large). */
+  max_body_bytes: z.number().int().min(0).default(65536),
+  /** Copies outstanding at once; more are dropped (max_in_flight). */
+  max_in_flight: z.number().int().min(1).max(100000).default(64),
+})
+
 const route = z.strictObject({
   path_pattern: pathPattern,
   methods: z
@@ -341,6 +355,7 @@ const route = z.strictObject({
   max_body_bytes: z.number().int().min(0).optional(),
   /** Origins allowed to open a WebSocket on this route (default: its cors allowed_origins). */
   websocket_origins: websocketOrigins.optional(),
+  mirror: mirror.optional(),
 })
 
 /** Middleware declarations by name; each is validated by its type's schema (middleware/validate.ts). */
@@ -359,6 +374,7 @@ const loadBalancer = z.strictObject({
   middlewares: z.array(z.string().min(1)).default([]),
   /** Origins allowed to open a WebSocket (default: the cors middleware's allowed_origins). */
   websocket_origins: websocketOrigins.optional(),
+  mirror: mirror.optional(),
 })
 
 const controlApi = z.strictObject({
@@ -392,3 +408,4 @@ export const configSchema = z.strictObject({
 
 export type RawConfig = z.output<typeof configSchema>
 export type RawRoute = z.output<typeof route>
+export type RawMirror = z.output<typeof mirror>

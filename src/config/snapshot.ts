@@ -21,6 +21,7 @@ export type ModeSpec =
       readonly middlewares: readonly string[]
       /** `websocket_origins` as written; undefined: derived from the cors middlewares. */
       readonly websocketOrigins: OriginPolicy
+      readonly mirror: MirrorSpec | undefined
     }
   | {
       readonly kind: 'api_gateway'
@@ -46,6 +47,16 @@ export interface RouteSpec {
   readonly maxBodyBytes: number | undefined
   /** `websocket_origins` as written; undefined: derived from the route's cors middlewares. */
   readonly websocketOrigins: OriginPolicy
+  readonly mirror: MirrorSpec | undefined
+}
+
+/** `mirror` of a route or the load balancer: copies of its requests to another group. */
+export interface MirrorSpec {
+  readonly upstream: string
+  /** 0-100. */
+  readonly percent: number
+  readonly maxBodyBytes: number
+  readonly maxInFlight: number
 }
 
 /**

@@ -44,6 +44,10 @@ export interface UpstreamMetrics {
   healthCheck(upstream: string, server: string, ok: boolean): void
   /** A round of resolving one of the group's dns: or srv: servers that failed (the last set is kept). */
   dnsFailure(upstream: string): void
+  /** A mirrored copy's answer (status 0: none came, counted as `error`), by the mirror group. */
+  mirror(upstream: string, status: number): void
+  /** A copy that was not sent, and why (MirrorDropReason). */
+  mirrorDropped(upstream: string, reason: string): void
 }
 
 const STATUS_CLASSES = ['error', '1xx', '2xx', '3xx', '4xx', '5xx'] as const
@@ -92,6 +96,18 @@ export function upstreamMetrics(registry: Registry): UpstreamMetrics {
     labelNames: ['upstream'],
     registers,
   })
+  const mirrored = new Counter({
+    name: 'locci_mirror_requests_total',
+    help: 'Mirrored copies answered, by mirror group and status class; error: no answer (connection error, reset, timeout).',
+    labelNames: ['upstream', 'status_class'],
+    registers,
+  })
+  const dropped = new Counter({
+    name: 'locci_mirror_dropped_total',
+    help: 'Copies not mirrored, by mirror group and reason: max_in_flight, body_too_large, incomplete_body, no_healthy_peer.',
+    labelNames: ['upstream', 'reason'],
+    registers,
+  })
   // upstream -> server -> series: the config's own strings as keys, nothing built per request.
   const cache = new Map<string, Map<string, ServerSeries>>()
   return {
@@ -124,6 +140,12 @@ export function upstreamMetrics(registry: Registry): UpstreamMetrics {
     ejection: (upstream, server) => ejections.labels(upstream, server).inc(),
     healthCheck: (upstream, server, ok) => checks.labels(upstream, server, ok ? 'success' : 'failure').inc(),
     dnsFailure: (upstream) => dnsFailures.labels(upstream).inc(),
+    // Mirrored copies are a sampled share of traffic, so prom-client's label lookup is cheap enough.
+    mirror: (upstream, status) =>
+      mirrored
+        .labels(upstream, STATUS_CLASSES[status >= 100 && status < 600 ? Math.floor(status / 100) : 0]!)
+        .inc(),
+    mirrorDropped: (upstream, reason) => dropped.labels(upstream, reason).inc(),
   }
 }
 

@@ -39,7 +39,7 @@ import type { UpstreamHandler } from '../upstream/client'
 import type { UpstreamGroup } from '../upstream/group'
 import type { Peer } from '../upstream/peer'
 import { mayRetry, retryCondition } from '../upstream/retry'
-import { BodyGuard } from './body-guard'
+import { BodyGuard, type BodyTee } from './body-guard'
 import { replyError } from './errors'
 import { downstreamResponseHeaders, writeResponseHead } from './headers'
 
@@ -60,6 +60,8 @@ export interface ExchangeOptions extends RequestFacts {
   /** A middleware's view of the answer (cache): may substitute a stored one, sees the body. */
   tap: ResponseTap | undefined
   hasBody: boolean
+  /** Gets a copy of the request body as the upstream reads it (mirror.ts). */
+  bodyTee: BodyTee | undefined
   /** Request body limits (only used when hasBody). */
   maxBodyBytes: number
   bodyTimeoutMs: number
@@ -137,7 +139,7 @@ export class Exchange implements UpstreamHandler, Outcome {
       return
     }
     if (o.hasBody) {
-      const body = new BodyGuard(o.maxBodyBytes, o.bodyTimeoutMs)
+      const body = new BodyGuard(o.maxBodyBytes, o.bodyTimeoutMs, o.bodyTee)
       this.#body = body
       body.once('error', this.#onBodyError)
       // pipe, not pipeline: a refused body must not destroy the request (and its socket)
@@ -546,6 +548,8 @@ export class Exchange implements UpstreamHandler, Outcome {
     this.#finished = true
     this.#clearHeadTimer()
     const o = this.#o
+    // A body still coming when the exchange is over never reaches the mirror whole.
+    o.bodyTee?.abort()
     if (this.#peer) this.#attemptDone(kind !== 'client_aborted' || this.#attemptStatus !== 0)
     o.access.request(o, o.upstream, this.#peer?.address, this.#status, kind, this)
     o.onDone()

@@ -6,7 +6,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Http2ServerRequest } from 'node:http2'
 import type { Socket } from 'node:net'
-import type { OriginPolicy, RetryCondition, RetryPolicy } from '../config/snapshot'
+import type { MirrorSpec, OriginPolicy, RetryCondition, RetryPolicy } from '../config/snapshot'
 import { type Chain, LB_CHAIN } from '../middleware/registry'
 import {
   type MiddlewareResult,
@@ -28,6 +28,7 @@ import { DetachedResponse } from './detached-response'
 import { replyError } from './errors'
 import { Exchange } from './forward'
 import { clientIp, type UpstreamRequestHead, upstreamRequestHead, writeResponseHead } from './headers'
+import { Mirrors } from './mirror'
 import { RawResponse } from './raw-response'
 import type { Runtime, RuntimeStore } from './runtime'
 import { forwardUpgrade } from './upgrade'
@@ -65,6 +66,8 @@ interface Routed {
   maxBodyBytes: number
   retries: number | undefined
   retryOn: ReadonlySet<RetryCondition> | undefined
+  /** The route's (or load balancer's) `mirror`. */
+  mirror: MirrorSpec | undefined
   ctx: RequestContext | undefined
   /** #watchTap has run. */
   tapWatched: boolean
@@ -78,11 +81,13 @@ export class Pipeline {
   readonly #access: AccessLog
   #draining = false
   readonly #inFlight = new InFlight()
+  readonly #mirrors: Mirrors
 
   constructor(o: PipelineOptions) {
     this.#store = o.store
     this.#log = o.log
     this.#access = o.access
+    this.#mirrors = new Mirrors(o.log)
   }
 
   get inFlight(): number {
@@ -175,6 +180,7 @@ export class Pipeline {
       maxBodyBytes: snapshot.limits.maxBodyBytes,
       retries: undefined,
       retryOn: undefined,
+      mirror: snapshot.mode.kind === 'load_balancer' ? snapshot.mode.mirror : undefined,
       ctx: undefined,
       tapWatched: false,
       ended: false,
@@ -267,6 +273,7 @@ export class Pipeline {
       if (route.maxBodyBytes !== undefined) r.maxBodyBytes = route.maxBodyBytes
       r.retries = route.retries
       r.retryOn = route.retryOn
+      r.mirror = route.mirror
       chain = rt.chains.get(route.name)
       origins = route.websocketOrigins
     } else {
@@ -400,6 +407,8 @@ export class Pipeline {
     if (group === undefined) return this.#reply(r, { status: 503, kind: 'circuit_open', headers: [] })
     // The access line and metrics name the group that took the request.
     r.upstream = group.name
+    // Copied before the main group's sni replaces Host; a WebSocket is not mirrored.
+    const copyHeaders = r.mirror !== undefined && !r.upgrade ? r.head.headers.slice() : undefined
     if (group.hostOverride !== undefined) setHeader(r.head.headers, 'host', group.hostOverride)
     const now = Date.now()
     group.budget.request(now)
@@ -408,6 +417,24 @@ export class Pipeline {
       now,
     )
     if (candidates.length === 0) return this.#reply(r, { status: 503, kind: 'no_healthy_peer', headers: [] })
+    const bodyTee =
+      copyHeaders === undefined
+        ? undefined
+        : this.#mirrors.start({
+            spec: r.mirror!,
+            groups,
+            method: r.method,
+            path: r.path,
+            rawHeaders: r.req.rawHeaders,
+            clientIp: r.head.clientIp,
+            upstreamPath: r.upstreamPath,
+            headers: copyHeaders,
+            host: r.host,
+            requestId: r.requestId,
+            hasBody: r.hasBody,
+            contentLength: r.head.contentLength,
+            timeoutMs: r.timeoutMs,
+          })
     if (r.upgrade) {
       return forwardUpgrade({
         socket: r.upgrade.socket,
@@ -452,6 +479,7 @@ export class Pipeline {
       transform: r.ctx?.responseTransform,
       tap: r.ctx?.responseTap,
       hasBody: r.hasBody,
+      bodyTee,
       maxBodyBytes: r.maxBodyBytes,
       bodyTimeoutMs: r.rt.snapshot.limits.bodyTimeoutMs,
       timeoutMs: r.timeoutMs,

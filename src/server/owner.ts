@@ -28,7 +28,7 @@ export class LocalOwner implements Owner {
   constructor(
     readonly keeper: ConfigKeeper,
     readonly metrics: Metrics,
-    readonly purge: (m: PurgeMatch) => number,
+    readonly purge: (m: PurgeMatch) => Promise<number>,
   ) {}
 
   async purgeCache(m: PurgeMatch): Promise<number> {

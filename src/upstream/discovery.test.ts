@@ -38,6 +38,8 @@ function counting(): { metrics: UpstreamMetrics; failures: () => number } {
     retry() {},
     ejection() {},
     healthCheck() {},
+    mirror() {},
+    mirrorDropped() {},
     dnsFailure: () => {
       n++
     },

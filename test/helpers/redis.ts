@@ -13,8 +13,9 @@ export interface RunningRedis {
   stop(): Promise<void>
 }
 
-export async function startRedis(): Promise<RunningRedis> {
-  const port = await closedPort()
+/** `port`: a given one (to start Redis again where its clients expect it), else a free one. */
+export async function startRedis(port?: number): Promise<RunningRedis> {
+  port ??= await closedPort()
   const child = spawn(
     'redis-server',
     ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'],
