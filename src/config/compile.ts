@@ -10,7 +10,8 @@ import { addressMatcher, formatHostPort, type HostPort, parseHostPort } from './
 import { parseDiscoveryEntry, parseResolver } from './discovery'
 import type { SourceDocument } from './load'
 import { formatPath, type KeyPath, type Problem, sortProblems } from './problems'
-import { configSchema, type RawConfig, type RawMirror, type RawRoute } from './schema'
+import { configSchema, type RawConfig, type RawMirror, type RawRoute, type RawSplitSticky } from './schema'
+import { WeylSequence } from './sequence'
 import {
   type CircuitBreakerSpec,
   type DiscoveredServer,
@@ -25,9 +26,12 @@ import {
   type PeerSpec,
   type RouteSpec,
   type Snapshot,
+  type SplitSpec,
+  type SplitSticky,
   type Strategy,
   type UpstreamSpec,
 } from './snapshot'
+import { cookieSpec, setCookieValue, stickyToken } from './sticky'
 import { didYouMean } from './suggest'
 import {
   type CertificateMaterial,
@@ -238,10 +242,12 @@ function crossCheck(data: Record<string, unknown>, at: At, file: string): TlsMat
   checkModeSections(t, at)
   checkTcpPassThrough(t, at)
   checkReferences(t, at)
+  checkSplits(t, at)
   checkCircuitBreakers(t, at)
   checkMiddlewareDeclarations(t, at)
   checkListenerOptions(t, at)
   checkControlApi(t, at)
+  checkConfigStore(t, at)
   checkOpsListener(t, at)
   return { listener: loadListenerCertificates(t, at, file), upstreams: loadUpstreamTlsFiles(t, at, file) }
 }
@@ -390,18 +396,62 @@ function checkReferences(t: Tree, at: At): void {
   const mirrorRef = (base: KeyPath, m: unknown): void => {
     if (isRecord(m)) upstreamRef([...base, 'mirror', 'upstream'], m.upstream)
   }
+  const splitRefs = (base: KeyPath, list: unknown) => {
+    if (!Array.isArray(list)) return
+    list.forEach((e, i) => {
+      if (isRecord(e)) upstreamRef([...base, 'upstreams', i, 'name'], e.name)
+    })
+  }
   if (t.data.mode === 'load_balancer' && t.lb) {
     upstreamRef(['load_balancer', 'upstream'], t.lb.upstream)
     mirrorRef(['load_balancer'], t.lb.mirror)
+    splitRefs(['load_balancer'], t.lb.upstreams)
   }
   // Routes are checked in both modes: a file is valid or not whichever mode a flag picks.
   for (const [name, route] of Object.entries(t.routes ?? {})) {
     if (!isRecord(route)) continue
     upstreamRef(['api_gateway', 'routes', name, 'upstream'], route.upstream)
     mirrorRef(['api_gateway', 'routes', name], route.mirror)
+    splitRefs(['api_gateway', 'routes', name], route.upstreams)
     middlewareRefs(['api_gateway', 'routes', name, 'middlewares'], route.middlewares)
   }
   if (t.lb) middlewareRefs(['load_balancer', 'middlewares'], t.lb.middlewares)
+}
+
+/**
+ * A route and the load balancer name exactly one of `upstream` and `upstreams`; `sticky` goes
+ * with `upstreams`. TCP pass-through sees no requests: no split, and no cookie on its group.
+ */
+function checkSplits(t: Tree, at: At): void {
+  const one = (base: KeyPath, o: Record<string, unknown>, section: boolean) => {
+    const single = o.upstream !== undefined
+    const split = o.upstreams !== undefined
+    if (single && split)
+      at([...base, 'upstreams'], 'cannot be used with upstream; name one group or a split, not both')
+    else if (!single && !split && section)
+      at(base, 'needs upstream (one group) or upstreams (a weighted split)')
+    if (o.sticky !== undefined && !split)
+      at([...base, 'sticky'], 'only applies with upstreams (a weighted split)')
+  }
+  if (t.lb) one(['load_balancer'], t.lb, true)
+  for (const [name, route] of Object.entries(t.routes ?? {})) {
+    if (isRecord(route)) one(['api_gateway', 'routes', name], route, true)
+  }
+  const lb = t.lb
+  if (t.data.mode !== 'load_balancer' || lb?.protocol !== 'tcp') return
+  if (lb.upstreams !== undefined) {
+    at(
+      ['load_balancer', 'upstreams'],
+      'cannot be used with load_balancer.protocol: tcp; name one group with upstream',
+    )
+  }
+  const u = typeof lb.upstream === 'string' && t.upstreams ? t.upstreams[lb.upstream] : undefined
+  if (isRecord(u) && u.sticky !== undefined) {
+    at(
+      ['upstreams', String(lb.upstream), 'sticky'],
+      'cannot be used with load_balancer.protocol: tcp (no cookies in a byte stream)',
+    )
+  }
 }
 
 /**
@@ -578,6 +628,18 @@ function loadUpstreamTlsFiles(t: Tree, at: At, file: string): Map<string, Upstre
  * 127.0.0.0/8, ::1 and localhost; a host name or 0.0.0.0/:: (every interface) is not. An empty
  * api_key refuses every request, so it counts.
  */
+/**
+ * With a config store the runtime layer lives in Redis on top of the file: writing a change into
+ * the file as well would apply it twice (once from the file, once from the layer).
+ */
+function checkConfigStore(t: Tree, at: At): void {
+  if (!isRecord(t.data.config_store) || t.control?.persist !== true) return
+  at(
+    ['control_api', 'persist'],
+    'cannot be used with config_store: runtime changes are kept in the store, on top of the file',
+  )
+}
+
 function checkControlApi(t: Tree, at: At): void {
   const control = t.control
   if (control?.enabled !== true) return
@@ -749,6 +811,7 @@ function build(raw: RawConfig, file: string, tlsMaterial: TlsMaterial): Snapshot
       retry: { retries: u.retries, on: new Set(u.retry_on) },
       retryBudget: { percent: u.retry_budget.percent, minPerSec: u.retry_budget.min_per_sec },
       circuitBreaker: u.circuit_breaker && circuitBreakerSpec(u.circuit_breaker),
+      sticky: u.sticky && cookieSpec(u.sticky),
     })
   }
   const own = (o: '*' | string[] | undefined): OriginPolicy => (o === undefined || o === '*' ? o : new Set(o))
@@ -757,14 +820,21 @@ function build(raw: RawConfig, file: string, tlsMaterial: TlsMaterial): Snapshot
       ? { kind: 'api_gateway', routes: routeSpecs(raw.api_gateway?.routes ?? {}) }
       : {
           kind: 'load_balancer',
-          upstream: raw.load_balancer!.upstream,
+          upstream: raw.load_balancer!.upstream ?? raw.load_balancer!.upstreams![0]!.name,
+          split:
+            raw.load_balancer!.upstreams &&
+            splitSpec(raw.load_balancer!.upstreams, raw.load_balancer!.sticky),
           protocol: raw.load_balancer!.protocol,
           middlewares: raw.load_balancer!.middlewares,
           websocketOrigins: own(raw.load_balancer!.websocket_origins),
           mirror: mirrorSpec(raw.load_balancer!.mirror),
         }
-  const activeUpstreams =
-    mode.kind === 'api_gateway' ? [...new Set(mode.routes.map((r) => r.upstream))] : [mode.upstream]
+  // Every group of a split, weight 0 included: its health is known before it is ramped up.
+  const activeUpstreams = [
+    ...new Set(
+      (mode.kind === 'api_gateway' ? mode.routes : [mode]).flatMap((r) => r.split?.groups ?? [r.upstream]),
+    ),
+  ]
   const middlewares = new Map<string, MiddlewareDeclaration>()
   for (const section of [raw.middlewares, raw.api_gateway?.middlewares ?? {}]) {
     for (const [name, settings] of Object.entries(section)) {
@@ -829,8 +899,40 @@ function build(raw: RawConfig, file: string, tlsMaterial: TlsMaterial): Snapshot
       insecure: control.insecure,
     },
     watch: raw.watch,
+    configStore: raw.config_store && {
+      type: raw.config_store.type,
+      url: raw.config_store.url,
+      keyPrefix: raw.config_store.key_prefix,
+    },
   }
   return deepFreeze(snapshot)
+}
+
+/** `upstreams` (and `sticky`) as the running sums and tokens a pick needs (upstream/split.ts). */
+function splitSpec(
+  entries: ReadonlyArray<{ name: string; weight: number }>,
+  sticky: RawSplitSticky | undefined,
+): SplitSpec {
+  const groups = entries.map((e) => e.name)
+  const weights = entries.map((e) => e.weight)
+  let sum = 0
+  const cumulative = weights.map((w) => (sum += w))
+  let st: SplitSticky | undefined
+  if (sticky?.cookie !== undefined) {
+    const cookie = cookieSpec({ ...sticky, cookie: sticky.cookie })
+    const tokens = groups.map((g) => stickyToken('split', g))
+    st = {
+      kind: 'cookie',
+      cookie,
+      byToken: new Map(tokens.map((tok, i) => [tok, i])),
+      setCookie: tokens.map((tok) => setCookieValue(cookie, tok)),
+    }
+  } else if (sticky?.header !== undefined) {
+    st = { kind: 'header', name: sticky.header.toLowerCase() }
+  } else if (sticky?.client_ip) {
+    st = { kind: 'client_ip' }
+  }
+  return { groups, weights, cumulative, total: sum, sticky: st, sequence: new WeylSequence() }
 }
 
 function accessLogSpec(raw: RawConfig, file: string): AccessLogSpec | undefined {
@@ -864,7 +966,8 @@ function routeSpecs(routes: Record<string, RawRoute>): RouteSpec[] {
         name,
         pattern: r.path_pattern,
         methods: r.methods ? new Set(r.methods) : null,
-        upstream: r.upstream,
+        upstream: r.upstream ?? r.upstreams![0]!.name,
+        split: r.upstreams && splitSpec(r.upstreams, r.sticky),
         stripPrefix: r.strip_prefix,
         timeoutMs: r.timeout_secs !== undefined ? r.timeout_secs * 1000 : undefined,
         middlewares: r.middlewares,

@@ -269,6 +269,87 @@ const circuitBreaker = z.strictObject({
   fallback: z.string().min(1).optional(),
 })
 
+/** A cookie the proxy sets (sticky sessions): its name and attributes. */
+const cookieFields = {
+  /** Cookie name; the value is an opaque token the proxy makes (upstream/sticky.ts). */
+  cookie: z.string().regex(TOKEN, { message: 'must be a cookie name (letters, digits, !#$%&*+.^_`|~-)' }),
+  /** Max-Age of the cookie; without it, a session cookie (gone when the browser closes). */
+  ttl_secs: z.number().int().min(1).optional(),
+  secure: z.boolean().default(false),
+  http_only: z.boolean().default(true),
+  same_site: z.enum(['strict', 'lax', 'none']).default('lax'),
+}
+
+/** SameSite=None is ignored by browsers without Secure. */
+function checkSameSite(c: { same_site?: string; secure?: boolean }, ctx: z.RefinementCtx): void {
+  if (c.same_site === 'none' && c.secure !== true) {
+    ctx.addIssue({
+      code: 'custom',
+      path: ['same_site'],
+      message: 'none needs secure: true (browsers drop it otherwise)',
+    })
+  }
+}
+
+/** `sticky` on an upstream group: the server a client got is named in a cookie and kept. */
+const groupSticky = z.strictObject(cookieFields).superRefine(checkSameSite)
+
+/** One entry of a weighted split (`upstreams` on a route or the load balancer). */
+const splitEntry = z.strictObject({
+  name: z.string().min(1),
+  /** Share of the requests, relative to the other entries; 0 sends none. */
+  weight: z.number().int().min(0).max(1_000_000),
+})
+
+const split = z
+  .array(splitEntry)
+  .min(1, { message: 'needs at least one upstream group' })
+  .superRefine((entries, ctx) => {
+    if (entries.length > 0 && entries.every((e) => e.weight === 0))
+      ctx.addIssue({ code: 'custom', message: 'needs at least one weight above 0' })
+    const seen = new Set<string>()
+    entries.forEach((e, i) => {
+      if (seen.has(e.name))
+        ctx.addIssue({ code: 'custom', path: [i, 'name'], message: `names "${e.name}" twice` })
+      seen.add(e.name)
+    })
+  })
+
+/**
+ * `sticky` beside `upstreams`: what keeps a client on the group it first got. Exactly one of
+ * cookie (set by the proxy), header (a value the client sends) or client_ip.
+ */
+const splitSticky = z
+  .strictObject({
+    cookie: cookieFields.cookie.optional(),
+    /** A request header whose value is hashed to a group (a user or session id the client sends). */
+    header: z.string().regex(TOKEN, { message: 'must be a header name' }).optional(),
+    /** Hash the client address to a group. */
+    client_ip: z.literal(true, { error: 'must be true (or leave it out)' }).optional(),
+    // The cookie's attributes; defaults as on a group's sticky (filled in by compile.ts).
+    ttl_secs: cookieFields.ttl_secs,
+    secure: z.boolean().optional(),
+    http_only: z.boolean().optional(),
+    same_site: z.enum(['strict', 'lax', 'none']).optional(),
+  })
+  .superRefine((s, ctx) => {
+    const given = (['cookie', 'header', 'client_ip'] as const).filter((k) => s[k] !== undefined)
+    if (given.length !== 1) {
+      ctx.addIssue({
+        code: 'custom',
+        message: `needs exactly one of cookie, header or client_ip (got ${given.length ? given.join(', ') : 'none'})`,
+      })
+      return
+    }
+    if (s.cookie === undefined) {
+      for (const k of ['ttl_secs', 'secure', 'http_only', 'same_site'] as const) {
+        if (s[k] !== undefined)
+          ctx.addIssue({ code: 'custom', path: [k], message: 'only applies with cookie' })
+      }
+    }
+    checkSameSite(s, ctx)
+  })
+
 const upstream = z.strictObject({
   servers: z.array(server_).min(1, { message: 'needs at least one server' }),
   strategy: z
@@ -301,6 +382,8 @@ const upstream = z.strictObject({
   circuit_breaker: circuitBreaker.optional(),
   /** DNS server for this group's dns: and srv: servers (IP:port); default: server.resolver. */
   resolver: resolver.optional(),
+  /** Keep a client on the server it first got, by a cookie the proxy sets. */
+  sticky: groupSticky.optional(),
 })
 
 /** Its syntax is checked by routing/route-table.ts (checkRoutePatterns), which compiles it. */
@@ -344,7 +427,11 @@ const route = z.strictObject({
         .transform((m) => m.toUpperCase()),
     )
     .optional(),
-  upstream: z.string().min(1),
+  /** One upstream group; or `upstreams`, a weighted split between groups (exactly one of the two). */
+  upstream: z.string().min(1).optional(),
+  upstreams: split.optional(),
+  /** With upstreams: keep a client on the group it first got. */
+  sticky: splitSticky.optional(),
   strip_prefix: z.boolean().default(false),
   timeout_secs: secs.optional(),
   middlewares: z.array(z.string().min(1)).default([]),
@@ -367,7 +454,9 @@ const apiGateway = z.strictObject({
 })
 
 const loadBalancer = z.strictObject({
-  upstream: z.string().min(1),
+  upstream: z.string().min(1).optional(),
+  upstreams: split.optional(),
+  sticky: splitSticky.optional(),
   /** http: HTTP-aware proxying (default). tcp: raw TCP pass-through (TLS untouched). */
   protocol: z.enum(['http', 'tcp']).default('http'),
   /** Middlewares applied to every request in load_balancer mode (none by default). */
@@ -387,6 +476,17 @@ const controlApi = z.strictObject({
   insecure: z.boolean().default(false),
 })
 
+/**
+ * The runtime layer (control-API changes) shared by every instance through Redis
+ * (server/config-store.ts); the file stays the base layer.
+ */
+const configStore = z.strictObject({
+  type: z.literal('redis', { error: 'must be "redis" (the only store so far)' }),
+  url: z.string().regex(/^rediss?:\/\/./i, { message: 'must be a redis:// or rediss:// URL' }),
+  /** Prepended to every key and channel, so several fleets can share one Redis. */
+  key_prefix: z.string().max(200).default('locci:'),
+})
+
 export const configSchema = z.strictObject({
   mode: z.enum(['load_balancer', 'api_gateway'], {
     error: (iss) =>
@@ -402,10 +502,13 @@ export const configSchema = z.strictObject({
   /** Middleware declarations usable from both modes (api_gateway.middlewares works too). */
   middlewares: middlewares.default({}),
   control_api: controlApi.prefault({}),
+  config_store: configStore.optional(),
   /** Reload when the config file changes (debounced; like SIGHUP). */
   watch: z.boolean().default(false),
 })
 
 export type RawConfig = z.output<typeof configSchema>
+export type RawSplitSticky = z.output<typeof splitSticky>
+export type RawGroupSticky = z.output<typeof groupSticky>
 export type RawRoute = z.output<typeof route>
 export type RawMirror = z.output<typeof mirror>

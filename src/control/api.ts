@@ -39,7 +39,11 @@ const REFUSAL_STATUS: Readonly<Record<RefusalReason, number>> = {
 export interface ControlActions {
   status(): Record<string, unknown>
   reload(): Promise<{ result: string; problems?: string[] }>
-  change(c: ChangeOp): Promise<{ change: string; saved: boolean }>
+  /**
+   * `ifRevision`: the runtime layer's revision the client last read (If-Match); another one
+   * refuses the change as a conflict.
+   */
+  change(c: ChangeOp, ifRevision?: number): Promise<{ change: string; saved: boolean; revision?: number }>
   /** Prometheus text for the whole instance (all workers). */
   metricsText(): Promise<{ text: string; contentType: string }>
   explain(method: string, url: string, headers: string[]): Explanation
@@ -98,7 +102,10 @@ export function createControlServer(o: ControlApiOptions): http.Server {
     const m = await a.metricsText()
     return { status: 200, body: m.text, headers: { 'content-type': m.contentType } }
   }
-  const change = async (c: ChangeOp): Promise<Reply> => ({ status: 201, body: await a.change(c) })
+  const change = async (c: ChangeOp, req?: http.IncomingMessage): Promise<Reply> => ({
+    status: 201,
+    body: await a.change(c, req && ifMatch(req)),
+  })
   const routes: Array<[string, RegExp, Handler]> = [
     ['GET', /^\/healthz$/, () => ({ status: 200, body: { status: 'ok' } })],
     ['GET', /^\/api\/v1\/status$/, () => ({ status: 200, body: a.status() })],
@@ -110,26 +117,37 @@ export function createControlServer(o: ControlApiOptions): http.Server {
     [
       'POST',
       /^\/api\/v1\/routes$/,
-      async (req) => change({ op: 'addRoute', body: await readJson(req, bodyTimeout) }),
+      async (req) => change({ op: 'addRoute', body: await readJson(req, bodyTimeout) }, req),
     ],
     [
       'DELETE',
       /^\/api\/v1\/routes\/([^/]+)$/,
-      async (_req, [name]) => {
-        await a.change({ op: 'removeRoute', name: name! })
+      async (req, [name]) => {
+        await a.change({ op: 'removeRoute', name: name! }, ifMatch(req))
         return { status: 204, body: undefined }
       },
     ],
     [
+      'PATCH',
+      /^\/api\/v1\/routes\/([^/]+)$/,
+      async (req, [name]) => ({
+        status: 200,
+        body: await a.change(
+          { op: 'setRouteWeights', name: name!, body: await readJson(req, bodyTimeout) },
+          ifMatch(req),
+        ),
+      }),
+    ],
+    [
       'POST',
       /^\/api\/v1\/upstreams$/,
-      async (req) => change({ op: 'addUpstream', body: await readJson(req, bodyTimeout) }),
+      async (req) => change({ op: 'addUpstream', body: await readJson(req, bodyTimeout) }, req),
     ],
     [
       'DELETE',
       /^\/api\/v1\/upstreams\/([^/]+)\/servers\/([^/]+)$/,
-      async (_req, [name, server]) => {
-        await a.change({ op: 'removeServer', name: name!, server: server! })
+      async (req, [name, server]) => {
+        await a.change({ op: 'removeServer', name: name!, server: server! }, ifMatch(req))
         return { status: 204, body: undefined }
       },
     ],
@@ -291,6 +309,19 @@ export function requestTarget(raw: string): { path: string; query: URLSearchPara
   return { path: u.pathname, query: u.searchParams }
 }
 
+/**
+ * The revision in an If-Match header (`"7"`, `7`, `W/"7"`): a change is made only if the runtime
+ * config is still at that revision (`revision` in /api/v1/status and in every change's answer).
+ * Absent or `*`: any revision.
+ */
+export function ifMatch(req: http.IncomingMessage): number | undefined {
+  const v = req.headers['if-match']?.trim()
+  if (v === undefined || v === '*') return undefined
+  const m = /^(?:W\/)?"?(\d{1,15})"?$/.exec(v)
+  if (!m) throw new ApiError(400, `If-Match must be a runtime config revision such as "7" (got ${clip(v)})`)
+  return Number(m[1])
+}
+
 function decodeParam(p: string): string {
   try {
     return decodeURIComponent(p)
@@ -399,6 +430,7 @@ function routesView({ snapshot }: ControlView) {
       path_pattern: r.pattern,
       methods: r.methods ? [...r.methods] : null,
       upstream: r.upstream,
+      upstreams: r.split ? r.split.groups.map((name, i) => ({ name, weight: r.split!.weights[i] })) : null,
       strip_prefix: r.stripPrefix,
       timeout_secs: r.timeoutMs !== undefined ? r.timeoutMs / 1000 : null,
       middlewares: r.middlewares,

@@ -317,11 +317,13 @@ export class Exchange implements UpstreamHandler, Outcome {
     }
     this.#status = statusCode
     this.#resume = resume
+    // A sticky group names the server that answered, unless the client's cookie already does.
+    const cookie = o.group.stickyCookieFor(peer, o.req.rawHeaders)
     const headers = downstreamResponseHeaders(
       rawHeaders,
       o.requestId,
       o.closing(),
-      o.responseHeaders,
+      cookie === undefined ? o.responseHeaders : [...(o.responseHeaders ?? []), 'set-cookie', cookie],
       o.dropResponseHeaders,
       this,
     )

@@ -6,7 +6,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Http2ServerRequest } from 'node:http2'
 import type { Socket } from 'node:net'
-import type { MirrorSpec, OriginPolicy, RetryCondition, RetryPolicy } from '../config/snapshot'
+import type { MirrorSpec, OriginPolicy, RetryCondition, RetryPolicy, SplitSpec } from '../config/snapshot'
 import { type Chain, LB_CHAIN } from '../middleware/registry'
 import {
   type MiddlewareResult,
@@ -24,6 +24,8 @@ import { normalizePath, withNormalizedPath } from '../routing/normalize-path'
 import { ROUTABLE_METHODS, refusesMethod, resolve } from '../routing/resolve'
 import { stripPrefix } from '../routing/route-table'
 import { admittingGroup } from '../upstream/circuit-breaker'
+import type { Peer } from '../upstream/peer'
+import { pickGroup, SET_COOKIE } from '../upstream/split'
 import { DetachedResponse } from './detached-response'
 import { replyError } from './errors'
 import { Exchange } from './forward'
@@ -32,6 +34,8 @@ import { Mirrors } from './mirror'
 import { RawResponse } from './raw-response'
 import type { Runtime, RuntimeStore } from './runtime'
 import { forwardUpgrade } from './upgrade'
+
+const NONE: Peer[] = []
 
 export interface PipelineOptions {
   store: RuntimeStore
@@ -62,6 +66,10 @@ interface Routed {
   hasBody: boolean
   route: string | undefined
   upstream: string
+  /** The route's (or load balancer's) weighted split, if it has one; `upstream` is its pick. */
+  split: SplitSpec | undefined
+  /** The split's Set-Cookie value, when the client must be told its group. */
+  splitCookie: string | undefined
   timeoutMs: number
   maxBodyBytes: number
   retries: number | undefined
@@ -176,6 +184,8 @@ export class Pipeline {
       hasBody: false,
       route: undefined,
       upstream: snapshot.mode.kind === 'load_balancer' ? snapshot.mode.upstream : '',
+      split: undefined,
+      splitCookie: undefined,
       timeoutMs: snapshot.upstreamTimeoutMs,
       maxBodyBytes: snapshot.limits.maxBodyBytes,
       retries: undefined,
@@ -276,9 +286,19 @@ export class Pipeline {
       r.mirror = route.mirror
       chain = rt.chains.get(route.name)
       origins = route.websocketOrigins
+      r.split = route.split
     } else {
       chain = rt.chains.get(LB_CHAIN)
       origins = rt.lbOrigins
+      r.split = (snapshot.mode as { split?: SplitSpec }).split
+    }
+    // The split is decided before the middlewares, so they (and the access line) see the group.
+    const split = r.split
+    if (split !== undefined) {
+      const pick = pickGroup(split, head.clientIp, req.rawHeaders)
+      const i = pick & ~SET_COOKIE
+      r.upstream = split.groups[i]!
+      if (pick !== i && split.sticky?.kind === 'cookie') r.splitCookie = split.sticky.setCookie[i]
     }
     // Browsers do not apply CORS to WebSocket: without this a page on any site could open an
     // authenticated socket with the user's cookies (cross-site WebSocket hijacking).
@@ -304,7 +324,7 @@ export class Pipeline {
       requestId: head.requestId,
       upstreamHeaders: head.headers,
       upstreamPath: r.upstreamPath,
-      responseHeaders: [],
+      responseHeaders: r.splitCookie === undefined ? [] : ['set-cookie', r.splitCookie],
       dropResponseHeaders: undefined,
       responseTransform: undefined,
       responseTap: undefined,
@@ -403,20 +423,43 @@ export class Pipeline {
   #forward(r: Routed): void {
     const groups = r.rt.groups
     // A closed breaker (or none) is one field read; an open one refuses or names a fallback.
-    const group = admittingGroup(groups.get(r.upstream)!, groups)
-    if (group === undefined) return this.#reply(r, { status: 503, kind: 'circuit_open', headers: [] })
+    let group = admittingGroup(groups.get(r.upstream)!, groups)
+    if (group === undefined && r.split === undefined) {
+      return this.#reply(r, { status: 503, kind: 'circuit_open', headers: [] })
+    }
+    const now = Date.now()
+    const select = { clientIp: r.head.clientIp, path: r.path, rawHeaders: r.req.rawHeaders }
+    let candidates = group === undefined ? NONE : group.candidates(select, now)
+    if (candidates.length === 0 && r.split !== undefined) {
+      // A split's group that can take nothing (no server available, breaker open without a
+      // fallback) passes its share to the split's other groups of weight > 0, in their order.
+      const s = r.split
+      for (let i = 0; i < s.groups.length && candidates.length === 0; i++) {
+        if (s.weights[i] === 0 || s.groups[i] === r.upstream) continue
+        const other = admittingGroup(groups.get(s.groups[i]!)!, groups)
+        if (other === undefined) continue
+        const c = other.candidates(select, now)
+        if (c.length > 0) {
+          group = other
+          candidates = c
+        }
+      }
+      if (group === undefined) return this.#reply(r, { status: 503, kind: 'circuit_open', headers: [] })
+    }
     // The access line and metrics name the group that took the request.
-    r.upstream = group.name
+    const g = group!
+    r.upstream = g.name
+    g.budget.request(now)
+    if (candidates.length === 0) return this.#reply(r, { status: 503, kind: 'no_healthy_peer', headers: [] })
     // Copied before the main group's sni replaces Host; a WebSocket is not mirrored.
     const copyHeaders = r.mirror !== undefined && !r.upgrade ? r.head.headers.slice() : undefined
-    if (group.hostOverride !== undefined) setHeader(r.head.headers, 'host', group.hostOverride)
-    const now = Date.now()
-    group.budget.request(now)
-    const candidates = group.candidates(
-      { clientIp: r.head.clientIp, path: r.path, rawHeaders: r.req.rawHeaders },
-      now,
-    )
-    if (candidates.length === 0) return this.#reply(r, { status: 503, kind: 'no_healthy_peer', headers: [] })
+    if (g.hostOverride !== undefined) setHeader(r.head.headers, 'host', g.hostOverride)
+    const responseHeaders =
+      r.ctx !== undefined
+        ? r.ctx.responseHeaders
+        : r.splitCookie !== undefined
+          ? ['set-cookie', r.splitCookie]
+          : undefined
     const bodyTee =
       copyHeaders === undefined
         ? undefined
@@ -448,10 +491,10 @@ export class Pipeline {
         requestId: r.requestId,
         route: r.route,
         upstream: r.upstream,
-        group,
-        retry: retryPolicy(group.retry, r.retries, r.retryOn),
+        group: g,
+        retry: retryPolicy(g.retry, r.retries, r.retryOn),
         candidates,
-        responseHeaders: r.ctx?.responseHeaders,
+        responseHeaders,
         connectTimeoutMs: r.rt.snapshot.pool.connectTimeoutMs,
         idleTimeoutMs: r.rt.snapshot.websocketIdleMs,
         log: this.#log,
@@ -474,7 +517,7 @@ export class Pipeline {
       upstreamPath: r.upstreamPath,
       path: r.path,
       headers: r.head.headers,
-      responseHeaders: r.ctx?.responseHeaders,
+      responseHeaders,
       dropResponseHeaders: r.ctx?.dropResponseHeaders,
       transform: r.ctx?.responseTransform,
       tap: r.ctx?.responseTap,
@@ -485,8 +528,8 @@ export class Pipeline {
       timeoutMs: r.timeoutMs,
       route: r.route,
       upstream: r.upstream,
-      group,
-      retry: retryPolicy(group.retry, r.retries, r.retryOn),
+      group: g,
+      retry: retryPolicy(g.retry, r.retries, r.retryOn),
       candidates,
       h2: r.h2,
       closing: r.h2 ? never : this.#closing,

@@ -14,6 +14,7 @@ import { parseConfigText } from '../config/load'
 import type { ChangeOp } from '../config/mutations'
 import { formatProblem } from '../config/problems'
 import { ChangeRefused } from '../config/refused'
+import { EMPTY_LAYER } from '../config/runtime-layer'
 import type { Snapshot } from '../config/snapshot'
 import { type CachePurge, type ControlActions, createControlServer } from '../control/api'
 import { MiddlewareRegistry } from '../middleware/registry'
@@ -25,6 +26,7 @@ import { compilePlan, type Plan, RuntimeStore } from '../proxy/runtime'
 import { explain } from '../routing/explain'
 import type { UpstreamClient } from '../upstream/client'
 import { UpstreamRegistry } from '../upstream/registry'
+import type { SharedStart, StoreStatus } from './config-store'
 import { ConfigKeeper, type ReloadResult } from './keeper'
 import { createListener, createRedirectListener, type ListenerHandle, listen } from './listener'
 import { createOpsServer, type ReadinessView } from './ops'
@@ -43,6 +45,8 @@ export interface StartOptions {
   primary?: Rpc<ToPrimary, ToWorker>
   /** The upstream HTTP/1.1 client (LOCCI_UPSTREAM_CLIENT, upstream/client.ts). */
   upstreamClient: UpstreamClient
+  /** config_store, in the process that owns the config (not in a worker: its primary has it). */
+  shared?: SharedStart
 }
 
 /** The downstream side: an HTTP(S) listener, or the TCP pass-through. */
@@ -72,6 +76,8 @@ export class ProxyInstance implements ControlActions {
   /** Config changes and the metrics sum: this process, or (in a worker) the primary. */
   readonly #owner: Owner
   #lastReload: { at: string; result: string } | undefined
+  /** config_store as the owner of the config sees it (a worker hears it from its primary). */
+  #storeStatus: () => StoreStatus | undefined = () => undefined
   #stopping: Promise<void> | undefined
 
   private constructor(o: StartOptions, plan: Plan, text: string) {
@@ -123,6 +129,9 @@ export class ProxyInstance implements ControlActions {
         .on('breaker', (e) => this.#upstreams.setBreaker(e))
         .on('metrics-json', () => this.#metrics.registry.getMetricsAsJSON())
         .on('purge-local', (m) => this.#middlewares.purge(m))
+        .on('store-status', (s) => {
+          this.#storeStatus = () => s
+        })
       this.#owner = owner
     } else {
       const keeper = new ConfigKeeper(
@@ -132,6 +141,8 @@ export class ProxyInstance implements ControlActions {
           overrides: o.overrides,
           log: this.#log,
           apply: (next) => this.#install(next),
+          store: o.shared?.store,
+          layered: o.shared?.layered,
           onReload: (result) => {
             this.#metrics.reload(result)
             this.#lastReload = { at: new Date().toISOString(), result }
@@ -142,6 +153,22 @@ export class ProxyInstance implements ControlActions {
       )
       this.#owner = new LocalOwner(keeper, this.#metrics, (m) => this.#middlewares.purge(m))
     }
+  }
+
+  /** config_store: follow the shared runtime layer once this instance serves (single process). */
+  #follow(): void {
+    const shared = this.#o.shared
+    if (!shared || !(this.#owner instanceof LocalOwner)) return
+    const keeper = this.#owner.keeper
+    this.#storeStatus = () => shared.store.status()
+    shared.store.start(
+      shared.layered?.layer ?? EMPTY_LAYER,
+      (layer) => keeper.applyShared(layer),
+      () => {
+        const u = this.urls()
+        return { listener: u.bind, control_api: u.control_api }
+      },
+    )
   }
 
   /** A config the primary validated: apply it as it is (every worker gets the same text). */
@@ -170,6 +197,7 @@ export class ProxyInstance implements ControlActions {
     await inst.#upstreams.discovered()
     inst.#started = true
     inst.#logListening(snapshot)
+    inst.#follow()
     return inst
   }
 
@@ -388,8 +416,8 @@ export class ProxyInstance implements ControlActions {
     this.#log.info({ signal: 'SIGUSR1' }, 'access log reopened')
   }
 
-  change(c: ChangeOp): Promise<ChangeResult> {
-    return this.#owner.change(c)
+  change(c: ChangeOp, ifRevision?: number): Promise<ChangeResult> {
+    return this.#owner.change(c, ifRevision)
   }
 
   metricsText(): Promise<MetricsText> {
@@ -411,6 +439,7 @@ export class ProxyInstance implements ControlActions {
       persist: s.raw.control_api.persist,
       ...(cluster.isWorker ? { worker: cluster.worker?.id } : {}),
       unsaved_changes: this.#owner.unsaved,
+      store: this.#storeStatus() ?? null,
       last_reload: this.#lastReload ?? null,
       requests_in_flight: (this.#front?.tcp ?? this.#pipeline).inFlight,
     }
@@ -470,6 +499,7 @@ export class ProxyInstance implements ControlActions {
       this.#closeOps()
       this.#upstreams.destroy()
       this.#middlewares.close()
+      await this.#o.shared?.store.close()
       this.#access.flush()
       this.#o.logging.flush() // access lines of the last requests first, then the final line
       this.#log.info('stopped')

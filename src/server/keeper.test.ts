@@ -86,7 +86,7 @@ describe('unsaved changes: the net difference between the file and the live conf
   test('with control_api.persist the file is written and nothing is unsaved', async () => {
     const k = setup(CONFIG('control_api: { persist: true }\n'))
     const r = await k.keeper.change(addRoute('x'))
-    assert.deepEqual(r, { change: 'added route x', saved: true })
+    assert.deepEqual(r, { change: 'added route x', saved: true, revision: 1 })
     assert.deepEqual(k.keeper.unsaved, [])
     assert.match(readFileSync(k.file, 'utf8'), /# a comment[\s\S]*x:/)
     assert.equal((await k.keeper.reload()).result, 'unchanged')

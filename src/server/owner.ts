@@ -13,8 +13,8 @@ import type { Rpc } from './rpc'
 export interface Owner {
   /** Re-reads the config file; an invalid file leaves the running config as it is. */
   reload(): Promise<ReloadResult>
-  /** A control-API change, validated like the file. */
-  change(c: ChangeOp): Promise<ChangeResult>
+  /** A control-API change, validated like the file; `ifRevision`: see ControlActions.change. */
+  change(c: ChangeOp, ifRevision?: number): Promise<ChangeResult>
   /** Runtime changes not saved to the file. */
   readonly unsaved: readonly string[]
   /** Prometheus text for the whole instance. */
@@ -39,8 +39,8 @@ export class LocalOwner implements Owner {
     return this.keeper.reload()
   }
 
-  change(c: ChangeOp): Promise<ChangeResult> {
-    return this.keeper.change(c)
+  change(c: ChangeOp, ifRevision?: number): Promise<ChangeResult> {
+    return this.keeper.change(c, ifRevision)
   }
 
   get unsaved(): readonly string[] {
@@ -63,8 +63,8 @@ export class PrimaryOwner implements Owner {
     return this.rpc.request('reload', undefined)
   }
 
-  change(c: ChangeOp): Promise<ChangeResult> {
-    return this.rpc.request('change', c)
+  change(c: ChangeOp, ifRevision?: number): Promise<ChangeResult> {
+    return this.rpc.request('change', { change: c, ifRevision })
   }
 
   get unsaved(): readonly string[] {

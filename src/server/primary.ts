@@ -11,7 +11,9 @@
 
 import cluster, { type Worker } from 'node:cluster'
 import { AggregatorRegistry, Counter, Registry } from 'prom-client'
+import { formatHostPort } from '../config/address'
 import type { Overrides } from '../config/compile'
+import { EMPTY_LAYER } from '../config/runtime-layer'
 import type { PurgeMatch } from '../middleware/cache/memory-store'
 import { MemoryStore } from '../middleware/rate-limit/memory-store'
 import type { LoggerHandle } from '../observe/logger'
@@ -19,6 +21,7 @@ import { upstreamMetrics } from '../observe/metrics'
 import type { Plan } from '../proxy/runtime'
 import type { UpstreamClient } from '../upstream/client'
 import { UpstreamRegistry } from '../upstream/registry'
+import type { SharedStart } from './config-store'
 import { ConfigKeeper } from './keeper'
 import type { HealthEvent, MetricsText, TakeRequest, ToPrimary, ToWorker } from './protocol'
 import { Rpc } from './rpc'
@@ -30,6 +33,8 @@ export interface PrimaryOptions {
   logging: LoggerHandle
   /** The pools here are only for the health checkers' groups; workers choose alike (same env). */
   upstreamClient: UpstreamClient
+  /** config_store: only the primary talks to Redis; workers get each layer as a config to apply. */
+  shared?: SharedStart
 }
 
 interface WorkerLink {
@@ -49,10 +54,12 @@ export class Primary {
   readonly #config: ConfigKeeper
   #plan: Plan
   #stopping = false
+  readonly #shared: SharedStart | undefined
 
   constructor(o: PrimaryOptions, plan: Plan, text: string) {
     this.#log = o.logging.logger
     this.#plan = plan
+    this.#shared = o.shared
     this.#config = new ConfigKeeper(
       {
         file: o.file,
@@ -61,6 +68,8 @@ export class Primary {
         log: this.#log,
         apply: (next, nextText, unsaved) => this.#apply(next, nextText, unsaved),
         onReload: (result) => this.#reloads.labels(result).inc(),
+        store: o.shared?.store,
+        layered: o.shared?.layered,
       },
       plan,
       text,
@@ -102,9 +111,17 @@ export class Primary {
         if (!link || link.listening) return
         link.listening = true
         this.#sendHealth(link)
+        // A worker starts from the file: one started late (a replacement) gets the runtime changes.
+        const text = this.#config.changedText
+        if (text !== undefined) {
+          link.rpc.request('apply', { text, unsaved: [...this.#config.unsaved] }).catch((err: Error) => {
+            this.#log.error({ worker: w.id, err: err.message }, 'worker could not take the runtime changes')
+          })
+        }
         if (!settled && [...this.#links.values()].filter((l) => l.listening).length === expected) {
           settled = true
           this.#log.info({ workers: expected, pid: process.pid }, 'all workers listening')
+          this.#follow()
           resolve()
         }
       })
@@ -133,7 +150,7 @@ export class Primary {
     const rpc = new Rpc<ToWorker, ToPrimary>((m) => worker.send(m))
     rpc
       .on('take', (p) => this.#take(p))
-      .on('change', (p) => this.#config.change(p))
+      .on('change', (p) => this.#config.change(p.change, p.ifRevision))
       .on('reload', () => this.reload())
       .on('metrics', () => this.#metrics())
       .on('purge', (m) => this.#purge(m))
@@ -141,6 +158,25 @@ export class Primary {
       .on('breaker-probe', (p) => this.#upstreams.grantProbe(p.key))
     worker.on('message', (m) => rpc.receive(m))
     this.#links.set(worker.id, { worker, rpc, listening: false })
+  }
+
+  /** config_store: follow the shared layer; every worker hears the store's status for /api/v1/status. */
+  #follow(): void {
+    const shared = this.#shared
+    if (!shared) return
+    const s = this.#plan.snapshot
+    shared.store.start(
+      shared.layered?.layer ?? EMPTY_LAYER,
+      (layer) => this.#config.applyShared(layer),
+      () => ({
+        listener: formatHostPort(s.bind),
+        control_api: s.controlApi.enabled ? formatHostPort(s.controlApi.bind) : null,
+      }),
+      () => {
+        const status = shared.store.status()
+        for (const l of this.#links.values()) l.rpc.emit('store-status', status)
+      },
+    )
   }
 
   /** Current health of every checked peer and state of every tripped breaker, for a worker that just started. */
@@ -151,6 +187,7 @@ export class Primary {
       }
     }
     for (const e of this.#upstreams.trippedBreakers()) link.rpc.emit('breaker', e)
+    if (this.#shared) link.rpc.emit('store-status', this.#shared.store.status())
   }
 
   #broadcastHealth(e: HealthEvent): void {
@@ -219,7 +256,8 @@ export class Primary {
             w.process.kill('SIGTERM')
           }),
       ),
-    ).then(() => {
+    ).then(async () => {
+      await this.#shared?.store.close()
       this.#upstreams.destroy()
       for (const s of this.#stores.values()) s.close()
     })

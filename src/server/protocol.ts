@@ -6,6 +6,7 @@ import type { PurgeMatch } from '../middleware/cache/memory-store'
 import type { TakeResult } from '../middleware/rate-limit/token-bucket'
 import type { OutcomeBatch } from '../upstream/circuit-breaker'
 import type { BreakerEvent } from '../upstream/registry'
+import type { StoreStatus } from './config-store'
 import type { ReloadResult } from './keeper'
 
 /** One message kind: what is sent, and what comes back (`void` for an event, which is not answered). */
@@ -19,6 +20,16 @@ export type Protocol = Record<string, Message<unknown, unknown>>
 export interface ChangeResult {
   change: string
   saved: boolean
+  /** The runtime layer's revision once the change is in (If-Match takes it). */
+  revision: number
+  /** Committed to the shared store (config_store). */
+  stored?: boolean
+}
+
+/** A control-API change and the revision the client expects it on (If-Match). */
+export interface ChangeRequest {
+  change: ChangeOp
+  ifRevision?: number
 }
 
 export interface MetricsText {
@@ -61,7 +72,7 @@ export interface ToPrimary extends Protocol {
   /** May a request go through the half-open breaker `key` as a probe? */
   'breaker-probe': Message<{ key: string }, boolean>
   take: Message<TakeRequest, TakeResult>
-  change: Message<ChangeOp, ChangeResult>
+  change: Message<ChangeRequest, ChangeResult>
   reload: Message<undefined, ReloadResult>
   metrics: Message<undefined, MetricsText>
   /** A cache purge asked of one worker's control API: every worker purges; the sum comes back. */
@@ -79,4 +90,6 @@ export interface ToWorker extends Protocol {
   'purge-local': Message<PurgeMatch, number>
   /** Event: the primary's circuit breaker of a group changed state. */
   breaker: Message<BreakerEvent, void>
+  /** Event: the config store as the primary sees it (config_store), for /api/v1/status. */
+  'store-status': Message<StoreStatus, void>
 }

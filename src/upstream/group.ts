@@ -3,6 +3,7 @@
 // exchange tries them in turn when the retry policy allows (Pingora's select-with-fallbacks).
 
 import type { RetryPolicy, UpstreamSpec } from '../config/snapshot'
+import { setCookieValue, stickyToken } from '../config/sticky'
 import type { Logger } from '../observe/logger'
 import type { UpstreamMetrics } from '../observe/metrics'
 import type { Breaker } from './circuit-breaker'
@@ -10,8 +11,9 @@ import type { DiscoveryView } from './discovery'
 import { PassiveHealth } from './passive-health'
 import type { Peer } from './peer'
 import type { RetryBudget } from './retry-budget'
-import { createSelector, type SelectContext, type Selector } from './selectors/index'
+import { createSelector, fallbacks, type SelectContext, type Selector } from './selectors/index'
 import { RoundRobin } from './selectors/round-robin'
+import { stickyCookie } from './sticky'
 
 export class UpstreamGroup {
   readonly name: string
@@ -31,6 +33,8 @@ export class UpstreamGroup {
   /** One selector per rank (SRV priority), lowest first; one for every group without srv: servers. */
   #tiers: Selector[]
   readonly #passive: PassiveHealth | undefined
+  /** `sticky`: each peer's token to its index, and each peer's Set-Cookie value. */
+  #sticky: StickyPeers | undefined
 
   constructor(
     spec: UpstreamSpec,
@@ -52,6 +56,7 @@ export class UpstreamGroup {
     this.metrics = metrics
     this.#tiers = tiers(spec, peers, cursor)
     this.#passive = spec.passiveHealth && new PassiveHealth(spec.passiveHealth, spec.name, log, metrics)
+    this.#sticky = stickyPeers(spec, peers)
   }
 
   get peers(): readonly Peer[] {
@@ -66,6 +71,8 @@ export class UpstreamGroup {
     const cursor = this.cursor
     this.#peers = peers
     this.#tiers = tiers(this.spec, peers, cursor)
+    // Tokens are by address, so a client keeps its server across a change that keeps it.
+    this.#sticky = stickyPeers(this.spec, peers)
   }
 
   /** Where round robin would go next (carried over to the group that replaces this one). */
@@ -74,8 +81,16 @@ export class UpstreamGroup {
     return s instanceof RoundRobin ? s.cursor : 0
   }
 
-  /** Available peers in preference order; empty when none is (the caller answers 503). */
+  /**
+   * Available peers in preference order; empty when none is (the caller answers 503). With
+   * `sticky`, the peer the client's cookie names comes first while it is available.
+   */
   candidates(ctx: SelectContext, now: number): Peer[] {
+    const i = this.#stickyIndex(ctx.rawHeaders)
+    if (i >= 0) {
+      const p = this.#peers[i]!
+      if (p.available(now)) return fallbacks(this.#peers, i, now, [p])
+    }
     const t = this.#tiers
     if (t.length === 1) return t[0]!.candidates(ctx, now)
     // SRV priorities: a higher rank only when every peer of the lower ones is out of rotation.
@@ -84,6 +99,26 @@ export class UpstreamGroup {
       if (c.length > 0) return c
     }
     return []
+  }
+
+  /** The index of the peer the request's sticky cookie names; -1 without one (or without sticky). */
+  #stickyIndex(raw: readonly string[]): number {
+    const st = this.#sticky
+    if (st === undefined) return -1
+    const token = stickyCookie(raw, st.name)
+    return token === undefined ? -1 : (st.byToken.get(token) ?? -1)
+  }
+
+  /**
+   * The Set-Cookie value to send when `peer` answered a request with these headers: undefined
+   * without sticky or when the client's cookie names that peer already.
+   */
+  stickyCookieFor(peer: Peer, raw: readonly string[]): string | undefined {
+    const st = this.#sticky
+    if (st === undefined) return undefined
+    const i = this.peers.indexOf(peer)
+    if (i < 0 || this.#stickyIndex(raw) === i) return undefined
+    return st.setCookie[i]
   }
 
   /** An attempt on `peer` that got a non-5xx answer (`ms`: time to it) or a TCP connection. */
@@ -116,4 +151,22 @@ function tiers(spec: UpstreamSpec, peers: readonly Peer[], cursor: number): Sele
       i === 0 ? cursor : 0,
     ),
   )
+}
+
+interface StickyPeers {
+  readonly name: string
+  readonly byToken: Map<string, number>
+  readonly setCookie: string[]
+}
+
+/** `sticky`: each peer's token to its index, and each peer's Set-Cookie value. */
+function stickyPeers(spec: UpstreamSpec, peers: readonly Peer[]): StickyPeers | undefined {
+  const sticky = spec.sticky
+  if (sticky === undefined) return undefined
+  const tokens = peers.map((p) => stickyToken(`server\0${spec.name}`, p.address))
+  return {
+    name: sticky.name,
+    byToken: new Map(tokens.map((t, i) => [t, i])),
+    setCookie: tokens.map((t) => setCookieValue(sticky, t)),
+  }
 }

@@ -13,12 +13,15 @@ export interface RunningRedis {
   stop(): Promise<void>
 }
 
-/** `port`: a given one (to start Redis again where its clients expect it), else a free one. */
-export async function startRedis(port?: number): Promise<RunningRedis> {
-  port ??= await closedPort()
+/**
+ * `port`: a given one (a restart on the same address); `args` are added to redis-server's
+ * (`--requirepass`, persistence in a directory of the test's).
+ */
+export async function startRedis(o: { port?: number; args?: string[] } = {}): Promise<RunningRedis> {
+  const port = o.port ?? (await closedPort())
   const child = spawn(
     'redis-server',
-    ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'],
+    ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', ...(o.args ?? [])],
     {
       stdio: 'ignore',
     },

@@ -191,7 +191,7 @@ describe('cache: store redis shared by two proxies', () => {
     )
     assert.equal(warnings.length, 1)
     // The same port again (the clients reconnect to the URL they have).
-    redis = await startRedis(port)
+    redis = await startRedis({ port })
     await until(
       async () => {
         await get(a, '/back')
