@@ -7,6 +7,7 @@ import { z } from 'zod'
 import { ACCESS_FIELDS } from '../observe/access-log'
 import { TRACING_PROTOCOLS } from '../observe/tracing'
 import { cidrProblem, parseHostPort } from './address'
+import { resolverProblem, serverEntryProblem } from './discovery'
 import { parseCipherList } from './tls'
 
 const address = (listen: boolean) =>
@@ -14,8 +15,17 @@ const address = (listen: boolean) =>
     const parsed = parseHostPort(text, { listen })
     if (typeof parsed === 'string') ctx.addIssue({ code: 'custom', message: parsed })
   })
-const hostPort = address(false)
 const listenAddress = address(true)
+/** host:port, or a name to resolve: `dns:NAME:PORT`, `srv:_service._proto.NAME` (config/discovery.ts). */
+const serverAddress = z.string().superRefine((text, ctx) => {
+  const problem = serverEntryProblem(text)
+  if (problem) ctx.addIssue({ code: 'custom', message: problem })
+})
+/** A DNS server as IP:port (for dns: and srv: servers). */
+const resolver = z.string().superRefine((text, ctx) => {
+  const problem = resolverProblem(text)
+  if (problem) ctx.addIssue({ code: 'custom', message: problem })
+})
 
 const secs = z.number().positive()
 const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/
@@ -188,6 +198,12 @@ const server = z.strictObject({
   escaped_slashes: z.enum(['reject', 'keep']).default('reject'),
   /** Forward TRACE requests (refused with 405 by default: they echo credentials back). */
   allow_trace: z.boolean().default(false),
+  /** DNS server for dns: and srv: upstream servers (IP:port); default: the system's. */
+  resolver: resolver.optional(),
+  /** dns: and srv: names are re-resolved at their record TTL, at least this long apart... */
+  dns_min_ttl_secs: secs.default(1),
+  /** ...and at most this long apart (also the interval for SRV answers, whose TTL Node does not give). */
+  dns_max_ttl_secs: secs.default(30),
 })
 
 const accessLog = z
@@ -239,9 +255,9 @@ const healthCheck = z.strictObject({
 })
 
 const server_ = z.union([
-  hostPort,
+  serverAddress,
   z.strictObject({
-    address: hostPort,
+    address: serverAddress,
     weight: z.number().int().min(1).max(1000).default(1),
   }),
 ])
@@ -410,6 +426,8 @@ const upstream = z.strictObject({
   retry_on: retryOn.default(['connect_failure']),
   retry_budget: retryBudget.prefault({}),
   circuit_breaker: circuitBreaker.optional(),
+  /** DNS server for this group's dns: and srv: servers (IP:port); default: server.resolver. */
+  resolver: resolver.optional(),
   /** Keep a client on the server it first got, by a cookie the proxy sets. */
   sticky: groupSticky.optional(),
 })

@@ -210,6 +210,8 @@ export class ProxyInstance implements ControlActions {
     const rt = inst.#store.current()
     inst.#upstreams.activate(snapshot, rt.groups as Map<string, never>)
     inst.#syncAcme(snapshot)
+    // dns: and srv: servers: serve with their first answers (a failure or an empty answer waits no longer).
+    await inst.#upstreams.discovered()
     inst.#started = true
     inst.#logListening(snapshot)
     inst.#follow()

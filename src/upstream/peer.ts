@@ -31,6 +31,8 @@ export class Peer {
   /** Key that decides whether a reload can keep this peer (same address, TLS and pool settings). */
   readonly key: string
   readonly weight: number
+  /** SRV priority rank: tried only when no peer of a lower rank is available (PeerSpec.rank). */
+  readonly rank: number
   /** Active health: false after the health checker's verdict, until it recovers. */
   healthy = true
   /** Requests (or TCP connections) in flight to this peer. */
@@ -57,6 +59,7 @@ export class Peer {
     this.port = spec.port
     this.key = peerKey(group, spec, tls, pool)
     this.weight = spec.weight
+    this.rank = spec.rank ?? 0
     this.tls = tls
     this.pool = createUpstreamPool(client, spec, tls, pool)
   }
@@ -97,6 +100,7 @@ export function peerKey(group: string, spec: PeerSpec, tls: PeerTls, pool: PoolS
     group,
     spec.address,
     spec.weight,
+    spec.rank ?? 0,
     tls.enabled,
     tls.servername ?? '',
     tls.skipVerify ?? false,
