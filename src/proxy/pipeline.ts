@@ -27,6 +27,7 @@ import { admittingGroup } from '../upstream/circuit-breaker'
 import { DetachedResponse } from './detached-response'
 import { replyError } from './errors'
 import { Exchange } from './forward'
+import { grpcTimeoutMs, isGrpcContentType } from './grpc'
 import { clientIp, type UpstreamRequestHead, upstreamRequestHead, writeResponseHead } from './headers'
 import { RawResponse } from './raw-response'
 import type { Runtime, RuntimeStore } from './runtime'
@@ -436,6 +437,9 @@ export class Pipeline {
         onDone: () => this.#end(r),
       })
     }
+    // gRPC needs HTTP/2 from the client (gRPC-Web, on HTTP/1.1, is its middleware's): an
+    // HTTP/1.1 request costs nothing here.
+    const grpc = r.h2 && isGrpcContentType(rawHeader(r.req.rawHeaders, 'content-type'))
     new Exchange({
       req: r.req,
       res: r.res,
@@ -461,6 +465,8 @@ export class Pipeline {
       retry: retryPolicy(group.retry, r.retries, r.retryOn),
       candidates,
       h2: r.h2,
+      grpc,
+      deadlineMs: grpc ? (grpcTimeoutMs(rawHeader(r.req.rawHeaders, 'grpc-timeout')) ?? 0) : 0,
       closing: r.h2 ? never : this.#closing,
       client: r.client,
       host: r.host,

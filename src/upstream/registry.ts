@@ -135,8 +135,8 @@ export class UpstreamRegistry {
         fingerprint: t?.fingerprint,
       }
       const peers = spec.peers.map((p) => {
-        const key = peerKey(spec.name, p, tls, snapshot.pool)
-        return this.#peers.get(key) ?? new Peer(spec.name, p, tls, snapshot.pool, this.#client)
+        const key = peerKey(spec.name, p, tls, snapshot.pool, spec)
+        return this.#peers.get(key) ?? new Peer(spec.name, p, tls, snapshot.pool, this.#client, spec)
       })
       const b = spec.retryBudget
       const budgetKey = `${spec.name}|${b.percent}|${b.minPerSec}`
