@@ -224,3 +224,51 @@ api_gateway:
     })
   })
 }
+
+describe('gRPC health checks (grpc.health.v1)', () => {
+  let a: GrpcServer
+  let b: GrpcServer
+  let proxy: RunningProxy
+  let client: EchoClient
+  before(async () => {
+    a = await startGrpcServer({ name: 'a' })
+    b = await startGrpcServer({ name: 'b' })
+    for (const s of [a, b]) s.health.set('locci.test.Echo', 'SERVING')
+    proxy = await startProxy(`mode: load_balancer
+server:
+  bind_address: "127.0.0.1:0"
+  h2c: true
+upstreams:
+  echo:
+    servers: ["${a.address}", "${b.address}"]
+    protocol: h2c
+    health_check: { grpc: true, service: locci.test.Echo, interval_secs: 0.1, timeout_secs: 1 }
+load_balancer: { upstream: echo }
+`)
+    client = echoClient(`127.0.0.1:${proxy.port}`)
+  })
+  after(async () => {
+    client?.close()
+    await proxy?.stop()
+    await a?.close()
+    await b?.close()
+  })
+
+  test('a server answering NOT_SERVING leaves the rotation and comes back when SERVING', async () => {
+    const servers = async () => {
+      const rs = await Promise.all(Array.from({ length: 6 }, () => unary(client, { text: '' })))
+      return new Set(rs.map((r) => r.reply.text.split(':')[0]))
+    }
+    await until(async () => (await servers()).size === 2, 'both servers in rotation')
+    b.health.set('locci.test.Echo', 'NOT_SERVING')
+    const line = await proxy.waitForLog(
+      (l) => l.msg === 'upstream server unhealthy; out of rotation',
+      'b unhealthy',
+    )
+    assert.equal(line.reason, 'NOT_SERVING')
+    assert.deepEqual([...(await servers())], ['a'])
+    b.health.set('locci.test.Echo', 'SERVING')
+    await until(async () => (await servers()).size === 2, 'b back in rotation')
+    assert.ok((b.calls.Health ?? 0) > 0)
+  })
+})
