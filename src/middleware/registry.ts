@@ -13,6 +13,7 @@ import { basicAuth } from './basic-auth/index'
 import { cache } from './cache/index'
 import type { PurgeMatch } from './cache/memory-store'
 import { compress } from './compress/index'
+import { grpcWeb } from './grpc-web/index'
 import { answersPreflights, cors } from './cors/index'
 import { forwardAuth } from './forward-auth/index'
 import { headers } from './headers/index'
@@ -126,6 +127,8 @@ export class MiddlewareRegistry {
         return { middleware: compress(cfg), close: () => undefined }
       case 'cache':
         return cache(name, cfg, this.#log)
+      case 'grpc_web':
+        return { middleware: grpcWeb(), close: () => undefined }
     }
   }
 

@@ -23,7 +23,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Http2ServerResponse } from 'node:http2'
 import type { Transform } from 'node:stream'
 import type { RetryCondition, RetryPolicy } from '../config/snapshot'
-import type { ResponseTap, ResponseTransformer, Substitute } from '../middleware/types'
+import type { ResponseTap, ResponseTransformer, Substitute, TrailerTransform } from '../middleware/types'
 import type { AccessLog, Outcome, RequestFacts } from '../observe/access-log'
 import {
   BODY_TIMEOUT,
@@ -59,6 +59,8 @@ export interface ExchangeOptions extends RequestFacts {
   dropResponseHeaders: ReadonlySet<string> | undefined
   /** A middleware's response body transformer (compress), asked once at the response head. */
   transform: ResponseTransformer | undefined
+  /** A middleware's request body transformer (grpc_web's base64), between client and limits. */
+  requestTransform: (() => Transform) | undefined
   /** A middleware's view of the answer (cache): may substitute a stored one, sees the body. */
   tap: ResponseTap | undefined
   hasBody: boolean
@@ -104,8 +106,10 @@ export class Exchange implements UpstreamHandler, Outcome {
   #headTimer: NodeJS.Timeout | undefined
   #headersSeen = false
   #body: BodyGuard | undefined
+  /** The request transformer between the client and #body, if a middleware set one. */
+  #source: Transform | undefined
   /** The body goes through this on its way to the client (see #through). */
-  #transform: Transform | undefined
+  #transform: TrailerTransform | undefined
   /** The whole call's deadline (gRPC's grpc-timeout). */
   #deadline: NodeJS.Timeout | undefined
   /** The upstream answered Trailers-Only (gRPC): sent with END_STREAM, nothing follows. */
@@ -152,7 +156,14 @@ export class Exchange implements UpstreamHandler, Outcome {
       body.once('error', this.#onBodyError)
       // pipe, not pipeline: a refused body must not destroy the request (and its socket)
       // before the 413 or 408 reply is written.
-      o.req.pipe(body)
+      if (o.requestTransform !== undefined) {
+        const t = o.requestTransform()
+        this.#source = t
+        t.once('error', this.#onRequestTransformError)
+        o.req.pipe(t).pipe(body)
+      } else {
+        o.req.pipe(body)
+      }
     }
     if (o.deadlineMs > 0) this.#deadline = setTimeout(this.#onDeadline, o.deadlineMs)
     this.#attempt()
@@ -222,6 +233,16 @@ export class Exchange implements UpstreamHandler, Outcome {
     }
   }
 
+  /** The request body's transformer refused it (not base64...): the client's fault, 400. */
+  #onRequestTransformError = (err: Error): void => {
+    if (this.#finished) return
+    const o = this.#o
+    logFailure(o.log, 'bad_request', { request_id: o.requestId, err: err.message }, 'request refused')
+    o.req.unpipe(this.#source)
+    this.#fail('bad_request', true)
+    this.#abort?.(CLIENT_FAULT)
+  }
+
   #onHeadTimeout = (): void => {
     this.#headTimer = undefined
     if (this.#finished || this.#headersSeen) return
@@ -252,7 +273,8 @@ export class Exchange implements UpstreamHandler, Outcome {
     if (err.code !== BODY_TOO_LARGE && err.code !== BODY_TIMEOUT) return
     const kind = errorKind(err.code, 'client')
     logFailure(this.#o.log, kind, { request_id: this.#o.requestId, err: err.message }, 'request refused')
-    this.#o.req.unpipe(this.#body)
+    if (this.#source !== undefined) this.#source.unpipe(this.#body)
+    else this.#o.req.unpipe(this.#body)
     // Answer first: aborting calls onError at once, which must find this exchange finished.
     this.#fail(kind, true)
     this.#abort?.(CLIENT_FAULT)
@@ -368,7 +390,8 @@ export class Exchange implements UpstreamHandler, Outcome {
     }
     if (o.grpc && o.h2 && hasField(headers, 'grpc-status')) {
       // Trailers-Only (the status in the head): with END_STREAM on it, or the client sees a call
-      // without a status.
+      // without a status. A transformer still edits the head (grpc_web's content-type).
+      o.transform?.(statusCode, headers)?.destroy()
       this.#trailersOnly = true
       respondTrailersOnly(o.res, headers)
       return true
@@ -431,7 +454,7 @@ export class Exchange implements UpstreamHandler, Outcome {
    * is paused, so its buffers fill and its write() (onData) says so to the client. A fault in `t`
    * ends the response like an internal error; the client leaving destroys `t` (#onClientClose).
    */
-  #through(t: Transform): void {
+  #through(t: TrailerTransform): void {
     const res = this.#o.res
     this.#transform = t
     t.on('error', this.#onTransformError)
@@ -486,7 +509,9 @@ export class Exchange implements UpstreamHandler, Outcome {
         this.#finish(undefined)
         return
       }
-      if (trailers && trailers.length > 0 && this.#o.h2 && !this.#substituted) {
+      const t = this.#transform
+      if (t?.setTrailers !== undefined) t.setTrailers(trailers ? trailers.map(String) : [])
+      else if (trailers && trailers.length > 0 && this.#o.h2 && !this.#substituted) {
         this.#relayTrailers(trailers)
       }
       // With a transform, its 'end' ends the response once its last bytes are out.

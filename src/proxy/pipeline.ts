@@ -454,6 +454,7 @@ export class Pipeline {
       responseHeaders: r.ctx?.responseHeaders,
       dropResponseHeaders: r.ctx?.dropResponseHeaders,
       transform: r.ctx?.responseTransform,
+      requestTransform: r.ctx?.requestTransform,
       tap: r.ctx?.responseTap,
       hasBody: r.hasBody,
       maxBodyBytes: r.maxBodyBytes,
