@@ -198,6 +198,33 @@ export function echoClient(address: string, ca?: string, servername?: string): E
   return new Echo(address, creds, options) as EchoClient
 }
 
+/**
+ * A client of the proxy on `port`, connected: a first call's deadline would otherwise include
+ * the channel's connect.
+ */
+export async function readyClient(port: number): Promise<EchoClient> {
+  const c = echoClient(`127.0.0.1:${port}`)
+  await unary(c, { text: 'warm-up' })
+  return c
+}
+
+/** A unary call with an empty message to any path; the error, or one with code OK. */
+export function rawUnary(c: grpc.Client, method: string): Promise<grpc.ServiceError> {
+  return new Promise((resolve) => {
+    c.makeUnaryRequest(
+      method,
+      (b: Buffer) => b,
+      (b: Buffer) => b,
+      Buffer.alloc(0),
+      (err) =>
+        resolve(
+          err ??
+            Object.assign(new Error('succeeded'), { code: 0, details: '', metadata: new grpc.Metadata() }),
+        ),
+    )
+  })
+}
+
 /** A unary call as a promise: the reply, its header metadata and its trailers, or the error. */
 export function unary(
   c: EchoClient,

@@ -13,7 +13,15 @@ import path from 'node:path'
 import { after, before, describe, test } from 'node:test'
 import { promisify } from 'node:util'
 import { makeCert } from '../helpers/certs'
-import { type EchoClient, echoClient, type GrpcServer, grpc, startGrpcServer, unary } from '../helpers/grpc'
+import {
+  type EchoClient,
+  type GrpcServer,
+  grpc,
+  rawUnary,
+  readyClient,
+  startGrpcServer,
+  unary,
+} from '../helpers/grpc'
 import { type RunningProxy, startProxy } from '../helpers/proxy'
 import { until } from '../helpers/until'
 
@@ -63,8 +71,7 @@ api_gateway:
     vanishing: { path_pattern: "^/vanish\\\\.Svc/", upstream: vanishing }
     web: { path_pattern: "^/web", upstream: web }
 `)
-    client = echoClient(`127.0.0.1:${proxy.port}`)
-    await unary(client, { text: 'warm-up' })
+    client = await readyClient(proxy.port)
   })
   after(async () => {
     client?.close()
@@ -140,16 +147,7 @@ api_gateway:
   })
 
   test('an upstream that vanishes mid-response: the call fails, the process serves on', async () => {
-    const r = await new Promise<grpc.ServiceError | null>((resolve) =>
-      client.makeUnaryRequest(
-        '/vanish.Svc/Call',
-        (b: Buffer) => b,
-        (b: Buffer) => b,
-        Buffer.alloc(0),
-        (err) => resolve(err),
-      ),
-    )
-    assert.ok(r !== null)
+    const r = await rawUnary(client, '/vanish.Svc/Call')
     assert.notEqual(r.code, grpc.status.OK)
     await stillServes()
   })

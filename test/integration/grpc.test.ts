@@ -17,6 +17,8 @@ import {
   echoClient,
   type GrpcServer,
   grpc,
+  rawUnary,
+  readyClient,
   startGrpcServer,
   unary,
 } from '../helpers/grpc'
@@ -28,23 +30,6 @@ let cert: TestCert
 before(async () => {
   cert = await makeCert(dir, 'grpc.test', ['grpc.test', 'localhost'])
 })
-
-/** A raw unary call to any path (a service the proxy has no route for...). */
-function rawUnary(c: grpc.Client, method: string): Promise<grpc.ServiceError> {
-  return new Promise((resolve) => {
-    c.makeUnaryRequest(
-      method,
-      (b: Buffer) => b,
-      (b: Buffer) => b,
-      Buffer.alloc(0),
-      (err) =>
-        resolve(
-          err ??
-            Object.assign(new Error('succeeded'), { code: 0, details: '', metadata: new grpc.Metadata() }),
-        ),
-    )
-  })
-}
 
 function collect<T>(
   s: NodeJS.ReadableStream & { on(e: 'status', f: (st: grpc.StatusObject) => void): unknown },
@@ -100,9 +85,7 @@ api_gateway:
     dead: { path_pattern: "^/dead\\\\.Svc/", upstream: dead }
     cancelling: { path_pattern: "^/cancel\\\\.Svc/", upstream: cancelling }
 `)
-      client = echoClient(`127.0.0.1:${proxy.port}`)
-      // Connected before the tests (a first call's deadline would include the channel's connect).
-      await unary(client, { text: 'warm-up' })
+      client = await readyClient(proxy.port)
     })
     after(async () => {
       client?.close()
