@@ -207,15 +207,17 @@ export class H2Pool implements UpstreamPool {
     session.on('error', (err: Error) => {
       lastError = err
     })
-    session.once('connect', () => {
+    // Ready with the server's first SETTINGS, not at 'connect': until then its
+    // max_concurrent_streams is unknown, and a burst sent on the default would be refused.
+    session.once('remoteSettings', () => {
       clearTimeout(timer)
       this.#connecting--
       entry.ready = true
       session.setLocalWindowSize(16 << 20)
       this.#startPings(entry)
       this.#drain()
+      session.on('remoteSettings', () => this.#drain())
     })
-    session.on('remoteSettings', () => this.#drain())
     session.on('goaway', () => {
       entry.draining = true
       // New requests go to a new session (the queue's, or the next dispatch's).
