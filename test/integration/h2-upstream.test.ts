@@ -137,6 +137,13 @@ api_gateway:
     slow: { path_pattern: "^/slow", upstream: slow }
     auto_h2: { path_pattern: "^/auto-h2", upstream: auto_h2 }
     auto_h1: { path_pattern: "^/auto-h1", upstream: auto_h1 }
+    authn: { path_pattern: "^/authn", upstream: slow, middlewares: [authentication] }
+    denied: { path_pattern: "^/denied", upstream: slow, middlewares: [ip_filter] }
+    limited_rate: { path_pattern: "^/rate", upstream: slow, middlewares: [rate_limiting] }
+  middlewares:
+    authentication: { jwt_secret: "a-secret-long-enough-for-hs256-0123456789" }
+    ip_filter: { deny: ["127.0.0.1", "::1", "::ffff:127.0.0.1"] }
+    rate_limiting: { requests_per_minute: 1, burst_size: 1 }
 `)
   })
   after(async () => {
@@ -198,5 +205,24 @@ api_gateway:
     assert.equal(r.status, 200)
     assert.equal(r.headers.get('grpc-status'), '12')
     assert.equal(r.headers.get('content-type'), 'application/grpc-web')
+  })
+
+  test('middleware refusals as gRPC statuses: 16 authentication, 7 ip_filter, 8 rate limiting', async () => {
+    const call = async (p: string) =>
+      (
+        await h2c(
+          proxy.port,
+          { ':path': p, 'content-type': 'application/grpc', te: 'trailers' },
+          Buffer.alloc(5),
+        )
+      ).headers
+    const a = await call('/authn/Svc/M')
+    assert.equal(a[':status'], 200)
+    assert.equal(a['grpc-status'], '16')
+    assert.equal((await call('/denied/Svc/M'))['grpc-status'], '7')
+    // The first call takes the one token (and waits for the slow server's answer: cancelled).
+    const statuses = new Set<string>()
+    for (let i = 0; i < 3; i++) statuses.add(String((await call('/rate/Svc/M'))['grpc-status']))
+    assert.ok(statuses.has('8'), [...statuses].join())
   })
 })
