@@ -355,6 +355,12 @@ function checkTcpPassThrough(t: Tree, at: At): void {
       at([...base, key], 'has no effect with load_balancer.protocol: tcp (bytes pass through as they are)')
     }
   }
+  if (typeof u.protocol === 'string' && u.protocol !== 'http1') {
+    at([...base, 'protocol'], 'has no effect with load_balancer.protocol: tcp (bytes pass through as they are)')
+  }
+  if (t.server?.h2c === true) {
+    at(['server', 'h2c'], 'has no effect with load_balancer.protocol: tcp (bytes pass through as they are)')
+  }
   if (typeof u.hash_key === 'string' && u.hash_key !== 'client_ip') {
     at([...base, 'hash_key'], 'only client_ip can be used with load_balancer.protocol: tcp')
   }
