@@ -356,7 +356,10 @@ function checkTcpPassThrough(t: Tree, at: At): void {
     }
   }
   if (typeof u.protocol === 'string' && u.protocol !== 'http1') {
-    at([...base, 'protocol'], 'has no effect with load_balancer.protocol: tcp (bytes pass through as they are)')
+    at(
+      [...base, 'protocol'],
+      'has no effect with load_balancer.protocol: tcp (bytes pass through as they are)',
+    )
   }
   if (t.server?.h2c === true) {
     at(['server', 'h2c'], 'has no effect with load_balancer.protocol: tcp (bytes pass through as they are)')
