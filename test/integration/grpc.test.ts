@@ -255,3 +255,35 @@ load_balancer: { upstream: echo }
     assert.ok((b.calls.Health ?? 0) > 0)
   })
 })
+
+describe('gRPC over TLS to the proxy (ALPN h2)', () => {
+  let up: GrpcServer
+  let proxy: RunningProxy
+  let client: EchoClient
+  before(async () => {
+    up = await startGrpcServer()
+    proxy = await startProxy(`mode: api_gateway
+server:
+  bind_address: "127.0.0.1:0"
+  tls: { cert_path: ${cert.certPath}, key_path: ${cert.keyPath} }
+upstreams:
+  echo: { servers: ["${up.address}"], protocol: h2c }
+api_gateway:
+  routes:
+    echo: { path_pattern: "^/locci\\\\.test\\\\.Echo/", upstream: echo }
+`)
+    client = echoClient(`127.0.0.1:${proxy.port}`, cert.cert, 'localhost')
+  })
+  after(async () => {
+    client?.close()
+    await proxy?.stop()
+    await up?.close()
+  })
+
+  test('a unary call, a stream and a proxy error', async () => {
+    assert.equal((await unary(client, { text: 'tls' })).reply.text, 'echo:tls')
+    const r = await collect<EchoReply>(client.ServerStream({ text: 's', repeat: 3 }))
+    assert.equal(r.items.length, 3)
+    assert.equal((await rawUnary(client, '/nothing.Here/M')).code, grpc.status.UNIMPLEMENTED)
+  })
+})
