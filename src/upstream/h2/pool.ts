@@ -141,7 +141,11 @@ export class H2Pool implements UpstreamPool {
   /** Opens another session when the queue has more than the sessions on their way can take. */
   #grow(): void {
     if (this.#connecting > 0) return
-    if (this.#sessions.length >= this.#o.maxSessions) return
+    // Sessions told GOAWAY take no new stream: they do not count against the bound (their
+    // long streams would otherwise hold new requests back until they end).
+    let live = 0
+    for (const s of this.#sessions) if (!s.draining) live++
+    if (live >= this.#o.maxSessions) return
     this.#connect()
   }
 
