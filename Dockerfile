@@ -23,6 +23,7 @@ COPY --from=build --chown=root:root /src/node_modules ./node_modules
 COPY --from=build --chown=root:root /src/dist/src ./dist/src
 COPY --chown=root:root package.json ./
 COPY --chown=root:root bin ./bin
+COPY --chown=root:root dashboard ./dashboard
 COPY --chown=root:root docker/config.yaml ./config.yaml
 USER node
 # 8484: the proxy; 8486: /healthz, /readyz, /metrics (server.ops_bind_address).

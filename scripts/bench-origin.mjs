@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // The origin for `npm run bench`: GET /small answers "ok", GET /16k answers 16384 bytes,
-// GET /json16k about 16 KiB of JSON records (what a compress middleware meets in practice).
+// GET /json16k about 16 KiB of JSON records (what a compress middleware meets in practice),
+// GET /cached "ok" that a shared cache may keep for an hour (the cache middleware's hits).
 import http from 'node:http'
 
 const small = Buffer.from('ok')
@@ -10,6 +11,10 @@ const server = http.createServer((req, res) => {
   if (req.url === '/json16k') {
     res.writeHead(200, { 'content-type': 'application/json', 'content-length': json16k.length })
     return res.end(json16k)
+  }
+  if (req.url === '/cached') {
+    res.writeHead(200, { 'content-type': 'text/plain', 'content-length': 2, 'cache-control': 'max-age=3600' })
+    return res.end(small)
   }
   const body = req.url === '/16k' ? big : small
   res.writeHead(200, { 'content-type': 'text/plain', 'content-length': body.length })

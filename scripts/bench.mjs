@@ -165,6 +165,7 @@ api_gateway:
     small: { path_pattern: "^/small", methods: [GET], upstream: origin, middlewares: [${middlewares}] }
     big: { path_pattern: "^/16k", methods: [GET], upstream: origin, middlewares: [${middlewares}] }
     json: { path_pattern: "^/json16k", methods: [GET], upstream: origin, middlewares: [${middlewares}] }
+    cached: { path_pattern: "^/cached", methods: [GET], upstream: origin, middlewares: [${middlewares}] }
     other: { path_pattern: "^/", upstream: origin }
 ${declarations}`
 const withWorkers = (yaml) =>
@@ -221,6 +222,9 @@ const scenarios = [
   ['api_gateway + basic_auth (cached)', gateway('basic_auth', authDeclarations), ['small'], basicHeaders],
   ['api_gateway + api_key', gateway('api_key', authDeclarations), ['small'], { 'x-api-key': BENCH_KEY }],
   ['api_gateway + forward_auth', gateway('forward_auth', authDeclarations), ['small'], {}],
+  // cache: a stored 2-byte answer (the warm-up run stores it; every measured request is a HIT),
+  // against the same bytes proxied by api_gateway (the summary line below the table).
+  ['api_gateway + cache (hit)', gateway('cache', 'middlewares:\n  cache: {}\n'), ['cached'], {}],
   // The cost of instance-wide state: with workers, each rate-limit check is a round trip to the primary.
   ['api_gateway, workers: 2', withWorkers(gateway('')), ['small'], {}],
   [
@@ -354,6 +358,14 @@ for (const r of rows) {
 console.log(
   `\n${tool}, ${os.cpus().length} cores (${os.cpus()[0]?.model ?? 'unknown CPU'}), Node ${process.version}`,
 )
+
+// cache: what answering from the store costs against proxying the same 2 bytes.
+const cacheHit = rows.find((r) => r.target.startsWith('locci-proxy api_gateway + cache (hit)'))
+const proxied = cpuOf('locci-proxy api_gateway')
+if (cacheHit && proxied)
+  console.log(
+    `\ncache: a HIT costs ${fmt(cacheHit.cpu, 1)} µs CPU per request against ${fmt(proxied, 1)} µs to proxy the same 2 bytes (api_gateway /small): ${fmt(cacheHit.cpu / proxied, 2)}×`,
+  )
 
 // compress: bytes on the wire and CPU per request for 16 KiB of JSON, against the same
 // middleware when the client asks for no coding (the body then passes as it is).

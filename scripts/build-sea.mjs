@@ -2,6 +2,7 @@
 // `npm run build:sea`: a single executable for this platform, dist/locci-proxy-<os>-<arch>.
 // 1. compile (tsc) and bundle the CLI and its dependencies into one file (@vercel/ncc);
 // 2. turn that into a Node single-executable-application blob (node --experimental-sea-config);
+//    The dashboard's static files (dashboard/) go into the blob as assets;
 // 3. copy the local node binary and inject the blob (postject). No download: the Node that runs
 //    this script is the one inside the executable. Releases build on the current Node LTS (24,
 //    .github/workflows/release.yml); an older Node still works here, with a warning.
@@ -50,6 +51,10 @@ writeFileSync(
     main: path.join(out, 'bundle', 'index.js'),
     output: path.join(out, 'sea-prep.blob'),
     disableExperimentalSEAWarning: true,
+    // The dashboard's page, read with node:sea getAsset() (src/control/dashboard.ts).
+    assets: Object.fromEntries(
+      ['index.html', 'app.js', 'app.css'].map((f) => [`dashboard/${f}`, path.join(root, 'dashboard', f)]),
+    ),
   }),
 )
 run(process.execPath, ['--experimental-sea-config', config])

@@ -59,6 +59,7 @@ const H1_AGAIN = [
   'test/integration/connection-pool.test.js',
   'test/integration/error-replies.test.js',
   'test/integration/load-balancer.test.js',
+  'test/integration/mirror.test.js',
   'test/integration/strategies.test.js',
   'test/integration/tls-h2-websocket.test.js',
   'test/hostile/upstream-faults.test.js',

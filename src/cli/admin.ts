@@ -105,6 +105,17 @@ const list = (v: string) =>
     .map((s) => s.trim())
     .filter(Boolean)
 
+/** `group=weight`, the weight a whole number (the proxy checks the rest, as for the file). */
+function parseWeight(arg: string): { name: string; weight: number } {
+  const eq = arg.lastIndexOf('=')
+  const name = arg.slice(0, eq)
+  const weight = arg.slice(eq + 1)
+  if (eq <= 0 || !/^\d{1,9}$/.test(weight)) {
+    throw new CliError(`"${arg}" is not group=weight (a whole number), e.g. v1=90`)
+  }
+  return { name, weight: Number(weight) }
+}
+
 export function registerAdminCommands(
   program: Command,
   resolve: (opts: { config?: string }) => { file: string; overrides: Overrides },
@@ -143,8 +154,8 @@ export function registerAdminCommands(
       const lines = [
         `${status.status}  mode ${status.mode}  version ${status.version}  pid ${status.pid}  uptime ${status.uptime_secs}s  workers ${status.workers}`,
         `config ${status.config_file}${(status.unsaved_changes as string[]).length ? `  (${(status.unsaved_changes as string[]).length} unsaved runtime change(s): ${(status.unsaved_changes as string[]).join('; ')})` : ''}`,
-        'upstreams:',
       ]
+      lines.push(...storeLines(status.store as StoreView | null), 'upstreams:')
       for (const u of ups.upstreams) {
         lines.push(
           `  ${u.name}  ${u.strategy}  ${u.available}/${u.servers.length} in rotation${u.active ? '' : '  (not used by this mode)'}`,
@@ -187,12 +198,8 @@ export function registerAdminCommands(
         ...(o.timeout !== undefined ? { timeout_secs: o.timeout } : {}),
         ...(o.middlewares ? { middlewares: list(o.middlewares) } : {}),
       }
-      const r = (await call(t, 'POST', '/api/v1/routes', body)).json as { change: string; saved: boolean }
-      out(
-        opts,
-        r,
-        `${r.change}${r.saved ? ' (saved to the config file)' : ' (not saved: lost at the next reload unless added to the file)'}`,
-      )
+      const r = (await call(t, 'POST', '/api/v1/routes', body)).json as ChangeAnswer
+      out(opts, r, `${r.change}${whereKept(r)}`)
     }),
   )
 
@@ -205,6 +212,23 @@ export function registerAdminCommands(
 
   withTarget(
     program
+      .command('set-weights <route> <weights...>')
+      .description('set the weighted split of a gateway route: set-weights api v1=90 v2=10'),
+  ).action(
+    run(async (opts, t, route, weights) => {
+      const upstreams = (weights as unknown as string[]).map(parseWeight)
+      const r = (await call(t, 'PATCH', `/api/v1/routes/${encodeURIComponent(route!)}`, { upstreams }))
+        .json as { change: string; saved: boolean }
+      out(
+        opts,
+        r,
+        `${r.change}${r.saved ? ' (saved to the config file)' : ' (not saved: lost at the next reload unless added to the file)'}`,
+      )
+    }),
+  )
+
+  withTarget(
+    program
       .command('add-upstream <group> <servers...>')
       .description('add servers to an upstream group (creating the group if it does not exist)')
       .addOption(new Option('--strategy <name>', 'strategy of a new group')),
@@ -212,12 +236,8 @@ export function registerAdminCommands(
     run(async (opts, t, group, servers) => {
       const o = opts as AdminOptions & { strategy?: string }
       const body = { name: group, servers, ...(o.strategy ? { strategy: o.strategy } : {}) }
-      const r = (await call(t, 'POST', '/api/v1/upstreams', body)).json as { change: string; saved: boolean }
-      out(
-        opts,
-        r,
-        `${r.change}${r.saved ? ' (saved to the config file)' : ' (not saved: lost at the next reload unless added to the file)'}`,
-      )
+      const r = (await call(t, 'POST', '/api/v1/upstreams', body)).json as ChangeAnswer
+      out(opts, r, `${r.change}${whereKept(r)}`)
     }),
   )
 
@@ -298,4 +318,55 @@ export function registerAdminCommands(
       )
       out(opts, e, renderExplanation(e))
     })
+}
+
+/** /api/v1/status `store` (config_store), as much of it as `status` prints. */
+interface StoreView {
+  type: string
+  url: string
+  revision: number
+  store_revision: number | null
+  lag_ms: number
+  last_error: string | null
+  connected: boolean
+  instances: Array<{
+    id: string
+    pid: number
+    listener: string
+    control_api: string | null
+    revision: number
+    last_error: string | null
+  }>
+}
+
+/** The config store and every instance that heartbeats into it. */
+function storeLines(s: StoreView | null): string[] {
+  if (!s) return []
+  const lines = [
+    `config store ${s.type} ${s.url}  ${s.connected ? 'connected' : 'UNREACHABLE'}  revision ${s.revision}` +
+      `${s.store_revision !== null && s.store_revision !== s.revision ? ` (store at ${s.store_revision}, behind ${s.lag_ms} ms)` : ''}` +
+      `${s.last_error ? `  error: ${s.last_error}` : ''}`,
+    `instances (${s.instances.length}):`,
+  ]
+  for (const i of s.instances) {
+    lines.push(
+      `  ${i.id}  pid ${i.pid}  ${i.listener}  control ${i.control_api ?? '-'}  revision ${i.revision}${i.last_error ? `  error: ${i.last_error}` : ''}`,
+    )
+  }
+  return lines
+}
+
+/** A control-API change's answer. */
+interface ChangeAnswer {
+  change: string
+  saved: boolean
+  revision?: number
+  stored?: boolean
+}
+
+/** Where a change lives now: the file, the config store (config_store), or only this process. */
+function whereKept(r: ChangeAnswer): string {
+  if (r.saved) return ' (saved to the config file)'
+  if (r.stored) return ` (kept in the config store, revision ${r.revision}: every instance applies it)`
+  return ' (not saved: lost at the next reload unless added to the file)'
 }

@@ -11,6 +11,7 @@ import { LOG_LEVELS } from '../config/schema'
 import type { Mode } from '../config/snapshot'
 import { createLogger } from '../observe/logger'
 import { loadPlan, type Plan } from '../proxy/runtime'
+import { openConfigStore, type SharedStart } from '../server/config-store'
 import { ProxyInstance } from '../server/instance'
 import { Primary } from '../server/primary'
 import type { ToPrimary, ToWorker } from '../server/protocol'
@@ -170,8 +171,9 @@ function validate(fileArg: string | undefined, opts: GlobalOptions): void {
 
 async function start(opts: GlobalOptions): Promise<void> {
   const r = resolveOptions(opts, process.env)
-  const plan = loadOrExit(r.file, r.overrides, r.problems)
-  const { snapshot } = plan
+  const filePlan = loadOrExit(r.file, r.overrides, r.problems)
+  let plan = filePlan
+  const { snapshot } = filePlan
   let upstreamClient: UpstreamClient
   try {
     upstreamClient = selectUpstreamClient(r.upstreamClient)
@@ -219,10 +221,30 @@ async function start(opts: GlobalOptions): Promise<void> {
     else pendingReopen = true
   })
   try {
-    const text = readFileSync(r.file, 'utf8')
+    let text = readFileSync(r.file, 'utf8')
+    // config_store: the owner of the config (never a worker) starts from file + the shared layer.
+    let shared: SharedStart | undefined
+    if (snapshot.configStore && cluster.isPrimary) {
+      const opened = await openConfigStore(
+        {
+          url: snapshot.configStore.url,
+          keyPrefix: snapshot.configStore.keyPrefix,
+          log,
+          file: r.file,
+          env: process.env,
+          overrides: r.overrides,
+          waitMs: 3000,
+        },
+        filePlan,
+        text,
+      )
+      shared = { store: opened.store, layered: opened.layered }
+      plan = opened.plan
+      text = opened.text
+    }
     if (snapshot.workers > 1 && cluster.isPrimary) {
       const primary = new Primary(
-        { file: r.file, overrides: r.overrides, env: process.env, logging, upstreamClient },
+        { file: r.file, overrides: r.overrides, env: process.env, logging, upstreamClient, shared },
         plan,
         text,
       )
@@ -245,6 +267,7 @@ async function start(opts: GlobalOptions): Promise<void> {
           logging,
           primary: link,
           upstreamClient,
+          shared,
         },
         plan,
         text,

@@ -84,3 +84,24 @@ for (const c of cases) {
     assert.match(problems[0]!, /insecure: true/)
   })
 }
+
+test('config_store: refused with control_api.persist (the change would be applied twice), and its fields checked', () => {
+  const withStore = (store: string, control = '  enabled: true') =>
+    compile(parseConfigText('c.yaml', `${config(control)}config_store:\n${store}\n`, {}))
+  assert.ok(withStore('  type: redis\n  url: "redis://127.0.0.1:6379"').ok)
+  const persist = withStore(
+    '  type: redis\n  url: "redis://127.0.0.1:6379"',
+    '  enabled: true\n  persist: true',
+  )
+  assert.ok(!persist.ok)
+  assert.match(
+    persist.problems.map(formatProblem).join('\n'),
+    /control_api\.persist.*cannot be used with config_store/,
+  )
+  const bad = withStore('  type: etcd\n  url: "http://x"\n  prefix: a')
+  assert.ok(!bad.ok)
+  const text = bad.problems.map(formatProblem).join('\n')
+  assert.match(text, /config_store\.type.*must be "redis"/)
+  assert.match(text, /config_store\.url.*redis:\/\//)
+  assert.match(text, /config_store\.prefix: unknown key "prefix"/)
+})

@@ -60,6 +60,33 @@ describe('bad configs: one problem each, with key path and line', () => {
       message: /unknown mode "proxy"; use load_balancer or api_gateway/,
     },
     {
+      desc: 'a mirror naming a missing upstream',
+      yaml: `${BASE}      mirror: { upstream: shadw }\n`,
+      path: 'api_gateway.routes.users_api.mirror.upstream',
+      line: 12,
+      message: /upstream "shadw" is not defined under upstreams/,
+    },
+    {
+      desc: 'a mirror percent over 100',
+      yaml: `${BASE}      mirror: { upstream: users, percent: 150 }\n`,
+      path: 'api_gateway.routes.users_api.mirror.percent',
+      message: /100/,
+    },
+    {
+      desc: 'a mirror on TCP pass-through',
+      yaml: `mode: load_balancer
+upstreams:
+  users:
+    servers: ["127.0.0.1:3001"]
+load_balancer:
+  upstream: users
+  protocol: tcp
+  mirror: { upstream: users }
+`,
+      path: 'load_balancer.mirror',
+      message: /cannot be mirrored with load_balancer.protocol: tcp/,
+    },
+    {
       desc: 'missing mode',
       yaml: BASE.replace('mode: api_gateway\n', ''),
       path: 'mode',

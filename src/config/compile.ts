@@ -9,20 +9,26 @@ import { ACCESS_FIELDS, type AccessLogSpec } from '../observe/access-log'
 import { addressMatcher, formatHostPort, type HostPort, parseHostPort } from './address'
 import type { SourceDocument } from './load'
 import { formatPath, type KeyPath, type Problem, sortProblems } from './problems'
-import { configSchema, type RawConfig, type RawRoute } from './schema'
+import { configSchema, type RawConfig, type RawMirror, type RawRoute, type RawSplitSticky } from './schema'
+import { WeylSequence } from './sequence'
 import {
+  type AcmeSpec,
   type CircuitBreakerSpec,
   deepFreeze,
   type HashKey,
   type MiddlewareDeclaration,
+  type MirrorSpec,
   type Mode,
   type ModeSpec,
   type OriginPolicy,
   type RouteSpec,
   type Snapshot,
+  type SplitSpec,
+  type SplitSticky,
   type Strategy,
   type UpstreamSpec,
 } from './snapshot'
+import { cookieSpec, setCookieValue, stickyToken } from './sticky'
 import { didYouMean } from './suggest'
 import {
   type CertificateMaterial,
@@ -233,10 +239,13 @@ function crossCheck(data: Record<string, unknown>, at: At, file: string): TlsMat
   checkModeSections(t, at)
   checkTcpPassThrough(t, at)
   checkReferences(t, at)
+  checkSplits(t, at)
   checkCircuitBreakers(t, at)
   checkMiddlewareDeclarations(t, at)
   checkListenerOptions(t, at)
+  checkAcme(t, at)
   checkControlApi(t, at)
+  checkConfigStore(t, at)
   checkOpsListener(t, at)
   return { listener: loadListenerCertificates(t, at, file), upstreams: loadUpstreamTlsFiles(t, at, file) }
 }
@@ -340,6 +349,9 @@ function checkTcpPassThrough(t: Tree, at: At): void {
   if (Array.isArray(lb.middlewares) && lb.middlewares.length > 0) {
     at(['load_balancer', 'middlewares'], 'HTTP middlewares cannot run with load_balancer.protocol: tcp')
   }
+  if (lb.mirror !== undefined) {
+    at(['load_balancer', 'mirror'], 'requests cannot be mirrored with load_balancer.protocol: tcp')
+  }
   if (t.data.mode !== 'load_balancer') return
   if (t.server?.tls !== undefined) {
     at(
@@ -393,14 +405,66 @@ function checkReferences(t: Tree, at: At): void {
       )
     })
   }
-  if (t.data.mode === 'load_balancer' && t.lb) upstreamRef(['load_balancer', 'upstream'], t.lb.upstream)
+  // A mirror may name the group its route uses (every request then reaches it twice: a load test).
+  const mirrorRef = (base: KeyPath, m: unknown): void => {
+    if (isRecord(m)) upstreamRef([...base, 'mirror', 'upstream'], m.upstream)
+  }
+  const splitRefs = (base: KeyPath, list: unknown) => {
+    if (!Array.isArray(list)) return
+    list.forEach((e, i) => {
+      if (isRecord(e)) upstreamRef([...base, 'upstreams', i, 'name'], e.name)
+    })
+  }
+  if (t.data.mode === 'load_balancer' && t.lb) {
+    upstreamRef(['load_balancer', 'upstream'], t.lb.upstream)
+    mirrorRef(['load_balancer'], t.lb.mirror)
+    splitRefs(['load_balancer'], t.lb.upstreams)
+  }
   // Routes are checked in both modes: a file is valid or not whichever mode a flag picks.
   for (const [name, route] of Object.entries(t.routes ?? {})) {
     if (!isRecord(route)) continue
     upstreamRef(['api_gateway', 'routes', name, 'upstream'], route.upstream)
+    mirrorRef(['api_gateway', 'routes', name], route.mirror)
+    splitRefs(['api_gateway', 'routes', name], route.upstreams)
     middlewareRefs(['api_gateway', 'routes', name, 'middlewares'], route.middlewares)
   }
   if (t.lb) middlewareRefs(['load_balancer', 'middlewares'], t.lb.middlewares)
+}
+
+/**
+ * A route and the load balancer name exactly one of `upstream` and `upstreams`; `sticky` goes
+ * with `upstreams`. TCP pass-through sees no requests: no split, and no cookie on its group.
+ */
+function checkSplits(t: Tree, at: At): void {
+  const one = (base: KeyPath, o: Record<string, unknown>, section: boolean) => {
+    const single = o.upstream !== undefined
+    const split = o.upstreams !== undefined
+    if (single && split)
+      at([...base, 'upstreams'], 'cannot be used with upstream; name one group or a split, not both')
+    else if (!single && !split && section)
+      at(base, 'needs upstream (one group) or upstreams (a weighted split)')
+    if (o.sticky !== undefined && !split)
+      at([...base, 'sticky'], 'only applies with upstreams (a weighted split)')
+  }
+  if (t.lb) one(['load_balancer'], t.lb, true)
+  for (const [name, route] of Object.entries(t.routes ?? {})) {
+    if (isRecord(route)) one(['api_gateway', 'routes', name], route, true)
+  }
+  const lb = t.lb
+  if (t.data.mode !== 'load_balancer' || lb?.protocol !== 'tcp') return
+  if (lb.upstreams !== undefined) {
+    at(
+      ['load_balancer', 'upstreams'],
+      'cannot be used with load_balancer.protocol: tcp; name one group with upstream',
+    )
+  }
+  const u = typeof lb.upstream === 'string' && t.upstreams ? t.upstreams[lb.upstream] : undefined
+  if (isRecord(u) && u.sticky !== undefined) {
+    at(
+      ['upstreams', String(lb.upstream), 'sticky'],
+      'cannot be used with load_balancer.protocol: tcp (no cookies in a byte stream)',
+    )
+  }
 }
 
 /**
@@ -503,6 +567,56 @@ function checkListenerOptions(t: Tree, at: At): void {
   }
 }
 
+/** Let's Encrypt's directories (acme-client lists the same; not loaded here, it is lazy). */
+const ACME_PRESETS: Record<string, string> = {
+  letsencrypt: 'https://acme-v02.api.letsencrypt.org/directory',
+  'letsencrypt-staging': 'https://acme-staging-v02.api.letsencrypt.org/directory',
+}
+
+function acmeSpec(a: NonNullable<NonNullable<RawConfig['server']['tls']>['acme']>, file: string): AcmeSpec {
+  return {
+    email: a.email,
+    directoryUrl: ACME_PRESETS[a.directory_url] ?? a.directory_url,
+    domains: (a.domains ?? []).map((d) => d.toLowerCase()),
+    onDemand: a.on_demand ? (a.allowed_domains ?? []).map((d) => d.toLowerCase()) : undefined,
+    challenge: a.challenge,
+    storageDir: resolveFrom(file, a.storage_dir),
+    eab: a.eab && { kid: a.eab.kid, hmacKey: a.eab.hmac_key },
+    redisUrl: a.store === 'redis' ? a.redis_url : undefined,
+  }
+}
+
+/** server.tls.acme: the settings that only work together, and what this version cannot do yet. */
+function checkAcme(t: Tree, at: At): void {
+  const a = t.tls && isRecord(t.tls.acme) ? t.tls.acme : undefined
+  if (!a) return
+  const base = ['server', 'tls', 'acme']
+  const onDemand = a.on_demand === true
+  if (!Array.isArray(a.domains) && !onDemand)
+    at(base, 'needs domains, or on_demand: true with allowed_domains')
+  if (onDemand && !Array.isArray(a.allowed_domains)) {
+    at(
+      [...base, 'allowed_domains'],
+      'is required with on_demand: true (without it anyone could make us order certificates)',
+    )
+  }
+  if (!onDemand && a.allowed_domains !== undefined) {
+    at([...base, 'allowed_domains'], 'only applies with on_demand: true')
+  }
+  if ((a.challenge ?? 'http-01') === 'http-01' && t.server?.redirect_http_bind === undefined) {
+    at(
+      [...base, 'challenge'],
+      'http-01 is answered on server.redirect_http_bind (the CA connects to port 80); set it, or use challenge: tls-alpn-01',
+    )
+  }
+  if (a.store === 'redis' && a.redis_url === undefined) {
+    at([...base, 'redis_url'], 'is required with store: redis (redis://host:6379)')
+  }
+  if (a.store !== 'redis' && a.redis_url !== undefined) {
+    at([...base, 'redis_url'], 'only applies with store: redis')
+  }
+}
+
 /** The listener's certificates, read and checked (files, pairs); undefined without server.tls. */
 function loadListenerCertificates(t: Tree, at: At, file: string): CertificateMaterial[] | undefined {
   const tls = t.tls
@@ -536,8 +650,8 @@ function loadListenerCertificates(t: Tree, at: At, file: string): CertificateMat
       )
       if (pair) certs.push(pair)
     })
-  } else if (single[0] === undefined && single[1] === undefined) {
-    at(['server', 'tls'], 'needs cert_path and key_path, or certificates')
+  } else if (single[0] === undefined && single[1] === undefined && !isRecord(tls.acme)) {
+    at(['server', 'tls'], 'needs cert_path and key_path, certificates, or acme')
   }
   return certs
 }
@@ -581,6 +695,18 @@ function loadUpstreamTlsFiles(t: Tree, at: At, file: string): Map<string, Upstre
  * 127.0.0.0/8, ::1 and localhost; a host name or 0.0.0.0/:: (every interface) is not. An empty
  * api_key refuses every request, so it counts.
  */
+/**
+ * With a config store the runtime layer lives in Redis on top of the file: writing a change into
+ * the file as well would apply it twice (once from the file, once from the layer).
+ */
+function checkConfigStore(t: Tree, at: At): void {
+  if (!isRecord(t.data.config_store) || t.control?.persist !== true) return
+  at(
+    ['control_api', 'persist'],
+    'cannot be used with config_store: runtime changes are kept in the store, on top of the file',
+  )
+}
+
 function checkControlApi(t: Tree, at: At): void {
   const control = t.control
   if (control?.enabled !== true) return
@@ -729,6 +855,7 @@ function build(raw: RawConfig, file: string, tlsMaterial: TlsMaterial): Snapshot
       retry: { retries: u.retries, on: new Set(u.retry_on) },
       retryBudget: { percent: u.retry_budget.percent, minPerSec: u.retry_budget.min_per_sec },
       circuitBreaker: u.circuit_breaker && circuitBreakerSpec(u.circuit_breaker),
+      sticky: u.sticky && cookieSpec(u.sticky),
     })
   }
   const own = (o: '*' | string[] | undefined): OriginPolicy => (o === undefined || o === '*' ? o : new Set(o))
@@ -737,13 +864,21 @@ function build(raw: RawConfig, file: string, tlsMaterial: TlsMaterial): Snapshot
       ? { kind: 'api_gateway', routes: routeSpecs(raw.api_gateway?.routes ?? {}) }
       : {
           kind: 'load_balancer',
-          upstream: raw.load_balancer!.upstream,
+          upstream: raw.load_balancer!.upstream ?? raw.load_balancer!.upstreams![0]!.name,
+          split:
+            raw.load_balancer!.upstreams &&
+            splitSpec(raw.load_balancer!.upstreams, raw.load_balancer!.sticky),
           protocol: raw.load_balancer!.protocol,
           middlewares: raw.load_balancer!.middlewares,
           websocketOrigins: own(raw.load_balancer!.websocket_origins),
+          mirror: mirrorSpec(raw.load_balancer!.mirror),
         }
-  const activeUpstreams =
-    mode.kind === 'api_gateway' ? [...new Set(mode.routes.map((r) => r.upstream))] : [mode.upstream]
+  // Every group of a split, weight 0 included: its health is known before it is ramped up.
+  const activeUpstreams = [
+    ...new Set(
+      (mode.kind === 'api_gateway' ? mode.routes : [mode]).flatMap((r) => r.split?.groups ?? [r.upstream]),
+    ),
+  ]
   const middlewares = new Map<string, MiddlewareDeclaration>()
   for (const section of [raw.middlewares, raw.api_gateway?.middlewares ?? {}]) {
     for (const [name, settings] of Object.entries(section)) {
@@ -767,6 +902,7 @@ function build(raw: RawConfig, file: string, tlsMaterial: TlsMaterial): Snapshot
         : TLS12_SUITES.join(':'),
       http2: raw.server.tls.http2,
       redirectHost: raw.server.tls.redirect_host,
+      acme: raw.server.tls.acme && acmeSpec(raw.server.tls.acme, file),
     },
     redirectHttp: raw.server.redirect_http_bind
       ? (parseHostPort(raw.server.redirect_http_bind, { listen: true }) as HostPort)
@@ -809,8 +945,40 @@ function build(raw: RawConfig, file: string, tlsMaterial: TlsMaterial): Snapshot
       insecure: control.insecure,
     },
     watch: raw.watch,
+    configStore: raw.config_store && {
+      type: raw.config_store.type,
+      url: raw.config_store.url,
+      keyPrefix: raw.config_store.key_prefix,
+    },
   }
   return deepFreeze(snapshot)
+}
+
+/** `upstreams` (and `sticky`) as the running sums and tokens a pick needs (upstream/split.ts). */
+function splitSpec(
+  entries: ReadonlyArray<{ name: string; weight: number }>,
+  sticky: RawSplitSticky | undefined,
+): SplitSpec {
+  const groups = entries.map((e) => e.name)
+  const weights = entries.map((e) => e.weight)
+  let sum = 0
+  const cumulative = weights.map((w) => (sum += w))
+  let st: SplitSticky | undefined
+  if (sticky?.cookie !== undefined) {
+    const cookie = cookieSpec({ ...sticky, cookie: sticky.cookie })
+    const tokens = groups.map((g) => stickyToken('split', g))
+    st = {
+      kind: 'cookie',
+      cookie,
+      byToken: new Map(tokens.map((tok, i) => [tok, i])),
+      setCookie: tokens.map((tok) => setCookieValue(cookie, tok)),
+    }
+  } else if (sticky?.header !== undefined) {
+    st = { kind: 'header', name: sticky.header.toLowerCase() }
+  } else if (sticky?.client_ip) {
+    st = { kind: 'client_ip' }
+  }
+  return { groups, weights, cumulative, total: sum, sticky: st, sequence: new WeylSequence() }
 }
 
 function accessLogSpec(raw: RawConfig, file: string): AccessLogSpec | undefined {
@@ -825,6 +993,17 @@ function accessLogSpec(raw: RawConfig, file: string): AccessLogSpec | undefined 
   }
 }
 
+function mirrorSpec(m: RawMirror | undefined): MirrorSpec | undefined {
+  return (
+    m && {
+      upstream: m.upstream,
+      percent: m.percent,
+      maxBodyBytes: m.max_body_bytes,
+      maxInFlight: m.max_in_flight,
+    }
+  )
+}
+
 /** Routes in the order they are tried: longest pattern first; Array.sort is stable, so ties keep file order. */
 function routeSpecs(routes: Record<string, RawRoute>): RouteSpec[] {
   return Object.entries(routes)
@@ -833,7 +1012,8 @@ function routeSpecs(routes: Record<string, RawRoute>): RouteSpec[] {
         name,
         pattern: r.path_pattern,
         methods: r.methods ? new Set(r.methods) : null,
-        upstream: r.upstream,
+        upstream: r.upstream ?? r.upstreams![0]!.name,
+        split: r.upstreams && splitSpec(r.upstreams, r.sticky),
         stripPrefix: r.strip_prefix,
         timeoutMs: r.timeout_secs !== undefined ? r.timeout_secs * 1000 : undefined,
         middlewares: r.middlewares,
@@ -844,6 +1024,7 @@ function routeSpecs(routes: Record<string, RawRoute>): RouteSpec[] {
           r.websocket_origins === undefined || r.websocket_origins === '*'
             ? r.websocket_origins
             : new Set(r.websocket_origins),
+        mirror: mirrorSpec(r.mirror),
       }),
     )
     .sort((a, b) => b.pattern.length - a.pattern.length)

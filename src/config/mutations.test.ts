@@ -2,7 +2,7 @@ import assert from 'node:assert/strict'
 import { test } from 'node:test'
 import { parseDocument } from 'yaml'
 import { parseConfigText } from '../config/load'
-import { addRoute, addUpstream, fileFields } from './mutations'
+import { addRoute, addUpstream, fileFields, setRouteWeights } from './mutations'
 import { ChangeRefused } from './refused'
 
 const BASE = `mode: api_gateway
@@ -168,4 +168,43 @@ for (const r of refused) {
 
 test('a health check path is a URL path, not a file', () => {
   assert.deepEqual(fileFields({ health_check: { path: '/healthz' }, servers: [{ address: 'a:1' }] }), [])
+})
+
+test('setRouteWeights replaces the split whole, turns a one-group route into a split, keeps the rest', () => {
+  const doc = parseDocument(`${BASE}      # a comment that stays\n`)
+  assert.equal(
+    setRouteWeights(doc, 'api', {
+      upstreams: [
+        { name: 'api', weight: 9 },
+        { name: '${S}', weight: 1 },
+      ],
+    }),
+    'set the weights of route api: api 9, ${S} 1',
+  )
+  assert.equal(doc.getIn(['api_gateway', 'routes', 'api', 'upstream']), undefined)
+  assert.equal(doc.getIn(['api_gateway', 'routes', 'api', 'path_pattern']), '^/')
+  const names = parseConfigText('c.yaml', doc.toString(), ENV).data as {
+    api_gateway: { routes: { api: { upstreams: Array<{ name: string }> } } }
+  }
+  assert.equal(names.api_gateway.routes.api.upstreams[1]!.name, '${S}', 'a client string is never expanded')
+  assert.match(doc.toString(), /# a comment that stays/)
+})
+
+test('setRouteWeights refuses an unknown route, other fields and a missing list', () => {
+  const refused = (f: () => unknown, reason: string, message: RegExp) =>
+    assert.throws(
+      f,
+      (e: unknown) => e instanceof ChangeRefused && e.reason === reason && message.test(e.message),
+    )
+  const doc = parseDocument(BASE)
+  refused(() => setRouteWeights(doc, 'nope', { upstreams: [] }), 'not_found', /no route "nope"/)
+  refused(
+    () => setRouteWeights(doc, 'api', { upstreams: [{ name: 'api', weight: 1 }], strip_prefix: true }),
+    'invalid',
+    /only "upstreams"/,
+  )
+  for (const body of [null, [], 'x', {}, { upstreams: [] }, { upstreams: 'api=1' }]) {
+    refused(() => setRouteWeights(doc, 'api', body), 'invalid', /JSON object|"upstreams" is required/)
+  }
+  assert.equal(doc.getIn(['api_gateway', 'routes', 'api', 'upstream']), 'api', 'nothing was changed')
 })

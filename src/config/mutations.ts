@@ -16,6 +16,8 @@ const ROUTE_FIELDS = [
   'path_pattern',
   'methods',
   'upstream',
+  'upstreams',
+  'sticky',
   'strip_prefix',
   'timeout_secs',
   'middlewares',
@@ -72,6 +74,33 @@ export function removeRoute(doc: Document, name: string): string {
   if (!doc.hasIn(['api_gateway', 'routes', name])) throw new ChangeRefused('not_found', `no route "${name}"`)
   doc.deleteIn(['api_gateway', 'routes', name])
   return `removed route ${name}`
+}
+
+/**
+ * PATCH /api/v1/routes/:name: the route's weighted split, replaced whole (a route that named one
+ * `upstream` gets a split instead). Its `sticky` stays; compile() checks the rest.
+ */
+export function setRouteWeights(doc: Document, name: string, input: unknown): string {
+  if (!doc.hasIn(['api_gateway', 'routes', name])) throw new ChangeRefused('not_found', `no route "${name}"`)
+  const b = body(input)
+  const other = Object.keys(b).filter((k) => k !== 'upstreams')
+  if (other.length) {
+    throw new ChangeRefused(
+      'invalid',
+      `only "upstreams" can be changed here (got ${other.map(clip).join(', ')}); remove and add the route to change the rest`,
+    )
+  }
+  if (!Array.isArray(b.upstreams) || b.upstreams.length === 0) {
+    throw new ChangeRefused('invalid', '"upstreams" is required: a list of {name, weight}')
+  }
+  doc.setIn(['api_gateway', 'routes', name, 'upstreams'], doc.createNode(literal(b.upstreams)))
+  doc.deleteIn(['api_gateway', 'routes', name, 'upstream'])
+  const shares = b.upstreams.map((e) =>
+    e !== null && typeof e === 'object'
+      ? `${clip(String((e as { name?: unknown }).name))} ${String((e as { weight?: unknown }).weight)}`
+      : '?',
+  )
+  return `set the weights of route ${name}: ${shares.join(', ')}`
 }
 
 /** The upstream fields naming a file on the proxy's host (schema.ts `upstream`). */
@@ -188,6 +217,7 @@ export type ChangeOp =
   | { op: 'removeRoute'; name: string }
   | { op: 'addUpstream'; body: unknown }
   | { op: 'removeServer'; name: string; server: string }
+  | { op: 'setRouteWeights'; name: string; body: unknown }
 
 export function applyChange(doc: Document, c: ChangeOp): string {
   switch (c.op) {
@@ -199,5 +229,10 @@ export function applyChange(doc: Document, c: ChangeOp): string {
       return addUpstream(doc, c.body)
     case 'removeServer':
       return removeServer(doc, c.name, c.server)
+    case 'setRouteWeights':
+      return setRouteWeights(doc, c.name, c.body)
+    default:
+      // Reachable from data: a change read back from a shared store (config/runtime-layer.ts).
+      throw new ChangeRefused('invalid', `unknown change "${clip(String((c as { op?: unknown }).op))}"`)
   }
 }

@@ -40,12 +40,57 @@ const cipherList = z.string().superRefine((text, ctx) => {
   if ('problem' in r) ctx.addIssue({ code: 'custom', message: r.problem })
 })
 
+/** A DNS name a certificate can be ordered for: labels of letters, digits and hyphens. */
+const acmeDomain = z
+  .string()
+  .regex(/^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/i, {
+    message:
+      'must be a DNS name (letters, digits, hyphens, dots; no wildcard: HTTP-01 and TLS-ALPN-01 cannot prove one)',
+  })
+
+/** server.tls.acme: certificates ordered from an ACME CA (server/acme.ts). */
+const acmeSettings = z.strictObject({
+  /** Contact address given to the CA (expiry warnings, policy changes). */
+  email: z.string().regex(/^[^@\s]+@[^@\s]+$/, { message: 'must be an email address' }),
+  /** letsencrypt, letsencrypt-staging, or the https:// URL of any ACME directory. */
+  directory_url: z
+    .string()
+    .refine((v) => v === 'letsencrypt' || v === 'letsencrypt-staging' || /^https:\/\/[^\s]+$/.test(v), {
+      message: 'must be letsencrypt, letsencrypt-staging or an https:// directory URL',
+    })
+    .default('letsencrypt'),
+  /** Names ordered at start (one certificate each) and kept renewed. */
+  domains: z.array(acmeDomain).min(1).optional(),
+  /** Order a certificate for an unknown SNI name during its first handshake (allowed_domains only). */
+  on_demand: z.boolean().default(false),
+  /** Globs (`*.example.com`, `shop.example.com`) an on-demand name must match. */
+  allowed_domains: z
+    .array(
+      z.string().regex(/^(\*\.)?([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0-9-]{1,63}$/i, {
+        message: 'must be a DNS name, optionally starting with *. (one label)',
+      }),
+    )
+    .min(1)
+    .optional(),
+  /** How the CA checks we control a name: HTTP-01 on redirect_http_bind, or TLS-ALPN-01 on the TLS listener. */
+  challenge: z.enum(['http-01', 'tls-alpn-01']).default('http-01'),
+  /** Account key, certificates and keys (directory 0700, files 0600), relative to the config file. */
+  storage_dir: z.string().min(1),
+  /** file (storage_dir) or redis (shared by several instances). */
+  store: z.enum(['file', 'redis']).default('file'),
+  redis_url: z.string().min(1).optional(),
+  /** External Account Binding, for CAs that require one (ZeroSSL, Google, some private CAs). */
+  eab: z.strictObject({ kid: z.string().min(1), hmac_key: z.string().min(1) }).optional(),
+})
+
 /** TLS on the listener: one pair (the guide's form) and/or several chosen by SNI. */
 const tlsListener = z
   .strictObject({
     cert_path: z.string().min(1).optional(),
     key_path: z.string().min(1).optional(),
     certificates: z.array(certPair).min(1).optional(),
+    /** Certificates obtained and renewed from an ACME CA, served beside the static ones. */
+    acme: acmeSettings.optional(),
     /** intermediate: TLS 1.2 and 1.3, ECDHE + AEAD suites only; modern: TLS 1.3 only. */
     policy: z.enum(['intermediate', 'modern']).default('intermediate'),
     /** Lowest version accepted; the policy's when not written (TLSv1.2, or TLSv1.3 for modern). */
@@ -270,6 +315,87 @@ const upstreamHttp2 = z.strictObject({
   ping_interval_secs: secs.default(30),
 })
 
+/** A cookie the proxy sets (sticky sessions): its name and attributes. */
+const cookieFields = {
+  /** Cookie name; the value is an opaque token the proxy makes (upstream/sticky.ts). */
+  cookie: z.string().regex(TOKEN, { message: 'must be a cookie name (letters, digits, !#$%&*+.^_`|~-)' }),
+  /** Max-Age of the cookie; without it, a session cookie (gone when the browser closes). */
+  ttl_secs: z.number().int().min(1).optional(),
+  secure: z.boolean().default(false),
+  http_only: z.boolean().default(true),
+  same_site: z.enum(['strict', 'lax', 'none']).default('lax'),
+}
+
+/** SameSite=None is ignored by browsers without Secure. */
+function checkSameSite(c: { same_site?: string; secure?: boolean }, ctx: z.RefinementCtx): void {
+  if (c.same_site === 'none' && c.secure !== true) {
+    ctx.addIssue({
+      code: 'custom',
+      path: ['same_site'],
+      message: 'none needs secure: true (browsers drop it otherwise)',
+    })
+  }
+}
+
+/** `sticky` on an upstream group: the server a client got is named in a cookie and kept. */
+const groupSticky = z.strictObject(cookieFields).superRefine(checkSameSite)
+
+/** One entry of a weighted split (`upstreams` on a route or the load balancer). */
+const splitEntry = z.strictObject({
+  name: z.string().min(1),
+  /** Share of the requests, relative to the other entries; 0 sends none. */
+  weight: z.number().int().min(0).max(1_000_000),
+})
+
+const split = z
+  .array(splitEntry)
+  .min(1, { message: 'needs at least one upstream group' })
+  .superRefine((entries, ctx) => {
+    if (entries.length > 0 && entries.every((e) => e.weight === 0))
+      ctx.addIssue({ code: 'custom', message: 'needs at least one weight above 0' })
+    const seen = new Set<string>()
+    entries.forEach((e, i) => {
+      if (seen.has(e.name))
+        ctx.addIssue({ code: 'custom', path: [i, 'name'], message: `names "${e.name}" twice` })
+      seen.add(e.name)
+    })
+  })
+
+/**
+ * `sticky` beside `upstreams`: what keeps a client on the group it first got. Exactly one of
+ * cookie (set by the proxy), header (a value the client sends) or client_ip.
+ */
+const splitSticky = z
+  .strictObject({
+    cookie: cookieFields.cookie.optional(),
+    /** A request header whose value is hashed to a group (a user or session id the client sends). */
+    header: z.string().regex(TOKEN, { message: 'must be a header name' }).optional(),
+    /** Hash the client address to a group. */
+    client_ip: z.literal(true, { error: 'must be true (or leave it out)' }).optional(),
+    // The cookie's attributes; defaults as on a group's sticky (filled in by compile.ts).
+    ttl_secs: cookieFields.ttl_secs,
+    secure: z.boolean().optional(),
+    http_only: z.boolean().optional(),
+    same_site: z.enum(['strict', 'lax', 'none']).optional(),
+  })
+  .superRefine((s, ctx) => {
+    const given = (['cookie', 'header', 'client_ip'] as const).filter((k) => s[k] !== undefined)
+    if (given.length !== 1) {
+      ctx.addIssue({
+        code: 'custom',
+        message: `needs exactly one of cookie, header or client_ip (got ${given.length ? given.join(', ') : 'none'})`,
+      })
+      return
+    }
+    if (s.cookie === undefined) {
+      for (const k of ['ttl_secs', 'secure', 'http_only', 'same_site'] as const) {
+        if (s[k] !== undefined)
+          ctx.addIssue({ code: 'custom', path: [k], message: 'only applies with cookie' })
+      }
+    }
+    checkSameSite(s, ctx)
+  })
+
 const upstream = z.strictObject({
   servers: z.array(server_).min(1, { message: 'needs at least one server' }),
   strategy: z
@@ -304,6 +430,8 @@ const upstream = z.strictObject({
   retry_on: retryOn.default(['connect_failure']),
   retry_budget: retryBudget.prefault({}),
   circuit_breaker: circuitBreaker.optional(),
+  /** Keep a client on the server it first got, by a cookie the proxy sets. */
+  sticky: groupSticky.optional(),
 })
 
 /** Its syntax is checked by routing/route-table.ts (checkRoutePatterns), which compiles it. */
@@ -323,6 +451,20 @@ const websocketOrigins = z.union([
     .min(1),
 ])
 
+/**
+ * A copy of each matching request sent to another group, fire-and-forget (proxy/mirror.ts): its
+ * answer is counted and discarded, never waited for.
+ */
+const mirror = z.strictObject({
+  upstream: z.string().min(1),
+  /** Share of requests copied, 0-100 (sampled at random per request). */
+  percent: z.number().min(0).max(100).default(100),
+  /** Larger request bodies are not mirrored (counted as dropped: body_too_large). */
+  max_body_bytes: z.number().int().min(0).default(65536),
+  /** Copies outstanding at once; more are dropped (max_in_flight). */
+  max_in_flight: z.number().int().min(1).max(100000).default(64),
+})
+
 const route = z.strictObject({
   path_pattern: pathPattern,
   methods: z
@@ -333,7 +475,11 @@ const route = z.strictObject({
         .transform((m) => m.toUpperCase()),
     )
     .optional(),
-  upstream: z.string().min(1),
+  /** One upstream group; or `upstreams`, a weighted split between groups (exactly one of the two). */
+  upstream: z.string().min(1).optional(),
+  upstreams: split.optional(),
+  /** With upstreams: keep a client on the group it first got. */
+  sticky: splitSticky.optional(),
   strip_prefix: z.boolean().default(false),
   timeout_secs: secs.optional(),
   middlewares: z.array(z.string().min(1)).default([]),
@@ -344,6 +490,7 @@ const route = z.strictObject({
   max_body_bytes: z.number().int().min(0).optional(),
   /** Origins allowed to open a WebSocket on this route (default: its cors allowed_origins). */
   websocket_origins: websocketOrigins.optional(),
+  mirror: mirror.optional(),
 })
 
 /** Middleware declarations by name; each is validated by its type's schema (middleware/validate.ts). */
@@ -355,13 +502,16 @@ const apiGateway = z.strictObject({
 })
 
 const loadBalancer = z.strictObject({
-  upstream: z.string().min(1),
+  upstream: z.string().min(1).optional(),
+  upstreams: split.optional(),
+  sticky: splitSticky.optional(),
   /** http: HTTP-aware proxying (default). tcp: raw TCP pass-through (TLS untouched). */
   protocol: z.enum(['http', 'tcp']).default('http'),
   /** Middlewares applied to every request in load_balancer mode (none by default). */
   middlewares: z.array(z.string().min(1)).default([]),
   /** Origins allowed to open a WebSocket (default: the cors middleware's allowed_origins). */
   websocket_origins: websocketOrigins.optional(),
+  mirror: mirror.optional(),
 })
 
 const controlApi = z.strictObject({
@@ -372,6 +522,17 @@ const controlApi = z.strictObject({
   persist: z.boolean().default(false),
   /** Allow a non-loopback bind_address without api_key (logged as a warning on every start). */
   insecure: z.boolean().default(false),
+})
+
+/**
+ * The runtime layer (control-API changes) shared by every instance through Redis
+ * (server/config-store.ts); the file stays the base layer.
+ */
+const configStore = z.strictObject({
+  type: z.literal('redis', { error: 'must be "redis" (the only store so far)' }),
+  url: z.string().regex(/^rediss?:\/\/./i, { message: 'must be a redis:// or rediss:// URL' }),
+  /** Prepended to every key and channel, so several fleets can share one Redis. */
+  key_prefix: z.string().max(200).default('locci:'),
 })
 
 export const configSchema = z.strictObject({
@@ -389,9 +550,13 @@ export const configSchema = z.strictObject({
   /** Middleware declarations usable from both modes (api_gateway.middlewares works too). */
   middlewares: middlewares.default({}),
   control_api: controlApi.prefault({}),
+  config_store: configStore.optional(),
   /** Reload when the config file changes (debounced; like SIGHUP). */
   watch: z.boolean().default(false),
 })
 
 export type RawConfig = z.output<typeof configSchema>
+export type RawSplitSticky = z.output<typeof splitSticky>
+export type RawGroupSticky = z.output<typeof groupSticky>
 export type RawRoute = z.output<typeof route>
+export type RawMirror = z.output<typeof mirror>

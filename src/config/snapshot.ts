@@ -4,6 +4,7 @@
 import type { AccessLogSpec } from '../observe/access-log'
 import type { HostPort } from './address'
 import type { RawConfig } from './schema'
+import type { WeylSequence } from './sequence'
 import type { CertificateMaterial, TlsPolicy, UpstreamTlsMaterial } from './tls'
 
 export type Mode = 'load_balancer' | 'api_gateway'
@@ -12,14 +13,17 @@ export type Mode = 'load_balancer' | 'api_gateway'
 export type ModeSpec =
   | {
       readonly kind: 'load_balancer'
-      /** The one group every request goes to. */
+      /** The group every request goes to; with a split, its first group. */
       readonly upstream: string
+      /** `upstreams`: a weighted split between groups; undefined with `upstream`. */
+      readonly split: SplitSpec | undefined
       /** HTTP proxying, or raw TCP pass-through. */
       readonly protocol: 'http' | 'tcp'
       /** Middlewares applied to every request. */
       readonly middlewares: readonly string[]
       /** `websocket_origins` as written; undefined: derived from the cors middlewares. */
       readonly websocketOrigins: OriginPolicy
+      readonly mirror: MirrorSpec | undefined
     }
   | {
       readonly kind: 'api_gateway'
@@ -33,7 +37,10 @@ export interface RouteSpec {
   readonly pattern: string
   /** Upper-case method names; null means every method. */
   readonly methods: ReadonlySet<string> | null
+  /** The route's group; with a split, its first group (what explain and the API list first). */
   readonly upstream: string
+  /** `upstreams`: a weighted split between groups; undefined with `upstream`. */
+  readonly split: SplitSpec | undefined
   readonly stripPrefix: boolean
   /** Upstream timeout for this route; undefined falls back to server.upstream_timeout_secs. */
   readonly timeoutMs: number | undefined
@@ -45,6 +52,51 @@ export interface RouteSpec {
   readonly maxBodyBytes: number | undefined
   /** `websocket_origins` as written; undefined: derived from the route's cors middlewares. */
   readonly websocketOrigins: OriginPolicy
+  readonly mirror: MirrorSpec | undefined
+}
+
+/** `mirror` of a route or the load balancer: copies of its requests to another group. */
+export interface MirrorSpec {
+  readonly upstream: string
+  /** 0-100. */
+  readonly percent: number
+  readonly maxBodyBytes: number
+  readonly maxInFlight: number
+}
+
+/** A cookie the proxy sets: its name and the attributes after the value (`; Path=/; ...`). */
+export interface CookieSpec {
+  readonly name: string
+  readonly attributes: string
+}
+
+/** What keeps a client on the group of a split it first got. */
+export type SplitSticky =
+  | {
+      readonly kind: 'cookie'
+      readonly cookie: CookieSpec
+      /** Each group's token (config/sticky.ts) to its index. */
+      readonly byToken: ReadonlyMap<string, number>
+      /** Each group's Set-Cookie value, by index. */
+      readonly setCookie: readonly string[]
+    }
+  /** `name` in lower case; its value is hashed to a point of the split. */
+  | { readonly kind: 'header'; readonly name: string }
+  | { readonly kind: 'client_ip' }
+
+/**
+ * `upstreams` on a route or the load balancer: groups with weights, and the running sums
+ * (precomputed so a pick is one random number and a short scan, upstream/split.ts).
+ */
+export interface SplitSpec {
+  readonly groups: readonly string[]
+  readonly weights: readonly number[]
+  /** cumulative[i] = weights[0] + ... + weights[i]. */
+  readonly cumulative: readonly number[]
+  readonly total: number
+  readonly sticky: SplitSticky | undefined
+  /** Where a pick lands when no sticky key decides (config/sequence.ts). */
+  readonly sequence: WeylSequence
 }
 
 /**
@@ -134,6 +186,8 @@ export interface UpstreamSpec {
   readonly retryBudget: { readonly percent: number; readonly minPerSec: number }
   /** Undefined: no breaker. */
   readonly circuitBreaker: CircuitBreakerSpec | undefined
+  /** `sticky`: the server a client got is named in this cookie (upstream/sticky.ts). */
+  readonly sticky: CookieSpec | undefined
 }
 
 export type UpstreamProtocol = 'http1' | 'h2c' | 'h2' | 'auto'
@@ -148,6 +202,22 @@ export interface PoolSpec {
   readonly maxConnections: number
   readonly idleTimeoutMs: number
   readonly connectTimeoutMs: number
+}
+
+export interface AcmeSpec {
+  readonly email: string
+  /** The directory URL (presets resolved). */
+  readonly directoryUrl: string
+  /** Ordered at start, kept renewed. */
+  readonly domains: readonly string[]
+  /** Globs an on-demand name must match; undefined when on_demand is off. */
+  readonly onDemand: readonly string[] | undefined
+  readonly challenge: 'http-01' | 'tls-alpn-01'
+  /** Absolute. */
+  readonly storageDir: string
+  readonly eab: { readonly kid: string; readonly hmacKey: string } | undefined
+  /** store: redis: account key, certificates, challenge answers and order locks shared there. */
+  readonly redisUrl: string | undefined
 }
 
 export interface Snapshot {
@@ -169,6 +239,8 @@ export interface Snapshot {
         readonly http2: boolean
         /** Host (and port) for HTTPS redirects when the client's Host names no certificate. */
         readonly redirectHost: string | undefined
+        /** server.tls.acme: certificates ordered and renewed by server/acme.ts. */
+        readonly acme?: AcmeSpec | undefined
       }
     | undefined
   /** A plain listener that redirects to HTTPS. */
@@ -202,6 +274,10 @@ export interface Snapshot {
   }
   /** Reload when the config file changes (server/watch.ts). */
   readonly watch: boolean
+  /** config_store: where the shared runtime layer lives (server/config-store.ts); read at start. */
+  readonly configStore:
+    | { readonly type: 'redis'; readonly url: string; readonly keyPrefix: string }
+    | undefined
 }
 
 /**

@@ -69,6 +69,10 @@ describe('control API faults', () => {
       throw new RangeError('explain blew up')
     },
     purgeCache: async (m) => ({ purged: m.path === '/x' || m.prefix === '/' ? 1 : 0 }),
+    dashboard: async () => ({
+      series: { step_ms: 5000, slots: [] },
+      config: { revision: 1, hash: '', source: 'x.yaml', history: [] },
+    }),
   }
   let server: http.Server
   let base: string

@@ -11,10 +11,12 @@ import { redact } from '../config/redact'
 import { ChangeRefused, type RefusalReason } from '../config/refused'
 import type { Snapshot } from '../config/snapshot'
 import type { Logger } from '../observe/logger'
+import { summarize } from '../observe/series'
 import type { Explanation } from '../routing/explain'
 import type { UpstreamGroup } from '../upstream/group'
 import { bearerMatches } from './auth'
 import { browserRefusal } from './browser'
+import { DASHBOARD_CSP, type DashboardData, EventHub, loadDashboardFiles, type StaticFile } from './dashboard'
 
 /** A refusal this API answers with a status of its own choosing (bad query, wrong method, ...). */
 export class ApiError extends Error {
@@ -39,12 +41,18 @@ const REFUSAL_STATUS: Readonly<Record<RefusalReason, number>> = {
 export interface ControlActions {
   status(): Record<string, unknown>
   reload(): Promise<{ result: string; problems?: string[] }>
-  change(c: ChangeOp): Promise<{ change: string; saved: boolean }>
+  /**
+   * `ifRevision`: the runtime layer's revision the client last read (If-Match); another one
+   * refuses the change as a conflict.
+   */
+  change(c: ChangeOp, ifRevision?: number): Promise<{ change: string; saved: boolean; revision?: number }>
   /** Prometheus text for the whole instance (all workers). */
   metricsText(): Promise<{ text: string; contentType: string }>
   explain(method: string, url: string, headers: string[]): Explanation
   /** Drops cached responses (every cache middleware, every worker) for a path or under a prefix. */
   purgeCache(m: CachePurge): Promise<{ purged: number }>
+  /** The instance's recent series (every worker) and the config's revision and history. */
+  dashboard(): Promise<DashboardData>
 }
 
 /** One of the two: `path` (exactly) or `prefix` (every path starting with it). */
@@ -66,13 +74,28 @@ export interface ControlApiOptions {
   actions: ControlActions
   /** Deadline for a request body; BODY_TIMEOUT_MS unless a test wants it shorter. */
   bodyTimeoutMs?: number
+  /** The dashboard's files (loadDashboardFiles() unless a test brings its own). */
+  dashboardFiles?: Map<string, StaticFile> | undefined
+  /** The event stream's limits, for tests (dashboard.ts has the defaults). */
+  events?: { tickMs?: number; maxStreams?: number; stallTicks?: number }
 }
 
 interface Reply {
   status: number
   body: unknown
   headers?: Record<string, string>
+  /** Set for a reply that takes over the response (the event stream); status and body unused. */
+  stream?: (res: http.ServerResponse) => void
 }
+
+/** Paths answered without the key: the liveness probe and the dashboard's static files. */
+const OPEN_PATHS = new Set([
+  '/healthz',
+  '/dashboard',
+  '/dashboard/',
+  '/dashboard/app.js',
+  '/dashboard/app.css',
+])
 
 type Handler = (req: http.IncomingMessage, params: string[], query: URLSearchParams) => Promise<Reply> | Reply
 
@@ -98,9 +121,60 @@ export function createControlServer(o: ControlApiOptions): http.Server {
     const m = await a.metricsText()
     return { status: 200, body: m.text, headers: { 'content-type': m.contentType } }
   }
-  const change = async (c: ChangeOp): Promise<Reply> => ({ status: 201, body: await a.change(c) })
+  const change = async (c: ChangeOp, req?: http.IncomingMessage): Promise<Reply> => ({
+    status: 201,
+    body: await a.change(c, req && ifMatch(req)),
+  })
+  const files = 'dashboardFiles' in o ? o.dashboardFiles : loadDashboardFiles()
+  const page = (name: string): Reply => {
+    const f = files?.get(name)
+    if (f === undefined) {
+      throw new ApiError(
+        503,
+        'the dashboard files are missing from this installation (dashboard/ beside dist/); the API works without them',
+      )
+    }
+    return {
+      status: 200,
+      body: f.body,
+      headers: {
+        'content-type': f.type,
+        'content-security-policy': DASHBOARD_CSP,
+        'x-content-type-options': 'nosniff',
+        'x-frame-options': 'DENY',
+        'referrer-policy': 'no-referrer',
+        'cache-control': 'no-cache',
+      },
+    }
+  }
+  const hub = new EventHub({
+    ...o.events,
+    payload: async () => dashboardState(o.current(), a, await a.dashboard()),
+    onError: (err) =>
+      o.log.error({ err: errorText(err) }, 'dashboard event stream: building the state failed'),
+  })
   const routes: Array<[string, RegExp, Handler]> = [
     ['GET', /^\/healthz$/, () => ({ status: 200, body: { status: 'ok' } })],
+    ['GET', /^\/dashboard$/, () => ({ status: 308, body: undefined, headers: { location: '/dashboard/' } })],
+    ['GET', /^\/dashboard\/$/, () => page('index.html')],
+    ['GET', /^\/dashboard\/(app\.js|app\.css)$/, (_req, [name]) => page(name!)],
+    [
+      'GET',
+      /^\/api\/v1\/events$/,
+      () => ({
+        status: 200,
+        body: undefined,
+        stream: (res) => {
+          if (!hub.open(res)) {
+            send(res, {
+              status: 429,
+              body: { error: 'too many dashboard event streams are open; close a dashboard tab and retry' },
+              headers: { 'retry-after': '5' },
+            })
+          }
+        },
+      }),
+    ],
     ['GET', /^\/api\/v1\/status$/, () => ({ status: 200, body: a.status() })],
     ['GET', /^\/api\/v1\/config$/, () => ({ status: 200, body: redact(o.current().snapshot.raw) })],
     ['GET', /^\/api\/v1\/metrics$/, metrics],
@@ -110,26 +184,37 @@ export function createControlServer(o: ControlApiOptions): http.Server {
     [
       'POST',
       /^\/api\/v1\/routes$/,
-      async (req) => change({ op: 'addRoute', body: await readJson(req, bodyTimeout) }),
+      async (req) => change({ op: 'addRoute', body: await readJson(req, bodyTimeout) }, req),
     ],
     [
       'DELETE',
       /^\/api\/v1\/routes\/([^/]+)$/,
-      async (_req, [name]) => {
-        await a.change({ op: 'removeRoute', name: name! })
+      async (req, [name]) => {
+        await a.change({ op: 'removeRoute', name: name! }, ifMatch(req))
         return { status: 204, body: undefined }
       },
     ],
     [
+      'PATCH',
+      /^\/api\/v1\/routes\/([^/]+)$/,
+      async (req, [name]) => ({
+        status: 200,
+        body: await a.change(
+          { op: 'setRouteWeights', name: name!, body: await readJson(req, bodyTimeout) },
+          ifMatch(req),
+        ),
+      }),
+    ],
+    [
       'POST',
       /^\/api\/v1\/upstreams$/,
-      async (req) => change({ op: 'addUpstream', body: await readJson(req, bodyTimeout) }),
+      async (req) => change({ op: 'addUpstream', body: await readJson(req, bodyTimeout) }, req),
     ],
     [
       'DELETE',
       /^\/api\/v1\/upstreams\/([^/]+)\/servers\/([^/]+)$/,
-      async (_req, [name, server]) => {
-        await a.change({ op: 'removeServer', name: name!, server: server! })
+      async (req, [name, server]) => {
+        await a.change({ op: 'removeServer', name: name!, server: server! }, ifMatch(req))
         return { status: 204, body: undefined }
       },
     ],
@@ -178,6 +263,7 @@ export function createControlServer(o: ControlApiOptions): http.Server {
     if (o.log.isLevelEnabled('debug')) logWhenDone(req, res)
     serve(req, res).catch((err: unknown) => fault(res, err))
   })
+  server.on('close', () => hub.close())
   return server
 
   async function serve(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
@@ -186,7 +272,8 @@ export function createControlServer(o: ControlApiOptions): http.Server {
     // A reply sent before the body was read (401, 413, 408, 415...) closes the connection, so
     // an unread (maybe endless) body is never drained on a kept-alive socket.
     if (!req.complete) r.headers = { ...r.headers, connection: 'close' }
-    send(res, r)
+    if (r.stream) r.stream(res)
+    else send(res, r)
   }
 
   /** Control-API requests are logged at debug (the query string left out: it may name secrets). */
@@ -229,7 +316,7 @@ export function createControlServer(o: ControlApiOptions): http.Server {
       const apiKey = control.apiKey
       if (
         apiKey !== undefined &&
-        t?.path !== '/healthz' &&
+        !(t !== undefined && OPEN_PATHS.has(t.path)) &&
         !bearerMatches(req.headers.authorization, apiKey)
       ) {
         throw new ApiError(
@@ -291,6 +378,19 @@ export function requestTarget(raw: string): { path: string; query: URLSearchPara
   return { path: u.pathname, query: u.searchParams }
 }
 
+/**
+ * The revision in an If-Match header (`"7"`, `7`, `W/"7"`): a change is made only if the runtime
+ * config is still at that revision (`revision` in /api/v1/status and in every change's answer).
+ * Absent or `*`: any revision.
+ */
+export function ifMatch(req: http.IncomingMessage): number | undefined {
+  const v = req.headers['if-match']?.trim()
+  if (v === undefined || v === '*') return undefined
+  const m = /^(?:W\/)?"?(\d{1,15})"?$/.exec(v)
+  if (!m) throw new ApiError(400, `If-Match must be a runtime config revision such as "7" (got ${clip(v)})`)
+  return Number(m[1])
+}
+
 function decodeParam(p: string): string {
   try {
     return decodeURIComponent(p)
@@ -309,12 +409,13 @@ function errorText(err: unknown): string {
 }
 
 function send(res: http.ServerResponse, r: Reply): void {
-  if (r.status === 204) {
-    res.writeHead(204, r.headers ?? {})
+  if (r.status === 204 || r.body === undefined) {
+    res.writeHead(r.status, r.headers ?? {})
     res.end()
     return
   }
-  const text = typeof r.body === 'string' ? r.body : `${JSON.stringify(r.body, null, 2)}\n`
+  const text =
+    typeof r.body === 'string' || Buffer.isBuffer(r.body) ? r.body : `${JSON.stringify(r.body, null, 2)}\n`
   res.writeHead(r.status, {
     'content-type': 'application/json',
     'content-length': Buffer.byteLength(text),
@@ -392,6 +493,21 @@ function tooDeep(v: unknown, left: number): boolean {
   return false
 }
 
+/** One tick of the dashboard's event stream: everything every panel shows. */
+function dashboardState(view: ControlView, a: ControlActions, d: DashboardData) {
+  const { points, routes } = summarize(d.series)
+  return {
+    at: new Date().toISOString(),
+    status: a.status(),
+    config: d.config,
+    series: points,
+    routes: routesView(view).routes.map((r) => ({ ...r, stats: routes[r.name] ?? null })),
+    // The load balancer has no routes: its traffic counts under ''.
+    traffic: routes[''] ?? null,
+    upstreams: upstreamsView(view).upstreams,
+  }
+}
+
 function routesView({ snapshot }: ControlView) {
   return {
     routes: (snapshot.mode.kind === 'api_gateway' ? snapshot.mode.routes : []).map((r) => ({
@@ -399,6 +515,7 @@ function routesView({ snapshot }: ControlView) {
       path_pattern: r.pattern,
       methods: r.methods ? [...r.methods] : null,
       upstream: r.upstream,
+      upstreams: r.split ? r.split.groups.map((name, i) => ({ name, weight: r.split!.weights[i] })) : null,
       strip_prefix: r.stripPrefix,
       timeout_secs: r.timeoutMs !== undefined ? r.timeoutMs / 1000 : null,
       middlewares: r.middlewares,

@@ -36,7 +36,7 @@ interface Live {
   cors: boolean
   close(): void
   /** A cache's purge: drops matching entries, returns how many. */
-  purge?: (m: PurgeMatch) => number
+  purge?: (m: PurgeMatch) => number | Promise<number>
 }
 
 /** Chain key for load_balancer mode (routes use their names). */
@@ -126,17 +126,19 @@ export class MiddlewareRegistry {
       case 'compress':
         return { middleware: compress(cfg), close: () => undefined }
       case 'cache':
-        return cache(name, cfg, this.#log)
+        return cache(name, cfg, this.#log, (url) => this.#redisFor(url))
       case 'grpc_web':
         return { middleware: grpcWeb(), close: () => undefined }
     }
   }
 
-  /** Drops the entries every live cache holds for a path or under a prefix; returns how many. */
-  purge(m: PurgeMatch): number {
-    let n = 0
-    for (const live of this.#live.values()) n += live.purge?.(m) ?? 0
-    return n
+  /**
+   * Drops the entries every live cache holds for a path or under a prefix; returns how many.
+   * Rejects when a Redis store could not be purged (the caller must not report success).
+   */
+  async purge(m: PurgeMatch): Promise<number> {
+    const counts = await Promise.all([...this.#live.values()].map((live) => live.purge?.(m) ?? 0))
+    return counts.reduce((a, b) => a + b, 0)
   }
 
   /** One connection per Redis URL, failing fast while Redis is away (no offline queue). */

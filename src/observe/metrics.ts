@@ -4,11 +4,12 @@
 // recorded on every request use request-metrics.ts (no label hashing on the hot path); the rest
 // are prom-client's own.
 
+import { X509Certificate } from 'node:crypto'
 import { Counter, collectDefaultMetrics, Gauge, Registry } from 'prom-client'
 import { FastCounter, FastHistogram, type HistogramSeries } from './request-metrics'
+import { DURATION_BUCKETS, Series } from './series'
 
-/** Up to 60 s: the default upstream timeout, so a slow answer lands in a bucket of its own. */
-export const DURATION_BUCKETS = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60]
+export { DURATION_BUCKETS }
 
 export interface RequestSample {
   mode: string
@@ -42,6 +43,10 @@ export interface UpstreamMetrics {
   retry(upstream: string): void
   ejection(upstream: string, server: string): void
   healthCheck(upstream: string, server: string, ok: boolean): void
+  /** A mirrored copy's answer (status 0: none came, counted as `error`), by the mirror group. */
+  mirror(upstream: string, status: number): void
+  /** A copy that was not sent, and why (MirrorDropReason). */
+  mirrorDropped(upstream: string, reason: string): void
 }
 
 const STATUS_CLASSES = ['error', '1xx', '2xx', '3xx', '4xx', '5xx'] as const
@@ -84,6 +89,18 @@ export function upstreamMetrics(registry: Registry): UpstreamMetrics {
     labelNames: ['upstream', 'server', 'result'],
     registers,
   })
+  const mirrored = new Counter({
+    name: 'locci_mirror_requests_total',
+    help: 'Mirrored copies answered, by mirror group and status class; error: no answer (connection error, reset, timeout).',
+    labelNames: ['upstream', 'status_class'],
+    registers,
+  })
+  const dropped = new Counter({
+    name: 'locci_mirror_dropped_total',
+    help: 'Copies not mirrored, by mirror group and reason: max_in_flight, body_too_large, incomplete_body, no_healthy_peer.',
+    labelNames: ['upstream', 'reason'],
+    registers,
+  })
   // upstream -> server -> series: the config's own strings as keys, nothing built per request.
   const cache = new Map<string, Map<string, ServerSeries>>()
   return {
@@ -115,11 +132,19 @@ export function upstreamMetrics(registry: Registry): UpstreamMetrics {
     retry: (upstream) => retries.labels(upstream).inc(),
     ejection: (upstream, server) => ejections.labels(upstream, server).inc(),
     healthCheck: (upstream, server, ok) => checks.labels(upstream, server, ok ? 'success' : 'failure').inc(),
+    // Mirrored copies are a sampled share of traffic, so prom-client's label lookup is cheap enough.
+    mirror: (upstream, status) =>
+      mirrored
+        .labels(upstream, STATUS_CLASSES[status >= 100 && status < 600 ? Math.floor(status / 100) : 0]!)
+        .inc(),
+    mirrorDropped: (upstream, reason) => dropped.labels(upstream, reason).inc(),
   }
 }
 
 export class Metrics {
   readonly registry = new Registry()
+  /** The last minutes per 5-second slot, for the dashboard (series.ts). */
+  readonly series = new Series()
   /** Per-server upstream metrics, handed to the upstream registry. */
   readonly upstream = upstreamMetrics(this.registry)
   readonly #requests = new FastCounter(
@@ -257,6 +282,7 @@ export class Metrics {
     }
     counter.value++
     this.#duration.observe(entry.duration, s.durationMs / 1000)
+    this.series.record(s.route, s.status, s.errorType !== undefined, s.durationMs)
     if (s.errorType !== undefined) {
       const ekey = `${s.mode}\0${s.errorType}`
       let e = this.#errorChildren.get(ekey)
@@ -284,4 +310,36 @@ export class Metrics {
   get contentType(): string {
     return this.registry.contentType
   }
+}
+
+/**
+ * locci_tls_certificate_expiry_seconds{name}: the notAfter (Unix time) of each certificate the
+ * TLS listener serves, static or obtained by ACME, one series per name it covers (as the
+ * blackbox exporter's probe_ssl_earliest_cert_expiry). Alert on `... - time() < 14 * 86400`.
+ */
+export function certificateExpiryGauge(
+  registry: Registry,
+  certificates: () => Iterable<{ readonly names: readonly string[]; readonly cert: string }>,
+): void {
+  // Read once per certificate object (they are replaced, not changed, on reload or renewal).
+  const notAfter = new WeakMap<object, number>()
+  new Gauge({
+    name: 'locci_tls_certificate_expiry_seconds',
+    help: 'When each served TLS certificate expires (notAfter, Unix seconds), by name.',
+    labelNames: ['name'],
+    registers: [registry],
+    // Every worker serves the same certificates: the same value, not a sum.
+    aggregator: 'max',
+    collect() {
+      this.reset()
+      for (const c of certificates()) {
+        let t = notAfter.get(c)
+        if (t === undefined) {
+          t = Math.floor(Date.parse(new X509Certificate(c.cert).validTo) / 1000)
+          notAfter.set(c, t)
+        }
+        for (const name of c.names) this.labels(name).set(t)
+      }
+    },
+  })
 }

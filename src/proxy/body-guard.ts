@@ -6,8 +6,18 @@
 import { Transform, type TransformCallback } from 'node:stream'
 import { BODY_TIMEOUT, BODY_TOO_LARGE } from '../observe/errors'
 
+/** Sees a copy of every body chunk that passes the guard (a mirror), then how the body ended. */
+export interface BodyTee {
+  data(chunk: Buffer): void
+  /** The whole body passed. */
+  end(): void
+  /** The body will not arrive whole (refused, client gone, the exchange over); no-op after end. */
+  abort(): void
+}
+
 export class BodyGuard extends Transform {
   readonly #limit: number
+  readonly #tee: BodyTee | undefined
   readonly #timer: NodeJS.Timeout
   #bytes = 0
 
@@ -16,9 +26,10 @@ export class BodyGuard extends Transform {
     return this.#bytes
   }
 
-  constructor(limit: number, idleMs: number) {
+  constructor(limit: number, idleMs: number, tee?: BodyTee) {
     super()
     this.#limit = limit
+    this.#tee = tee
     this.#timer = setTimeout(this.#onIdle, idleMs)
     this.#timer.unref()
   }
@@ -30,16 +41,20 @@ export class BodyGuard extends Transform {
       return
     }
     this.#timer.refresh()
+    // Chunks reach the tee as the upstream reads them: the copy never sets the pace.
+    this.#tee?.data(chunk)
     cb(null, chunk)
   }
 
   override _flush(cb: TransformCallback): void {
     clearTimeout(this.#timer)
+    this.#tee?.end()
     cb()
   }
 
   override _destroy(err: Error | null, cb: (error?: Error | null) => void): void {
     clearTimeout(this.#timer)
+    this.#tee?.abort()
     cb(err)
   }
 

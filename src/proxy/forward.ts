@@ -40,7 +40,7 @@ import type { UpstreamHandler } from '../upstream/client'
 import type { UpstreamGroup } from '../upstream/group'
 import type { Peer } from '../upstream/peer'
 import { mayRetry, retryCondition } from '../upstream/retry'
-import { BodyGuard } from './body-guard'
+import { BodyGuard, type BodyTee } from './body-guard'
 import { replyError } from './errors'
 import { respondTrailersOnly } from './grpc'
 import { downstreamResponseHeaders, writeResponseHead } from './headers'
@@ -64,6 +64,8 @@ export interface ExchangeOptions extends RequestFacts {
   /** A middleware's view of the answer (cache): may substitute a stored one, sees the body. */
   tap: ResponseTap | undefined
   hasBody: boolean
+  /** Gets a copy of the request body as the upstream reads it (mirror.ts). */
+  bodyTee: BodyTee | undefined
   /** Request body limits (only used when hasBody). */
   maxBodyBytes: number
   bodyTimeoutMs: number
@@ -151,7 +153,7 @@ export class Exchange implements UpstreamHandler, Outcome {
       return
     }
     if (o.hasBody) {
-      const body = new BodyGuard(o.maxBodyBytes, o.bodyTimeoutMs)
+      const body = new BodyGuard(o.maxBodyBytes, o.bodyTimeoutMs, o.bodyTee)
       this.#body = body
       body.once('error', this.#onBodyError)
       // pipe, not pipeline: a refused body must not destroy the request (and its socket)
@@ -375,11 +377,13 @@ export class Exchange implements UpstreamHandler, Outcome {
     }
     this.#status = statusCode
     this.#resume = resume
+    // A sticky group names the server that answered, unless the client's cookie already does.
+    const cookie = o.group.stickyCookieFor(peer, o.req.rawHeaders)
     const headers = downstreamResponseHeaders(
       rawHeaders,
       o.requestId,
       o.closing(),
-      o.responseHeaders,
+      cookie === undefined ? o.responseHeaders : [...(o.responseHeaders ?? []), 'set-cookie', cookie],
       o.dropResponseHeaders,
       this,
     )
@@ -647,6 +651,8 @@ export class Exchange implements UpstreamHandler, Outcome {
     this.#clearHeadTimer()
     if (this.#deadline !== undefined) clearTimeout(this.#deadline)
     const o = this.#o
+    // A body still coming when the exchange is over never reaches the mirror whole.
+    o.bodyTee?.abort()
     if (this.#peer) this.#attemptDone(kind !== 'client_aborted' || this.#attemptStatus !== 0)
     o.access.request(o, o.upstream, this.#peer?.address, this.#status, kind, this)
     o.onDone()

@@ -6,7 +6,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Http2ServerRequest } from 'node:http2'
 import type { Socket } from 'node:net'
-import type { OriginPolicy, RetryCondition, RetryPolicy } from '../config/snapshot'
+import type { MirrorSpec, OriginPolicy, RetryCondition, RetryPolicy, SplitSpec } from '../config/snapshot'
 import { type Chain, LB_CHAIN } from '../middleware/registry'
 import {
   type MiddlewareResult,
@@ -24,14 +24,19 @@ import { normalizePath, withNormalizedPath } from '../routing/normalize-path'
 import { ROUTABLE_METHODS, refusesMethod, resolve } from '../routing/resolve'
 import { stripPrefix } from '../routing/route-table'
 import { admittingGroup } from '../upstream/circuit-breaker'
+import type { Peer } from '../upstream/peer'
+import { pickGroup, SET_COOKIE } from '../upstream/split'
 import { DetachedResponse } from './detached-response'
 import { replyError } from './errors'
 import { Exchange } from './forward'
 import { grpcTimeoutMs, isGrpcContentType } from './grpc'
 import { clientIp, type UpstreamRequestHead, upstreamRequestHead, writeResponseHead } from './headers'
+import { Mirrors } from './mirror'
 import { RawResponse } from './raw-response'
 import type { Runtime, RuntimeStore } from './runtime'
 import { forwardUpgrade } from './upgrade'
+
+const NONE: Peer[] = []
 
 export interface PipelineOptions {
   store: RuntimeStore
@@ -62,10 +67,16 @@ interface Routed {
   hasBody: boolean
   route: string | undefined
   upstream: string
+  /** The route's (or load balancer's) weighted split, if it has one; `upstream` is its pick. */
+  split: SplitSpec | undefined
+  /** The split's Set-Cookie value, when the client must be told its group. */
+  splitCookie: string | undefined
   timeoutMs: number
   maxBodyBytes: number
   retries: number | undefined
   retryOn: ReadonlySet<RetryCondition> | undefined
+  /** The route's (or load balancer's) `mirror`. */
+  mirror: MirrorSpec | undefined
   ctx: RequestContext | undefined
   /** #watchTap has run. */
   tapWatched: boolean
@@ -79,11 +90,13 @@ export class Pipeline {
   readonly #access: AccessLog
   #draining = false
   readonly #inFlight = new InFlight()
+  readonly #mirrors: Mirrors
 
   constructor(o: PipelineOptions) {
     this.#store = o.store
     this.#log = o.log
     this.#access = o.access
+    this.#mirrors = new Mirrors(o.log)
   }
 
   get inFlight(): number {
@@ -172,10 +185,13 @@ export class Pipeline {
       hasBody: false,
       route: undefined,
       upstream: snapshot.mode.kind === 'load_balancer' ? snapshot.mode.upstream : '',
+      split: undefined,
+      splitCookie: undefined,
       timeoutMs: snapshot.upstreamTimeoutMs,
       maxBodyBytes: snapshot.limits.maxBodyBytes,
       retries: undefined,
       retryOn: undefined,
+      mirror: snapshot.mode.kind === 'load_balancer' ? snapshot.mode.mirror : undefined,
       ctx: undefined,
       tapWatched: false,
       ended: false,
@@ -268,11 +284,22 @@ export class Pipeline {
       if (route.maxBodyBytes !== undefined) r.maxBodyBytes = route.maxBodyBytes
       r.retries = route.retries
       r.retryOn = route.retryOn
+      r.mirror = route.mirror
       chain = rt.chains.get(route.name)
       origins = route.websocketOrigins
+      r.split = route.split
     } else {
       chain = rt.chains.get(LB_CHAIN)
       origins = rt.lbOrigins
+      r.split = (snapshot.mode as { split?: SplitSpec }).split
+    }
+    // The split is decided before the middlewares, so they (and the access line) see the group.
+    const split = r.split
+    if (split !== undefined) {
+      const pick = pickGroup(split, head.clientIp, req.rawHeaders)
+      const i = pick & ~SET_COOKIE
+      r.upstream = split.groups[i]!
+      if (pick !== i && split.sticky?.kind === 'cookie') r.splitCookie = split.sticky.setCookie[i]
     }
     // Browsers do not apply CORS to WebSocket: without this a page on any site could open an
     // authenticated socket with the user's cookies (cross-site WebSocket hijacking).
@@ -298,7 +325,7 @@ export class Pipeline {
       requestId: head.requestId,
       upstreamHeaders: head.headers,
       upstreamPath: r.upstreamPath,
-      responseHeaders: [],
+      responseHeaders: r.splitCookie === undefined ? [] : ['set-cookie', r.splitCookie],
       dropResponseHeaders: undefined,
       responseTransform: undefined,
       responseTap: undefined,
@@ -397,18 +424,61 @@ export class Pipeline {
   #forward(r: Routed): void {
     const groups = r.rt.groups
     // A closed breaker (or none) is one field read; an open one refuses or names a fallback.
-    const group = admittingGroup(groups.get(r.upstream)!, groups)
-    if (group === undefined) return this.#reply(r, { status: 503, kind: 'circuit_open', headers: [] })
-    // The access line and metrics name the group that took the request.
-    r.upstream = group.name
-    if (group.hostOverride !== undefined) setHeader(r.head.headers, 'host', group.hostOverride)
+    let group = admittingGroup(groups.get(r.upstream)!, groups)
+    if (group === undefined && r.split === undefined) {
+      return this.#reply(r, { status: 503, kind: 'circuit_open', headers: [] })
+    }
     const now = Date.now()
-    group.budget.request(now)
-    const candidates = group.candidates(
-      { clientIp: r.head.clientIp, path: r.path, rawHeaders: r.req.rawHeaders },
-      now,
-    )
+    const select = { clientIp: r.head.clientIp, path: r.path, rawHeaders: r.req.rawHeaders }
+    let candidates = group === undefined ? NONE : group.candidates(select, now)
+    if (candidates.length === 0 && r.split !== undefined) {
+      // A split's group that can take nothing (no server available, breaker open without a
+      // fallback) passes its share to the split's other groups of weight > 0, in their order.
+      const s = r.split
+      for (let i = 0; i < s.groups.length && candidates.length === 0; i++) {
+        if (s.weights[i] === 0 || s.groups[i] === r.upstream) continue
+        const other = admittingGroup(groups.get(s.groups[i]!)!, groups)
+        if (other === undefined) continue
+        const c = other.candidates(select, now)
+        if (c.length > 0) {
+          group = other
+          candidates = c
+        }
+      }
+      if (group === undefined) return this.#reply(r, { status: 503, kind: 'circuit_open', headers: [] })
+    }
+    // The access line and metrics name the group that took the request.
+    const g = group!
+    r.upstream = g.name
+    g.budget.request(now)
     if (candidates.length === 0) return this.#reply(r, { status: 503, kind: 'no_healthy_peer', headers: [] })
+    // Copied before the main group's sni replaces Host; a WebSocket is not mirrored.
+    const copyHeaders = r.mirror !== undefined && !r.upgrade ? r.head.headers.slice() : undefined
+    if (g.hostOverride !== undefined) setHeader(r.head.headers, 'host', g.hostOverride)
+    const responseHeaders =
+      r.ctx !== undefined
+        ? r.ctx.responseHeaders
+        : r.splitCookie !== undefined
+          ? ['set-cookie', r.splitCookie]
+          : undefined
+    const bodyTee =
+      copyHeaders === undefined
+        ? undefined
+        : this.#mirrors.start({
+            spec: r.mirror!,
+            groups,
+            method: r.method,
+            path: r.path,
+            rawHeaders: r.req.rawHeaders,
+            clientIp: r.head.clientIp,
+            upstreamPath: r.upstreamPath,
+            headers: copyHeaders,
+            host: r.host,
+            requestId: r.requestId,
+            hasBody: r.hasBody,
+            contentLength: r.head.contentLength,
+            timeoutMs: r.timeoutMs,
+          })
     if (r.upgrade) {
       return forwardUpgrade({
         socket: r.upgrade.socket,
@@ -422,10 +492,10 @@ export class Pipeline {
         requestId: r.requestId,
         route: r.route,
         upstream: r.upstream,
-        group,
-        retry: retryPolicy(group.retry, r.retries, r.retryOn),
+        group: g,
+        retry: retryPolicy(g.retry, r.retries, r.retryOn),
         candidates,
-        responseHeaders: r.ctx?.responseHeaders,
+        responseHeaders,
         connectTimeoutMs: r.rt.snapshot.pool.connectTimeoutMs,
         idleTimeoutMs: r.rt.snapshot.websocketIdleMs,
         log: this.#log,
@@ -451,19 +521,20 @@ export class Pipeline {
       upstreamPath: r.upstreamPath,
       path: r.path,
       headers: r.head.headers,
-      responseHeaders: r.ctx?.responseHeaders,
+      responseHeaders,
       dropResponseHeaders: r.ctx?.dropResponseHeaders,
       transform: r.ctx?.responseTransform,
       requestTransform: r.ctx?.requestTransform,
       tap: r.ctx?.responseTap,
       hasBody: r.hasBody,
+      bodyTee,
       maxBodyBytes: r.maxBodyBytes,
       bodyTimeoutMs: r.rt.snapshot.limits.bodyTimeoutMs,
       timeoutMs: r.timeoutMs,
       route: r.route,
       upstream: r.upstream,
-      group,
-      retry: retryPolicy(group.retry, r.retries, r.retryOn),
+      group: g,
+      retry: retryPolicy(g.retry, r.retries, r.retryOn),
       candidates,
       h2: r.h2,
       grpc,

@@ -45,8 +45,14 @@ export interface TunnelOptions {
   toUpstream: Buffer[]
   /** No byte either way for this long closes both sides. */
   idleMs: number
-  /** Called once, when both sides are closed. */
-  onClose: () => void
+  /** Called once, when both sides are closed, with the bytes each side sent through. */
+  onClose: (bytes: TunnelBytes) => void
+}
+
+/** Bytes read from each side and passed on (the handshake heads and early bytes included). */
+export interface TunnelBytes {
+  fromClient: number
+  fromUpstream: number
 }
 
 /** One side of a tunnel: the socket read from and written to, and its state. */
@@ -60,6 +66,8 @@ class End {
   /** The write buffer a pending write to this side holds (see relay). */
   held: Buffer | undefined
   closed = false
+  /** Bytes read from this side (and written to its peer). */
+  bytes = 0
   /** Called for every write to this side, once flushed (see relay). */
   readonly flushed = () => this.#flushed()
 
@@ -88,7 +96,7 @@ export function tunnel(o: TunnelOptions): void {
     done = true
     client.original?.destroy()
     upstream.original?.destroy()
-    o.onClose()
+    o.onClose({ fromClient: client.bytes, fromUpstream: upstream.bytes })
   }
   for (const [end, socket, first] of [
     [client, o.client, o.toUpstream],
@@ -102,8 +110,14 @@ export function tunnel(o: TunnelOptions): void {
     end.socket = adopted ?? socket
     end.original = adopted ? socket : undefined
   }
-  for (const chunk of o.toClient) if (chunk.length > 0) client.socket.write(chunk)
-  for (const chunk of o.toUpstream) if (chunk.length > 0) upstream.socket.write(chunk)
+  for (const chunk of o.toClient) {
+    upstream.bytes += chunk.length
+    if (chunk.length > 0) client.socket.write(chunk)
+  }
+  for (const chunk of o.toUpstream) {
+    client.bytes += chunk.length
+    if (chunk.length > 0) upstream.socket.write(chunk)
+  }
 
   for (const end of [client, upstream]) {
     const s = end.socket
@@ -126,6 +140,7 @@ export function tunnel(o: TunnelOptions): void {
     })
     if (end.original === undefined) {
       s.on('data', (chunk: Buffer) => {
+        end.bytes += chunk.length
         if (!write(end.peer, chunk, undefined)) {
           end.paused = true
           s.pause()
@@ -142,6 +157,7 @@ export function tunnel(o: TunnelOptions): void {
  * stop reading (until the peer's writes are flushed).
  */
 function relay(from: End, buf: Buffer, n: number): boolean {
+  from.bytes += n
   let chunk: Buffer
   let held: Buffer | undefined
   if (n <= SMALL_BYTES) {

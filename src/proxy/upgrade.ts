@@ -47,12 +47,20 @@ export function forwardUpgrade(o: UpgradeOptions): void {
   let finished = false
   let status = 0
   let peer: Peer | undefined
+  // What the access line reports beside the status (observe/access-log.ts Outcome).
+  const out = { bytesReceived: 0, bytesSent: 0, upstreamMs: -1, attempts: 0 }
+  let attemptStart = 0
   const finish = (kind: ErrorKind | undefined) => {
     if (finished) return
     finished = true
     if (peer) peer.inFlight--
-    o.access.request(o, o.upstream, peer?.address, status, kind)
+    out.attempts = peer === undefined ? 0 : index + 1
+    o.access.request(o, o.upstream, peer?.address, status, kind, out)
     o.onDone()
+  }
+  /** The upstream's answer head arrived: the attempt's time to first byte. */
+  const answered = () => {
+    out.upstreamMs = Math.round((performance.now() - attemptStart) * 1000) / 1000
   }
   /** Answers `kind`, unless an answer (a 101 or the server's refusal) is already on its way. */
   const fail = (kind: ReplyKind) => {
@@ -84,6 +92,7 @@ export function forwardUpgrade(o: UpgradeOptions): void {
   const tryPeer = () => {
     peer = o.candidates[index]!
     peer.inFlight++
+    attemptStart = performance.now()
     const headers = [...o.headers, 'connection', 'Upgrade', 'upgrade', o.upgrade]
     const options: https.RequestOptions = {
       host: peer.host,
@@ -106,6 +115,7 @@ export function forwardUpgrade(o: UpgradeOptions): void {
     req.once('upgrade', (res: http.IncomingMessage, up: Socket, upHead: Buffer) => {
       req.setTimeout(0)
       status = 101
+      answered()
       o.group.reportSuccess(peer!)
       if (o.socket.destroyed) {
         up.destroy()
@@ -127,13 +137,19 @@ export function forwardUpgrade(o: UpgradeOptions): void {
         toClient: [Buffer.concat([Buffer.from(head, 'latin1'), upHead])],
         toUpstream: [o.head],
         idleMs: o.idleTimeoutMs,
-        onClose: () => finish(undefined),
+        onClose: (bytes) => {
+          // The 101 head is not body (Apache's %b); the frames both ways are.
+          out.bytesReceived = bytes.fromClient
+          out.bytesSent = bytes.fromUpstream - Buffer.byteLength(head, 'latin1')
+          finish(undefined)
+        },
       })
     })
     req.once('response', (res: http.IncomingMessage) => {
       // The server refused the upgrade: relay its answer as it streams, then end.
       req.setTimeout(0)
       status = res.statusCode ?? 502
+      answered()
       if (status >= 500) o.group.reportFailure(peer!, `status ${status}`)
       else o.group.reportSuccess(peer!)
       if (o.socket.destroyed || !o.socket.writable) {
@@ -158,6 +174,9 @@ export function forwardUpgrade(o: UpgradeOptions): void {
         finish('upstream_error')
         return
       }
+      res.on('data', (chunk: Buffer) => {
+        out.bytesSent += chunk.length
+      })
       res.once('error', () => o.socket.destroy())
       o.socket.once('close', () => {
         res.destroy()

@@ -5,6 +5,7 @@
 // middlewarePlan(); then the upstream group, which of its servers are in rotation, and the path
 // the server will see after strip_prefix.
 
+import type { SplitSpec } from '../config/snapshot'
 import type { UpstreamGroup } from '../upstream/group'
 import { normalizePath, withNormalizedPath } from './normalize-path'
 import {
@@ -108,6 +109,13 @@ export function explain(
   else {
     e.route = route.name
     e.reasons.push(`route ${route.name} takes it`)
+  }
+  const split = route !== undefined ? route.split : (snapshot.mode as { split?: SplitSpec }).split
+  if (split !== undefined) {
+    const shares = split.groups.map((g, i) => `${g} ${split.weights[i]}`).join(', ')
+    e.reasons.push(
+      `a weighted split (${shares}) picks the group per request; the first, ${e.upstream}, is shown`,
+    )
   }
 
   const steps = middlewarePlan(plan, d, path, headers)

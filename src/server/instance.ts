@@ -5,6 +5,7 @@
 // SIGTERM/SIGINT: stop accepting, finish in-flight requests within server.shutdown_timeout_secs.
 
 import cluster from 'node:cluster'
+import { X509Certificate } from 'node:crypto'
 import type http from 'node:http'
 import type net from 'node:net'
 import path from 'node:path'
@@ -14,17 +15,22 @@ import { parseConfigText } from '../config/load'
 import type { ChangeOp } from '../config/mutations'
 import { formatProblem } from '../config/problems'
 import { ChangeRefused } from '../config/refused'
+import { EMPTY_LAYER } from '../config/runtime-layer'
 import type { Snapshot } from '../config/snapshot'
 import { type CachePurge, type ControlActions, createControlServer } from '../control/api'
+import type { DashboardData } from '../control/dashboard'
 import { MiddlewareRegistry } from '../middleware/registry'
 import { AccessLog } from '../observe/access-log'
 import type { LoggerHandle } from '../observe/logger'
-import { Metrics } from '../observe/metrics'
+import { certificateExpiryGauge, Metrics } from '../observe/metrics'
 import { Pipeline } from '../proxy/pipeline'
 import { compilePlan, type Plan, RuntimeStore } from '../proxy/runtime'
 import { explain } from '../routing/explain'
 import type { UpstreamClient } from '../upstream/client'
 import { UpstreamRegistry } from '../upstream/registry'
+import { AcmeManager, AcmeMirror, acmeChange } from './acme'
+import { sharedAcmeStore } from './acme-redis'
+import type { SharedStart, StoreStatus } from './config-store'
 import { ConfigKeeper, type ReloadResult } from './keeper'
 import { createListener, createRedirectListener, type ListenerHandle, listen } from './listener'
 import { createOpsServer, type ReadinessView } from './ops'
@@ -43,6 +49,8 @@ export interface StartOptions {
   primary?: Rpc<ToPrimary, ToWorker>
   /** The upstream HTTP/1.1 client (LOCCI_UPSTREAM_CLIENT, upstream/client.ts). */
   upstreamClient: UpstreamClient
+  /** config_store, in the process that owns the config (not in a worker: its primary has it). */
+  shared?: SharedStart
 }
 
 /** The downstream side: an HTTP(S) listener, or the TCP pass-through. */
@@ -72,7 +80,11 @@ export class ProxyInstance implements ControlActions {
   /** Config changes and the metrics sum: this process, or (in a worker) the primary. */
   readonly #owner: Owner
   #lastReload: { at: string; result: string } | undefined
+  /** config_store as the owner of the config sees it (a worker hears it from its primary). */
+  #storeStatus: () => StoreStatus | undefined = () => undefined
   #stopping: Promise<void> | undefined
+  /** server.tls.acme: the manager of the settings it was made for (a change makes a new one). */
+  #acme: { key: string; manager: AcmeManager | AcmeMirror } | undefined
 
   private constructor(o: StartOptions, plan: Plan, text: string) {
     this.#o = o
@@ -111,6 +123,7 @@ export class ProxyInstance implements ControlActions {
       groups: this.#upstreams.build(snapshot),
       chains: this.#middlewares.build(snapshot, plan.middlewares),
     })
+    certificateExpiryGauge(this.#metrics.registry, () => this.#servedCertificates())
     const access = new AccessLog(o.logging, this.#metrics, () => this.#store.current().snapshot.mode.kind)
     access.configure(snapshot.logging.access)
     this.#access = access
@@ -122,7 +135,14 @@ export class ProxyInstance implements ControlActions {
         .on('health', (h) => this.#upstreams.setHealth(h.group, h.address, h.healthy))
         .on('breaker', (e) => this.#upstreams.setBreaker(e))
         .on('metrics-json', () => this.#metrics.registry.getMetricsAsJSON())
+        .on('series-local', () => this.#metrics.series.data())
         .on('purge-local', (m) => this.#middlewares.purge(m))
+        .on('store-status', (s) => {
+          this.#storeStatus = () => s
+        })
+        .on('acme-certificate', (c) => this.#mirror()?.setCertificate(c))
+        .on('acme-status', (s) => this.#mirror()?.setStatus(s))
+        .on('acme-challenge', (c) => this.#mirror()?.setChallenge(c))
       this.#owner = owner
     } else {
       const keeper = new ConfigKeeper(
@@ -132,6 +152,8 @@ export class ProxyInstance implements ControlActions {
           overrides: o.overrides,
           log: this.#log,
           apply: (next) => this.#install(next),
+          store: o.shared?.store,
+          layered: o.shared?.layered,
           onReload: (result) => {
             this.#metrics.reload(result)
             this.#lastReload = { at: new Date().toISOString(), result }
@@ -142,6 +164,22 @@ export class ProxyInstance implements ControlActions {
       )
       this.#owner = new LocalOwner(keeper, this.#metrics, (m) => this.#middlewares.purge(m))
     }
+  }
+
+  /** config_store: follow the shared runtime layer once this instance serves (single process). */
+  #follow(): void {
+    const shared = this.#o.shared
+    if (!shared || !(this.#owner instanceof LocalOwner)) return
+    const keeper = this.#owner.keeper
+    this.#storeStatus = () => shared.store.status()
+    shared.store.start(
+      shared.layered?.layer ?? EMPTY_LAYER,
+      (layer) => keeper.applyShared(layer),
+      () => {
+        const u = this.urls()
+        return { listener: u.bind, control_api: u.control_api }
+      },
+    )
   }
 
   /** A config the primary validated: apply it as it is (every worker gets the same text). */
@@ -166,9 +204,55 @@ export class ProxyInstance implements ControlActions {
     }
     const rt = inst.#store.current()
     inst.#upstreams.activate(snapshot, rt.groups as Map<string, never>)
+    inst.#syncAcme(snapshot)
     inst.#started = true
     inst.#logListening(snapshot)
+    inst.#follow()
     return inst
+  }
+
+  /**
+   * Starts, replaces or stops the ACME manager when server.tls.acme changes. After the listeners
+   * are bound: HTTP-01 and TLS-ALPN-01 challenges are answered by them. Stored certificates carry
+   * over (the new manager reads them from storage_dir).
+   */
+  #syncAcme(s: Snapshot): void {
+    const change = acmeChange(this.#acme, s.tls?.acme)
+    if (!change) return
+    this.#acme = undefined
+    const { key, spec } = change
+    if (!spec) return
+    const link = this.#o.primary
+    if (link) {
+      // A worker: the primary orders and sends what to serve (primary.ts).
+      const mirror = new AcmeMirror(spec, (host) => link.request('acme-on-demand', { host }))
+      this.#acme = { key, manager: mirror }
+      link.request('acme-state', undefined).then(
+        (st) => {
+          for (const c of st.certificates) mirror.setCertificate(c)
+          for (const c of st.challenges) mirror.setChallenge(c)
+          mirror.setStatus(st.status)
+        },
+        (err: Error) => this.#log.error({ err: err.message }, 'ACME state from the primary failed'),
+      )
+      return
+    }
+    const manager = new AcmeManager(spec, this.#log, {}, sharedAcmeStore(spec, this.#log))
+    this.#acme = { key, manager }
+    manager.start()
+  }
+
+  #mirror(): AcmeMirror | undefined {
+    const m = this.#acme?.manager
+    return m instanceof AcmeMirror ? m : undefined
+  }
+
+  /** Every certificate the TLS listener serves, static and ACME (for the expiry gauge). */
+  *#servedCertificates(): Iterable<{ names: readonly string[]; cert: string }> {
+    const t = this.#store.current().snapshot.tls
+    if (!t) return
+    yield* t.certificates
+    for (const c of this.#acme?.manager.certificates() ?? []) yield { names: [c.name], cert: c.cert }
   }
 
   /** An error that is not a whole request (bad request line, Redis fail-open, TCP failure). */
@@ -241,7 +325,7 @@ export class ProxyInstance implements ControlActions {
     const frontKey = JSON.stringify({
       bind: s.bind,
       protocol: s.mode.kind === 'load_balancer' ? s.mode.protocol : 'http',
-      tls: s.tls ? [s.tls.http2, s.tls.minVersion] : null,
+      tls: s.tls ? [s.tls.http2, s.tls.minVersion, s.tls.acme?.challenge] : null,
       // Another kind of listener (server/listener.ts): a reload that turns it on or off rebinds.
       h2c: s.h2c,
     })
@@ -273,6 +357,7 @@ export class ProxyInstance implements ControlActions {
           () => this.#store.current().snapshot.tls,
           this.#log,
           this.#access,
+          () => this.#acme?.manager,
         )
         await listen(server, s.redirectHttp.host, s.redirectHttp.port)
         this.#redirect = { key: redirectKey, server }
@@ -332,8 +417,13 @@ export class ProxyInstance implements ControlActions {
       const tcp = new TcpProxy(this.#store, this.#log, (type) => this.#countError(type))
       return { key, server: tcp.server, listener: undefined, tcp }
     }
-    const listener = createListener(s, this.#pipeline.handle, this.#pipeline.upgrade, this.#log, (type) =>
-      this.#countError(type),
+    const listener = createListener(
+      s,
+      this.#pipeline.handle,
+      this.#pipeline.upgrade,
+      this.#log,
+      (type) => this.#countError(type),
+      () => this.#acme?.manager,
     )
     return { key, server: listener.server, listener, tcp: undefined }
   }
@@ -368,6 +458,7 @@ export class ProxyInstance implements ControlActions {
     const chains = this.#middlewares.build(next, plan.middlewares)
     this.#store.swap({ ...plan, groups, chains })
     this.#upstreams.activate(next, groups)
+    this.#syncAcme(next)
     if (retired) this.#retire(retired, next.shutdownTimeoutMs)
     if (next.logging.level !== prev.logging.level) this.#log.level = next.logging.level
     if (next.logging.format !== prev.logging.format || next.workers !== prev.workers) {
@@ -388,8 +479,8 @@ export class ProxyInstance implements ControlActions {
     this.#log.info({ signal: 'SIGUSR1' }, 'access log reopened')
   }
 
-  change(c: ChangeOp): Promise<ChangeResult> {
-    return this.#owner.change(c)
+  change(c: ChangeOp, ifRevision?: number): Promise<ChangeResult> {
+    return this.#owner.change(c, ifRevision)
   }
 
   metricsText(): Promise<MetricsText> {
@@ -411,9 +502,33 @@ export class ProxyInstance implements ControlActions {
       persist: s.raw.control_api.persist,
       ...(cluster.isWorker ? { worker: cluster.worker?.id } : {}),
       unsaved_changes: this.#owner.unsaved,
+      store: this.#storeStatus() ?? null,
       last_reload: this.#lastReload ?? null,
       requests_in_flight: (this.#front?.tcp ?? this.#pipeline).inFlight,
+      ...(s.tls ? { tls_certificates: this.#certificateStatus(s.tls) } : {}),
     }
+  }
+
+  dashboard(): Promise<DashboardData> {
+    return this.#owner.dashboard()
+  }
+
+  /** Per name: where the certificate comes from, its issuer and expiry, the last ACME result. */
+  #certificateStatus(t: NonNullable<Snapshot['tls']>): Array<Record<string, unknown>> {
+    const out: Array<Record<string, unknown>> = t.certificates.flatMap((c) => {
+      const x = new X509Certificate(c.cert)
+      const issuer = /(?:^|\n)CN=([^\n]+)/.exec(x.issuer)?.[1] ?? x.issuer
+      const notAfter = new Date(x.validTo).toISOString()
+      return c.names.map((name) => ({
+        name,
+        source: 'file',
+        issuer,
+        not_after: notAfter,
+        last_renewal: null,
+      }))
+    })
+    for (const a of this.#acme?.manager.status() ?? []) out.push({ ...a, source: 'acme' })
+    return out
   }
 
   async purgeCache(m: CachePurge): Promise<{ purged: number }> {
@@ -468,8 +583,10 @@ export class ProxyInstance implements ControlActions {
       front.listener?.closeAll()
       front.tcp?.destroyAll()
       this.#closeOps()
+      this.#acme?.manager.close()
       this.#upstreams.destroy()
       this.#middlewares.close()
+      await this.#o.shared?.store.close()
       this.#access.flush()
       this.#o.logging.flush() // access lines of the last requests first, then the final line
       this.#log.info('stopped')

@@ -86,7 +86,7 @@ describe('unsaved changes: the net difference between the file and the live conf
   test('with control_api.persist the file is written and nothing is unsaved', async () => {
     const k = setup(CONFIG('control_api: { persist: true }\n'))
     const r = await k.keeper.change(addRoute('x'))
-    assert.deepEqual(r, { change: 'added route x', saved: true })
+    assert.deepEqual(r, { change: 'added route x', saved: true, revision: 1 })
     assert.deepEqual(k.keeper.unsaved, [])
     assert.match(readFileSync(k.file, 'utf8'), /# a comment[\s\S]*x:/)
     assert.equal((await k.keeper.reload()).result, 'unchanged')
@@ -150,5 +150,40 @@ describe('watch: true', () => {
     } finally {
       k.keeper.close()
     }
+  })
+})
+
+describe('revision and history, for the dashboard', () => {
+  test('the revision counts changes of the live text; reloads and changes are remembered, the last 20', async () => {
+    const k = setup(CONFIG())
+    const r0 = k.keeper.configRevision()
+    assert.equal(r0.revision, 1)
+    assert.equal(r0.source, k.file)
+    assert.match(r0.hash, /^[0-9a-f]{12}$/)
+    assert.deepEqual(r0.history, [])
+    const same = await k.keeper.reload()
+    assert.equal(same.result, 'unchanged')
+    assert.equal(k.keeper.configRevision().revision, 1, 'the same text is the same revision')
+    await k.keeper.change(addRoute('x'))
+    const r1 = k.keeper.configRevision()
+    assert.equal(r1.revision, 2)
+    assert.notEqual(r1.hash, r0.hash)
+    writeFileSync(k.file, 'mode: [')
+    const bad = await k.keeper.reload()
+    assert.equal(bad.result, 'failure')
+    assert.equal(k.keeper.configRevision().revision, 2, 'a failed reload changes nothing')
+    const h = k.keeper.configRevision().history
+    assert.deepEqual(
+      h.map((e) => [e.kind, e.result]),
+      [
+        ['reload', 'unchanged'],
+        ['change', 'success'],
+        ['reload', 'failure'],
+      ],
+    )
+    assert.deepEqual(h[1]!.summary, ['added route x'])
+    assert.ok(h[2]!.summary.length > 0 && h[2]!.summary[0]!.includes('config.yaml'), h[2]!.summary.join())
+    for (let i = 0; i < 25; i++) await k.keeper.reload()
+    assert.equal(k.keeper.configRevision().history.length, 20)
   })
 })

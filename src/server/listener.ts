@@ -71,23 +71,90 @@ export function secureContextOptions(t: NonNullable<Snapshot['tls']>): tls.Secur
   }
 }
 
-/** Certificates by name for SNI; the first is the default for clients that send no name. */
+type Pem = { readonly cert: string; readonly key: string }
+
+/** Certificates obtained at run time (server/acme.ts), served beside the static ones. */
+export interface IssuedCertificates {
+  certificate(host: string): { readonly cert: string; readonly key: string } | undefined
+  /** The RFC 8737 certificate while the CA validates `host` by TLS-ALPN-01 (maybe looked up elsewhere). */
+  alpnChallenge(host: string): Pem | undefined | Promise<Pem | undefined>
+  /** An unknown name: its on-demand order when one is allowed, else undefined. */
+  onDemand(host: string): Promise<{ readonly cert: string; readonly key: string } | undefined> | undefined
+}
+
+/** ALPN protocol of TLS-ALPN-01 validation connections (RFC 8737). */
+export const ACME_TLS_ALPN = 'acme-tls/1'
+/** How long a handshake for an on-demand name waits for its certificate before the default one. */
+const ON_DEMAND_WAIT_MS = 60_000
+
+/**
+ * Certificates by name for SNI; the first static one is the default for clients that send no
+ * name. Order: a static certificate naming the host exactly, an issued one, a static wildcard,
+ * an on-demand order, the default.
+ */
 class CertificateStore {
   #entries: Array<{ names: readonly string[]; context: tls.SecureContext }> = []
+  #policy: tls.SecureContextOptions = {}
+  /** Contexts of issued certificates, by their (immutable, replaced on renewal) object. */
+  #issuedContexts = new WeakMap<object, tls.SecureContext>()
+
+  constructor(readonly issued: () => IssuedCertificates | undefined) {}
 
   update(t: NonNullable<Snapshot['tls']>): void {
     const policy = secureContextOptions(t)
+    this.#policy = policy
+    this.#issuedContexts = new WeakMap()
     this.#entries = t.certificates.map((c) => ({
       names: c.names,
       context: tls.createSecureContext({ cert: c.cert, key: c.key, ...policy }),
     }))
   }
 
-  pick = (servername: string, cb: (err: Error | null, ctx?: tls.SecureContext) => void): void => {
+  #context(c: { readonly cert: string; readonly key: string }): tls.SecureContext {
+    let ctx = this.#issuedContexts.get(c)
+    if (!ctx) {
+      ctx = tls.createSecureContext({ cert: c.cert, key: c.key, ...this.#policy })
+      this.#issuedContexts.set(c, ctx)
+    }
+    return ctx
+  }
+
+  /** The SNICallback; Node calls it with the TLS socket as `this`. */
+  pick(socket: tls.TLSSocket, servername: string, cb: (err: Error | null, ctx?: tls.SecureContext) => void) {
     const host = servername.toLowerCase()
+    const issued = this.issued()
+    // ALPN is chosen before the certificate (OpenSSL runs the ALPN callback first), so a
+    // validation connection is told apart here. Normal clients never offer acme-tls/1.
+    const handle = (socket as unknown as { _handle?: { getALPNNegotiatedProtocol?(): unknown } })._handle
+    if (issued && handle?.getALPNNegotiatedProtocol?.() === ACME_TLS_ALPN) {
+      const answer = (c: Pem | undefined) => {
+        if (!c) return cb(new Error(`no TLS-ALPN-01 challenge pending for ${host}`))
+        cb(null, tls.createSecureContext({ cert: c.cert, key: c.key, ...this.#policy }))
+      }
+      const c = issued.alpnChallenge(host)
+      if (c instanceof Promise) c.then(answer, () => answer(undefined))
+      else answer(c)
+      return
+    }
     const exact = this.#entries.find((e) => e.names.includes(host))
-    const wild = exact ?? this.#entries.find((e) => e.names.some((n) => nameMatches(n, host)))
-    cb(null, (wild ?? this.#entries[0])?.context)
+    if (exact) return cb(null, exact.context)
+    const got = issued?.certificate(host)
+    if (got) return cb(null, this.#context(got))
+    const wild = this.#entries.find((e) => e.names.some((n) => nameMatches(n, host)))
+    if (wild) return cb(null, wild.context)
+    const fallback = this.#entries[0]?.context
+    const pending = issued?.onDemand(host)
+    if (!pending) return cb(null, fallback)
+    let done = false
+    const finish = (c: { cert: string; key: string } | undefined) => {
+      if (done) return
+      done = true
+      clearTimeout(timer)
+      cb(null, c ? this.#context(c) : fallback)
+    }
+    const timer = setTimeout(() => finish(undefined), ON_DEMAND_WAIT_MS)
+    timer.unref()
+    pending.then(finish, () => finish(undefined))
   }
 }
 
@@ -164,6 +231,7 @@ export function createListener(
   onUpgrade: UpgradeHandler,
   log: Logger,
   countError: (type: string) => void = () => undefined,
+  issued: () => IssuedCertificates | undefined = () => undefined,
 ): ListenerHandle {
   const t = snapshot.tls
   if (!t && snapshot.h2c) return createH2cListener(snapshot, handler, onUpgrade, log, countError)
@@ -180,12 +248,21 @@ export function createListener(
       },
     }
   }
-  const store = new CertificateStore()
+  const store = new CertificateStore(issued)
   store.update(t)
   const stapler = new OcspStapler(log)
   stapler.update(t.certificates)
-  const first = t.certificates[0]!
-  const secure = { cert: first.cert, key: first.key, ...secureContextOptions(t), SNICallback: store.pick }
+  // With ACME only there is no static certificate: a client that sends no name is refused.
+  const first = t.certificates[0]
+  const alpnChallenge = t.acme?.challenge === 'tls-alpn-01'
+  const secure = {
+    cert: first?.cert,
+    key: first?.key,
+    ...secureContextOptions(t),
+    SNICallback(this: tls.TLSSocket, name: string, cb: (err: Error | null, ctx?: tls.SecureContext) => void) {
+      store.pick(this, name, cb)
+    },
+  }
   let limits = snapshot.limits
   const update = (s: Snapshot) => {
     server.maxConnections = s.limits.maxConnections
@@ -193,8 +270,8 @@ export function createListener(
     if (!s.tls) return
     store.update(s.tls)
     stapler.update(s.tls.certificates)
-    const d = s.tls.certificates[0]!
-    ;(server as tls.Server).setSecureContext({ cert: d.cert, key: d.key, ...secureContextOptions(s.tls) })
+    const d = s.tls.certificates[0]
+    ;(server as tls.Server).setSecureContext({ cert: d?.cert, key: d?.key, ...secureContextOptions(s.tls) })
     h2server?.updateSettings(http2Settings(s))
   }
   let server: net.Server
@@ -226,6 +303,8 @@ export function createListener(
       s.once('close', () => sockets.delete(s))
     })
     h2.on('OCSPRequest', ocsp)
+    // http2 sets its own ALPN list (h2, http/1.1); the validation protocol is added after it.
+    if (alpnChallenge) offerAcmeAlpn(h2 as unknown as tls.Server, ['h2', 'http/1.1'])
     const stopTickets = rotateTicketKeys(h2 as unknown as tls.Server)
     wire(h2 as unknown as http.Server, onUpgrade, log, countError, handler)
     server = h2
@@ -249,6 +328,7 @@ export function createListener(
   }
   const h1 = https.createServer({ ...OPTIONS, ...secure }, handler)
   h1.on('OCSPRequest', ocsp)
+  if (alpnChallenge) offerAcmeAlpn(h1, ['http/1.1'])
   const stopTickets = rotateTicketKeys(h1)
   wire(h1, onUpgrade, log, countError)
   server = h1
@@ -378,6 +458,20 @@ function replaying(socket: Socket, first: Buffer): Duplex {
   return d
 }
 
+/**
+ * Offers ALPN acme-tls/1 beside `protocols` (TLS-ALPN-01), and closes a validation connection
+ * once its handshake is done: it carries no HTTP (RFC 8737 section 3).
+ */
+function offerAcmeAlpn(server: tls.Server, protocols: string[]): void {
+  const wire = [...protocols, ACME_TLS_ALPN].map((p) =>
+    Buffer.concat([Buffer.from([p.length]), Buffer.from(p)]),
+  )
+  ;(server as unknown as { ALPNProtocols: Buffer }).ALPNProtocols = Buffer.concat(wire)
+  server.prependListener('secureConnection', (socket: tls.TLSSocket) => {
+    if (socket.alpnProtocol === ACME_TLS_ALPN) socket.destroy()
+  })
+}
+
 function wire(
   server: http.Server,
   onUpgrade: UpgradeHandler,
@@ -408,12 +502,15 @@ function wire(
  * host is the client's Host only when a certificate of the listener names it; otherwise
  * `server.tls.redirect_host`; otherwise 400. A redirect built from any Host would send users to
  * whatever site an attacker names (cache poisoning, phishing through a trusted domain).
+ * With ACME, `/.well-known/acme-challenge/TOKEN` answers the HTTP-01 challenge instead (404 for
+ * a token not being validated now, or not a token at all).
  */
 export function createRedirectListener(
   httpsPort: () => number,
   tls: () => Snapshot['tls'],
   log: Logger,
   access: AccessLog,
+  acme: () => HttpChallenges | undefined = () => undefined,
 ): http.Server {
   const server = http.createServer(OPTIONS, (req, res) => {
     const start = performance.now()
@@ -441,8 +538,15 @@ export function createRedirectListener(
     })
     try {
       const t = tls()
+      const challenges = acme()
+      if (challenges && req.url?.startsWith(ACME_CHALLENGE_PATH)) {
+        answerChallenge(challenges, req.url.slice(ACME_CHALLENGE_PATH.length), res)
+        return
+      }
       const host = (req.headers.host ?? '').toLowerCase().replace(/:\d+$/, '')
-      const named = t?.certificates.some((c) => c.names.some((n) => n === host || nameMatches(n, host)))
+      const named =
+        t?.certificates.some((c) => c.names.some((n) => n === host || nameMatches(n, host))) ||
+        challenges?.covers(host)
       let authority: string
       if (named && host !== '') {
         const port = httpsPort()
@@ -474,6 +578,38 @@ export function createRedirectListener(
   })
   server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => onClientError(err, socket, log))
   return server
+}
+
+/** What the redirect listener asks the ACME manager. */
+export interface HttpChallenges {
+  /** The key authorization for a token being validated now (RFC 8555 section 8.3); maybe looked up elsewhere. */
+  httpChallenge(token: string): string | undefined | Promise<string | undefined>
+  /** Is `host` one of the names ACME serves (a redirect target like a certificate name)? */
+  covers(host: string): boolean
+}
+
+const ACME_CHALLENGE_PATH = '/.well-known/acme-challenge/'
+/** A token is base64url (RFC 8555 section 8.3); anything else (a query, a dot segment) is not one. */
+const ACME_TOKEN = /^[A-Za-z0-9_-]{1,256}$/
+
+function answerChallenge(challenges: HttpChallenges, token: string, res: http.ServerResponse): void {
+  const answer = ACME_TOKEN.test(token) ? challenges.httpChallenge(token) : undefined
+  if (answer instanceof Promise) {
+    answer.then(
+      (a) => writeChallenge(res, a),
+      () => writeChallenge(res, undefined),
+    )
+  } else writeChallenge(res, answer)
+}
+
+function writeChallenge(res: http.ServerResponse, answer: string | undefined): void {
+  if (res.destroyed) return
+  const body = answer ?? '404 no such challenge\n'
+  res.writeHead(answer ? 200 : 404, {
+    'content-type': answer ? 'application/octet-stream' : 'text/plain',
+    'content-length': Buffer.byteLength(body),
+  })
+  res.end(body)
 }
 
 /** What Node's parser refused (a malformed or oversized head, a slow one): answered and counted. */

@@ -4,6 +4,7 @@
 // one at start and never asks which it has.
 
 import type { ChangeOp } from '../config/mutations'
+import type { DashboardData } from '../control/dashboard'
 import type { PurgeMatch } from '../middleware/cache/memory-store'
 import type { Metrics } from '../observe/metrics'
 import type { ConfigKeeper, ReloadResult } from './keeper'
@@ -13,14 +14,16 @@ import type { Rpc } from './rpc'
 export interface Owner {
   /** Re-reads the config file; an invalid file leaves the running config as it is. */
   reload(): Promise<ReloadResult>
-  /** A control-API change, validated like the file. */
-  change(c: ChangeOp): Promise<ChangeResult>
+  /** A control-API change, validated like the file; `ifRevision`: see ControlActions.change. */
+  change(c: ChangeOp, ifRevision?: number): Promise<ChangeResult>
   /** Runtime changes not saved to the file. */
   readonly unsaved: readonly string[]
   /** Prometheus text for the whole instance. */
   metricsText(): Promise<MetricsText>
   /** Drops cached responses in every process of the instance; how many. */
   purgeCache(m: PurgeMatch): Promise<number>
+  /** The instance's recent series and the config's revision and history. */
+  dashboard(): Promise<DashboardData>
 }
 
 /** The single process: its own keeper, its own metrics. */
@@ -28,7 +31,7 @@ export class LocalOwner implements Owner {
   constructor(
     readonly keeper: ConfigKeeper,
     readonly metrics: Metrics,
-    readonly purge: (m: PurgeMatch) => number,
+    readonly purge: (m: PurgeMatch) => Promise<number>,
   ) {}
 
   async purgeCache(m: PurgeMatch): Promise<number> {
@@ -39,8 +42,8 @@ export class LocalOwner implements Owner {
     return this.keeper.reload()
   }
 
-  change(c: ChangeOp): Promise<ChangeResult> {
-    return this.keeper.change(c)
+  change(c: ChangeOp, ifRevision?: number): Promise<ChangeResult> {
+    return this.keeper.change(c, ifRevision)
   }
 
   get unsaved(): readonly string[] {
@@ -49,6 +52,10 @@ export class LocalOwner implements Owner {
 
   async metricsText(): Promise<MetricsText> {
     return { text: await this.metrics.text(), contentType: this.metrics.contentType }
+  }
+
+  async dashboard(): Promise<DashboardData> {
+    return { series: this.metrics.series.data(), config: this.keeper.configRevision() }
   }
 }
 
@@ -63,8 +70,8 @@ export class PrimaryOwner implements Owner {
     return this.rpc.request('reload', undefined)
   }
 
-  change(c: ChangeOp): Promise<ChangeResult> {
-    return this.rpc.request('change', c)
+  change(c: ChangeOp, ifRevision?: number): Promise<ChangeResult> {
+    return this.rpc.request('change', { change: c, ifRevision })
   }
 
   get unsaved(): readonly string[] {
@@ -73,6 +80,10 @@ export class PrimaryOwner implements Owner {
 
   metricsText(): Promise<MetricsText> {
     return this.rpc.request('metrics', undefined)
+  }
+
+  dashboard(): Promise<DashboardData> {
+    return this.rpc.request('dashboard', undefined)
   }
 
   /** The primary asks every worker (each has its own memory cache) and sums. */

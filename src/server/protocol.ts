@@ -2,10 +2,14 @@
 // kind: its payload and its answer. Rpc<Out, In> checks both ends against these at compile time.
 
 import type { ChangeOp } from '../config/mutations'
+import type { DashboardData } from '../control/dashboard'
 import type { PurgeMatch } from '../middleware/cache/memory-store'
 import type { TakeResult } from '../middleware/rate-limit/token-bucket'
+import type { SeriesData } from '../observe/series'
 import type { OutcomeBatch } from '../upstream/circuit-breaker'
 import type { BreakerEvent } from '../upstream/registry'
+import type { AcmeNameStatus, CertificateMessage, ChallengeMaterial } from './acme'
+import type { StoreStatus } from './config-store'
 import type { ReloadResult } from './keeper'
 
 /** One message kind: what is sent, and what comes back (`void` for an event, which is not answered). */
@@ -19,6 +23,16 @@ export type Protocol = Record<string, Message<unknown, unknown>>
 export interface ChangeResult {
   change: string
   saved: boolean
+  /** The runtime layer's revision once the change is in (If-Match takes it). */
+  revision: number
+  /** Committed to the shared store (config_store). */
+  stored?: boolean
+}
+
+/** A control-API change and the revision the client expects it on (If-Match). */
+export interface ChangeRequest {
+  change: ChangeOp
+  ifRevision?: number
 }
 
 export interface MetricsText {
@@ -54,6 +68,12 @@ export interface BreakerOutcomes {
   batch: OutcomeBatch
 }
 
+export interface AcmeState {
+  certificates: CertificateMessage[]
+  status: AcmeNameStatus[]
+  challenges: ChallengeMaterial[]
+}
+
 /** Worker -> primary: the primary owns the config, the shared buckets, the circuit breakers and the metrics sum. */
 export interface ToPrimary extends Protocol {
   /** Event: attempts' outcomes for a breaker, batched. */
@@ -61,11 +81,17 @@ export interface ToPrimary extends Protocol {
   /** May a request go through the half-open breaker `key` as a probe? */
   'breaker-probe': Message<{ key: string }, boolean>
   take: Message<TakeRequest, TakeResult>
-  change: Message<ChangeOp, ChangeResult>
+  change: Message<ChangeRequest, ChangeResult>
   reload: Message<undefined, ReloadResult>
   metrics: Message<undefined, MetricsText>
   /** A cache purge asked of one worker's control API: every worker purges; the sum comes back. */
   purge: Message<PurgeMatch, number>
+  /** The dashboard's data: every worker's series merged, and the config's revision and history. */
+  dashboard: Message<undefined, DashboardData>
+  /** An unknown SNI name matching allowed_domains: the primary orders it (its rate limit) and answers. */
+  'acme-on-demand': Message<{ host: string }, CertificateMessage | null>
+  /** Everything a new ACME mirror serves (events that came before it existed are in here). */
+  'acme-state': Message<undefined, AcmeState>
 }
 
 /** Primary -> worker. */
@@ -79,4 +105,14 @@ export interface ToWorker extends Protocol {
   'purge-local': Message<PurgeMatch, number>
   /** Event: the primary's circuit breaker of a group changed state. */
   breaker: Message<BreakerEvent, void>
+  /** Event: the config store as the primary sees it (config_store), for /api/v1/status. */
+  'store-status': Message<StoreStatus, void>
+  /** This worker's recent series (observe/series.ts), for the primary to merge. */
+  'series-local': Message<undefined, SeriesData>
+  /** Event: a certificate the primary's ACME manager obtained or loaded. */
+  'acme-certificate': Message<CertificateMessage, void>
+  /** Event: the ACME status of every name (for /api/v1/status). */
+  'acme-status': Message<AcmeNameStatus[], void>
+  /** Challenge material to answer (or take down); answered once it is in place. */
+  'acme-challenge': Message<ChallengeMaterial, void>
 }

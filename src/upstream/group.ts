@@ -3,14 +3,16 @@
 // exchange tries them in turn when the retry policy allows (Pingora's select-with-fallbacks).
 
 import type { RetryPolicy, UpstreamSpec } from '../config/snapshot'
+import { setCookieValue, stickyToken } from '../config/sticky'
 import type { Logger } from '../observe/logger'
 import type { UpstreamMetrics } from '../observe/metrics'
 import type { Breaker } from './circuit-breaker'
 import { PassiveHealth } from './passive-health'
 import type { Peer } from './peer'
 import type { RetryBudget } from './retry-budget'
-import { createSelector, type SelectContext, type Selector } from './selectors/index'
+import { createSelector, fallbacks, type SelectContext, type Selector } from './selectors/index'
 import { RoundRobin } from './selectors/round-robin'
+import { stickyCookie } from './sticky'
 
 export class UpstreamGroup {
   readonly name: string
@@ -27,6 +29,10 @@ export class UpstreamGroup {
   readonly breaker: Breaker | undefined
   readonly #selector: Selector
   readonly #passive: PassiveHealth | undefined
+  /** `sticky`: each peer's token to its index, and each peer's Set-Cookie value. */
+  readonly #sticky:
+    | { readonly name: string; readonly byToken: Map<string, number>; readonly setCookie: string[] }
+    | undefined
 
   constructor(
     spec: UpstreamSpec,
@@ -48,6 +54,15 @@ export class UpstreamGroup {
     this.metrics = metrics
     this.#selector = createSelector(spec.strategy, peers, spec.hashKey, cursor)
     this.#passive = spec.passiveHealth && new PassiveHealth(spec.passiveHealth, spec.name, log, metrics)
+    const sticky = spec.sticky
+    if (sticky !== undefined) {
+      const tokens = peers.map((p) => stickyToken(`server\0${spec.name}`, p.address))
+      this.#sticky = {
+        name: sticky.name,
+        byToken: new Map(tokens.map((t, i) => [t, i])),
+        setCookie: tokens.map((t) => setCookieValue(sticky, t)),
+      }
+    }
   }
 
   /** Where round robin would go next (carried over to the group that replaces this one). */
@@ -55,9 +70,37 @@ export class UpstreamGroup {
     return this.#selector instanceof RoundRobin ? this.#selector.cursor : 0
   }
 
-  /** Available peers in preference order; empty when none is (the caller answers 503). */
+  /**
+   * Available peers in preference order; empty when none is (the caller answers 503). With
+   * `sticky`, the peer the client's cookie names comes first while it is available.
+   */
   candidates(ctx: SelectContext, now: number): Peer[] {
+    const i = this.#stickyIndex(ctx.rawHeaders)
+    if (i >= 0) {
+      const p = this.peers[i]!
+      if (p.available(now)) return fallbacks(this.peers, i, now, [p])
+    }
     return this.#selector.candidates(ctx, now)
+  }
+
+  /** The index of the peer the request's sticky cookie names; -1 without one (or without sticky). */
+  #stickyIndex(raw: readonly string[]): number {
+    const st = this.#sticky
+    if (st === undefined) return -1
+    const token = stickyCookie(raw, st.name)
+    return token === undefined ? -1 : (st.byToken.get(token) ?? -1)
+  }
+
+  /**
+   * The Set-Cookie value to send when `peer` answered a request with these headers: undefined
+   * without sticky or when the client's cookie names that peer already.
+   */
+  stickyCookieFor(peer: Peer, raw: readonly string[]): string | undefined {
+    const st = this.#sticky
+    if (st === undefined) return undefined
+    const i = this.peers.indexOf(peer)
+    if (i < 0 || this.#stickyIndex(raw) === i) return undefined
+    return st.setCookie[i]
   }
 
   /** An attempt on `peer` that got a non-5xx answer (`ms`: time to it) or a TCP connection. */

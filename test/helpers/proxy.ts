@@ -165,3 +165,25 @@ function cleanEnv(): NodeJS.ProcessEnv {
     delete env[k]
   return env
 }
+
+/**
+ * Starts a proxy whose config sets `server.workers: n` and waits until each worker listens;
+ * `url` and `controlUrl` are the first worker's (they share the listeners). Stopped if it never
+ * gets there, like spawnProxy.
+ */
+export async function startWorkers(yaml: string, n = 2): Promise<RunningProxy> {
+  const proxy = await startProxy(yaml, { waitReady: false })
+  try {
+    await proxy.waitForLog((l) => l.msg === 'all workers listening', 'workers', 20_000)
+    const ready = await until(() => {
+      const lines = proxy.logs.filter((l) => l.msg === 'locci-proxy listening')
+      return lines.length === n ? lines : undefined
+    }, 'every listening line')
+    proxy.url = String(ready[0]!.bind)
+    if (ready[0]!.control_api !== undefined) proxy.controlUrl = String(ready[0]!.control_api)
+    return proxy
+  } catch (err) {
+    await proxy.stop('SIGKILL')
+    throw err
+  }
+}

@@ -2,8 +2,7 @@
 // no persistence, stopped by PID.
 
 import { type ChildProcess, spawn } from 'node:child_process'
-import net from 'node:net'
-import { until } from './until'
+import { portOpen, until } from './until'
 import { closedPort } from './upstream'
 
 export interface RunningRedis {
@@ -13,11 +12,15 @@ export interface RunningRedis {
   stop(): Promise<void>
 }
 
-export async function startRedis(): Promise<RunningRedis> {
-  const port = await closedPort()
+/**
+ * `port`: a given one (a restart on the same address); `args` are added to redis-server's
+ * (`--requirepass`, persistence in a directory of the test's).
+ */
+export async function startRedis(o: { port?: number; args?: string[] } = {}): Promise<RunningRedis> {
+  const port = o.port ?? (await closedPort())
   const child = spawn(
     'redis-server',
-    ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'],
+    ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', ...(o.args ?? [])],
     {
       stdio: 'ignore',
     },
@@ -27,21 +30,7 @@ export async function startRedis(): Promise<RunningRedis> {
       reject(new Error(`cannot start redis-server (apt-get install redis-server): ${e.message}`)),
     ),
   )
-  await Promise.race([
-    failed,
-    until(
-      () =>
-        new Promise<boolean>((resolve) => {
-          const s = net.connect(port, '127.0.0.1')
-          s.once('connect', () => {
-            s.destroy()
-            resolve(true)
-          })
-          s.once('error', () => resolve(false))
-        }),
-      'redis-server to listen',
-    ),
-  ])
+  await Promise.race([failed, until(() => portOpen(port), 'redis-server to listen')])
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()))
   return {
     port,

@@ -10,6 +10,7 @@ import http from 'node:http'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
 import { after, before, describe, test } from 'node:test'
+import { WebSocket, WebSocketServer } from 'ws'
 import { makeCert } from '../helpers/certs'
 import { type RunningProxy, runCli, startProxy, writeConfig } from '../helpers/proxy'
 import { rawRequest } from '../helpers/raw'
@@ -303,5 +304,41 @@ load_balancer: { upstream: web }
   } finally {
     await proxy.stop()
     await up.close()
+  }
+})
+
+test('access_log: a WebSocket tunnel has its bytes, attempts and upstream time', async () => {
+  const wss = new WebSocketServer({ host: '127.0.0.1', port: 0 })
+  await new Promise((r) => wss.once('listening', r))
+  wss.on('connection', (ws) => ws.on('message', (m, binary) => ws.send(m, { binary })))
+  const port = (wss.address() as { port: number }).port
+  const proxy = await startProxy(`mode: load_balancer
+server: { bind_address: "127.0.0.1:0" }
+logging:
+  level: info
+  access_log: { fields: [path, status, bytes_received, bytes_sent, attempts, upstream_time_ms] }
+upstreams: { ws: { servers: ["127.0.0.1:${port}"] } }
+load_balancer: { upstream: ws }
+`)
+  try {
+    const ws = new WebSocket(`ws://127.0.0.1:${proxy.port}/chat`)
+    await new Promise((r, j) => ws.once('open', r).once('error', j))
+    const got = new Promise((r) => ws.once('message', r))
+    ws.send(Buffer.alloc(10_000, 1))
+    await got
+    ws.close()
+    const l = await proxy.waitForLog((j) => j.path === '/chat', 'the WebSocket access line')
+    assert.equal(l.status, 101)
+    assert.equal(l.attempts, 1)
+    assert.ok(Number(l.upstream_time_ms) >= 0)
+    // 10,000 bytes each way in frames (the client's masked), plus the close frames; no heads.
+    assert.ok(
+      Number(l.bytes_received) >= 10_000 && Number(l.bytes_received) < 10_100,
+      `received ${l.bytes_received}`,
+    )
+    assert.ok(Number(l.bytes_sent) >= 10_000 && Number(l.bytes_sent) < 10_100, `sent ${l.bytes_sent}`)
+  } finally {
+    await proxy.stop()
+    wss.close()
   }
 })

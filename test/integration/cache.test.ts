@@ -443,7 +443,7 @@ describe('cache with workers', () => {
 })
 
 describe('cache config', () => {
-  test('store: redis is refused at load, and so is a Redis URL', () => {
+  test('store: redis needs redis_url; Redis settings without it and max_bytes with it are refused', () => {
     const { file } = writeConfig(`mode: load_balancer
 server: { bind_address: "127.0.0.1:0" }
 upstreams: { app: { servers: ["127.0.0.1:9"] } }
@@ -451,13 +451,17 @@ middlewares:
   c1: { type: cache, store: redis }
   c2: { type: cache, redis_url: "redis://127.0.0.1:6379" }
   c3: { type: cache, max_bytes: 10, max_entry_bytes: 20 }
-load_balancer: { upstream: app, middlewares: [c1, c2, c3] }
+  c4: { type: cache, store: redis, redis_url: "redis://127.0.0.1:6379", max_bytes: 10 }
+  c5: { type: cache, key_prefix: "x:" }
+load_balancer: { upstream: app, middlewares: [c1, c2, c3, c4, c5] }
 `)
     const r = runCli(['validate', '-c', file])
     assert.notEqual(r.status, 0)
     const out = r.stdout + r.stderr
-    assert.match(out, /redis is not available yet for the cache/)
-    assert.match(out, /redis_url/)
+    assert.match(out, /c1\.redis_url.*is required with store: redis/)
+    assert.match(out, /c2\.redis_url.*is only used with store: redis/)
     assert.match(out, /max_entry_bytes.*larger than max_bytes/)
+    assert.match(out, /c4\.max_bytes.*only applies to store: memory/)
+    assert.match(out, /c5\.key_prefix.*is only used with store: redis/)
   })
 })

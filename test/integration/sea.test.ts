@@ -1,5 +1,5 @@
 // `npm run build:sea` makes a single executable from the local Node binary; it must run a config
-// and proxy a request on its own (no node_modules, no dist/ beside it).
+// and proxy a request on its own (no node_modules, no dist/ beside it), and serve the dashboard.
 
 import assert from 'node:assert/strict'
 import { execFile } from 'node:child_process'
@@ -31,6 +31,7 @@ test('the single executable runs a config and proxies a request', { timeout: 180
 server: { bind_address: "127.0.0.1:0" }
 upstreams: { u: { servers: ["${up.address}"] } }
 load_balancer: { upstream: u }
+control_api: { enabled: true, bind_address: "127.0.0.1:0", api_key: "k" }
 `)
   // The built-in client asked for: its llhttp binding must be reachable inside the executable.
   const client = h1Available() ? 'h1' : 'undici'
@@ -46,6 +47,12 @@ load_balancer: { upstream: u }
     // The llhttp binding is reachable from inside the executable: the built-in client runs there.
     const line = proxy.logs.find((l) => l.msg === 'locci-proxy listening')
     assert.equal(line?.upstream_client, client)
+    // The dashboard's files are assets inside the executable.
+    for (const f of ['', 'app.js', 'app.css']) {
+      const page = await fetch(`${proxy.controlUrl}/dashboard/${f}`)
+      assert.equal(page.status, 200, f)
+      assert.ok((await page.text()).length > 100)
+    }
   } finally {
     await proxy.stop()
     await up.close()

@@ -7,7 +7,7 @@ import assert from 'node:assert/strict'
 import { renameSync, unlinkSync, writeFileSync } from 'node:fs'
 import path from 'node:path'
 import { describe, test } from 'node:test'
-import { type RunningProxy, startProxy } from '../helpers/proxy'
+import { type RunningProxy, startProxy, startWorkers } from '../helpers/proxy'
 import { until } from '../helpers/until'
 import { startUpstream, type Upstream } from '../helpers/upstream'
 
@@ -140,14 +140,8 @@ describe('watch: true', () => {
 test('with workers: 2 the primary alone watches and every worker serves the new route', async () => {
   const a = await startUpstream('a')
   const b = await startUpstream('b')
-  const proxy = await startProxy(config(a, b, '', { workers: 2 }), { waitReady: false })
+  const proxy = await startWorkers(config(a, b, '', { workers: 2 }))
   try {
-    await proxy.waitForLog((l) => l.msg === 'all workers listening', 'workers', 20_000)
-    const ready = await until(() => {
-      const lines = proxy.logs.filter((l) => l.msg === 'locci-proxy listening')
-      return lines.length === 2 ? lines : undefined
-    }, 'both listening lines')
-    proxy.url = String(ready[0]!.bind)
     assert.equal(
       proxy.logs.filter((l) => l.msg === 'watching the config file; a change reloads it').length,
       1,

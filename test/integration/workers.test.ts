@@ -7,7 +7,7 @@ import { writeFileSync } from 'node:fs'
 import http from 'node:http'
 import { availableParallelism } from 'node:os'
 import { after, before, describe, test } from 'node:test'
-import { type RunningProxy, startProxy } from '../helpers/proxy'
+import { type RunningProxy, startProxy, startWorkers } from '../helpers/proxy'
 import { until } from '../helpers/until'
 import { startUpstream, type Upstream } from '../helpers/upstream'
 
@@ -49,14 +49,7 @@ describe('workers: 2', () => {
   before(async () => {
     a = await startUpstream('a')
     b = await startUpstream('b')
-    proxy = await startProxy(config(a, b), { waitReady: false })
-    await proxy.waitForLog((l) => l.msg === 'all workers listening', 'workers', 20_000)
-    const ready = await until(() => {
-      const lines = proxy.logs.filter((l) => l.msg === 'locci-proxy listening')
-      return lines.length === 2 ? lines : undefined
-    }, 'both listening lines')
-    proxy.url = String(ready[0]!.bind)
-    proxy.controlUrl = String(ready[0]!.control_api)
+    proxy = await startWorkers(config(a, b))
   })
   after(async () => {
     await proxy.stop()

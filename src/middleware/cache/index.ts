@@ -1,5 +1,5 @@
-// cache: a shared HTTP cache (RFC 9111) for GET and HEAD, in memory. The request half looks the
-// request up (memory-store.ts) and hands a fresh hit to the pipeline (ctx.stored: sent once the
+// cache: a shared HTTP cache (RFC 9111) for GET and HEAD, in memory (memory-store.ts) or in Redis
+// shared by several instances (redis-store.ts). The request half looks the request up and hands a fresh hit to the pipeline (ctx.stored: sent once the
 // rest of the chain passed the request; X-Cache: HIT, Age); anything else goes upstream with a
 // ResponseTap (types.ts) that stores the answer when policy.ts allows it (X-Cache: MISS), turns
 // a 304 to its own conditional request into the stored response (HIT), and serves a stale entry
@@ -9,12 +9,14 @@
 // Coalescing: while one request for a key is upstream, others for that key wait for it, then
 // look again; they are released as soon as the first one knows it will not store (its head, or
 // its body passing max_entry_bytes), and wait at most once, so uncacheable URLs are not
-// serialized. What is stored is the body the client was sent in full: a client that leaves, or
+// serialized. Coalescing is per process (with a Redis store, each instance may send one request
+// for a key before the first answer is stored). What is stored is the body the client was sent in full: a client that leaves, or
 // an upstream that drops mid-body, stores nothing.
 
+import type Redis from 'ioredis'
 import type { Logger } from '../../observe/logger'
 import { type Middleware, type RequestContext, type ResponseTap, rawHeader, type Substitute } from '../types'
-import type { CacheConfig } from './config'
+import { type CacheConfig, memoryMaxBytes } from './config'
 import { type Entry, entrySize, MemoryStore, type PurgeMatch } from './memory-store'
 import {
   currentAge,
@@ -28,6 +30,7 @@ import {
   usability,
   varyNames,
 } from './policy'
+import { RedisCacheStore } from './redis-store'
 
 /** Headers that belong to one exchange, never stored (the proxy writes its own). */
 const NOT_STORED = new Set([
@@ -51,16 +54,33 @@ interface Asked {
   conditional: boolean
 }
 
-export interface Cache {
-  middleware: Middleware
-  purge(m: PurgeMatch): number
-  close(): void
-  /** For tests: the store. */
-  readonly store: MemoryStore
+/** What the middleware needs of a store; the memory one answers synchronously. */
+export interface CacheStore {
+  /** Counts purges: a response fetched before one is not stored after it. */
+  readonly generation: number
+  /** The coalescing key of a request for `primary`. */
+  keyFor(primary: string, raw: readonly string[]): string
+  get(primary: string, raw: readonly string[], path: string): Entry | undefined | Promise<Entry | undefined>
+  put(e: Entry, raw: readonly string[]): void
+  /** `e` (a stored entry) was refreshed by a 304. */
+  refreshed(e: Entry, raw: readonly string[]): void
+  invalidate(primary: string, path: string): void
+  purge(m: PurgeMatch): number | Promise<number>
+  clear(): void
 }
 
-export function cache(name: string, cfg: CacheConfig, log: Logger): Cache {
-  const store = new MemoryStore(cfg.max_bytes)
+export interface Cache {
+  middleware: Middleware
+  purge(m: PurgeMatch): number | Promise<number>
+  close(): void
+  readonly store: CacheStore
+}
+
+export function cache(name: string, cfg: CacheConfig, log: Logger, redis?: (url: string) => Redis): Cache {
+  const store: CacheStore =
+    cfg.store === 'redis'
+      ? new RedisCacheStore(redis!(cfg.redis_url!), cfg.key_prefix ?? `locci:cache:${name}:`, name, log)
+      : new MemoryStore(memoryMaxBytes(cfg))
   /** Lock key -> the request fetching it now: resolved when it stores or knows it will not. */
   const pending = new Map<string, Promise<void>>()
 
@@ -106,8 +126,19 @@ export function cache(name: string, cfg: CacheConfig, log: Logger): Cache {
    * fetching the same key.
    */
   const lookup = (ctx: RequestContext, asked: Asked, waited: boolean): undefined | Promise<undefined> => {
+    const found = store.get(asked.primary, ctx.rawHeaders, asked.path)
+    if (found instanceof Promise) return found.then((entry) => decide(ctx, asked, entry, waited))
+    return decide(ctx, asked, found, waited)
+  }
+
+  /** What to do with the request given what the store holds for it. */
+  const decide = (
+    ctx: RequestContext,
+    asked: Asked,
+    entry: Entry | undefined,
+    waited: boolean,
+  ): undefined | Promise<undefined> => {
     const raw = ctx.rawHeaders
-    const entry = store.get(asked.primary, raw)
     const lockKey = store.keyFor(asked.primary, raw)
     const busy = pending.get(lockKey)
     let stale: Entry | undefined
@@ -191,7 +222,7 @@ export function cache(name: string, cfg: CacheConfig, log: Logger): Cache {
       e.age = facts.age
       e.etag = facts.etag
       e.lastModified = facts.lastModified
-      store.resized(e, entrySize(merged, e.body.length, e.primary))
+      store.refreshed(e, this.ctx.rawHeaders)
     }
 
     head(status: number, headers: string[]): boolean {
@@ -304,7 +335,8 @@ export function cache(name: string, cfg: CacheConfig, log: Logger): Cache {
     const primary = `${ctx.route ?? ''}\0${ctx.host?.toLowerCase() ?? ''}\0${ctx.path}${q < 0 ? '' : ctx.upstreamPath.slice(q)}`
     if (ctx.method !== 'GET' && ctx.method !== 'HEAD') {
       // RFC 9111 section 4.4: an unsafe method that succeeds invalidates what is stored for its URI.
-      if (ctx.method !== 'OPTIONS' && ctx.method !== 'TRACE') ctx.responseTap = new Invalidate(store, primary)
+      if (ctx.method !== 'OPTIONS' && ctx.method !== 'TRACE')
+        ctx.responseTap = new Invalidate(store, primary, ctx.path)
       return undefined
     }
     // RFC 9111 section 5.4: Pragma: no-cache counts only without Cache-Control.
@@ -323,8 +355,9 @@ export function cache(name: string, cfg: CacheConfig, log: Logger): Cache {
 /** An unsafe request's tap: a success (2xx, 3xx) drops the stored responses of its URI. */
 class Invalidate implements ResponseTap {
   constructor(
-    readonly store: MemoryStore,
+    readonly store: CacheStore,
     readonly primary: string,
+    readonly path: string,
   ) {}
   substitute(): undefined {
     return undefined
@@ -333,7 +366,7 @@ class Invalidate implements ResponseTap {
     return undefined
   }
   head(status: number): boolean {
-    if (status >= 200 && status < 400) this.store.invalidate(this.primary)
+    if (status >= 200 && status < 400) this.store.invalidate(this.primary, this.path)
     return false
   }
   data(): void {}

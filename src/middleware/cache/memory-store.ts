@@ -108,6 +108,11 @@ export class MemoryStore {
     }
   }
 
+  /** A 304 refreshed `e`'s headers: recharged for their new size. */
+  refreshed(e: Entry): void {
+    this.resized(e, entrySize(e.headers, e.body.length, e.primary))
+  }
+
   /** Recharges an entry whose headers changed (a 304 refreshed it). */
   resized(e: Entry, size: number): void {
     if (e.inStore) this.#bytes += size - e.size

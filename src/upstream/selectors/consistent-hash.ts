@@ -67,7 +67,8 @@ export function keyOf(key: HashKey, ctx: SelectContext): string {
   }
 }
 
-function headerValue(raw: readonly string[], lowerName: string): string | undefined {
+/** The first value of a header (`lowerName` in lower case), or undefined. */
+export function headerValue(raw: readonly string[], lowerName: string): string | undefined {
   for (let i = 0; i < raw.length; i += 2) {
     if (raw[i]!.length === lowerName.length && raw[i]!.toLowerCase() === lowerName) return raw[i + 1]
   }
