@@ -6,6 +6,9 @@ import * as grpc from '@grpc/grpc-js'
 import * as loader from '@grpc/proto-loader'
 import { ROOT } from './proxy'
 
+/** The YAML route (under api_gateway.routes) that sends the Echo service to group `echo`. */
+export const ECHO_ROUTE = 'echo: { path_pattern: "^/locci\\\\.test\\\\.Echo/", upstream: echo }'
+
 export const PROTO = path.join(ROOT, 'test', 'fixtures', 'grpc', 'echo.proto')
 
 export interface EchoRequest {

@@ -14,6 +14,7 @@ import { after, before, describe, test } from 'node:test'
 import { promisify } from 'node:util'
 import { makeCert } from '../helpers/certs'
 import {
+  ECHO_ROUTE,
   type EchoClient,
   type GrpcServer,
   grpc,
@@ -67,7 +68,7 @@ upstreams:
     sni: localhost
 api_gateway:
   routes:
-    echo: { path_pattern: "^/locci\\\\.test\\\\.Echo/", upstream: echo }
+    ${ECHO_ROUTE}
     vanishing: { path_pattern: "^/vanish\\\\.Svc/", upstream: vanishing }
     web: { path_pattern: "^/web", upstream: web }
 `)

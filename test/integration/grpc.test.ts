@@ -12,6 +12,7 @@ import path from 'node:path'
 import { after, before, describe, test } from 'node:test'
 import { makeCert, type TestCert } from '../helpers/certs'
 import {
+  ECHO_ROUTE,
   type EchoClient,
   type EchoReply,
   echoClient,
@@ -81,7 +82,7 @@ upstreams:
     protocol: h2c
 api_gateway:
   routes:
-    echo: { path_pattern: "^/locci\\\\.test\\\\.Echo/", upstream: echo }
+    ${ECHO_ROUTE}
     dead: { path_pattern: "^/dead\\\\.Svc/", upstream: dead }
     cancelling: { path_pattern: "^/cancel\\\\.Svc/", upstream: cancelling }
 `)
@@ -270,7 +271,7 @@ upstreams:
   echo: { servers: ["${up.address}"], protocol: h2c }
 api_gateway:
   routes:
-    echo: { path_pattern: "^/locci\\\\.test\\\\.Echo/", upstream: echo }
+    ${ECHO_ROUTE}
 `)
     client = echoClient(`127.0.0.1:${proxy.port}`, cert.cert, 'localhost')
   })
