@@ -2,11 +2,14 @@
 // reload and control-API changes. It collects every problem (schema, cross-references, files on
 // disk) with file, key path and line, and returns either all of them or a frozen Snapshot.
 
+import { createHash } from 'node:crypto'
 import { availableParallelism } from 'node:os'
 import path from 'node:path'
 import type { z } from 'zod'
 import { ACCESS_FIELDS, type AccessLogSpec } from '../observe/access-log'
+import type { TracingProtocol } from '../observe/tracing'
 import { addressMatcher, formatHostPort, type HostPort, parseHostPort } from './address'
+import { parseDiscoveryEntry, parseResolver } from './discovery'
 import type { SourceDocument } from './load'
 import { formatPath, type KeyPath, type Problem, sortProblems } from './problems'
 import { configSchema, type RawConfig, type RawMirror, type RawRoute, type RawSplitSticky } from './schema'
@@ -14,6 +17,8 @@ import { WeylSequence } from './sequence'
 import {
   type AcmeSpec,
   type CircuitBreakerSpec,
+  type DiscoveredServer,
+  type DiscoverySpec,
   deepFreeze,
   type HashKey,
   type MiddlewareDeclaration,
@@ -21,6 +26,7 @@ import {
   type Mode,
   type ModeSpec,
   type OriginPolicy,
+  type PeerSpec,
   type RouteSpec,
   type Snapshot,
   type SplitSpec,
@@ -236,6 +242,7 @@ function crossCheck(data: Record<string, unknown>, at: At, file: string): TlsMat
   const t = tree(data)
   checkUpstreamStrategies(t, at)
   checkUpstreamProtocols(t, at)
+  checkDiscovery(t, at)
   checkModeSections(t, at)
   checkTcpPassThrough(t, at)
   checkReferences(t, at)
@@ -332,6 +339,34 @@ function checkUpstreamProtocols(t: Tree, at: At): void {
     } else if (hc.service !== undefined) {
       at([...base, 'health_check', 'service'], 'only applies with grpc: true')
     }
+  }
+}
+
+/** `resolver` only serves dns: and srv: servers; SRV records bring their own weights. */
+function checkDiscovery(t: Tree, at: At): void {
+  for (const [name, u] of Object.entries(t.upstreams ?? {})) {
+    if (!isRecord(u) || !Array.isArray(u.servers)) continue
+    let named = false
+    u.servers.forEach((s, i) => {
+      const address = isRecord(s) ? s.address : s
+      const target = typeof address === 'string' ? parseDiscoveryEntry(address) : undefined
+      if (!target || typeof target === 'string') return
+      named = true
+      if (target.kind === 'srv' && isRecord(s) && s.weight !== undefined) {
+        at(
+          ['upstreams', name, 'servers', i, 'weight'],
+          'an srv: server takes its weights from the SRV records; remove weight',
+        )
+      }
+    })
+    if (u.resolver !== undefined && !named) {
+      at(['upstreams', name, 'resolver'], 'only applies to dns: and srv: servers; this group has none')
+    }
+  }
+  const min = t.server?.dns_min_ttl_secs
+  const max = t.server?.dns_max_ttl_secs
+  if (typeof min === 'number' && typeof max === 'number' && min > max) {
+    at(['server', 'dns_min_ttl_secs'], `must not be more than dns_max_ttl_secs (${max})`)
   }
 }
 
@@ -816,6 +851,36 @@ function circuitBreakerSpec(c: RawBreaker): CircuitBreakerSpec {
   }
 }
 
+/** A group's servers: the host:port ones as peers, the dns: and srv: ones to resolve. */
+function serverSpecs(
+  u: RawConfig['upstreams'][string],
+  server: RawConfig['server'],
+): { peers: PeerSpec[]; discovery: DiscoverySpec | undefined } {
+  const peers: PeerSpec[] = []
+  const found: DiscoveredServer[] = []
+  for (const s of u.servers) {
+    const entry = typeof s === 'string' ? { address: s, weight: 1 } : s
+    const target = parseDiscoveryEntry(entry.address)
+    if (target && typeof target !== 'string') {
+      found.push({ entry: entry.address, target, weight: entry.weight })
+      continue
+    }
+    const hp = parseHostPort(entry.address) as HostPort
+    peers.push({ address: formatHostPort(hp), host: hp.host, port: hp.port, weight: entry.weight })
+  }
+  const resolver = u.resolver ?? server.resolver
+  const discovery: DiscoverySpec | undefined =
+    found.length === 0
+      ? undefined
+      : {
+          servers: found,
+          resolver: resolver === undefined ? undefined : parseResolver(resolver),
+          minTtlMs: server.dns_min_ttl_secs * 1000,
+          maxTtlMs: server.dns_max_ttl_secs * 1000,
+        }
+  return { peers, discovery }
+}
+
 function build(raw: RawConfig, file: string, tlsMaterial: TlsMaterial): Snapshot {
   const bind = parseHostPort(raw.server.bind_address, { listen: true }) as HostPort
   const upstreams = new Map<string, UpstreamSpec>()
@@ -824,11 +889,7 @@ function build(raw: RawConfig, file: string, tlsMaterial: TlsMaterial): Snapshot
     const ph = u.passive_health
     upstreams.set(name, {
       name,
-      peers: u.servers.map((s) => {
-        const entry = typeof s === 'string' ? { address: s, weight: 1 } : s
-        const hp = parseHostPort(entry.address) as HostPort
-        return { address: formatHostPort(hp), host: hp.host, port: hp.port, weight: entry.weight }
-      }),
+      ...serverSpecs(u, raw.server),
       strategy: u.strategy as Strategy,
       hashKey: parseHashKey(u.hash_key),
       protocol: u.protocol,
@@ -945,6 +1006,17 @@ function build(raw: RawConfig, file: string, tlsMaterial: TlsMaterial): Snapshot
       insecure: control.insecure,
     },
     watch: raw.watch,
+    tracing: raw.tracing.enabled
+      ? {
+          endpoint: raw.tracing.otlp_endpoint,
+          protocol: raw.tracing.protocol as TracingProtocol | undefined,
+          samplingRatio: raw.tracing.sampling_ratio,
+        }
+      : undefined,
+    debugHeader: raw.debug_header && {
+      name: raw.debug_header.name.toLowerCase(),
+      digest: createHash('sha256').update(raw.debug_header.secret).digest('hex'),
+    },
     configStore: raw.config_store && {
       type: raw.config_store.type,
       url: raw.config_store.url,

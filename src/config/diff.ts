@@ -1,6 +1,6 @@
 // What changed between two snapshots, for the reload log line and the reload API answer.
 
-import type { Snapshot } from './snapshot'
+import type { Snapshot, UpstreamSpec } from './snapshot'
 
 export interface ConfigDiff {
   routes_added: string[]
@@ -42,8 +42,8 @@ export function diffSnapshots(a: Snapshot, b: Snapshot): ConfigDiff {
       d.upstreams_added.push(n)
       continue
     }
-    const before = new Set(ua.peers.map((p) => p.address))
-    const after = new Set(ub.peers.map((p) => p.address))
+    const before = new Set(serverNames(ua))
+    const after = new Set(serverNames(ub))
     for (const s of after) if (!before.has(s)) d.servers_added.push(`${n}/${s}`)
     for (const s of before) if (!after.has(s)) d.servers_removed.push(`${n}/${s}`)
     const { servers: _sa, ...restA } = a.raw.upstreams[n]!
@@ -57,7 +57,16 @@ export function diffSnapshots(a: Snapshot, b: Snapshot): ConfigDiff {
     if (JSON.stringify(a.middlewares.get(n)) !== JSON.stringify(b.middlewares.get(n)))
       d.middlewares_changed.push(n)
   }
-  for (const key of ['mode', 'server', 'logging', 'control_api', 'load_balancer', 'watch'] as const) {
+  for (const key of [
+    'mode',
+    'server',
+    'logging',
+    'control_api',
+    'load_balancer',
+    'watch',
+    'tracing',
+    'debug_header',
+  ] as const) {
     if (JSON.stringify(a.raw[key]) !== JSON.stringify(b.raw[key])) d.settings_changed.push(key)
   }
   if (tlsFingerprint(a) !== tlsFingerprint(b)) d.settings_changed.push('certificates')
@@ -86,7 +95,8 @@ export function describeDiff(d: ConfigDiff, live: Snapshot): string[] {
     ...d.routes_removed.map((n) => `removed route ${n}`),
     ...d.routes_changed.map((n) => `changed route ${n}`),
     ...d.upstreams_added.map(
-      (n) => `added upstream group ${n} (${plural(live.upstreams.get(n)?.peers.length ?? 0, 'server')})`,
+      (n) =>
+        `added upstream group ${n} (${plural(live.upstreams.get(n) ? serverNames(live.upstreams.get(n)!).length : 0, 'server')})`,
     ),
     ...d.upstreams_removed.map((n) => `removed upstream group ${n}`),
     ...d.upstreams_changed.map((n) => `changed upstream group ${n}`),
@@ -95,4 +105,9 @@ export function describeDiff(d: ConfigDiff, live: Snapshot): string[] {
     ...d.middlewares_changed.map((n) => `changed middleware ${n}`),
     ...d.settings_changed.map((k) => `changed ${k}`),
   ]
+}
+
+/** A group's servers as written: host:port ones and dns:/srv: entries. */
+function serverNames(u: UpstreamSpec): string[] {
+  return [...u.peers.map((p) => p.address), ...(u.discovery?.servers.map((s) => s.entry) ?? [])]
 }

@@ -7,6 +7,7 @@
 
 import { type Document, isMap, isScalar, isSeq, type YAMLMap, type YAMLSeq } from 'yaml'
 import { formatHostPort, parseHostPort } from './address'
+import { serverEntryProblem } from './discovery'
 import { escapeEnv } from './env'
 import { ChangeRefused } from './refused'
 import { didYouMean } from './suggest'
@@ -122,13 +123,13 @@ export function fileFields(v: unknown, at = ''): string[] {
   })
 }
 
-/** `servers` entries as given: each address must be a real host:port (see parseHostPort). */
+/** `servers` entries as given: each must be a real host:port, or a dns:/srv: name (config/discovery.ts). */
 function checkServers(servers: unknown[]): void {
   for (const s of servers) {
     const address = s !== null && typeof s === 'object' ? (s as { address?: unknown }).address : s
     if (typeof address !== 'string') continue // not an address at all: compile() says what is expected
-    const hp = parseHostPort(address)
-    if (typeof hp === 'string') throw new ChangeRefused('invalid', `servers: ${clip(hp)}`)
+    const problem = serverEntryProblem(address)
+    if (problem) throw new ChangeRefused('invalid', `servers: ${clip(problem)}`)
   }
 }
 

@@ -5,7 +5,9 @@
 
 import { z } from 'zod'
 import { ACCESS_FIELDS } from '../observe/access-log'
+import { TRACING_PROTOCOLS } from '../observe/tracing'
 import { cidrProblem, parseHostPort } from './address'
+import { resolverProblem, serverEntryProblem } from './discovery'
 import { parseCipherList } from './tls'
 
 const address = (listen: boolean) =>
@@ -13,8 +15,17 @@ const address = (listen: boolean) =>
     const parsed = parseHostPort(text, { listen })
     if (typeof parsed === 'string') ctx.addIssue({ code: 'custom', message: parsed })
   })
-const hostPort = address(false)
 const listenAddress = address(true)
+/** host:port, or a name to resolve: `dns:NAME:PORT`, `srv:_service._proto.NAME` (config/discovery.ts). */
+const serverAddress = z.string().superRefine((text, ctx) => {
+  const problem = serverEntryProblem(text)
+  if (problem) ctx.addIssue({ code: 'custom', message: problem })
+})
+/** A DNS server as IP:port (for dns: and srv: servers). */
+const resolver = z.string().superRefine((text, ctx) => {
+  const problem = resolverProblem(text)
+  if (problem) ctx.addIssue({ code: 'custom', message: problem })
+})
 
 const secs = z.number().positive()
 const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/
@@ -189,6 +200,12 @@ const server = z.strictObject({
   escaped_slashes: z.enum(['reject', 'keep']).default('reject'),
   /** Forward TRACE requests (refused with 405 by default: they echo credentials back). */
   allow_trace: z.boolean().default(false),
+  /** DNS server for dns: and srv: upstream servers (IP:port); default: the system's. */
+  resolver: resolver.optional(),
+  /** dns: and srv: names are re-resolved at their record TTL, at least this long apart... */
+  dns_min_ttl_secs: secs.default(1),
+  /** ...and at most this long apart (also the interval for SRV answers, whose TTL Node does not give). */
+  dns_max_ttl_secs: secs.default(30),
 })
 
 const accessLog = z
@@ -244,9 +261,9 @@ const healthCheck = z.strictObject({
 })
 
 const server_ = z.union([
-  hostPort,
+  serverAddress,
   z.strictObject({
-    address: hostPort,
+    address: serverAddress,
     weight: z.number().int().min(1).max(1000).default(1),
   }),
 ])
@@ -430,6 +447,8 @@ const upstream = z.strictObject({
   retry_on: retryOn.default(['connect_failure']),
   retry_budget: retryBudget.prefault({}),
   circuit_breaker: circuitBreaker.optional(),
+  /** DNS server for this group's dns: and srv: servers (IP:port); default: server.resolver. */
+  resolver: resolver.optional(),
   /** Keep a client on the server it first got, by a cookie the proxy sets. */
   sticky: groupSticky.optional(),
 })
@@ -524,6 +543,62 @@ const controlApi = z.strictObject({
   insecure: z.boolean().default(false),
 })
 
+/** OpenTelemetry (observe/tracing.ts): what is not written comes from OTEL_* variables. */
+const tracing = z.strictObject({
+  enabled: z.boolean().default(false),
+  /** The full OTLP/HTTP traces URL (`.../v1/traces`). */
+  otlp_endpoint: z
+    .string()
+    .superRefine((u, ctx) => {
+      let url: URL | undefined
+      try {
+        url = new URL(u)
+      } catch {
+        // Reported below.
+      }
+      if (url === undefined || (url.protocol !== 'http:' && url.protocol !== 'https:')) {
+        ctx.addIssue({
+          code: 'custom',
+          message: 'must be an http:// or https:// URL such as http://collector:4318/v1/traces',
+        })
+      }
+    })
+    .optional(),
+  protocol: z
+    .enum(TRACING_PROTOCOLS as [string, ...string[]], {
+      error: () => `must be one of ${TRACING_PROTOCOLS.join(', ')}`,
+    })
+    .optional(),
+  /** Share of new traces recorded; a client's sampled traceparent is followed (parent-based). */
+  sampling_ratio: z.number().min(0).max(1).optional(),
+})
+
+/** Headers the proxy itself reads or writes: a debug header may not take their name. */
+const RESERVED_DEBUG_NAMES = new Set([
+  'host',
+  'connection',
+  'content-length',
+  'transfer-encoding',
+  'te',
+  'upgrade',
+  'traceparent',
+  'tracestate',
+  'x-request-id',
+  'x-locci-trace',
+])
+
+/** A request with `name: <secret>` gets an X-Locci-Trace response header (proxy/trace.ts). */
+const debugHeader = z.strictObject({
+  name: z
+    .string()
+    .regex(TOKEN, { message: 'is not a header name' })
+    .refine((n) => !RESERVED_DEBUG_NAMES.has(n.toLowerCase()), {
+      message: 'names a header the proxy itself uses; choose another (X-Locci-Debug, say)',
+    }),
+  /** Compared in constant time; `${VAR}` keeps it out of the file. */
+  secret: z.string().min(16, { message: 'must be at least 16 characters' }),
+})
+
 /**
  * The runtime layer (control-API changes) shared by every instance through Redis
  * (server/config-store.ts); the file stays the base layer.
@@ -553,6 +628,8 @@ export const configSchema = z.strictObject({
   config_store: configStore.optional(),
   /** Reload when the config file changes (debounced; like SIGHUP). */
   watch: z.boolean().default(false),
+  tracing: tracing.prefault({}),
+  debug_header: debugHeader.optional(),
 })
 
 export type RawConfig = z.output<typeof configSchema>

@@ -2,7 +2,9 @@
 // frozen. A request reads the current snapshot once, at entry, and keeps it to the end.
 
 import type { AccessLogSpec } from '../observe/access-log'
+import type { TracingSpec } from '../observe/tracing'
 import type { HostPort } from './address'
+import type { DiscoveryEntry } from './discovery'
 import type { RawConfig } from './schema'
 import type { WeylSequence } from './sequence'
 import type { CertificateMaterial, TlsPolicy, UpstreamTlsMaterial } from './tls'
@@ -114,6 +116,11 @@ export interface PeerSpec {
   readonly host: string
   readonly port: number
   readonly weight: number
+  /**
+   * SRV priority as a rank (0: the lowest priority value of its answer); a peer of rank n is
+   * chosen only when no peer of a lower rank is available. Absent (0) for every other server.
+   */
+  readonly rank?: number
 }
 
 export type Strategy = 'round_robin' | 'weighted' | 'least_connections' | 'random' | 'consistent_hash'
@@ -166,9 +173,30 @@ export interface HealthCheckSpec {
   readonly unhealthyThreshold: number
 }
 
+/** One `dns:` or `srv:` server entry of a group. */
+export interface DiscoveredServer {
+  /** As written (`dns:api.internal:8080`): its identity in logs, metrics and the API. */
+  readonly entry: string
+  readonly target: DiscoveryEntry
+  /** Weight of every address a `dns:` entry resolves to (SRV records carry their own). */
+  readonly weight: number
+}
+
+/** How a group's `dns:` and `srv:` servers are resolved (upstream/discovery.ts). */
+export interface DiscoverySpec {
+  readonly servers: readonly DiscoveredServer[]
+  /** The group's `resolver`, else `server.resolver`; undefined: the system's. */
+  readonly resolver: HostPort | undefined
+  readonly minTtlMs: number
+  readonly maxTtlMs: number
+}
+
 export interface UpstreamSpec {
   readonly name: string
+  /** The servers written as host:port; `discovery` adds the ones found by DNS. */
   readonly peers: readonly PeerSpec[]
+  /** Undefined when the group has no `dns:` or `srv:` server. */
+  readonly discovery: DiscoverySpec | undefined
   readonly strategy: Strategy
   readonly hashKey: HashKey
   /** HTTP/1.1, or HTTP/2 (clear text, TLS, or chosen by ALPN); decides the peers' pools. */
@@ -274,6 +302,17 @@ export interface Snapshot {
   }
   /** Reload when the config file changes (server/watch.ts). */
   readonly watch: boolean
+  /** OpenTelemetry export; undefined when tracing.enabled is false. */
+  readonly tracing: TracingSpec | undefined
+  /** debug_header: requests carrying it with the secret get X-Locci-Trace (proxy/trace.ts). */
+  readonly debugHeader:
+    | {
+        /** Lower case. */
+        readonly name: string
+        /** SHA-256 of the secret, hex: compared with the candidate's in constant time. */
+        readonly digest: string
+      }
+    | undefined
   /** config_store: where the shared runtime layer lives (server/config-store.ts); read at start. */
   readonly configStore:
     | { readonly type: 'redis'; readonly url: string; readonly keyPrefix: string }

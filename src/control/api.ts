@@ -540,6 +540,8 @@ function upstreamsView({ snapshot, groups }: ControlView) {
             opened_at: g.breaker.openedAt > 0 ? new Date(g.breaker.openedAt).toISOString() : null,
           }
         : null,
+      // dns: and srv: servers as written, with the addresses they resolve to now (also in servers).
+      discovery: g.discovery ? g.discovery.view() : null,
       servers: g.peers.map((p) => ({
         address: p.address,
         weight: p.weight,

@@ -28,6 +28,9 @@ export interface Chain {
   readonly middlewares: readonly Middleware[]
   /** The chain's cors middlewares: the only ones that see a CORS preflight. */
   readonly preflight: readonly Middleware[]
+  /** The middlewares' names, in the same order (traces name them). */
+  readonly names: readonly string[]
+  readonly preflightNames: readonly string[]
 }
 
 interface Live {
@@ -75,6 +78,8 @@ export class MiddlewareRegistry {
       return {
         middlewares: lives.map((l) => l.middleware),
         preflight: lives.filter((l) => l.cors).map((l) => l.middleware),
+        names,
+        preflightNames: names.filter((_, i) => lives[i]!.cors),
       }
     }
     const chains = new Map<string, Chain>()

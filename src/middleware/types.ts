@@ -129,6 +129,51 @@ export function runChain(
   return undefined
 }
 
+/** Told what each middleware of a chain did (a request traced or asked for X-Locci-Trace). */
+export interface ChainObserver {
+  /** `name` ran from `start` (performance.now()) to now and passed (undefined) or answered. */
+  ran(name: string, start: number, result: MiddlewareResult | Error): void
+  /** `name` returned a Promise at `start`: what is returned is called once it settles. */
+  waits(name: string, start: number): (result: MiddlewareResult | Error) => void
+}
+
+/** runChain, telling `obs` about each middleware; `names` are the chain's, in order. */
+export function runChainObserved(
+  chain: readonly Middleware[],
+  names: readonly string[],
+  ctx: RequestContext,
+  obs: ChainObserver,
+  from = 0,
+): MiddlewareResult | Promise<MiddlewareResult> {
+  for (let i = from; i < chain.length; i++) {
+    const start = performance.now()
+    const name = names[i]!
+    let r: ReturnType<Middleware>
+    try {
+      r = chain[i]!(ctx)
+    } catch (err) {
+      obs.ran(name, start, err as Error)
+      throw err
+    }
+    if (r instanceof Promise) {
+      const settled = obs.waits(name, start)
+      return r.then(
+        (res) => {
+          settled(res)
+          return res === undefined ? runChainObserved(chain, names, ctx, obs, i + 1) : res
+        },
+        (err: Error) => {
+          settled(err)
+          throw err
+        },
+      )
+    }
+    obs.ran(name, start, r)
+    if (r !== undefined) return r
+  }
+  return undefined
+}
+
 /** First value of a header in a raw header array; `lowerName` must be lower case. */
 export function rawHeader(raw: readonly string[], lowerName: string): string | undefined {
   for (let i = 0; i < raw.length; i += 2) {

@@ -91,7 +91,8 @@ test('access_log json: every default field, written whatever logging.level says;
   const j = JSON.parse(lines[0]!)
   assert.deepEqual(
     Object.keys(j),
-    ACCESS_FIELDS.filter((f) => f !== 'query' && f !== 'referer' && f !== 'error_type'),
+    // No Referer, no failure, not traced.
+    ACCESS_FIELDS.filter((f) => f !== 'query' && f !== 'referer' && f !== 'error_type' && f !== 'trace_id'),
   )
   assert.equal(j.client_ip, '10.0.0.1')
   assert.equal(j.host, 'example.com')
@@ -151,4 +152,16 @@ test('access_log: a file that cannot be written is refused with its path; stdout
       }),
     /logging\.access_log\.output: cannot write \/nonexistent-dir\/access\.log/,
   )
+})
+
+test('a traced request: trace_id in the line, the trace told the end with the logged status', () => {
+  const { log, lines } = sink({ fields: ['status', 'trace_id'] })
+  const ended: [number, string | undefined][] = []
+  const trace = {
+    traceId: '0af7651916cd43dd8448eb211c80319c',
+    end: (s: number, e: string | undefined) => ended.push([s, e]),
+  }
+  log.request({ ...facts, trace }, 'u', undefined, 0, 'upstream_timeout', out)
+  assert.deepEqual(JSON.parse(lines[0]!), { status: 504, trace_id: trace.traceId })
+  assert.deepEqual(ended, [[504, 'upstream_timeout']])
 })

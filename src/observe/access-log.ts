@@ -36,6 +36,7 @@ export const ACCESS_FIELDS = [
   'server',
   'attempts',
   'error_type',
+  'trace_id',
 ] as const
 
 export type AccessField = (typeof ACCESS_FIELDS)[number]
@@ -71,6 +72,15 @@ export interface RequestFacts {
   readonly req: RequestLine
   /** The Host (or :authority, or an absolute-form target's authority), if any. */
   readonly host: string | undefined
+  /** Set when the request is traced (proxy/trace.ts): told the end, names the trace. */
+  readonly trace?: RequestEnd | undefined
+}
+
+/** What a request's trace needs from its end: the status sent and the failure, if any. */
+export interface RequestEnd {
+  /** The OpenTelemetry trace id (32 hex digits); undefined when only X-Locci-Trace was asked for. */
+  readonly traceId: string | undefined
+  end(status: number, errorType: string | undefined): void
 }
 
 /** What only the end of a request knows (bytes both ways, upstream timing). */
@@ -98,6 +108,8 @@ export interface AccessRecord {
   /** The client's address (behind trusted proxies, the one they name). */
   client?: string | undefined
   error_type?: string | undefined
+  /** The OpenTelemetry trace id, when the request is traced. */
+  trace_id?: string | undefined
 }
 
 /** One request's line, as the field writers read it. */
@@ -213,6 +225,7 @@ export class AccessLog {
     const status = loggedStatus(sent, kind)
     const durationMs = Math.round((performance.now() - f.start) * 1000) / 1000
     const errorType = kind === undefined ? undefined : ERRORS[kind].label
+    f.trace?.end(status, errorType)
     const s = this.#sink
     if (s === undefined) {
       this.write({
@@ -226,6 +239,7 @@ export class AccessLog {
         request_id: f.requestId,
         client: f.client,
         error_type: errorType,
+        trace_id: f.trace?.traceId,
       })
       return
     }
@@ -271,6 +285,7 @@ export class AccessLog {
           // An IP address (validated by node:net) or "unknown": nothing to escape.
           (r.client !== undefined ? `,"client":"${r.client}"` : '') +
           (r.error_type !== undefined ? `,"error_type":"${r.error_type}"` : '') +
+          (r.trace_id !== undefined ? `,"trace_id":"${r.trace_id}"` : '') +
           ',"msg":"request"}\n',
       )
     } else {
@@ -282,6 +297,7 @@ export class AccessLog {
           ` status=${r.status} duration_ms=${r.duration_ms} request_id=${kv(r.request_id)}` +
           (r.client !== undefined ? ` client=${r.client}` : '') +
           (r.error_type !== undefined ? ` error_type=${r.error_type}` : '') +
+          (r.trace_id !== undefined ? ` trace_id=${r.trace_id}` : '') +
           '\n',
       )
     }
@@ -317,6 +333,8 @@ const FIELDS: Record<AccessField, { get: Getter; quote: boolean }> = {
   server: { get: (e) => e.server, quote: false },
   attempts: { get: (e) => e.out?.attempts ?? 0, quote: false },
   error_type: { get: (e) => e.errorType, quote: false },
+  // 32 hex digits: nothing to escape.
+  trace_id: { get: (e) => e.f.trace?.traceId, quote: false },
 }
 
 /** The line writer of a config: the fields' writers chosen once, here. */

@@ -43,6 +43,8 @@ export interface UpstreamMetrics {
   retry(upstream: string): void
   ejection(upstream: string, server: string): void
   healthCheck(upstream: string, server: string, ok: boolean): void
+  /** A round of resolving one of the group's dns: or srv: servers that failed (the last set is kept). */
+  dnsFailure(upstream: string): void
   /** A mirrored copy's answer (status 0: none came, counted as `error`), by the mirror group. */
   mirror(upstream: string, status: number): void
   /** A copy that was not sent, and why (MirrorDropReason). */
@@ -89,6 +91,12 @@ export function upstreamMetrics(registry: Registry): UpstreamMetrics {
     labelNames: ['upstream', 'server', 'result'],
     registers,
   })
+  const dnsFailures = new Counter({
+    name: 'locci_dns_resolution_failures_total',
+    help: 'Failed resolutions of dns: and srv: servers (timeout, SERVFAIL, refused); the last good set is kept.',
+    labelNames: ['upstream'],
+    registers,
+  })
   const mirrored = new Counter({
     name: 'locci_mirror_requests_total',
     help: 'Mirrored copies answered, by mirror group and status class; error: no answer (connection error, reset, timeout).',
@@ -132,6 +140,7 @@ export function upstreamMetrics(registry: Registry): UpstreamMetrics {
     retry: (upstream) => retries.labels(upstream).inc(),
     ejection: (upstream, server) => ejections.labels(upstream, server).inc(),
     healthCheck: (upstream, server, ok) => checks.labels(upstream, server, ok ? 'success' : 'failure').inc(),
+    dnsFailure: (upstream) => dnsFailures.labels(upstream).inc(),
     // Mirrored copies are a sampled share of traffic, so prom-client's label lookup is cheap enough.
     mirror: (upstream, status) =>
       mirrored

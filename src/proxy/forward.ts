@@ -44,6 +44,7 @@ import { BodyGuard, type BodyTee } from './body-guard'
 import { replyError } from './errors'
 import { respondTrailersOnly } from './grpc'
 import { downstreamResponseHeaders, writeResponseHead } from './headers'
+import type { RequestTrace } from './trace'
 
 export interface ExchangeOptions extends RequestFacts {
   req: IncomingMessage
@@ -83,6 +84,8 @@ export interface ExchangeOptions extends RequestFacts {
   /** Ask the client to close its connection (the proxy is draining). */
   closing: () => boolean
   onDone: () => void
+  /** Set when the request is traced (trace.ts): told each attempt, adds X-Locci-Trace. */
+  trace?: RequestTrace | undefined
 }
 
 const RETRYING = new Error('retrying on another server')
@@ -206,6 +209,7 @@ export class Exchange implements UpstreamHandler, Outcome {
     this.#abort = undefined
     this.#headersSeen = false
     peer.inFlight++
+    o.trace?.attemptStart(peer, o.method, o.upstream, o.headers)
     this.#attemptStart = performance.now()
     this.#attemptStatus = 0
     try {
@@ -302,9 +306,10 @@ export class Exchange implements UpstreamHandler, Outcome {
    * The attempt on `#peer` is over: counted per server (upstream/group metrics), unless
    * `counted` is false (the client left before the server answered: not the server's doing).
    */
-  #attemptDone(counted = true): void {
+  #attemptDone(counted: boolean, kind: ErrorKind | undefined): void {
     const peer = this.#peer!
     peer.inFlight--
+    this.#o.trace?.attemptEnd(this.#attemptStatus, kind === undefined ? undefined : ERRORS[kind].label)
     if (counted)
       this.#o.group.metrics?.attempt(
         this.#o.upstream,
@@ -314,9 +319,10 @@ export class Exchange implements UpstreamHandler, Outcome {
       )
   }
 
-  #next(): void {
+  /** Retries on the next candidate; `kind`: why the last attempt failed (none: it answered 5xx). */
+  #next(kind: ErrorKind | undefined): void {
     this.#clearHeadTimer()
-    this.#attemptDone()
+    this.#attemptDone(true, kind)
     this.#index++
     this.#attempt()
   }
@@ -379,11 +385,12 @@ export class Exchange implements UpstreamHandler, Outcome {
     this.#resume = resume
     // A sticky group names the server that answered, unless the client's cookie already does.
     const cookie = o.group.stickyCookieFor(peer, o.req.rawHeaders)
+    const extra = this.#extra(String(statusCode))
     const headers = downstreamResponseHeaders(
       rawHeaders,
       o.requestId,
       o.closing(),
-      cookie === undefined ? o.responseHeaders : [...(o.responseHeaders ?? []), 'set-cookie', cookie],
+      cookie === undefined ? extra : [...(extra ?? []), 'set-cookie', cookie],
       o.dropResponseHeaders,
       this,
     )
@@ -480,7 +487,8 @@ export class Exchange implements UpstreamHandler, Outcome {
   #substitute(sub: Substitute): void {
     const o = this.#o
     const headers = [...sub.headers]
-    if (o.responseHeaders !== undefined) headers.push(...o.responseHeaders)
+    const extra = this.#extra('stored')
+    if (extra !== undefined) headers.push(...extra)
     headers.push('content-length', String(sub.body.length), 'x-request-id', o.requestId)
     if (o.closing()) headers.push('connection', 'close')
     this.#substituted = true
@@ -573,7 +581,7 @@ export class Exchange implements UpstreamHandler, Outcome {
     if (this.#retryPending) {
       this.#retryPending = false
       // Leave the client's call stack before dispatching again.
-      queueMicrotask(() => (this.#clientGone ? this.#finish('client_aborted') : this.#next()))
+      queueMicrotask(() => (this.#clientGone ? this.#finish('client_aborted') : this.#next(undefined)))
       return
     }
     if (this.#clientGone) {
@@ -605,7 +613,7 @@ export class Exchange implements UpstreamHandler, Outcome {
       'upstream error',
     )
     if (retry) {
-      this.#next()
+      this.#next(kind)
       return
     }
     if (o.res.headersSent) {
@@ -635,7 +643,13 @@ export class Exchange implements UpstreamHandler, Outcome {
     }
     if (!o.res.headersSent && !this.#clientGone && !o.res.destroyed) {
       try {
-        const n = replyError(o.res, kind, o.requestId, (close && !o.h2) || o.closing(), o.responseHeaders)
+        const n = replyError(
+          o.res,
+          kind,
+          o.requestId,
+          (close && !o.h2) || o.closing(),
+          this.#extra(ERRORS[kind].label),
+        )
         if (o.method !== 'HEAD') this.bytesSent = n
       } catch {
         o.res.destroy()
@@ -643,6 +657,12 @@ export class Exchange implements UpstreamHandler, Outcome {
     }
     this.#status = ERRORS[kind].status
     this.#finish(kind)
+  }
+
+  /** Headers middlewares add to the response, and X-Locci-Trace (`current`: this attempt's outcome). */
+  #extra(current: string): readonly string[] | undefined {
+    const o = this.#o
+    return o.trace === undefined ? o.responseHeaders : o.trace.responseHeaders(o.responseHeaders, current)
   }
 
   #finish(kind: ErrorKind | undefined): void {
@@ -653,7 +673,7 @@ export class Exchange implements UpstreamHandler, Outcome {
     const o = this.#o
     // A body still coming when the exchange is over never reaches the mirror whole.
     o.bodyTee?.abort()
-    if (this.#peer) this.#attemptDone(kind !== 'client_aborted' || this.#attemptStatus !== 0)
+    if (this.#peer) this.#attemptDone(kind !== 'client_aborted' || this.#attemptStatus !== 0, kind)
     o.access.request(o, o.upstream, this.#peer?.address, this.#status, kind, this)
     o.onDone()
   }

@@ -14,12 +14,14 @@ import {
   type RequestContext,
   rawHeader,
   runChain,
+  runChainObserved,
   type StoredAnswer,
 } from '../middleware/types'
 import type { AccessLog } from '../observe/access-log'
 import { ERRORS, logFailure } from '../observe/errors'
 import { InFlight } from '../observe/in-flight'
 import type { Logger } from '../observe/logger'
+import type { Tracing } from '../observe/tracing'
 import { normalizePath, withNormalizedPath } from '../routing/normalize-path'
 import { ROUTABLE_METHODS, refusesMethod, resolve } from '../routing/resolve'
 import { stripPrefix } from '../routing/route-table'
@@ -34,6 +36,7 @@ import { clientIp, type UpstreamRequestHead, upstreamRequestHead, writeResponseH
 import { Mirrors } from './mirror'
 import { RawResponse } from './raw-response'
 import type { Runtime, RuntimeStore } from './runtime'
+import { debugRequested, RequestTrace } from './trace'
 import { forwardUpgrade } from './upgrade'
 
 const NONE: Peer[] = []
@@ -42,6 +45,8 @@ export interface PipelineOptions {
   store: RuntimeStore
   log: Logger
   access: AccessLog
+  /** OpenTelemetry: `active` is undefined while tracing is off. */
+  tracing?: Tracing | undefined
 }
 
 /** One request on its way through the pipeline, once routed. */
@@ -82,12 +87,15 @@ interface Routed {
   tapWatched: boolean
   /** Set once the request has been counted out of #inFlight and logged. */
   ended: boolean
+  /** Spans and/or X-Locci-Trace (trace.ts); undefined unless one of them is wanted. */
+  trace: RequestTrace | undefined
 }
 
 export class Pipeline {
   readonly #store: RuntimeStore
   readonly #log: Logger
   readonly #access: AccessLog
+  readonly #tracing: Tracing | undefined
   #draining = false
   readonly #inFlight = new InFlight()
   readonly #mirrors: Mirrors
@@ -97,6 +105,7 @@ export class Pipeline {
     this.#log = o.log
     this.#access = o.access
     this.#mirrors = new Mirrors(o.log)
+    this.#tracing = o.tracing
   }
 
   get inFlight(): number {
@@ -195,6 +204,7 @@ export class Pipeline {
       ctx: undefined,
       tapWatched: false,
       ended: false,
+      trace: undefined,
     }
     try {
       this.#route(r, raw)
@@ -225,6 +235,14 @@ export class Pipeline {
     r.requestId = head.requestId
     r.client = head.clientIp
     r.host = head.host
+    // Tracing off and no debug_header: two field reads, nothing else.
+    const tracer = this.#tracing?.active
+    const debug = snapshot.debugHeader
+    if (tracer !== undefined || debug !== undefined) {
+      const asked = debug !== undefined && debugRequested(req.rawHeaders, debug)
+      if (tracer !== undefined || asked)
+        r.trace = new RequestTrace(tracer, asked, req.rawHeaders, r.method, head.host, r.start)
+    }
     // HTTP/1.0 and 1.1 on an HTTP/1 connection; anything else (2.0, 0.9, 1.2) is not spoken here.
     if (!r.h2 && (req.httpVersionMajor !== 1 || req.httpVersionMinor > 1)) {
       return this.#reply(r, { status: 505, kind: 'version_not_supported', headers: [] })
@@ -271,6 +289,7 @@ export class Pipeline {
     const { rt } = r
     // The routing decision, by the function `explain` uses too (routing/resolve.ts).
     const d = resolve(rt, method, path, req.rawHeaders)
+    r.trace?.routed(method, path, undefined, r.upstream)
     if (d.kind === 'no_route') return this.#reply(r, { status: 404, kind: 'no_route', headers: [] })
     if (d.kind === 'method_not_allowed') {
       return this.#reply(r, { status: 405, kind: 'method_not_allowed', headers: ['allow', d.allow] })
@@ -301,6 +320,7 @@ export class Pipeline {
       r.upstream = split.groups[i]!
       if (pick !== i && split.sticky?.kind === 'cookie') r.splitCookie = split.sticky.setCookie[i]
     }
+    if (route !== undefined) r.trace?.routed(method, path, r.route, r.upstream)
     // Browsers do not apply CORS to WebSocket: without this a page on any site could open an
     // authenticated socket with the user's cookies (cross-site WebSocket hijacking).
     if (r.upgrade && origins !== undefined && origins !== '*') {
@@ -333,7 +353,16 @@ export class Pipeline {
     }
     r.ctx = ctx
     // A preflight the chain answers meets its cors middlewares only (Chain.preflight).
-    const result = runChain(d.kind === 'preflight' ? chain.preflight : chain.middlewares, ctx)
+    const preflight = d.kind === 'preflight'
+    const result =
+      r.trace === undefined
+        ? runChain(preflight ? chain.preflight : chain.middlewares, ctx)
+        : runChainObserved(
+            preflight ? chain.preflight : chain.middlewares,
+            preflight ? chain.preflightNames : chain.names,
+            ctx,
+            r.trace,
+          )
     if (result instanceof Promise) {
       result.then(
         (reply) => this.#guard(r, () => this.#afterChain(r, reply)),
@@ -373,6 +402,8 @@ export class Pipeline {
         start: performance.now(),
         tapWatched: false,
         ended: false,
+        // The client's trace ends with its answer; the revalidation is not part of it.
+        trace: undefined,
       }
       r.ctx = { ...ctx, responseTap: undefined, stored: undefined }
     }
@@ -504,6 +535,7 @@ export class Pipeline {
         client: r.client,
         req: r.req,
         host: r.host,
+        trace: r.trace,
         onDone: () => this.#end(r),
       })
     }
@@ -542,6 +574,7 @@ export class Pipeline {
       closing: r.h2 ? never : this.#closing,
       client: r.client,
       host: r.host,
+      trace: r.trace,
       onDone: () => this.#end(r),
     }).start()
   }
@@ -557,7 +590,11 @@ export class Pipeline {
         reply = { status: sub.status, kind: undefined, headers: sub.headers, body: sub.body }
     }
     const { res } = r
-    const extra = r.ctx ? [...r.ctx.responseHeaders, ...reply.headers] : reply.headers
+    const own = r.ctx ? [...r.ctx.responseHeaders, ...reply.headers] : reply.headers
+    const extra =
+      r.trace === undefined
+        ? own
+        : r.trace.responseHeaders(own, reply.kind === undefined ? undefined : ERRORS[reply.kind].label)!
     // A refused request may still be sending its body: close the connection after the answer.
     const close = !r.h2 && (this.#draining || (r.hasBody && reply.status >= 400))
     let bytes = 0

@@ -48,9 +48,15 @@ export function compilePlan(source: SourceDocument, overrides: Overrides = {}): 
       mode.kind === 'load_balancer'
         ? (mode.websocketOrigins ?? corsOrigins(middlewares, mode.middlewares))
         : undefined,
-    protectedHeaders: protectedHeaders(middlewares),
+    protectedHeaders: withDebugHeader(protectedHeaders(middlewares), snapshot),
   }
   return { ok: true, plan: Object.freeze(plan) }
+}
+
+/** The debug header never goes upstream, whether or not it carried the secret. */
+function withDebugHeader(names: Set<string>, snapshot: Snapshot): Set<string> {
+  if (snapshot.debugHeader !== undefined) names.add(snapshot.debugHeader.name.replaceAll('_', '-'))
+  return names
 }
 
 /** Reads `file` (with `${VAR}` from `env`) and compiles it. */

@@ -10,13 +10,14 @@ import https from 'node:https'
 import type { Socket } from 'node:net'
 import type { RetryPolicy } from '../config/snapshot'
 import type { AccessLog, RequestFacts } from '../observe/access-log'
-import { type ErrorKind, errorKind, logFailure, type ReplyKind, TIMED_OUT } from '../observe/errors'
+import { ERRORS, type ErrorKind, errorKind, logFailure, type ReplyKind, TIMED_OUT } from '../observe/errors'
 import type { Logger } from '../observe/logger'
 import type { UpstreamGroup } from '../upstream/group'
 import { type Peer, tlsConnectOptions } from '../upstream/peer'
 import { mayRetry, retryCondition } from '../upstream/retry'
 import { replyError } from './errors'
 import { rawHead } from './raw-response'
+import type { RequestTrace } from './trace'
 import { tunnel } from './tunnel'
 
 export interface UpgradeOptions extends RequestFacts {
@@ -40,6 +41,8 @@ export interface UpgradeOptions extends RequestFacts {
   log: Logger
   access: AccessLog
   onDone: () => void
+  /** Set when the request is traced: a CLIENT span (and traceparent) per handshake attempt. */
+  trace?: RequestTrace | undefined
 }
 
 export function forwardUpgrade(o: UpgradeOptions): void {
@@ -67,7 +70,11 @@ export function forwardUpgrade(o: UpgradeOptions): void {
     if (finished) return
     if (status === 0 && !o.socket.destroyed) {
       try {
-        replyError(o.res, kind, o.requestId, true, o.responseHeaders)
+        const extra =
+          o.trace === undefined
+            ? o.responseHeaders
+            : o.trace.responseHeaders(o.responseHeaders, ERRORS[kind].label)
+        replyError(o.res, kind, o.requestId, true, extra)
       } catch {
         o.socket.destroy()
       }
@@ -94,6 +101,7 @@ export function forwardUpgrade(o: UpgradeOptions): void {
     peer.inFlight++
     attemptStart = performance.now()
     const headers = [...o.headers, 'connection', 'Upgrade', 'upgrade', o.upgrade]
+    o.trace?.attemptStart(peer, o.method, o.upstream, headers)
     const options: https.RequestOptions = {
       host: peer.host,
       port: peer.port,
@@ -115,6 +123,7 @@ export function forwardUpgrade(o: UpgradeOptions): void {
     req.once('upgrade', (res: http.IncomingMessage, up: Socket, upHead: Buffer) => {
       req.setTimeout(0)
       status = 101
+      o.trace?.attemptEnd(101, undefined)
       answered()
       o.group.reportSuccess(peer!)
       if (o.socket.destroyed) {
@@ -149,6 +158,7 @@ export function forwardUpgrade(o: UpgradeOptions): void {
       // The server refused the upgrade: relay its answer as it streams, then end.
       req.setTimeout(0)
       status = res.statusCode ?? 502
+      o.trace?.attemptEnd(status, undefined)
       answered()
       if (status >= 500) o.group.reportFailure(peer!, `status ${status}`)
       else o.group.reportSuccess(peer!)
@@ -186,6 +196,7 @@ export function forwardUpgrade(o: UpgradeOptions): void {
     })
     req.once('error', (err: Error & { code?: string }) => {
       const kind = errorKind(err.code, connected ? 'exchange' : 'connect')
+      o.trace?.attemptEnd(0, ERRORS[kind].label)
       o.group.reportFailure(peer!, kind)
       // Only before the handshake reached the server: its answer is not something to repeat.
       const condition = retryCondition(kind)

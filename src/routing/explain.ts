@@ -134,10 +134,10 @@ export function explain(
   e.strategy = spec.strategy
   const live = groups?.get(spec.name)
   const now = Date.now()
-  e.servers = spec.peers.map((p) => {
-    const peer = live?.peers.find((x) => x.address === p.address)
-    return { address: p.address, in_rotation: peer ? peer.available(now) : null }
-  })
+  // The live group's peers include the addresses dns: and srv: servers resolved to.
+  e.servers = live
+    ? live.peers.map((p) => ({ address: p.address, in_rotation: p.available(now) }))
+    : spec.peers.map((p) => ({ address: p.address, in_rotation: null }))
   if (e.outcome === 'forward') {
     if (live && live.availableCount(now) === 0) {
       return answer('no_available_server', 503, `no server of ${e.upstream} is in rotation (503)`)

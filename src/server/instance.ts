@@ -23,6 +23,7 @@ import { MiddlewareRegistry } from '../middleware/registry'
 import { AccessLog } from '../observe/access-log'
 import type { LoggerHandle } from '../observe/logger'
 import { certificateExpiryGauge, Metrics } from '../observe/metrics'
+import { Tracing } from '../observe/tracing'
 import { Pipeline } from '../proxy/pipeline'
 import { compilePlan, type Plan, RuntimeStore } from '../proxy/runtime'
 import { explain } from '../routing/explain'
@@ -70,6 +71,8 @@ export class ProxyInstance implements ControlActions {
   readonly #metrics: Metrics
   readonly #pipeline: Pipeline
   readonly #access: AccessLog
+  /** OpenTelemetry: each process (each worker) exports its own spans. */
+  readonly #tracing: Tracing
   readonly #startedAt = Date.now()
   #front: Front | undefined
   #control: { key: string; server: http.Server } | undefined
@@ -127,7 +130,9 @@ export class ProxyInstance implements ControlActions {
     const access = new AccessLog(o.logging, this.#metrics, () => this.#store.current().snapshot.mode.kind)
     access.configure(snapshot.logging.access)
     this.#access = access
-    this.#pipeline = new Pipeline({ store: this.#store, log: this.#log, access })
+    this.#tracing = new Tracing(this.#log, o.env, o.version)
+    this.#tracing.configure(snapshot.tracing)
+    this.#pipeline = new Pipeline({ store: this.#store, log: this.#log, access, tracing: this.#tracing })
     if (link) {
       const owner = new PrimaryOwner(link)
       link
@@ -205,6 +210,8 @@ export class ProxyInstance implements ControlActions {
     const rt = inst.#store.current()
     inst.#upstreams.activate(snapshot, rt.groups as Map<string, never>)
     inst.#syncAcme(snapshot)
+    // dns: and srv: servers: serve with their first answers (a failure or an empty answer waits no longer).
+    await inst.#upstreams.discovered()
     inst.#started = true
     inst.#logListening(snapshot)
     inst.#follow()
@@ -459,6 +466,7 @@ export class ProxyInstance implements ControlActions {
     this.#store.swap({ ...plan, groups, chains })
     this.#upstreams.activate(next, groups)
     this.#syncAcme(next)
+    this.#tracing.configure(next.tracing)
     if (retired) this.#retire(retired, next.shutdownTimeoutMs)
     if (next.logging.level !== prev.logging.level) this.#log.level = next.logging.level
     if (next.logging.format !== prev.logging.format || next.workers !== prev.workers) {
@@ -588,6 +596,7 @@ export class ProxyInstance implements ControlActions {
       this.#middlewares.close()
       await this.#o.shared?.store.close()
       this.#access.flush()
+      await this.#tracing.shutdown() // the last spans, within a deadline
       this.#o.logging.flush() // access lines of the last requests first, then the final line
       this.#log.info('stopped')
       this.#o.logging.flush()

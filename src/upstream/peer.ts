@@ -33,6 +33,8 @@ export class Peer {
   /** Key that decides whether a reload can keep this peer (same address, TLS and pool settings). */
   readonly key: string
   readonly weight: number
+  /** SRV priority rank: tried only when no peer of a lower rank is available (PeerSpec.rank). */
+  readonly rank: number
   /** Active health: false after the health checker's verdict, until it recovers. */
   healthy = true
   /** Requests (or TCP connections) in flight to this peer. */
@@ -60,6 +62,7 @@ export class Peer {
     this.port = spec.port
     this.key = peerKey(group, spec, tls, pool, http)
     this.weight = spec.weight
+    this.rank = spec.rank ?? 0
     this.tls = tls
     this.pool = createUpstreamPool(client, spec, tls, pool, http)
   }
@@ -109,6 +112,7 @@ export function peerKey(
     group,
     spec.address,
     spec.weight,
+    spec.rank ?? 0,
     tls.enabled,
     tls.servername ?? '',
     tls.skipVerify ?? false,

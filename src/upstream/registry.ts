@@ -2,16 +2,19 @@
 // a server that survives a config change keeps its Peer (pool, health); removed servers' pools
 // are closed after their in-flight requests; health checkers follow the groups they watch. A
 // group whose retry budget or circuit breaker settings did not change keeps that state too.
+// A group's dns: and srv: servers are resolved by its GroupDiscovery (kept while their settings
+// stay the same); each new answer replaces the group's peers in place, without a reload.
 
-import type { CircuitBreakerSpec, Snapshot } from '../config/snapshot'
+import type { CircuitBreakerSpec, PoolSpec, Snapshot, UpstreamSpec } from '../config/snapshot'
 import type { Logger } from '../observe/logger'
 import type { UpstreamMetrics } from '../observe/metrics'
 import { type BreakerLink, FollowerBreaker } from './breaker-follower'
 import { type Breaker, type BreakerState, CircuitBreaker, type OutcomeBatch } from './circuit-breaker'
 import { defaultUpstreamClient, type UpstreamClientKind } from './client'
+import { discoveryKey, GroupDiscovery } from './discovery'
 import { UpstreamGroup } from './group'
 import { HealthChecker } from './health/checker'
-import { Peer, peerKey } from './peer'
+import { Peer, type PeerTls, peerKey } from './peer'
 import { RetryBudget } from './retry-budget'
 
 /** A transition of the primary's breaker `key` (group name and settings), for the workers. */
@@ -36,6 +39,14 @@ export class UpstreamRegistry {
   #breakers = new Map<string, Breaker>()
   readonly #breakerLink: ((group: string, key: string) => BreakerLink) | undefined
   readonly #onBreaker: ((e: BreakerEvent) => void) | undefined
+  /** The live groups' discoveries, by group name. */
+  #discoveries = new Map<string, GroupDiscovery>()
+  /** The discovery `build` chose for each group it built (started by `activate`). */
+  readonly #discoveryOf = new WeakMap<UpstreamGroup, GroupDiscovery>()
+  /** The pool settings of the live snapshot (for peers discovery adds between reloads). */
+  #pool: PoolSpec | undefined
+  /** Where the primary runs the checks: its "unhealthy" verdicts, for peers resolved later here. */
+  readonly #unhealthy = new Set<string>()
 
   /**
    * `onHealth` hears every health transition (the primary passes them to workers);
@@ -73,6 +84,8 @@ export class UpstreamRegistry {
   setHealth(group: string, address: string, healthy: boolean): void {
     const peer = this.#groups.get(group)?.peers.find((p) => p.address === address)
     if (peer) peer.healthy = healthy
+    if (healthy) this.#unhealthy.delete(`${group}\0${address}`)
+    else this.#unhealthy.add(`${group}\0${address}`)
   }
 
   #newBreaker(group: string, key: string, spec: CircuitBreakerSpec): Breaker {
@@ -124,20 +137,8 @@ export class UpstreamRegistry {
   build(snapshot: Snapshot): Map<string, UpstreamGroup> {
     const groups = new Map<string, UpstreamGroup>()
     for (const spec of snapshot.upstreams.values()) {
-      const t = spec.tlsOptions
-      const tls = {
-        enabled: spec.tls,
-        servername: spec.sni,
-        ca: t?.ca,
-        cert: t?.cert,
-        key: t?.key,
-        skipVerify: t?.skipVerify ?? false,
-        fingerprint: t?.fingerprint,
-      }
-      const peers = spec.peers.map((p) => {
-        const key = peerKey(spec.name, p, tls, snapshot.pool, spec)
-        return this.#peers.get(key) ?? new Peer(spec.name, p, tls, snapshot.pool, this.#client, spec)
-      })
+      const discovery = spec.discovery && this.#discoveryFor(spec)
+      const peers = this.#peersOf(spec, snapshot.pool, discovery)
       const b = spec.retryBudget
       const budgetKey = `${spec.name}|${b.percent}|${b.minPerSec}`
       let budget = this.#budgets.get(budgetKey)
@@ -157,29 +158,114 @@ export class UpstreamRegistry {
           this.#breakers.set(key, breaker)
         }
       }
-      groups.set(
-        spec.name,
-        new UpstreamGroup(
-          spec,
-          peers,
-          budget,
-          this.#log,
-          this.#groups.get(spec.name)?.cursor ?? 0,
-          this.#metrics,
-          breaker,
-        ),
+      const group = new UpstreamGroup(
+        spec,
+        peers,
+        budget,
+        this.#log,
+        this.#groups.get(spec.name)?.cursor ?? 0,
+        this.#metrics,
+        breaker,
       )
+      if (discovery) {
+        group.discovery = discovery
+        this.#discoveryOf.set(group, discovery)
+      }
+      groups.set(spec.name, group)
     }
     return groups
   }
 
-  /** Makes `groups` the live set: starts and stops health checks, retires peers no longer used. */
-  activate(snapshot: Snapshot, groups: Map<string, UpstreamGroup>): void {
+  /** The live discovery when its settings did not change, else a new one (seeded from the old). */
+  #discoveryFor(spec: UpstreamSpec): GroupDiscovery {
+    const live = this.#discoveries.get(spec.name)
+    if (live && live.key === discoveryKey(spec.discovery!)) return live
+    const d: GroupDiscovery = new GroupDiscovery(
+      spec.name,
+      spec.discovery!,
+      {
+        log: this.#log,
+        report: this.#healthChecks,
+        metrics: this.#metrics,
+        onChange: () => this.#rediscovered(spec.name, d),
+      },
+      live,
+    )
+    return d
+  }
+
+  /** The written host:port servers, then what dns: and srv: servers resolve to (each address once). */
+  #peersOf(spec: UpstreamSpec, pool: PoolSpec, discovery: GroupDiscovery | undefined): Peer[] {
+    const t = spec.tlsOptions
+    const tls: PeerTls = {
+      enabled: spec.tls,
+      servername: spec.sni,
+      ca: t?.ca,
+      cert: t?.cert,
+      key: t?.key,
+      skipVerify: t?.skipVerify ?? false,
+      fingerprint: t?.fingerprint,
+    }
+    const peers = spec.peers.map((p) => {
+      const key = peerKey(spec.name, p, tls, pool, spec)
+      return this.#peers.get(key) ?? new Peer(spec.name, p, tls, pool, this.#client, spec)
+    })
+    if (!discovery) return peers
+    const seen = new Set(peers.map((p) => p.address))
+    for (const p of discovery.peers()) {
+      if (seen.has(p.address)) continue
+      seen.add(p.address)
+      // TLS to a resolved address verifies the name it was found by (unless the group sets sni).
+      const ptls = spec.tls && !spec.sni ? { ...tls, servername: p.name } : tls
+      const key = peerKey(spec.name, p, ptls, pool, spec)
+      let peer = this.#peers.get(key)
+      if (!peer) {
+        peer = new Peer(spec.name, p, ptls, pool, this.#client, spec)
+        if (this.#unhealthy.has(`${spec.name}\0${p.address}`)) peer.healthy = false
+      }
+      peers.push(peer)
+    }
+    return peers
+  }
+
+  /** A live discovery's answer changed: the group's peers are replaced in place. */
+  #rediscovered(name: string, d: GroupDiscovery): void {
+    const g = this.#groups.get(name)
+    if (this.#discoveries.get(name) !== d || !g || !this.#pool) return
+    g.setPeers(this.#peersOf(g.spec, this.#pool, d))
+    this.#retire(this.#groups)
+    this.#checkers.get(name)?.setPeers(g.peers)
+  }
+
+  /** Keeps the peers `groups` use; the others' pools close once their requests in flight end. */
+  #retire(groups: Map<string, UpstreamGroup>): void {
     const live = new Map<string, Peer>()
     for (const g of groups.values()) for (const p of g.peers) live.set(p.key, p)
     for (const [key, peer] of this.#peers) if (!live.has(key)) void peer.close()
     this.#peers = live
+  }
+
+  /** Resolves when every group's dns: and srv: servers have had their first answer (or failure). */
+  discovered(): Promise<void> {
+    return Promise.all([...this.#discoveries.values()].map((d) => d.start())).then(() => undefined)
+  }
+
+  /** Makes `groups` the live set: starts and stops health checks, retires peers no longer used. */
+  activate(snapshot: Snapshot, groups: Map<string, UpstreamGroup>): void {
+    this.#pool = snapshot.pool
+    const discoveries = new Map<string, GroupDiscovery>()
+    for (const g of groups.values()) {
+      const d = this.#discoveryOf.get(g)
+      if (!d) continue
+      discoveries.set(g.name, d)
+      // An answer may have come to the live discovery since `build`.
+      if (this.#discoveries.get(g.name) === d) g.setPeers(this.#peersOf(g.spec, snapshot.pool, d))
+    }
+    for (const [name, d] of this.#discoveries) if (discoveries.get(name) !== d) d.stop()
+    this.#discoveries = discoveries
+    this.#retire(groups)
     this.#groups = groups
+    for (const d of discoveries.values()) void d.start()
     const breakers = new Set<Breaker>()
     for (const g of groups.values()) if (g.breaker) breakers.add(g.breaker)
     for (const [key, b] of this.#breakers) {
@@ -219,6 +305,7 @@ export class UpstreamRegistry {
   stopHealthChecks(): void {
     for (const c of this.#checkers.values()) c.stop()
     this.#checkers.clear()
+    for (const d of this.#discoveries.values()) d.stop()
   }
 
   #disposeBreakers(): void {
