@@ -4,6 +4,7 @@
 // installed, else autocannon (npm). Everything runs on 127.0.0.1 and stops by itself.
 //   BENCH_DURATION=10 BENCH_CONNECTIONS=50 npm run bench
 //   BENCH_ONLY='^api_gateway$' npm run bench     (only the proxy scenarios whose label matches)
+//   BENCH_ONLY=grpc npm run bench   (gRPC unary calls/s direct vs through the proxy only)
 //   BENCH_PROFILE=1 npm run bench   (also: CPU µs per request by stage, from `node --cpu-prof`, for
 //                                    the load_balancer and api_gateway + all three scenarios)
 import { spawn, spawnSync } from 'node:child_process'
@@ -402,4 +403,13 @@ if (process.env.BENCH_WS !== '0' && (wsOnly === undefined || new RegExp(wsOnly).
   const { benchWebSocket } = await import('./bench-ws.mjs')
   const { markdown } = await benchWebSocket({ log: () => undefined })
   console.log(`\nWebSocket echo, one message at a time (ms per message, medians)\n${markdown}`)
+}
+
+// gRPC unary calls per second, direct and through the proxy (scripts/bench-grpc.mjs; about
+// 2 x (BENCH_DURATION + 1) s). BENCH_GRPC=0 skips it; with BENCH_ONLY set it runs only when
+// BENCH_ONLY matches "grpc".
+if (process.env.BENCH_GRPC !== '0' && (wsOnly === undefined || new RegExp(wsOnly).test('grpc'))) {
+  const { benchGrpc } = await import('./bench-grpc.mjs')
+  const { markdown } = await benchGrpc({ log: (m) => process.stderr.write(`${m}\n`) })
+  console.log(`\n${markdown}`)
 }

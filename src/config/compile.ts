@@ -241,6 +241,7 @@ export type ConfigCheck = (data: Readonly<Record<string, unknown>>, at: At, file
 function crossCheck(data: Record<string, unknown>, at: At, file: string): TlsMaterial {
   const t = tree(data)
   checkUpstreamStrategies(t, at)
+  checkUpstreamProtocols(t, at)
   checkDiscovery(t, at)
   checkModeSections(t, at)
   checkTcpPassThrough(t, at)
@@ -307,6 +308,40 @@ function checkUpstreamStrategies(t: Tree, at: At): void {
   }
 }
 
+/**
+ * HTTP/2 to a group's servers: h2 and auto negotiate by ALPN, so they need tls: true (h2c is the
+ * clear-text form); http2 settings and gRPC health checks need a protocol that speaks HTTP/2.
+ */
+function checkUpstreamProtocols(t: Tree, at: At): void {
+  for (const [name, u] of Object.entries(t.upstreams ?? {})) {
+    if (!isRecord(u)) continue
+    const base = ['upstreams', name]
+    const protocol = typeof u.protocol === 'string' ? u.protocol : 'http1'
+    if ((protocol === 'h2' || protocol === 'auto') && u.tls !== true) {
+      at(
+        [...base, 'protocol'],
+        `${protocol} is negotiated over TLS and needs tls: true (use h2c for clear-text HTTP/2)`,
+      )
+    }
+    if (protocol === 'h2c' && u.tls === true) {
+      at([...base, 'protocol'], 'h2c is clear-text HTTP/2; with tls: true use h2 (or auto)')
+    }
+    if (u.http2 !== undefined && protocol === 'http1') {
+      at([...base, 'http2'], 'only applies with protocol: h2c, h2 or auto')
+    }
+    const hc = u.health_check
+    if (!isRecord(hc)) continue
+    if (hc.grpc === true) {
+      if (protocol !== 'h2c' && protocol !== 'h2') {
+        at([...base, 'health_check', 'grpc'], 'needs protocol: h2c or h2 (gRPC is HTTP/2)')
+      }
+      if (hc.path !== undefined) at([...base, 'health_check', 'path'], 'cannot be used with grpc: true')
+    } else if (hc.service !== undefined) {
+      at([...base, 'health_check', 'service'], 'only applies with grpc: true')
+    }
+  }
+}
+
 /** `resolver` only serves dns: and srv: servers; SRV records bring their own weights. */
 function checkDiscovery(t: Tree, at: At): void {
   for (const [name, u] of Object.entries(t.upstreams ?? {})) {
@@ -366,6 +401,15 @@ function checkTcpPassThrough(t: Tree, at: At): void {
     if (u[key] !== undefined && u[key] !== false && u[key] !== '') {
       at([...base, key], 'has no effect with load_balancer.protocol: tcp (bytes pass through as they are)')
     }
+  }
+  if (typeof u.protocol === 'string' && u.protocol !== 'http1') {
+    at(
+      [...base, 'protocol'],
+      'has no effect with load_balancer.protocol: tcp (bytes pass through as they are)',
+    )
+  }
+  if (t.server?.h2c === true) {
+    at(['server', 'h2c'], 'has no effect with load_balancer.protocol: tcp (bytes pass through as they are)')
   }
   if (typeof u.hash_key === 'string' && u.hash_key !== 'client_ip') {
     at([...base, 'hash_key'], 'only client_ip can be used with load_balancer.protocol: tcp')
@@ -543,11 +587,15 @@ function checkMiddlewareDeclarations(t: Tree, at: At): void {
 
 /** Listener settings that only mean something together with others. */
 function checkListenerOptions(t: Tree, at: At): void {
-  if (isRecord(t.server?.http2) && (!t.tls || t.tls.http2 === false)) {
+  const h2c = t.server?.h2c === true
+  if (isRecord(t.server?.http2) && !h2c && (!t.tls || t.tls.http2 === false)) {
     at(
       ['server', 'http2'],
-      'has no effect without server.tls with http2: true (HTTP/2 is offered over TLS only)',
+      'has no effect without server.tls with http2: true or server.h2c: true (no HTTP/2 is offered)',
     )
+  }
+  if (h2c && t.tls) {
+    at(['server', 'h2c'], 'is clear-text HTTP/2; with server.tls, HTTP/2 is offered by ALPN (tls.http2)')
   }
   if (t.server?.redirect_http_bind !== undefined && !t.tls) {
     at(['server', 'redirect_http_bind'], 'redirects to HTTPS, so it needs server.tls')
@@ -844,6 +892,8 @@ function build(raw: RawConfig, file: string, tlsMaterial: TlsMaterial): Snapshot
       ...serverSpecs(u, raw.server),
       strategy: u.strategy as Strategy,
       hashKey: parseHashKey(u.hash_key),
+      protocol: u.protocol,
+      http2: { maxSessions: u.http2.max_sessions, pingIntervalMs: u.http2.ping_interval_secs * 1000 },
       tls: u.tls,
       sni: u.sni ? u.sni : undefined,
       tlsOptions: u.tls ? { ...tlsMaterial.upstreams.get(name)!, skipVerify: u.tls_skip_verify } : undefined,
@@ -851,6 +901,7 @@ function build(raw: RawConfig, file: string, tlsMaterial: TlsMaterial): Snapshot
         intervalMs: hc.interval_secs * 1000,
         timeoutMs: hc.timeout_secs * 1000,
         path: hc.path,
+        grpcService: hc.grpc ? (hc.service ?? '') : undefined,
         healthyThreshold: hc.healthy_threshold,
         unhealthyThreshold: hc.unhealthy_threshold,
       },
@@ -920,6 +971,7 @@ function build(raw: RawConfig, file: string, tlsMaterial: TlsMaterial): Snapshot
     ops: raw.server.ops_bind_address
       ? (parseHostPort(raw.server.ops_bind_address, { listen: true }) as HostPort)
       : undefined,
+    h2c: raw.server.h2c,
     websocketIdleMs: raw.server.websocket_idle_timeout_secs * 1000,
     upstreamTimeoutMs: raw.server.upstream_timeout_secs * 1000,
     shutdownTimeoutMs: raw.server.shutdown_timeout_secs * 1000,

@@ -169,7 +169,9 @@ const server = z.strictObject({
     })
     .default(1),
   tls: tlsListener.optional(),
-  /** Limits of HTTP/2 connections (with tls and tls.http2). */
+  /** Clear-text HTTP/2 with prior knowledge beside HTTP/1.1 on a listener without tls (gRPC). */
+  h2c: z.boolean().default(false),
+  /** Limits of HTTP/2 connections (with tls and tls.http2, or h2c). */
   http2: http2Limits.prefault({}),
   /** A plain-HTTP listener that redirects every request to the HTTPS one (needs tls). */
   redirect_http_bind: listenAddress.optional(),
@@ -248,6 +250,10 @@ const healthCheck = z.strictObject({
   interval_secs: secs.default(10),
   timeout_secs: secs.default(2),
   path: z.string().regex(/^\//, { message: 'must start with "/"' }).optional(),
+  /** grpc.health.v1.Health/Check over the group's HTTP/2 instead of a GET or a TCP connect. */
+  grpc: z.boolean().default(false),
+  /** The service name asked about with grpc: true ("" = the server as a whole). */
+  service: z.string().optional(),
   /** Consecutive successes that bring an unhealthy server back. */
   healthy_threshold: z.number().int().min(1).default(1),
   /** Consecutive failures that take a healthy server out of the rotation. */
@@ -313,6 +319,17 @@ const circuitBreaker = z.strictObject({
   half_open_requests: z.number().int().min(1).max(1000).default(3),
   /** The upstream group that takes the requests while it is open (instead of 503). */
   fallback: z.string().min(1).optional(),
+})
+
+/** How the proxy speaks HTTP to a group's servers (upstream/client.ts). */
+export const UPSTREAM_PROTOCOLS = ['http1', 'h2c', 'h2', 'auto'] as const
+
+/** HTTP/2 sessions to each server of a group with protocol h2c, h2 or auto. */
+const upstreamHttp2 = z.strictObject({
+  /** Sessions opened to one server at most; streams beyond their concurrency wait in a queue. */
+  max_sessions: z.number().int().min(1).max(64).default(4),
+  /** A PING on every session this often; one unanswered by the next is a dead session. */
+  ping_interval_secs: secs.default(30),
 })
 
 /** A cookie the proxy sets (sticky sessions): its name and attributes. */
@@ -410,6 +427,10 @@ const upstream = z.strictObject({
       }
     }),
   hash_key: hashKey.default('client_ip'),
+  protocol: z
+    .enum(UPSTREAM_PROTOCOLS, { error: () => `must be one of ${UPSTREAM_PROTOCOLS.join(', ')}` })
+    .default('http1'),
+  http2: upstreamHttp2.prefault({}),
   tls: z.boolean().default(false),
   sni: z.string().optional(),
   /** PEM bundle of CAs to verify the servers with, instead of the system store. */

@@ -165,8 +165,10 @@ export interface CircuitBreakerSpec {
 export interface HealthCheckSpec {
   readonly intervalMs: number
   readonly timeoutMs: number
-  /** HTTP GET path; undefined means a TCP connect probe. */
+  /** HTTP GET path; undefined means a TCP connect probe (or gRPC, with grpcService). */
   readonly path: string | undefined
+  /** grpc.health.v1.Health/Check of this service ('' = the whole server); undefined: not gRPC. */
+  readonly grpcService: string | undefined
   readonly healthyThreshold: number
   readonly unhealthyThreshold: number
 }
@@ -197,6 +199,9 @@ export interface UpstreamSpec {
   readonly discovery: DiscoverySpec | undefined
   readonly strategy: Strategy
   readonly hashKey: HashKey
+  /** HTTP/1.1, or HTTP/2 (clear text, TLS, or chosen by ALPN); decides the peers' pools. */
+  readonly protocol: UpstreamProtocol
+  readonly http2: Http2PoolSpec
   readonly tls: boolean
   /** TLS server name and the Host sent upstream; undefined keeps the client's Host. */
   readonly sni: string | undefined
@@ -211,6 +216,14 @@ export interface UpstreamSpec {
   readonly circuitBreaker: CircuitBreakerSpec | undefined
   /** `sticky`: the server a client got is named in this cookie (upstream/sticky.ts). */
   readonly sticky: CookieSpec | undefined
+}
+
+export type UpstreamProtocol = 'http1' | 'h2c' | 'h2' | 'auto'
+
+/** HTTP/2 sessions per server (upstream/h2/pool.ts). */
+export interface Http2PoolSpec {
+  readonly maxSessions: number
+  readonly pingIntervalMs: number
 }
 
 export interface PoolSpec {
@@ -266,6 +279,8 @@ export interface Snapshot {
   readonly upstreamTimeoutMs: number
   readonly shutdownTimeoutMs: number
   readonly pool: PoolSpec
+  /** Clear-text HTTP/2 with prior knowledge beside HTTP/1.1 (server.h2c; never with tls). */
+  readonly h2c: boolean
   /** The security limits and policies of the listener (server.*). */
   readonly limits: Limits
   readonly logging: {

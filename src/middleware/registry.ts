@@ -15,6 +15,7 @@ import type { PurgeMatch } from './cache/memory-store'
 import { compress } from './compress/index'
 import { answersPreflights, cors } from './cors/index'
 import { forwardAuth } from './forward-auth/index'
+import { grpcWeb } from './grpc-web/index'
 import { headers } from './headers/index'
 import { ipFilter } from './ip-filter/index'
 import { rateLimiting, type SharedStore } from './rate-limit/index'
@@ -131,6 +132,8 @@ export class MiddlewareRegistry {
         return { middleware: compress(cfg), close: () => undefined }
       case 'cache':
         return cache(name, cfg, this.#log, (url) => this.#redisFor(url))
+      case 'grpc_web':
+        return { middleware: grpcWeb(), close: () => undefined }
     }
   }
 

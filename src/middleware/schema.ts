@@ -10,6 +10,7 @@ import { type CacheConfig, cacheSchema } from './cache/config'
 import { type CompressConfig, compress } from './compress/config'
 import { type CorsConfig, cors } from './cors/config'
 import { type ForwardAuthConfig, forwardAuth } from './forward-auth/config'
+import { type GrpcWebConfig, grpcWeb } from './grpc-web/config'
 import { type HeadersConfig, headers } from './headers/config'
 import { type IpFilterConfig, ipFilter } from './ip-filter/config'
 import { type RateLimitingConfig, rateLimiting } from './rate-limit/config'
@@ -23,6 +24,7 @@ export type {
   CacheConfig,
   CorsConfig,
   ForwardAuthConfig,
+  GrpcWebConfig,
   HeadersConfig,
   IpFilterConfig,
   RateLimitingConfig,
@@ -43,6 +45,7 @@ export const MIDDLEWARE_TYPES = [
   'forward_auth',
   'compress',
   'cache',
+  'grpc_web',
 ] as const
 export type MiddlewareType = (typeof MIDDLEWARE_TYPES)[number]
 
@@ -59,6 +62,7 @@ export const MIDDLEWARE_SCHEMAS = {
   forward_auth: forwardAuth,
   compress,
   cache: cacheSchema,
+  grpc_web: grpcWeb,
 } as const
 
 export type MiddlewareConfig =
@@ -75,3 +79,4 @@ export type MiddlewareConfig =
   | ({ kind: 'forward_auth' } & ForwardAuthConfig)
   | ({ kind: 'compress' } & CompressConfig)
   | ({ kind: 'cache' } & CacheConfig)
+  | ({ kind: 'grpc_web' } & GrpcWebConfig)

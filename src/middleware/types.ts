@@ -33,6 +33,12 @@ export interface RequestContext {
   dropResponseHeaders: ReadonlySet<string> | undefined
   /** The response body's transformer (compress), if a middleware set one; the last one set wins. */
   responseTransform?: ResponseTransformer | undefined
+  /**
+   * The request body's transformer on its way upstream (grpc_web's base64 decoding), if a
+   * middleware set one; the last one set wins. Limits apply to what it outputs; its error is
+   * the request's fault (400).
+   */
+  requestTransform?: (() => Transform) | undefined
   /** What sees the upstream's answer (cache), if a middleware set one; the last one set wins. */
   responseTap?: ResponseTap | undefined
   /**
@@ -58,7 +64,13 @@ export interface StoredAnswer {
  * backpressure both ways, or undefined to send the body as it comes. Never called for the
  * proxy's own replies nor for WebSocket tunnels.
  */
-export type ResponseTransformer = (status: number, headers: string[]) => Transform | undefined
+export type ResponseTransformer = (status: number, headers: string[]) => TrailerTransform | undefined
+
+/**
+ * A response body transformer; with `setTrailers`, the exchange hands it the upstream's trailers
+ * before ending it (grpc_web puts them in the body) instead of relaying them.
+ */
+export type TrailerTransform = Transform & { setTrailers?(trailers: readonly string[]): void }
 
 /** A stored answer sent instead of the upstream's (a cache's entry). */
 export interface Substitute {

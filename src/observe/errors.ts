@@ -252,6 +252,41 @@ export const ERRORS: Readonly<Record<ErrorKind, ErrorEntry>> = {
   idle_timeout: { status: 0, label: 'idle_timeout', level: 'info', body: '' },
 }
 
+/**
+ * The gRPC status code a gRPC client gets for `kind` (proxy/grpc.ts): a timeout is
+ * DEADLINE_EXCEEDED, too much (rate, size) RESOURCE_EXHAUSTED, a cancelled call CANCELLED, the
+ * proxy's fault INTERNAL; every other kind by its HTTP status as gRPC maps one
+ * (doc/http-grpc-status-mapping.md: 401 UNAUTHENTICATED, 403 PERMISSION_DENIED, 404 UNIMPLEMENTED,
+ * 502-504 UNAVAILABLE, other 4xx INTERNAL, otherwise UNKNOWN).
+ */
+export function grpcStatus(kind: ReplyKind): number {
+  switch (kind) {
+    case 'connect_timeout':
+    case 'upstream_timeout':
+    case 'forward_auth_timeout':
+    case 'header_timeout':
+    case 'body_timeout':
+      return 4
+    case 'rate_limited':
+    case 'payload_too_large':
+    case 'auth_busy':
+      return 8
+    case 'client_aborted':
+      return 1
+    case 'internal':
+      return 13
+    case 'method_not_allowed':
+      return 12
+  }
+  const status = ERRORS[kind].status
+  if (status === 401) return 16
+  if (status === 403) return 7
+  if (status === 404) return 12
+  if (status === 429 || status === 502 || status === 503 || status === 504) return 14
+  if (status >= 400 && status < 500) return 13
+  return 2
+}
+
 /** Every kind, in table order. */
 export const ERROR_KINDS = Object.keys(ERRORS) as readonly ErrorKind[]
 
@@ -272,6 +307,8 @@ export const BODY_TOO_LARGE = 'LOCCI_BODY_TOO_LARGE'
 export const BODY_TIMEOUT = 'LOCCI_BODY_TIMEOUT'
 /** The code of the error a proxy deadline raises (as Node's own socket timeouts do). */
 export const TIMED_OUT = 'ETIMEDOUT'
+/** An HTTP/2 stream the upstream refused before processing it (upstream/h2/pool.ts). */
+export const H2_REFUSED_STREAM = 'LOCCI_H2_REFUSED_STREAM'
 
 /**
  * Where a failure happened, which decides what a code means:
@@ -304,6 +341,9 @@ export function errorKind(code: string | undefined, side: FailureSide): ReplyKin
   }
   // undici's connect timeout is a connect failure whenever it is reported.
   if (code === 'UND_ERR_CONNECT_TIMEOUT') return 'connect_timeout'
+  // An HTTP/2 stream the server refused (REFUSED_STREAM, or above a GOAWAY's last stream id)
+  // never reached its application: like a connect failure, safe on another server.
+  if (code === H2_REFUSED_STREAM) return 'connect_failed'
   if (side === 'connect') return code === TIMED_OUT ? 'connect_timeout' : 'connect_failed'
   switch (code) {
     case TIMED_OUT:

@@ -4,10 +4,12 @@
 
 import type { ServerResponse } from 'node:http'
 import { ERRORS, type ReplyKind, replyBody } from '../observe/errors'
+import { grpcRequestType, replyGrpcError } from './grpc'
 
 /**
  * Writes the short plain-text reply for `kind` and returns its body's length in bytes. The
- * caller makes sure headers were not sent.
+ * caller makes sure headers were not sent. A gRPC call (its content-type) is answered the gRPC
+ * way instead, with no body (proxy/grpc.ts).
  */
 export function replyError(
   res: ServerResponse,
@@ -16,6 +18,11 @@ export function replyError(
   closeConnection: boolean,
   extra?: readonly string[],
 ): number {
+  const grpc = grpcRequestType(res)
+  if (grpc !== undefined) {
+    replyGrpcError(res, grpc, kind, requestId, extra)
+    return 0
+  }
   const body = replyBody(kind)
   const length = Buffer.byteLength(body)
   const headers = [

@@ -20,9 +20,10 @@
 // Every callback the client calls is guarded: a fault ends this exchange, never the process.
 
 import type { IncomingMessage, ServerResponse } from 'node:http'
+import type { Http2ServerResponse } from 'node:http2'
 import type { Transform } from 'node:stream'
 import type { RetryCondition, RetryPolicy } from '../config/snapshot'
-import type { ResponseTap, ResponseTransformer, Substitute } from '../middleware/types'
+import type { ResponseTap, ResponseTransformer, Substitute, TrailerTransform } from '../middleware/types'
 import type { AccessLog, Outcome, RequestFacts } from '../observe/access-log'
 import {
   BODY_TIMEOUT,
@@ -41,6 +42,7 @@ import type { Peer } from '../upstream/peer'
 import { mayRetry, retryCondition } from '../upstream/retry'
 import { BodyGuard, type BodyTee } from './body-guard'
 import { replyError } from './errors'
+import { respondTrailersOnly } from './grpc'
 import { downstreamResponseHeaders, writeResponseHead } from './headers'
 import type { RequestTrace } from './trace'
 
@@ -58,6 +60,8 @@ export interface ExchangeOptions extends RequestFacts {
   dropResponseHeaders: ReadonlySet<string> | undefined
   /** A middleware's response body transformer (compress), asked once at the response head. */
   transform: ResponseTransformer | undefined
+  /** A middleware's request body transformer (grpc_web's base64), between client and limits. */
+  requestTransform: (() => Transform) | undefined
   /** A middleware's view of the answer (cache): may substitute a stored one, sees the body. */
   tap: ResponseTap | undefined
   hasBody: boolean
@@ -73,6 +77,10 @@ export interface ExchangeOptions extends RequestFacts {
   candidates: Peer[]
   /** HTTP/2 downstream: HTTP/2 has no reason phrase. */
   h2: boolean
+  /** A gRPC call (its content-type): Trailers-Only answers are relayed as such (proxy/grpc.ts). */
+  grpc: boolean
+  /** A gRPC call's grpc-timeout: the whole call ends DEADLINE_EXCEEDED after it; 0: none. */
+  deadlineMs: number
   /** Ask the client to close its connection (the proxy is draining). */
   closing: () => boolean
   onDone: () => void
@@ -103,8 +111,14 @@ export class Exchange implements UpstreamHandler, Outcome {
   #headTimer: NodeJS.Timeout | undefined
   #headersSeen = false
   #body: BodyGuard | undefined
+  /** The request transformer between the client and #body, if a middleware set one. */
+  #source: Transform | undefined
   /** The body goes through this on its way to the client (see #through). */
-  #transform: Transform | undefined
+  #transform: TrailerTransform | undefined
+  /** The whole call's deadline (gRPC's grpc-timeout). */
+  #deadline: NodeJS.Timeout | undefined
+  /** The upstream answered Trailers-Only (gRPC): sent with END_STREAM, nothing follows. */
+  #trailersOnly = false
   /** The tap wants the body (its head() said so). */
   #tapping = false
   /** A tap's stored answer was sent instead of the upstream's: its body is discarded. */
@@ -147,9 +161,44 @@ export class Exchange implements UpstreamHandler, Outcome {
       body.once('error', this.#onBodyError)
       // pipe, not pipeline: a refused body must not destroy the request (and its socket)
       // before the 413 or 408 reply is written.
-      o.req.pipe(body)
+      if (o.requestTransform !== undefined) {
+        const t = o.requestTransform()
+        this.#source = t
+        t.once('error', this.#onRequestTransformError)
+        o.req.pipe(t).pipe(body)
+      } else {
+        o.req.pipe(body)
+      }
     }
+    if (o.deadlineMs > 0) this.#deadline = setTimeout(this.#onDeadline, o.deadlineMs)
     this.#attempt()
+  }
+
+  /**
+   * The client's grpc-timeout passed: DEADLINE_EXCEEDED, as a Trailers-Only answer before the
+   * head, or as trailers after it; the upstream's stream is cancelled. The client chose the
+   * deadline: nothing is charged to the server.
+   */
+  #onDeadline = (): void => {
+    this.#deadline = undefined
+    if (this.#finished) return
+    const o = this.#o
+    o.log.info(
+      { request_id: o.requestId, upstream: o.upstream, deadline_ms: o.deadlineMs },
+      'gRPC deadline exceeded',
+    )
+    if (!o.res.headersSent) {
+      this.#fail('upstream_timeout')
+    } else {
+      try {
+        if (o.h2) o.res.addTrailers({ 'grpc-status': '4', 'grpc-message': 'Deadline Exceeded' })
+        o.res.end()
+      } catch {
+        o.res.destroy()
+      }
+      this.#finish('upstream_timeout')
+    }
+    this.#abort?.(CLIENT_FAULT)
   }
 
   #attempt(): void {
@@ -190,6 +239,16 @@ export class Exchange implements UpstreamHandler, Outcome {
     }
   }
 
+  /** The request body's transformer refused it (not base64...): the client's fault, 400. */
+  #onRequestTransformError = (err: Error): void => {
+    if (this.#finished) return
+    const o = this.#o
+    logFailure(o.log, 'bad_request', { request_id: o.requestId, err: err.message }, 'request refused')
+    o.req.unpipe(this.#source)
+    this.#fail('bad_request', true)
+    this.#abort?.(CLIENT_FAULT)
+  }
+
   #onHeadTimeout = (): void => {
     this.#headTimer = undefined
     if (this.#finished || this.#headersSeen) return
@@ -220,7 +279,8 @@ export class Exchange implements UpstreamHandler, Outcome {
     if (err.code !== BODY_TOO_LARGE && err.code !== BODY_TIMEOUT) return
     const kind = errorKind(err.code, 'client')
     logFailure(this.#o.log, kind, { request_id: this.#o.requestId, err: err.message }, 'request refused')
-    this.#o.req.unpipe(this.#body)
+    if (this.#source !== undefined) this.#source.unpipe(this.#body)
+    else this.#o.req.unpipe(this.#body)
     // Answer first: aborting calls onError at once, which must find this exchange finished.
     this.#fail(kind, true)
     this.#abort?.(CLIENT_FAULT)
@@ -339,6 +399,14 @@ export class Exchange implements UpstreamHandler, Outcome {
       this.#substitute(sub)
       return true
     }
+    if (o.grpc && o.h2 && hasField(headers, 'grpc-status')) {
+      // Trailers-Only (the status in the head): with END_STREAM on it, or the client sees a call
+      // without a status. A transformer still edits the head (grpc_web's content-type).
+      o.transform?.(statusCode, headers)?.destroy()
+      this.#trailersOnly = true
+      respondTrailersOnly(o.res, headers)
+      return true
+    }
     const transform = o.transform?.(statusCode, headers)
     this.#remaining = transform === undefined ? this.contentLength : -1
     if (o.tap !== undefined) this.#tapping = o.tap.head(statusCode, headers)
@@ -360,7 +428,7 @@ export class Exchange implements UpstreamHandler, Outcome {
 
   onData(chunk: Buffer): boolean {
     if (this.#finished) return false
-    if (this.#substituted) return true
+    if (this.#substituted || this.#trailersOnly) return true
     if (this.#tapping) this.#o.tap!.data(chunk)
     const t = this.#transform
     if (t !== undefined) {
@@ -397,7 +465,7 @@ export class Exchange implements UpstreamHandler, Outcome {
    * is paused, so its buffers fill and its write() (onData) says so to the client. A fault in `t`
    * ends the response like an internal error; the client leaving destroys `t` (#onClientClose).
    */
-  #through(t: Transform): void {
+  #through(t: TrailerTransform): void {
     const res = this.#o.res
     this.#transform = t
     t.on('error', this.#onTransformError)
@@ -440,10 +508,24 @@ export class Exchange implements UpstreamHandler, Outcome {
     else this.#internal(err)
   }
 
-  onComplete(): void {
+  /**
+   * `trailers`: flat [name, value, ...] (the HTTP/2 pool; gRPC's status is there) or undici's
+   * raw Buffers. Relayed to an HTTP/2 client only: an HTTP/1.1 response here has no chunked
+   * trailer section of its own (gRPC-Web puts them in the body, middleware/grpc-web).
+   */
+  onComplete(trailers?: readonly (string | Buffer)[] | null): void {
     if (this.#finished) return
     const res = this.#o.res
     try {
+      if (this.#trailersOnly) {
+        this.#finish(undefined)
+        return
+      }
+      const t = this.#transform
+      if (t?.setTrailers !== undefined) t.setTrailers(trailers ? trailers.map(String) : [])
+      else if (trailers && trailers.length > 0 && this.#o.h2 && !this.#substituted) {
+        this.#relayTrailers(trailers)
+      }
       // With a transform, its 'end' ends the response once its last bytes are out.
       if (this.#transform !== undefined) this.#transform.end()
       else if (!res.writableEnded) res.end()
@@ -452,6 +534,19 @@ export class Exchange implements UpstreamHandler, Outcome {
       return
     }
     this.#finish(undefined)
+  }
+
+  #relayTrailers(trailers: readonly (string | Buffer)[]): void {
+    const t: Record<string, string | string[]> = {}
+    for (let i = 0; i + 1 < trailers.length; i += 2) {
+      const name = String(trailers[i]).toLowerCase()
+      // Fields HTTP/2 forbids anywhere, and those a trailer section must not carry.
+      if (name === 'connection' || name === 'transfer-encoding' || name === 'content-length') continue
+      const value = String(trailers[i + 1])
+      const prev = t[name]
+      t[name] = prev === undefined ? value : Array.isArray(prev) ? [...prev, value] : [prev, value]
+    }
+    this.#o.res.addTrailers(t)
   }
 
   onError(err: Error & { code?: string }): void {
@@ -523,7 +618,12 @@ export class Exchange implements UpstreamHandler, Outcome {
     }
     if (o.res.headersSent) {
       // Mid-response: the status is already out, so the client must see the response cut short.
-      o.res.destroy(err)
+      // An HTTP/2 upstream's stream reset reaches an HTTP/2 client with its code (a gRPC server
+      // cancelling a call is CANCEL to the client too, not INTERNAL_ERROR).
+      const rst = (err as { rstCode?: number }).rstCode
+      const stream = o.h2 ? (o.res as unknown as Http2ServerResponse).stream : undefined
+      if (rst !== undefined && rst !== 0 && stream !== undefined && !stream.destroyed) stream.close(rst)
+      else o.res.destroy(err)
       this.#finish(kind)
       return
     }
@@ -569,6 +669,7 @@ export class Exchange implements UpstreamHandler, Outcome {
     if (this.#finished) return
     this.#finished = true
     this.#clearHeadTimer()
+    if (this.#deadline !== undefined) clearTimeout(this.#deadline)
     const o = this.#o
     // A body still coming when the exchange is over never reaches the mirror whole.
     o.bodyTee?.abort()
@@ -576,4 +677,9 @@ export class Exchange implements UpstreamHandler, Outcome {
     o.access.request(o, o.upstream, this.#peer?.address, this.#status, kind, this)
     o.onDone()
   }
+}
+
+function hasField(flat: readonly string[], lower: string): boolean {
+  for (let i = 0; i < flat.length; i += 2) if (flat[i]!.toLowerCase() === lower) return true
+  return false
 }

@@ -31,6 +31,7 @@ import { pickGroup, SET_COOKIE } from '../upstream/split'
 import { DetachedResponse } from './detached-response'
 import { replyError } from './errors'
 import { Exchange } from './forward'
+import { grpcTimeoutMs, isGrpcContentType } from './grpc'
 import { clientIp, type UpstreamRequestHead, upstreamRequestHead, writeResponseHead } from './headers'
 import { Mirrors } from './mirror'
 import { RawResponse } from './raw-response'
@@ -538,6 +539,9 @@ export class Pipeline {
         onDone: () => this.#end(r),
       })
     }
+    // gRPC needs HTTP/2 from the client (gRPC-Web, on HTTP/1.1, is its middleware's): an
+    // HTTP/1.1 request costs nothing here.
+    const grpc = r.h2 && isGrpcContentType(rawHeader(r.req.rawHeaders, 'content-type'))
     new Exchange({
       req: r.req,
       res: r.res,
@@ -552,6 +556,7 @@ export class Pipeline {
       responseHeaders,
       dropResponseHeaders: r.ctx?.dropResponseHeaders,
       transform: r.ctx?.responseTransform,
+      requestTransform: r.ctx?.requestTransform,
       tap: r.ctx?.responseTap,
       hasBody: r.hasBody,
       bodyTee,
@@ -564,6 +569,8 @@ export class Pipeline {
       retry: retryPolicy(g.retry, r.retries, r.retryOn),
       candidates,
       h2: r.h2,
+      grpc,
+      deadlineMs: grpc ? (grpcTimeoutMs(rawHeader(r.req.rawHeaders, 'grpc-timeout')) ?? 0) : 0,
       closing: r.h2 ? never : this.#closing,
       client: r.client,
       host: r.host,

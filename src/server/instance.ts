@@ -333,6 +333,8 @@ export class ProxyInstance implements ControlActions {
       bind: s.bind,
       protocol: s.mode.kind === 'load_balancer' ? s.mode.protocol : 'http',
       tls: s.tls ? [s.tls.http2, s.tls.minVersion, s.tls.acme?.challenge] : null,
+      // Another kind of listener (server/listener.ts): a reload that turns it on or off rebinds.
+      h2c: s.h2c,
     })
     let retired: Front | undefined
     if (this.#front?.key !== frontKey) {

@@ -8,8 +8,9 @@ import { constants as cryptoConstants, randomBytes } from 'node:crypto'
 import http from 'node:http'
 import http2 from 'node:http2'
 import https from 'node:https'
-import type net from 'node:net'
 import type { Socket } from 'node:net'
+import net from 'node:net'
+import { Duplex } from 'node:stream'
 import tls from 'node:tls'
 import type { Snapshot } from '../config/snapshot'
 import { ECDH_CURVES, nameMatches, TLS13_SUITES } from '../config/tls'
@@ -233,6 +234,7 @@ export function createListener(
   issued: () => IssuedCertificates | undefined = () => undefined,
 ): ListenerHandle {
   const t = snapshot.tls
+  if (!t && snapshot.h2c) return createH2cListener(snapshot, handler, onUpgrade, log, countError)
   if (!t) {
     const server = http.createServer(OPTIONS, handler)
     wire(server, onUpgrade, log, countError)
@@ -341,6 +343,121 @@ export function createListener(
     },
     update,
   }
+}
+
+/** How long a new clear-text connection may take to send its first bytes (Node's headersTimeout). */
+const FIRST_BYTES_MS = OPTIONS.headersTimeout!
+
+/**
+ * server.h2c: clear-text HTTP/2 with prior knowledge (RFC 9113 section 3.3: gRPC without TLS)
+ * beside HTTP/1.1 on one port. The first bytes decide: the HTTP/2 preface starts "PRI", which no
+ * HTTP/1.1 request does (RFC 9113 reserves that method for it). HTTP/1.1 connections go to Node's
+ * HTTP/1.1 server with those bytes put back (it reads them again); Node's HTTP/2 session reads
+ * the socket's handle directly and never sees put-back bytes, so an HTTP/2 connection is handed
+ * over as a stream that replays them (Node wraps it in its JS stream socket, a copy per chunk:
+ * the price of sharing the port, paid by h2c connections only).
+ */
+function createH2cListener(
+  snapshot: Snapshot,
+  handler: RequestHandler,
+  onUpgrade: UpgradeHandler,
+  log: Logger,
+  countError: (type: string) => void,
+): ListenerHandle {
+  const h1 = http.createServer(OPTIONS, handler)
+  wire(h1, onUpgrade, log, countError)
+  const h2 = http2.createServer(
+    { settings: http2Settings(snapshot), maxSessionInvalidFrames: 1000, maxSessionRejectedStreams: 100 },
+    handler as unknown as (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => void,
+  )
+  let limits = snapshot.limits
+  const sessions = new Set<http2.ServerHttp2Session>()
+  const sockets = new Set<Socket>()
+  let arriving: Socket | undefined
+  h2.on('session', (s: http2.ServerHttp2Session) => {
+    sessions.add(s)
+    s.once('close', () => sessions.delete(s))
+    // The JS stream socket has no address of its own; the pipeline reads the client's from it.
+    // `_peername` is where net.Socket caches getpeername(), which a JS stream cannot answer.
+    const from = arriving
+    if (from !== undefined && s.socket !== undefined) {
+      ;(s.socket as unknown as { _peername: object })._peername = {
+        address: from.remoteAddress,
+        port: from.remotePort,
+        family: from.remoteFamily,
+      }
+    }
+    guardResets(s, limits.http2.maxConcurrentStreams, log)
+  })
+  // Streams the HTTP/2 server refuses before a handler (a malformed HEADERS frame...).
+  h2.on('sessionError', () => undefined)
+  // No Nagle: HTTP/2 writes small frames (a gRPC answer is a few), and Nagle holding them for
+  // the peer's delayed ACK made a unary call wait ~40 ms (Node's HTTP servers set it too).
+  const server = net.createServer({ noDelay: true }, (socket) => {
+    sockets.add(socket)
+    socket.once('close', () => sockets.delete(socket))
+    socket.on('error', () => socket.destroy())
+    socket.setTimeout(FIRST_BYTES_MS, () => socket.destroy())
+    socket.once('data', (first: Buffer) => {
+      socket.setTimeout(0)
+      socket.pause()
+      socket.removeAllListeners('error')
+      if (first.length >= 3 && first[0] === 0x50 && first[1] === 0x52 && first[2] === 0x49) {
+        arriving = socket
+        h2.emit('connection', replaying(socket, first))
+        arriving = undefined
+      } else {
+        socket.unshift(first)
+        h1.emit('connection', socket)
+        socket.resume()
+      }
+    })
+  })
+  limitConnections(server, snapshot.limits.maxConnections, log, countError)
+  return {
+    server,
+    closeIdle: () => {
+      h1.closeIdleConnections()
+      for (const s of sessions) s.close()
+    },
+    closeAll: () => {
+      h1.closeAllConnections()
+      for (const s of sessions) s.destroy()
+      for (const s of sockets) s.destroy()
+    },
+    update: (s) => {
+      server.maxConnections = s.limits.maxConnections
+      limits = s.limits
+      h2.updateSettings(http2Settings(s))
+    },
+  }
+}
+
+/** `socket` as a stream that gives `first` again before the rest, with backpressure. */
+function replaying(socket: Socket, first: Buffer): Duplex {
+  const d = new Duplex({
+    read: () => {
+      socket.resume()
+    },
+    write: (chunk: Buffer, _enc, cb) => {
+      socket.write(chunk, cb)
+    },
+    final: (cb) => {
+      socket.end(cb)
+    },
+    destroy: (err, cb) => {
+      socket.destroy()
+      cb(err)
+    },
+  })
+  d.push(first)
+  socket.on('data', (chunk: Buffer) => {
+    if (!d.push(chunk)) socket.pause()
+  })
+  socket.once('end', () => d.push(null))
+  socket.on('error', (err) => d.destroy(err))
+  socket.once('close', () => d.destroy())
+  return d
 }
 
 /**

@@ -6,9 +6,10 @@
 // upgrades, health probes, forward_auth and JWKS keep their own clients.
 
 import type { Readable } from 'node:stream'
-import type { PeerSpec, PoolSpec } from '../config/snapshot'
+import type { Http2PoolSpec, PeerSpec, PoolSpec, UpstreamProtocol } from '../config/snapshot'
 import { h1Available, h1Problem } from './h1/binding'
 import { type H1Handler, H1Pool } from './h1/pool'
+import { H2Pool } from './h2/pool'
 import { type PeerTls, tlsConnectOptions } from './peer'
 
 export const UPSTREAM_CLIENTS = ['h1', 'undici'] as const
@@ -74,8 +75,42 @@ export function defaultUpstreamClient(): UpstreamClientKind {
   return h1Available() ? 'h1' : 'undici'
 }
 
-/** A pool of keep-alive connections to one server, of the chosen kind. */
+/** The protocol a group speaks to its servers (decided at config load, never per request). */
+export interface PeerProtocol {
+  readonly protocol: UpstreamProtocol
+  readonly http2: Http2PoolSpec
+}
+
+export const HTTP1: PeerProtocol = { protocol: 'http1', http2: { maxSessions: 1, pingIntervalMs: 30_000 } }
+
+/**
+ * A pool of connections to one server: HTTP/2 sessions (h2/pool.ts) for h2c, h2 and auto, else
+ * keep-alive HTTP/1.1 connections of the chosen client kind.
+ */
 export function createUpstreamPool(
+  kind: UpstreamClientKind,
+  spec: PeerSpec,
+  tls: PeerTls,
+  pool: PoolSpec,
+  http: PeerProtocol = HTTP1,
+): UpstreamPool {
+  if (http.protocol !== 'http1') {
+    return new H2Pool({
+      host: spec.host,
+      port: spec.port,
+      tls: http.protocol === 'h2c' ? undefined : (tlsConnectOptions(tls, spec.host) ?? {}),
+      auto: http.protocol === 'auto',
+      maxSessions: http.http2.maxSessions,
+      pingIntervalMs: http.http2.pingIntervalMs,
+      idleTimeoutMs: pool.idleTimeoutMs,
+      connectTimeoutMs: pool.connectTimeoutMs,
+      http1: () => createHttp1Pool(kind, spec, tls, pool),
+    })
+  }
+  return createHttp1Pool(kind, spec, tls, pool)
+}
+
+function createHttp1Pool(
   kind: UpstreamClientKind,
   spec: PeerSpec,
   tls: PeerTls,

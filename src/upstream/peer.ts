@@ -6,6 +6,8 @@ import type { PeerSpec, PoolSpec } from '../config/snapshot'
 import {
   createUpstreamPool,
   defaultUpstreamClient,
+  HTTP1,
+  type PeerProtocol,
   type UpstreamClientKind,
   type UpstreamPool,
 } from './client'
@@ -52,16 +54,17 @@ export class Peer {
     tls: PeerTls,
     pool: PoolSpec,
     client: UpstreamClientKind = defaultUpstreamClient(),
+    http: PeerProtocol = HTTP1,
   ) {
     this.group = group
     this.address = spec.address
     this.host = spec.host
     this.port = spec.port
-    this.key = peerKey(group, spec, tls, pool)
+    this.key = peerKey(group, spec, tls, pool, http)
     this.weight = spec.weight
     this.rank = spec.rank ?? 0
     this.tls = tls
-    this.pool = createUpstreamPool(client, spec, tls, pool)
+    this.pool = createUpstreamPool(client, spec, tls, pool, http)
   }
 
   /** In rotation: healthy by the active checks and not ejected by passive health. */
@@ -95,8 +98,17 @@ export function tlsConnectOptions(tls: PeerTls, host: string): ConnectionOptions
   return o
 }
 
-export function peerKey(group: string, spec: PeerSpec, tls: PeerTls, pool: PoolSpec): string {
+export function peerKey(
+  group: string,
+  spec: PeerSpec,
+  tls: PeerTls,
+  pool: PoolSpec,
+  http: PeerProtocol = HTTP1,
+): string {
   return [
+    http.protocol,
+    http.http2.maxSessions,
+    http.http2.pingIntervalMs,
     group,
     spec.address,
     spec.weight,

@@ -207,8 +207,8 @@ export class UpstreamRegistry {
       fingerprint: t?.fingerprint,
     }
     const peers = spec.peers.map((p) => {
-      const key = peerKey(spec.name, p, tls, pool)
-      return this.#peers.get(key) ?? new Peer(spec.name, p, tls, pool, this.#client)
+      const key = peerKey(spec.name, p, tls, pool, spec)
+      return this.#peers.get(key) ?? new Peer(spec.name, p, tls, pool, this.#client, spec)
     })
     if (!discovery) return peers
     const seen = new Set(peers.map((p) => p.address))
@@ -217,10 +217,10 @@ export class UpstreamRegistry {
       seen.add(p.address)
       // TLS to a resolved address verifies the name it was found by (unless the group sets sni).
       const ptls = spec.tls && !spec.sni ? { ...tls, servername: p.name } : tls
-      const key = peerKey(spec.name, p, ptls, pool)
+      const key = peerKey(spec.name, p, ptls, pool, spec)
       let peer = this.#peers.get(key)
       if (!peer) {
-        peer = new Peer(spec.name, p, ptls, pool, this.#client)
+        peer = new Peer(spec.name, p, ptls, pool, this.#client, spec)
         if (this.#unhealthy.has(`${spec.name}\0${p.address}`)) peer.healthy = false
       }
       peers.push(peer)

@@ -6,6 +6,7 @@ import type { HealthCheckSpec } from '../../config/snapshot'
 import type { Logger } from '../../observe/logger'
 import type { UpstreamMetrics } from '../../observe/metrics'
 import type { Peer } from '../peer'
+import { grpcProbe } from './grpc-probe'
 import { probe } from './probe'
 
 export type HealthObserver = (peer: Peer, healthy: boolean) => void
@@ -57,11 +58,10 @@ export class HealthChecker {
   }
 
   async checkPeer(peer: Peer): Promise<void> {
-    const result = await probe(
-      { host: peer.host, port: peer.port, tls: peer.tls },
-      this.spec.path,
-      this.spec.timeoutMs,
-    )
+    const target = { host: peer.host, port: peer.port, tls: peer.tls }
+    const result = await (this.spec.grpcService !== undefined
+      ? grpcProbe(target, this.spec.grpcService, this.spec.timeoutMs)
+      : probe(target, this.spec.path, this.spec.timeoutMs))
     if (this.#stopped) return
     this.#metrics?.healthCheck(peer.group, peer.address, result.ok)
     if (result.ok === peer.healthy) {
