@@ -78,3 +78,27 @@ test('the snapshot carries protocol, sessions, gRPC health and h2c', () => {
   assert.deepEqual(u.http2, { maxSessions: 2, pingIntervalMs: 5000 })
   assert.equal(u.healthCheck?.grpcService, 'a.B')
 })
+
+test('grpc_web needs every group its route sends to to speak HTTP/2', () => {
+  const yaml = (protocol: string) => `mode: api_gateway
+server:
+  bind_address: "127.0.0.1:8484"
+upstreams:
+  svc:
+    servers: ["127.0.0.1:3001"]
+${protocol}
+  other:
+    servers: ["127.0.0.1:3002"]
+    protocol: h2c
+api_gateway:
+  middlewares:
+    grpc_web: {}
+  routes:
+    r: { path_pattern: "^/", upstreams: [{name: other, weight: 1}, {name: svc, weight: 1}], middlewares: [grpc_web] }
+`
+  assert.deepEqual(problems(yaml('')), [
+    'api_gateway.routes.r.upstreams[1].name: grpc_web needs an HTTP/2 upstream: group "svc" has protocol http1; set upstreams.svc.protocol to h2c or h2',
+  ])
+  assert.match(problems(yaml('    protocol: auto\n    tls: true'))[0]!, /group "svc" has protocol auto/)
+  assert.deepEqual(problems(yaml('    protocol: h2c')), [])
+})

@@ -67,6 +67,44 @@ export function checkMiddlewares(found: Map<string, MiddlewareConfig>): ConfigCh
 }
 
 /**
+ * grpc_web turns a browser's call into a gRPC call, which only an HTTP/2 upstream can take: every
+ * group a route (or the load balancer) with grpc_web sends to must say `protocol: h2c` or `h2`
+ * (`auto` may settle on HTTP/1.1). Runs after checkMiddlewares, which fills `found`.
+ */
+export function checkGrpcWebUpstreams(found: ReadonlyMap<string, MiddlewareConfig>): ConfigCheck {
+  return (data, at) => {
+    const groups = isRecord(data.upstreams) ? data.upstreams : {}
+    const check = (base: (string | number)[], holder: Record<string, unknown>) => {
+      const names = Array.isArray(holder.middlewares) ? holder.middlewares : []
+      if (!names.some((n) => typeof n === 'string' && found.get(n)?.kind === 'grpc_web')) return
+      const targets: [(string | number)[], unknown][] = [[[...base, 'upstream'], holder.upstream]]
+      if (Array.isArray(holder.upstreams)) {
+        holder.upstreams.forEach((e, i) => {
+          if (isRecord(e)) targets.push([[...base, 'upstreams', i, 'name'], e.name])
+        })
+      }
+      for (const [key, name] of targets) {
+        if (typeof name !== 'string') continue
+        const g = groups[name]
+        if (!isRecord(g)) continue // an unknown group is reported by the reference check
+        if (g.protocol !== 'h2c' && g.protocol !== 'h2') {
+          at(
+            key,
+            `grpc_web needs an HTTP/2 upstream: group "${name}" has protocol ${String(g.protocol ?? 'http1')}; set upstreams.${name}.protocol to h2c or h2`,
+          )
+        }
+      }
+    }
+    const routes =
+      isRecord(data.api_gateway) && isRecord(data.api_gateway.routes) ? data.api_gateway.routes : {}
+    for (const [name, route] of Object.entries(routes)) {
+      if (isRecord(route)) check(['api_gateway', 'routes', name], route)
+    }
+    if (isRecord(data.load_balancer)) check(['load_balancer'], data.load_balancer)
+  }
+}
+
+/**
  * The headers only the proxy may send upstream, removed from every client request (lower case,
  * `_` as `-`): every `forward_claims` header of every authentication middleware (see
  * claimHeaders), basic_auth's `forward_user`, api_key's `consumer_header` and forward_auth's

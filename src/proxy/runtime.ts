@@ -9,7 +9,12 @@ import { readConfigFile, type SourceDocument } from '../config/load'
 import type { OriginPolicy, Snapshot } from '../config/snapshot'
 import type { Chain } from '../middleware/registry'
 import type { MiddlewareConfig } from '../middleware/schema'
-import { checkMiddlewares, corsOrigins, protectedHeaders } from '../middleware/validate'
+import {
+  checkGrpcWebUpstreams,
+  checkMiddlewares,
+  corsOrigins,
+  protectedHeaders,
+} from '../middleware/validate'
 import { checkRoutePatterns, RouteTable } from '../routing/route-table'
 import type { UpstreamGroup } from '../upstream/group'
 
@@ -33,7 +38,11 @@ export type PlanResult = { ok: true; plan: Plan } | Extract<CompileResult, { ok:
 /** Validates `source` (with the checks routing and middleware own) and builds its Plan. */
 export function compilePlan(source: SourceDocument, overrides: Overrides = {}): PlanResult {
   const middlewares = new Map<string, MiddlewareConfig>()
-  const r = compile(source, overrides, [checkMiddlewares(middlewares), checkRoutePatterns])
+  const r = compile(source, overrides, [
+    checkMiddlewares(middlewares),
+    checkGrpcWebUpstreams(middlewares),
+    checkRoutePatterns,
+  ])
   if (!r.ok) return r
   const { snapshot } = r
   const mode = snapshot.mode
