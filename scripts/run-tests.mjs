@@ -1,9 +1,9 @@
 #!/usr/bin/env node
 // Runs the compiled tests with node:test: unit tests (dist/src/**/*.test.js) and integration
 // tests (dist/test/integration/*.test.js). `node scripts/run-tests.mjs unit|integration` runs one set.
-// The tests that forward requests upstream run a second time with LOCCI_UPSTREAM_CLIENT=h1 (the
-// built-in client; undici is the default), so both upstream clients (src/upstream/client.ts)
-// stay covered.
+// The tests that forward requests upstream run a second time with LOCCI_UPSTREAM_CLIENT=undici
+// (the fallback where the built-in client cannot run; the built-in h1 is the default), so both
+// upstream clients (src/upstream/client.ts) stay covered.
 import { spawnSync } from 'node:child_process'
 import { existsSync, readdirSync, statSync } from 'node:fs'
 import path from 'node:path'
@@ -53,7 +53,7 @@ function run(list, env) {
 
 // A small set, chosen for what depends on the client: forwarding, failover and retries, error
 // replies, pooling, TLS to upstreams, hostile upstream answers, the in-process pipeline.
-const H1_AGAIN = [
+const UNDICI_AGAIN = [
   'src/proxy/pipeline.test.js',
   'test/integration/bad-requests.test.js',
   'test/integration/connection-pool.test.js',
@@ -66,9 +66,9 @@ const H1_AGAIN = [
 ].map((f) => path.join(root, 'dist', f))
 
 let status = run(files)
-const again = H1_AGAIN.filter((f) => files.includes(f))
+const again = UNDICI_AGAIN.filter((f) => files.includes(f))
 if (again.length > 0 && process.env.LOCCI_UPSTREAM_CLIENT === undefined) {
-  console.log(`# again with LOCCI_UPSTREAM_CLIENT=h1: ${again.length} files`)
-  status = run(again, { LOCCI_UPSTREAM_CLIENT: 'h1' }) || status
+  console.log(`# again with LOCCI_UPSTREAM_CLIENT=undici: ${again.length} files`)
+  status = run(again, { LOCCI_UPSTREAM_CLIENT: 'undici' }) || status
 }
 process.exit(status)

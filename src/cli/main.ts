@@ -183,6 +183,12 @@ async function start(opts: GlobalOptions): Promise<void> {
   }
   const logging = createLogger({ level: snapshot.logging.level, format: snapshot.logging.format })
   const log = logging.logger
+  if (upstreamClient.fallback !== undefined && cluster.isPrimary) {
+    log.warn(
+      { reason: upstreamClient.fallback, upstream_client: 'undici' },
+      'the built-in upstream client cannot run here; forwarding with undici instead',
+    )
+  }
   // Last line of defence. Every request path guards itself (a fault ends that request, not the
   // process); reaching these handlers is a bug, logged loudly and counted, and the process
   // keeps serving the requests that are fine.

@@ -47,6 +47,8 @@ export interface UpstreamPool {
 
 export interface UpstreamClient {
   kind: UpstreamClientKind
+  /** Why the default (h1) could not be used and undici was taken instead; logged at start. */
+  fallback?: string
 }
 
 /** LOCCI_UPSTREAM_CLIENT's value checked: a usage problem for the command line, or undefined. */
@@ -57,14 +59,21 @@ export function upstreamClientProblem(value: string | undefined): string | undef
 
 /**
  * The client for `asked` (LOCCI_UPSTREAM_CLIENT, checked by upstreamClientProblem; undefined:
- * the default). Throws when h1 is asked for and cannot run here.
+ * the default). The default is the built-in client (quiet 2-core run, peers.sh, wrk -c50,
+ * load_balancer, 2026-11-30: 68 µs CPU per 2-byte request and 114 MiB peak RSS, against 73 µs
+ * and 144 MiB on undici; 16 KiB bodies 77 against 91 µs), and undici where Node's parser
+ * binding is missing or changed shape (with the reason, for the start-up log). Asking for h1
+ * where it cannot run is refused.
  */
 export function selectUpstreamClient(asked: UpstreamClientKind | undefined): UpstreamClient {
-  // undici stays the default for now: on a quiet 2-core run (wrk -c50, load_balancer, 2-byte
-  // body, 2026-11-30) the proxy on h1 took 94-112 µs CPU per request with a p99 of 25 ms,
-  // against 85 µs and 9 ms on undici; h1 is opt-in until that is understood (issue 13).
-  if (asked !== 'h1') return { kind: 'undici' }
+  if (asked === 'undici') return { kind: 'undici' }
   if (h1Available()) return { kind: 'h1' }
+  if (asked === undefined) {
+    return {
+      kind: 'undici',
+      fallback: `the built-in HTTP/1.1 client cannot run on this Node.js ${process.version}: ${h1Problem() ?? 'unknown'}`,
+    }
+  }
   throw new Error(
     `LOCCI_UPSTREAM_CLIENT=h1, but the built-in HTTP/1.1 client cannot run on this Node.js ${process.version}: ${h1Problem() ?? 'unknown'}; use LOCCI_UPSTREAM_CLIENT=undici or leave it unset`,
   )

@@ -38,7 +38,7 @@ describe('LOCCI_UPSTREAM_CLIENT', () => {
 
   // '' is unset (the shell's `LOCCI_UPSTREAM_CLIENT=`): the default.
   for (const [value, want] of [
-    ['', 'undici'],
+    ['', 'h1'],
     ['h1', 'h1'],
     ['undici', 'undici'],
   ] as const) {
@@ -71,7 +71,7 @@ describe('LOCCI_UPSTREAM_CLIENT', () => {
     assert.match(r.stderr, /LOCCI_UPSTREAM_CLIENT: unknown client "curl"; use h1 or undici/)
   })
 
-  test('h1 where the binding is unusable is refused at start, with the reason; unset works there', async () => {
+  test('h1 where the binding is unusable is refused at start, with the reason; unset falls back to undici, saying why', async () => {
     const { file } = writeConfig(config(up.address))
     const NODE_OPTIONS = `--require ${noBinding}`
     const r = runCli(['-c', file], { env: { LOCCI_UPSTREAM_CLIENT: 'h1', NODE_OPTIONS } })
@@ -83,6 +83,10 @@ describe('LOCCI_UPSTREAM_CLIENT', () => {
     try {
       const line = proxy.logs.find((l) => l.msg === 'locci-proxy listening')!
       assert.equal(line.upstream_client, 'undici')
+      const warn = proxy.logs.find((l) => l.level === 'warn')
+      assert.ok(warn, 'the fallback is logged')
+      assert.match(String(warn.msg), /built-in upstream client cannot run here; forwarding with undici/)
+      assert.match(String(warn.reason), /_http_common has no HTTPParser/)
       assert.equal((await fetch(`${proxy.url}/x`)).status, 200)
     } finally {
       await proxy.stop()
