@@ -167,8 +167,9 @@ describe('ACME with Pebble', () => {
       const ordered = proxy.logs.filter((l) => l.msg === 'ordering a certificate').length
       // Burst of 10 new names (one was spent above); the rest refused, not queued.
       assert.ok(ordered <= 10, `${ordered} orders`)
-      assert.ok(
-        proxy.logs.some((l) => l.msg === 'on-demand certificate refused: too many new names (rate limit)'),
+      await proxy.waitForLog(
+        (l) => l.msg === 'on-demand certificate refused: too many new names (rate limit)',
+        'the rate limit logged',
       )
     })
   })

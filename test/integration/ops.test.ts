@@ -224,6 +224,8 @@ describe('ops listener with workers: 2', () => {
     const proxy = await startProxy(gateway([slow], slow.address, ', workers: 2'), { waitReady: false })
     try {
       await proxy.waitForLog((l) => l.msg === 'all workers listening', 'workers', 40_000)
+      // A worker's own line goes through its log buffer: it may come after the primary's.
+      await proxy.waitForLog((l) => l.msg === 'locci-proxy listening', 'a worker listening line')
       const ops = opsUrl(proxy)
       const line = proxy.logs.find((l) => l.msg === 'locci-proxy listening')
       const url = `http://127.0.0.1:${new URL(String(line?.bind)).port}`
