@@ -59,9 +59,10 @@ export function upstreamClientProblem(value: string | undefined): string | undef
 
 /**
  * The client for `asked` (LOCCI_UPSTREAM_CLIENT, checked by upstreamClientProblem; undefined:
- * the default). The default is the built-in client (quiet 2-core run, peers.sh, wrk -c50,
- * load_balancer, 2026-11-30: 68 µs CPU per 2-byte request and 114 MiB peak RSS, against 73 µs
- * and 144 MiB on undici; 16 KiB bodies 77 against 91 µs), and undici where Node's parser
+ * the default). The default is the built-in client: 2-core box, proxy pinned to one core, wrk
+ * -c50, load_balancer, 2026-11-30, three interleaved rounds: 77-83 µs CPU per 2-byte request
+ * against 82-86 on undici, 85-96 µs per 16 KiB against 86-106, 117 MiB peak RSS against 147
+ * (p99 on 2-byte bodies 10-14 ms against 8-9 ms). undici is the fallback where Node's parser
  * binding is missing or changed shape (with the reason, for the start-up log). Asking for h1
  * where it cannot run is refused.
  */
