@@ -22,6 +22,9 @@ test('grpc-timeout: each unit, rounded up to a millisecond; malformed ones ignor
   assert.equal(grpcTimeoutMs('250m'), 250)
   assert.equal(grpcTimeoutMs('1500u'), 2)
   assert.equal(grpcTimeoutMs('1n'), 1)
+  // Longer than a timer can wait (24.8 days): held to the longest wait, not fired at once.
+  assert.equal(grpcTimeoutMs('99999999H'), 2_147_483_647)
+  assert.equal(grpcTimeoutMs('720H'), 2_147_483_647)
   assert.equal(grpcTimeoutMs('0m'), 1)
   for (const bad of [undefined, '', '5', 'm', '123456789S', '-1S', '1.5S', '5s', '5 S']) {
     assert.equal(grpcTimeoutMs(bad), undefined, String(bad))

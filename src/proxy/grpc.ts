@@ -23,8 +23,13 @@ export function grpcTimeoutMs(value: string | undefined): number | undefined {
   if (value === undefined) return undefined
   const m = /^(\d{1,8})([HMSmun])$/.exec(value)
   if (m === null) return undefined
-  return Math.max(1, Math.ceil(Number(m[1]) * UNITS[m[2]!]!))
+  // Up to 99,999,999 hours is valid; a timer fires at once past 2^31-1 ms (about 24.8 days), so a
+  // longer deadline is held to that instead of ending the call immediately.
+  return Math.min(MAX_TIMER_MS, Math.max(1, Math.ceil(Number(m[1]) * UNITS[m[2]!]!)))
 }
+
+/** setTimeout's longest delay; a larger one is taken as 1 ms (with a warning). */
+const MAX_TIMER_MS = 2_147_483_647
 
 /** grpc-message is percent-encoded (PROTOCOL-HTTP2.md): everything outside 0x20-0x7E and '%'. */
 export function grpcMessage(text: string): string {
