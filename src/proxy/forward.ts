@@ -385,7 +385,7 @@ export class Exchange implements UpstreamHandler, Outcome {
     this.#resume = resume
     // A sticky group names the server that answered, unless the client's cookie already does.
     const cookie = o.group.stickyCookieFor(peer, o.req.rawHeaders)
-    const extra = this.#extra(String(statusCode))
+    const extra = this.#extra(statusCode)
     const headers = downstreamResponseHeaders(
       rawHeaders,
       o.requestId,
@@ -660,9 +660,12 @@ export class Exchange implements UpstreamHandler, Outcome {
   }
 
   /** Headers middlewares add to the response, and X-Locci-Trace (`current`: this attempt's outcome). */
-  #extra(current: string): readonly string[] | undefined {
+  #extra(current: string | number): readonly string[] | undefined {
     const o = this.#o
-    return o.trace === undefined ? o.responseHeaders : o.trace.responseHeaders(o.responseHeaders, current)
+    // Untraced (the usual case): no string is made for the status.
+    return o.trace === undefined
+      ? o.responseHeaders
+      : o.trace.responseHeaders(o.responseHeaders, String(current))
   }
 
   #finish(kind: ErrorKind | undefined): void {
