@@ -41,6 +41,11 @@ import { forwardUpgrade } from './upgrade'
 
 const NONE: Peer[] = []
 
+/** The response headers the proxy itself adds before any middleware does: the split's cookie. */
+function ownResponseHeaders(r: { splitCookie: string | undefined }): string[] | undefined {
+  return r.splitCookie === undefined ? undefined : ['set-cookie', r.splitCookie]
+}
+
 export interface PipelineOptions {
   store: RuntimeStore
   log: Logger
@@ -345,7 +350,7 @@ export class Pipeline {
       requestId: head.requestId,
       upstreamHeaders: head.headers,
       upstreamPath: r.upstreamPath,
-      responseHeaders: r.splitCookie === undefined ? [] : ['set-cookie', r.splitCookie],
+      responseHeaders: ownResponseHeaders(r) ?? [],
       dropResponseHeaders: undefined,
       responseTransform: undefined,
       responseTap: undefined,
@@ -486,12 +491,7 @@ export class Pipeline {
     // Copied before the main group's sni replaces Host; a WebSocket is not mirrored.
     const copyHeaders = r.mirror !== undefined && !r.upgrade ? r.head.headers.slice() : undefined
     if (g.hostOverride !== undefined) setHeader(r.head.headers, 'host', g.hostOverride)
-    const responseHeaders =
-      r.ctx !== undefined
-        ? r.ctx.responseHeaders
-        : r.splitCookie !== undefined
-          ? ['set-cookie', r.splitCookie]
-          : undefined
+    const responseHeaders = r.ctx !== undefined ? r.ctx.responseHeaders : ownResponseHeaders(r)
     const bodyTee =
       copyHeaders === undefined
         ? undefined
