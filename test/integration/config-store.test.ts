@@ -387,9 +387,11 @@ describe('config_store: shared runtime config in Redis', () => {
     await client.del(key)
     for (const p of [p1, p2, p3]) {
       await until(async () => (await served(p, '/shared')) === 404, 'the file alone after the key is deleted')
-      const s = await store(p)
-      assert.equal(s.revision, 0)
-      assert.equal(s.last_error, null)
+      // The status follows a moment later (a worker's view of the store is refreshed every 3 s).
+      await until(async () => {
+        const s = await store(p)
+        return s.revision === 0 && s.last_error === null
+      }, 'the status back to revision 0 with no error')
     }
     for (const p of proxies) assert.equal(p.child.exitCode, null, 'still running')
     for (const p of proxies) {
