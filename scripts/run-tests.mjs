@@ -1,6 +1,9 @@
 #!/usr/bin/env node
 // Runs the compiled tests with node:test: unit tests (dist/src/**/*.test.js) and integration
-// tests (dist/test/integration/*.test.js). `node scripts/run-tests.mjs unit|integration` runs one set.
+// tests (dist/test/integration/*.test.js). `node scripts/run-tests.mjs unit|integration` runs one set;
+// `client` runs only what depends on the upstream client and Node's parser binding (the built-in
+// client's own tests and the forwarding files below), which scripts/node-matrix.mjs runs on
+// other Node.js majors.
 // The tests that forward requests upstream run a second time with LOCCI_UPSTREAM_CLIENT=undici
 // (the fallback where the built-in client cannot run; the built-in h1 is the default), so both
 // upstream clients (src/upstream/client.ts) stay covered.
@@ -32,9 +35,28 @@ function find(dir) {
   return out.sort()
 }
 
+// A small set, chosen for what depends on the client: forwarding, failover and retries, error
+// replies, pooling, TLS to upstreams, hostile upstream answers, the in-process pipeline.
+const UNDICI_AGAIN = [
+  'src/proxy/pipeline.test.js',
+  'test/integration/bad-requests.test.js',
+  'test/integration/connection-pool.test.js',
+  'test/integration/error-replies.test.js',
+  'test/integration/load-balancer.test.js',
+  'test/integration/mirror.test.js',
+  'test/integration/strategies.test.js',
+  'test/integration/tls-h2-websocket.test.js',
+  'test/hostile/upstream-faults.test.js',
+].map((f) => path.join(root, 'dist', f))
+
 const files = []
 if (which === 'all' || which === 'unit') files.push(...find(path.join(root, 'dist', 'src')))
 if (which === 'all' || which === 'integration') files.push(...find(path.join(root, 'dist', 'test')))
+if (which === 'client')
+  files.push(
+    ...find(path.join(root, 'dist', 'src', 'upstream', 'h1')),
+    ...UNDICI_AGAIN.filter((f) => existsSync(f)),
+  )
 if (files.length === 0) {
   console.error('no test files found under dist/; run `npm run build` first')
   process.exit(1)
@@ -50,20 +72,6 @@ function run(list, env) {
   )
   return r.status ?? 1
 }
-
-// A small set, chosen for what depends on the client: forwarding, failover and retries, error
-// replies, pooling, TLS to upstreams, hostile upstream answers, the in-process pipeline.
-const UNDICI_AGAIN = [
-  'src/proxy/pipeline.test.js',
-  'test/integration/bad-requests.test.js',
-  'test/integration/connection-pool.test.js',
-  'test/integration/error-replies.test.js',
-  'test/integration/load-balancer.test.js',
-  'test/integration/mirror.test.js',
-  'test/integration/strategies.test.js',
-  'test/integration/tls-h2-websocket.test.js',
-  'test/hostile/upstream-faults.test.js',
-].map((f) => path.join(root, 'dist', f))
 
 let status = run(files)
 const again = UNDICI_AGAIN.filter((f) => files.includes(f))

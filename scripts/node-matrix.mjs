@@ -1,0 +1,58 @@
+#!/usr/bin/env node
+// The tests that depend on Node's HTTP parser binding (the built-in upstream client reaches
+// into it, src/upstream/h1/binding.ts) on the other Node.js majors this project supports:
+// `node scripts/run-tests.mjs client` (the client's own tests, differential and fuzz included,
+// then the forwarding files on both clients) under Node 22 and 24, after the full suite ran on
+// the Node that runs this script. The binaries are npm's `node-<platform>-<arch>` packages
+// (the ones the `node` package installs), kept in .cache/node/ between runs.
+//   node scripts/node-matrix.mjs            (22 and 24)
+//   NODE_MATRIX="22" node scripts/node-matrix.mjs
+import { spawnSync } from 'node:child_process'
+import { existsSync, mkdirSync, readdirSync, rmSync } from 'node:fs'
+import path from 'node:path'
+
+const root = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..')
+const majors = (process.env.NODE_MATRIX ?? '22 24').split(/[\s,]+/).filter(Boolean)
+const pkg = `node-${process.platform}-${process.arch}`
+const cache = path.join(root, '.cache', 'node')
+
+function sh(cmd, args, opts = {}) {
+  const r = spawnSync(cmd, args, { encoding: 'utf8', ...opts })
+  if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')} failed: ${r.stderr || r.error?.message}`)
+  return r.stdout.trim()
+}
+
+/** The `node` binary of the newest release of `major`, fetched once into the cache. */
+function nodeOf(major) {
+  const dir = path.join(cache, major)
+  const bin = path.join(dir, 'package', 'bin', 'node')
+  if (existsSync(bin)) return bin
+  rmSync(dir, { recursive: true, force: true })
+  mkdirSync(dir, { recursive: true })
+  sh('npm', ['pack', '--silent', `${pkg}@${major}`], { cwd: dir })
+  const tgz = readdirSync(dir).find((f) => f.endsWith('.tgz'))
+  if (tgz === undefined) throw new Error(`npm pack ${pkg}@${major} left no archive`)
+  sh('tar', ['xzf', tgz], { cwd: dir })
+  rmSync(path.join(dir, tgz))
+  return bin
+}
+
+const failed = []
+for (const major of majors) {
+  const node = nodeOf(major)
+  const version = sh(node, ['--version'])
+  if (!version.startsWith(`v${major}.`)) throw new Error(`${node} is ${version}, not Node ${major}`)
+  console.log(`# Node ${version}: the upstream client's tests and the forwarding files`)
+  const r = spawnSync(node, [path.join(root, 'scripts', 'run-tests.mjs'), 'client'], {
+    stdio: 'inherit',
+    cwd: root,
+    // The proxies the tests start run on the same binary (test/helpers/proxy.ts: process.execPath).
+    env: { ...process.env, LOCCI_UPSTREAM_CLIENT: undefined },
+  })
+  if (r.status !== 0) failed.push(version)
+}
+if (failed.length > 0) {
+  console.error(`# failed on ${failed.join(', ')}`)
+  process.exit(1)
+}
+console.log(`# passed on Node ${majors.join(', ')}`)
