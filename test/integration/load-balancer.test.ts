@@ -299,3 +299,42 @@ describe('load balancer: failures', () => {
     }
   })
 })
+
+describe('load balancer: response bytes', () => {
+  // Every byte value, in a body small enough to go out with the head in one write (as a latin1
+  // string, forward.ts) and in one too large for that: both must arrive byte for byte.
+  const small = Buffer.from(Array.from({ length: 1024 }, (_, i) => i % 256))
+  const large = Buffer.concat(Array.from({ length: 70 }, () => small))
+  let origin: http.Server
+  let proxy: RunningProxy
+  before(async () => {
+    origin = http.createServer((req, res) => {
+      const body = req.url === '/large' ? large : small
+      res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': body.length })
+      res.end(body)
+    })
+    await new Promise<void>((r) => origin.listen(0, '127.0.0.1', r))
+    const { port } = origin.address() as { port: number }
+    proxy = await startProxy(lbConfig([`127.0.0.1:${port}`]))
+  })
+  after(async () => {
+    await proxy.stop()
+    await new Promise((r) => origin.close(r))
+  })
+
+  test('binary bodies of known length arrive unchanged, small and large', async () => {
+    for (const [path, want] of [
+      ['/small', small],
+      ['/large', large],
+    ] as const) {
+      const res = await fetch(`${proxy.url}${path}`)
+      const got = Buffer.from(await res.arrayBuffer())
+      assert.equal(res.headers.get('content-length'), String(want.length), path)
+      assert.ok(got.equals(want), `${path}: the body differs`)
+    }
+    // HEAD: the head alone, with the length the body would have.
+    const head = await fetch(`${proxy.url}/small`, { method: 'HEAD' })
+    assert.equal(head.headers.get('content-length'), String(small.length))
+    assert.equal((await head.arrayBuffer()).byteLength, 0)
+  })
+})
