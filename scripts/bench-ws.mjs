@@ -270,6 +270,9 @@ load_balancer: { upstream: echo }
       }
       row.ratio = row.proxyMs / row.directMs
       row.proxyCpuMs = row.proxyUserMs + row.proxySysMs
+      // On a machine whose cores are all busy, wall time follows CPU time: the proxy's CPU on top
+      // of the ends'. Unlike the measured ratio, this hardly moves with other load.
+      row.cpuBoundRatio = 1 + row.proxyCpuMs / row.endpointsCpuMs
       rows.push(row)
       log(
         `bench-ws: ${c.name} ${row.kind} ${sizeLabel(c.size)} x${c.count}: direct ${row.directMs.toFixed(1)} ms, proxy ${row.proxyMs.toFixed(1)} ms (${row.ratio.toFixed(2)}x); proxy CPU ${row.proxyUserMs.toFixed(1)} user + ${row.proxySysMs.toFixed(1)} sys ms/msg, client + echo ${row.endpointsCpuMs.toFixed(1)} ms/msg`,
@@ -288,17 +291,17 @@ function sizeLabel(n) {
 function markdown(rows, rounds, pin) {
   const f = (n, d = 1) => (Number.isFinite(n) ? n.toFixed(d) : '-')
   const lines = [
-    '| case | message | msgs/run | direct ms/msg | through proxy ms/msg | × direct | proxy CPU ms/msg (user + sys) | client + echo CPU ms/msg |',
-    '|---|---|---:|---:|---:|---:|---:|---:|',
+    '| case | message | msgs/run | direct ms/msg | through proxy ms/msg | × direct | proxy CPU ms/msg (user + sys) | client + echo CPU ms/msg | × if CPU-bound |',
+    '|---|---|---:|---:|---:|---:|---:|---:|---:|',
   ]
   for (const r of rows) {
     lines.push(
-      `| ${r.case} | ${r.kind} ${sizeLabel(r.size)} | ${r.count} | ${f(r.directMs)} | ${f(r.proxyMs)} | ${f(r.ratio, 2)} | ${f(r.proxyCpuMs)} (${f(r.proxyUserMs)} + ${f(r.proxySysMs)}) | ${f(r.endpointsCpuMs)} |`,
+      `| ${r.case} | ${r.kind} ${sizeLabel(r.size)} | ${r.count} | ${f(r.directMs)} | ${f(r.proxyMs)} | ${f(r.ratio, 2)} | ${f(r.proxyCpuMs)} (${f(r.proxyUserMs)} + ${f(r.proxySysMs)}) | ${f(r.endpointsCpuMs)} | ${f(r.cpuBoundRatio, 2)} |`,
     )
   }
   lines.push(
     '',
-    `Times: medians of ${rounds} alternating runs; CPU: means over them (client + echo: the direct runs). One message in flight at a time, echoed (Autobahn 9.1.x/9.2.x style).${pin ? ' Pinned: the proxy on CPU 0, the echo server and the client on CPU 1.' : ''} Load average ${os
+    `Times: medians of ${rounds} alternating runs; CPU: means over them (client + echo: the direct runs; × if CPU-bound: 1 + proxy CPU / client + echo CPU, the slowdown to expect when every core is busy). One message in flight at a time, echoed (Autobahn 9.1.x/9.2.x style).${pin ? ' Pinned: the proxy on CPU 0, the echo server and the client on CPU 1.' : ''} Load average ${os
       .loadavg()
       .map((l) => l.toFixed(2))
       .join(
