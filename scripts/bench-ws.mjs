@@ -9,6 +9,8 @@
 //   node scripts/bench-ws.mjs
 //   BENCH_WS_ROUNDS=5 BENCH_WS_ONLY='^9\.1\.6$' node scripts/bench-ws.mjs
 //   BENCH_WS_PROXY_NODE_ARGS='--cpu-prof --cpu-prof-dir=/tmp/prof' node scripts/bench-ws.mjs
+//   BENCH_WS_PIN=1 node scripts/bench-ws.mjs   (Linux, taskset: the proxy on CPU 0, the echo
+//                                             server and the client on CPU 1)
 // From another script: `const { markdown } = await benchWebSocket({ rounds: 3 })`.
 import { spawn, spawnSync } from 'node:child_process'
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
@@ -72,10 +74,18 @@ function runEchoServer() {
 
 // --- helpers ---------------------------------------------------------------------------------
 
-/** Spawns `args` with node and resolves once every text of `ready` has appeared on stdout. */
-function startNode(args, ready, children) {
+/**
+ * Spawns `args` with node (on CPU `cpu` alone when set, through taskset) and resolves once every
+ * text of `ready` has appeared on stdout.
+ */
+function startNode(args, ready, children, cpu) {
   return new Promise((resolve, reject) => {
-    const c = spawn(process.execPath, args, { stdio: ['pipe', 'pipe', 'inherit'] })
+    const c =
+      cpu === undefined
+        ? spawn(process.execPath, args, { stdio: ['pipe', 'pipe', 'inherit'] })
+        : spawn('taskset', ['-c', String(cpu), process.execPath, ...args], {
+            stdio: ['pipe', 'pipe', 'inherit'],
+          })
     children.push(c)
     let out = ''
     const timer = setTimeout(() => reject(new Error(`${args.join(' ')} did not start`)), 15_000)
@@ -103,6 +113,11 @@ function stop(c) {
 }
 
 const CLK_TCK = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout?.trim()) || 100
+
+/** Runs this process (the client, all its threads) on CPU `cpu` alone (Linux taskset); false if that failed. */
+function pinSelf(cpu) {
+  return spawnSync('taskset', ['-apc', String(cpu), String(process.pid)]).status === 0
+}
 
 /** CPU time (ms, user and system) process `pid` has used so far, from /proc; undefined elsewhere. */
 function cpuMs(pid) {
@@ -170,17 +185,20 @@ async function runCase(url, c, message) {
  * Runs the cases direct and through the proxy, `rounds` times each, alternating which goes first.
  * Returns one row per case (medians: ms per message direct and through the proxy, their ratio,
  * the proxy's CPU ms per message) and the same as a markdown table.
+ * `pin`: the proxy on CPU 0 alone, the echo server and the client on CPU 1 (taskset), so the
+ * proxy's work does not compete with theirs for a core and other load disturbs less.
  * @param {{ rounds?: number, only?: RegExp, bytesPerRun?: number, proxyNodeArgs?: string[],
- *   proxyBin?: string, log?: (line: string) => void }} [opts]
+ *   proxyBin?: string, pin?: boolean, log?: (line: string) => void }} [opts]
  */
 export async function benchWebSocket(opts = {}) {
   const rounds = opts.rounds ?? 3
+  const pin = opts.pin === true && os.cpus().length >= 2 && pinSelf(1)
   const log = opts.log ?? ((line) => process.stderr.write(`${line}\n`))
   const cases = wsCases(opts.bytesPerRun).filter((c) => !opts.only || opts.only.test(c.name))
   const children = []
   try {
     const self = fileURLToPath(import.meta.url)
-    const echo = await startNode([self, '--echo-server'], ['ready'], children)
+    const echo = await startNode([self, '--echo-server'], ['ready'], children, pin ? 1 : undefined)
     const echoPort = Number(/ready (\d+)/.exec(echo.seen)[1])
     const dir = mkdtempSync(path.join(os.tmpdir(), 'locci-bench-ws-'))
     const config = path.join(dir, 'ws.yaml')
@@ -197,6 +215,7 @@ load_balancer: { upstream: echo }
       [...(opts.proxyNodeArgs ?? []), opts.proxyBin ?? path.join(root, 'bin', 'locci-proxy'), '-c', config],
       ['locci-proxy listening'],
       children,
+      pin ? 0 : undefined,
     )
     const proxyPort = Number(/"bind":"http:\/\/127\.0\.0\.1:(\d+)"/.exec(proxy.seen)[1])
     const targets = {
@@ -204,7 +223,7 @@ load_balancer: { upstream: echo }
       proxy: `ws://127.0.0.1:${proxyPort}/`,
     }
     log(
-      `bench-ws: echo on :${echoPort}, proxy on :${proxyPort}; ${rounds} rounds; ${os.cpus().length} cores, load ${os
+      `bench-ws: echo on :${echoPort}, proxy on :${proxyPort}${pin ? ' (pinned: proxy CPU 0, echo + client CPU 1)' : ''}; ${rounds} rounds; ${os.cpus().length} cores, load ${os
         .loadavg()
         .map((l) => l.toFixed(2))
         .join(' ')}`,
@@ -251,12 +270,15 @@ load_balancer: { upstream: echo }
       }
       row.ratio = row.proxyMs / row.directMs
       row.proxyCpuMs = row.proxyUserMs + row.proxySysMs
+      // On a machine whose cores are all busy, wall time follows CPU time: the proxy's CPU on top
+      // of the ends'. Unlike the measured ratio, this hardly moves with other load.
+      row.cpuBoundRatio = 1 + row.proxyCpuMs / row.endpointsCpuMs
       rows.push(row)
       log(
         `bench-ws: ${c.name} ${row.kind} ${sizeLabel(c.size)} x${c.count}: direct ${row.directMs.toFixed(1)} ms, proxy ${row.proxyMs.toFixed(1)} ms (${row.ratio.toFixed(2)}x); proxy CPU ${row.proxyUserMs.toFixed(1)} user + ${row.proxySysMs.toFixed(1)} sys ms/msg, client + echo ${row.endpointsCpuMs.toFixed(1)} ms/msg`,
       )
     }
-    return { rows, markdown: markdown(rows, rounds) }
+    return { rows, markdown: markdown(rows, rounds, pin) }
   } finally {
     for (const c of children) await stop(c)
   }
@@ -266,20 +288,25 @@ function sizeLabel(n) {
   return n >= MiB ? `${n / MiB} MiB` : `${n / KiB} KiB`
 }
 
-function markdown(rows, rounds) {
+function markdown(rows, rounds, pin) {
   const f = (n, d = 1) => (Number.isFinite(n) ? n.toFixed(d) : '-')
   const lines = [
-    '| case | message | msgs/run | direct ms/msg | through proxy ms/msg | × direct | proxy CPU ms/msg (user + sys) | client + echo CPU ms/msg |',
-    '|---|---|---:|---:|---:|---:|---:|---:|',
+    '| case | message | msgs/run | direct ms/msg | through proxy ms/msg | × direct | proxy CPU ms/msg (user + sys) | client + echo CPU ms/msg | × if CPU-bound |',
+    '|---|---|---:|---:|---:|---:|---:|---:|---:|',
   ]
   for (const r of rows) {
     lines.push(
-      `| ${r.case} | ${r.kind} ${sizeLabel(r.size)} | ${r.count} | ${f(r.directMs)} | ${f(r.proxyMs)} | ${f(r.ratio, 2)} | ${f(r.proxyCpuMs)} (${f(r.proxyUserMs)} + ${f(r.proxySysMs)}) | ${f(r.endpointsCpuMs)} |`,
+      `| ${r.case} | ${r.kind} ${sizeLabel(r.size)} | ${r.count} | ${f(r.directMs)} | ${f(r.proxyMs)} | ${f(r.ratio, 2)} | ${f(r.proxyCpuMs)} (${f(r.proxyUserMs)} + ${f(r.proxySysMs)}) | ${f(r.endpointsCpuMs)} | ${f(r.cpuBoundRatio, 2)} |`,
     )
   }
   lines.push(
     '',
-    `Times: medians of ${rounds} alternating runs; CPU: means over them (client + echo: the direct runs). One message in flight at a time, echoed (Autobahn 9.1.x/9.2.x style). ${os.cpus().length} cores (${os.cpus()[0]?.model ?? 'unknown CPU'}), Node ${process.version}.`,
+    `Times: medians of ${rounds} alternating runs; CPU: means over them (client + echo: the direct runs; × if CPU-bound: 1 + proxy CPU / client + echo CPU, the slowdown to expect when every core is busy). One message in flight at a time, echoed (Autobahn 9.1.x/9.2.x style).${pin ? ' Pinned: the proxy on CPU 0, the echo server and the client on CPU 1.' : ''} Load average ${os
+      .loadavg()
+      .map((l) => l.toFixed(2))
+      .join(
+        ' ',
+      )} at the end. ${os.cpus().length} cores (${os.cpus()[0]?.model ?? 'unknown CPU'}), Node ${process.version}.`,
   )
   return lines.join('\n')
 }
@@ -293,6 +320,8 @@ if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.me
       only: env.BENCH_WS_ONLY ? new RegExp(env.BENCH_WS_ONLY) : undefined,
       bytesPerRun: env.BENCH_WS_MIB ? Number(env.BENCH_WS_MIB) * MiB : undefined,
       proxyNodeArgs: env.BENCH_WS_PROXY_NODE_ARGS ? env.BENCH_WS_PROXY_NODE_ARGS.split(' ') : undefined,
+      proxyBin: env.BENCH_WS_PROXY_BIN || undefined,
+      pin: !['', '0', undefined].includes(env.BENCH_WS_PIN),
     })
     console.log(`\n${table}`)
   }

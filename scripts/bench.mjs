@@ -396,12 +396,16 @@ for (const s of staged) {
 }
 
 // WebSocket throughput: Autobahn 9.1.x/9.2.x-style echo of one large message at a time, direct
-// and through the proxy (scripts/bench-ws.mjs; about 15 s). BENCH_WS=0 skips it; with
-// BENCH_ONLY set it runs only when BENCH_ONLY matches "websocket".
+// and through the proxy, with the ratio (scripts/bench-ws.mjs; about 15 s). BENCH_WS=0 skips it;
+// with BENCH_ONLY set it runs only when BENCH_ONLY matches "websocket"; BENCH_WS_PIN=1 runs the
+// proxy on one core and the echo server and client on the other.
 const wsOnly = process.env.BENCH_ONLY
 if (process.env.BENCH_WS !== '0' && (wsOnly === undefined || new RegExp(wsOnly).test('websocket'))) {
   const { benchWebSocket } = await import('./bench-ws.mjs')
-  const { markdown } = await benchWebSocket({ log: () => undefined })
+  const { markdown } = await benchWebSocket({
+    log: () => undefined,
+    pin: !['', '0', undefined].includes(process.env.BENCH_WS_PIN),
+  })
   console.log(`\nWebSocket echo, one message at a time (ms per message, medians)\n${markdown}`)
 }
 

@@ -13,21 +13,26 @@
 // onto a new net.Socket with `onread` (its handle passed as `handle`, the way net.Server itself
 // makes sockets): reads of up to READ_BYTES land in one buffer shared by every tunnel of the
 // process, are copied into a write buffer that is reused as long as the kernel takes each write
-// whole, and written at once: 0.9-1.1 ms per MiB (scripts/bench-ws.mjs: half the proxy's CPU
-// per echoed message, at every size). A read buffer per socket without the copy measured no
-// better in the proxy, and would hold 2 x 256 KiB for every open WebSocket, idle or not. TLS
-// sockets (a TLS listener or upstream) keep `data` events, with the same backpressure and close
-// handling.
+// whole, and written at once. A read buffer per socket without the copy measured no better in
+// the proxy, and would hold a buffer for every open WebSocket, idle or not. TLS sockets (a TLS
+// listener or upstream) keep `data` events, with the same backpressure and close handling.
+//
+// What is left per byte is the kernel's (a read and a write system call, each a copy, and the
+// loopback TCP path): the user-space copy is about 5 % of the proxy's CPU (perf). So the read size
+// is what moves the cost: one-way relay, proxy CPU ms per 100 MiB (256 MiB, medians of 5
+// alternating runs, proxy pinned to one core, load 3.5-5.8): 256 KiB reads 74-94, 512 KiB 59,
+// 1 MiB 55-66, 2 MiB 47. 1 MiB it is: a stalled direction then holds up to 1 MiB (beside the
+// kernel's socket buffers, which hold several MiB per connection anyway).
 
 import net, { type Socket } from 'node:net'
 import tls from 'node:tls'
 
 /** The most one read takes (the shared read buffer's size, and each write buffer's). */
-const READ_BYTES = 256 * 1024
+const READ_BYTES = 1024 * 1024
 /** Reads up to this size are copied to a buffer of their own: no write buffer is held for them. */
 const SMALL_BYTES = 16 * 1024
-/** Write buffers kept for reuse once the writes that held them are flushed. */
-const SPARE_MAX = 8
+/** Write buffers kept for reuse once the writes that held them are flushed (at most 4 MiB idle). */
+const SPARE_MAX = 4
 
 let readBuffer: Buffer | undefined
 /** The write buffer the next large read is copied into; undefined once a pending write holds it. */

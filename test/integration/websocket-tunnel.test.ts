@@ -85,10 +85,18 @@ async function rawClient(port: number) {
   return { s, ...(await ready) }
 }
 
-/** Writes `total` bytes of a pattern in 1 MiB chunks as fast as `s` takes them; returns the live counters. */
-function pump(s: net.Socket, total: number, then: 'end' | 'stay' = 'end') {
+/** A 1 MiB pattern for pump. */
+function pattern(): Buffer {
   const chunk = Buffer.alloc(MiB)
   for (let i = 0; i < chunk.length; i++) chunk[i] = (i * 7) % 251
+  return chunk
+}
+
+/**
+ * Writes `total` bytes of `chunk` (1 MiB, repeated) as fast as `s` takes them; returns the live
+ * counters.
+ */
+function pump(s: net.Socket, total: number, then: 'end' | 'stay' = 'end', chunk = pattern()) {
   const state = { written: 0, hash: createHash('sha1') }
   const go = () => {
     while (state.written < total) {
@@ -246,6 +254,34 @@ describe('WebSocket tunnel: raw bytes', () => {
       to.s.end()
     })
   }
+
+  test('tunnels stalled at the same time each keep their own bytes, both ways; the proxy holds little', async () => {
+    // Every tunnel of the process reads into one shared buffer and a stalled direction keeps the
+    // write buffer its pending write holds: bytes of one tunnel must never land in another's, nor
+    // a later read overwrite a pending write. Each direction sends its own random 1 MiB, repeated.
+    const tunnels = []
+    for (let i = 0; i < 3; i++) tunnels.push(await openTunnel())
+    const rss0 = await rssOf(proxy.child.pid!)
+    // More than the kernel's socket buffers hold, so the proxy's own writes end up waiting.
+    const total = 48 * MiB
+    const flows = tunnels.flatMap(({ c, u }) => [
+      { sent: pump(u.s, total, 'stay', randomBytes(MiB)), got: drain(c.s, c.rest), reader: c.s },
+      { sent: pump(c.s, total, 'stay', randomBytes(MiB)), got: drain(u.s, u.rest), reader: u.s },
+    ])
+    for (const f of flows) f.reader.resume()
+    await until(() => flows.every((f) => f.got.got > MiB), 'the first bytes every way')
+    for (const f of flows) f.reader.pause()
+    await settled(() => flows.reduce((n, f) => n + f.sent.written, 0), 'every writer to be held back')
+    const rss = await rssOf(proxy.child.pid!)
+    assert.ok(rss - rss0 < 64 * MiB, `proxy RSS grew by ${Math.round((rss - rss0) / MiB)} MiB`)
+    for (const f of flows) f.reader.resume()
+    await until(() => flows.every((f) => f.got.got >= total), 'every byte every way', 60_000)
+    for (const f of flows) assertArrived(f.got, f.sent, total)
+    for (const { c, u } of tunnels) {
+      c.s.destroy()
+      u.s.destroy()
+    }
+  })
 
   test("the upstream's FIN right after a burst reaches a slow client after the burst's last byte", async () => {
     const { c, u } = await openTunnel()
