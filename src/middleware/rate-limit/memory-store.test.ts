@@ -4,6 +4,13 @@ import v8 from 'node:v8'
 import vm from 'node:vm'
 import { bucketKey, MAX_KEY_LENGTH, MemoryStore } from './memory-store'
 
+/** Heap in use after a full collection. */
+function heap(): number {
+  v8.setFlagsFromString('--expose-gc')
+  ;(vm.runInNewContext('gc') as () => void)()
+  return process.memoryUsage().heapUsed
+}
+
 describe('MemoryStore bounds', () => {
   test('10k distinct 8 KB keys keep the stored key bytes bounded', () => {
     const store = new MemoryStore(5, 1 / 60_000, 100_000)
@@ -72,12 +79,6 @@ describe('MemoryStore bounds', () => {
     // V8 keeps a substring as a slice of its parent: storing the slice would pin 16 KB a key.
     const store = new MemoryStore(5, 1 / 60_000, 100_000)
     try {
-      v8.setFlagsFromString('--expose-gc')
-      const gc = vm.runInNewContext('gc') as () => void
-      const heap = () => {
-        gc()
-        return process.memoryUsage().heapUsed
-      }
       const before = heap()
       for (let i = 0; i < 2000; i++) {
         const header = `${String(i).padStart(8, '0')},${'y'.repeat(16_000)}${Math.random()}`
@@ -112,12 +113,6 @@ describe('MemoryStore bounds', () => {
   test('a known key taken by a slice of a new long header keeps the stored copy, not the slice', () => {
     const store = new MemoryStore(1_000_000, 1 / 60_000, 10)
     try {
-      v8.setFlagsFromString('--expose-gc')
-      const gc = vm.runInNewContext('gc') as () => void
-      const heap = () => {
-        gc()
-        return process.memoryUsage().heapUsed
-      }
       const key = 'k'.repeat(40)
       store.take(key, 0)
       let header: string | undefined = `${key},${'y'.repeat(8_000_000)}${Math.random()}`
