@@ -84,6 +84,17 @@ describe('PrefixIndex', () => {
     assert.deepEqual(idx.candidates('/a'), [0])
   })
 
+  test('many routes: every route is a candidate of its own prefix, and of no unrelated one', () => {
+    const prefixes = Array.from({ length: 20_000 }, (_, i) => `/api/v${i % 7}/svc${i}`)
+    prefixes.push('', '/api/')
+    const idx = new PrefixIndex(prefixes)
+    assert.deepEqual(idx.candidates('/api/v3/svc10/x'), [10, 20_000, 20_001])
+    // svc1, svc10..., all prefixes of `/api/v1/svc1...`: only those with v1 (i % 7 === 1).
+    assert.deepEqual(idx.candidates('/api/v1/svc1'), [1, 20_000, 20_001])
+    assert.deepEqual(idx.candidates('/api/v1/svc15'), [1, 15, 20_000, 20_001])
+    assert.deepEqual(idx.candidates('/other'), [20_000])
+  })
+
   test('hostile paths: long, non-ASCII, lone surrogates, NUL', () => {
     const idx = new PrefixIndex(['/a', '/a/b', ''])
     assert.deepEqual(idx.candidates(`/a/b${'x'.repeat(100_000)}`), [0, 1, 2])

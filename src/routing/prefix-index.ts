@@ -54,32 +54,45 @@ function hasTopLevelAlternation(source: string): boolean {
 
 interface Node {
   readonly next: Map<number, Node>
+  /** The routes whose prefix is exactly this node's text. */
+  readonly own: number[]
   /** Indexes of the routes a path that starts with this node's text may match, ascending. */
   candidates: readonly number[] | undefined
 }
+
+const node = (): Node => ({ next: new Map(), own: [], candidates: undefined })
 
 export class PrefixIndex {
   readonly #root: Node
 
   /** `prefixes[i]`: route i's literal prefix ('' when it has none), in the table's order. */
   constructor(prefixes: readonly string[]) {
-    const distinct = new Set(prefixes)
-    distinct.add('')
-    this.#root = { next: new Map(), candidates: undefined }
-    for (const p of distinct) {
-      let node = this.#root
+    this.#root = node()
+    for (let r = 0; r < prefixes.length; r++) {
+      const p = prefixes[r]!
+      let at = this.#root
       for (let i = 0; i < p.length; i++) {
         const code = p.charCodeAt(i)
-        let child = node.next.get(code)
+        let child = at.next.get(code)
         if (child === undefined) {
-          child = { next: new Map(), candidates: undefined }
-          node.next.set(code, child)
+          child = node()
+          at.next.set(code, child)
         }
-        node = child
+        at = child
       }
-      const list: number[] = []
-      for (let r = 0; r < prefixes.length; r++) if (p.startsWith(prefixes[r]!)) list.push(r)
-      node.candidates = list
+      at.own.push(r)
+    }
+    // A node's candidates: its own routes merged with those of the nearest node above it that
+    // has some (all of its ancestors' routes), so a reload with thousands of routes stays
+    // linear in the routes and prefix lengths. Depth first with a stack: prefixes can be long.
+    this.#root.candidates = this.#root.own
+    const stack: [Node, readonly number[]][] = [[this.#root, this.#root.own]]
+    while (stack.length > 0) {
+      const [at, inherited] = stack.pop()!
+      for (const child of at.next.values()) {
+        if (child.own.length > 0) child.candidates = mergeAscending(inherited, child.own)
+        stack.push([child, child.candidates ?? inherited])
+      }
     }
   }
 
@@ -88,14 +101,25 @@ export class PrefixIndex {
    * with, which holds every route whose prefix is a prefix of the path (they nest).
    */
   candidates(path: string): readonly number[] {
-    let node = this.#root
-    let best = node.candidates!
+    let at = this.#root
+    let best = at.candidates!
     for (let i = 0; i < path.length; i++) {
-      const child = node.next.get(path.charCodeAt(i))
+      const child = at.next.get(path.charCodeAt(i))
       if (child === undefined) break
-      node = child
-      if (node.candidates !== undefined) best = node.candidates
+      at = child
+      if (at.candidates !== undefined) best = at.candidates
     }
     return best
   }
+}
+
+function mergeAscending(a: readonly number[], b: readonly number[]): number[] {
+  const out: number[] = []
+  let i = 0
+  let j = 0
+  while (i < a.length || j < b.length) {
+    if (j >= b.length || (i < a.length && a[i]! < b[j]!)) out.push(a[i++]!)
+    else out.push(b[j++]!)
+  }
+  return out
 }
