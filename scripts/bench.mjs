@@ -6,7 +6,7 @@
 //   BENCH_ONLY='^api_gateway$' npm run bench     (only the proxy scenarios whose label matches)
 //   BENCH_ONLY=grpc npm run bench   (gRPC unary calls/s direct vs through the proxy only)
 //   BENCH_PROFILE=1 npm run bench   (also: CPU µs per request by stage, from `node --cpu-prof`, for
-//                                    the load_balancer and api_gateway + all three scenarios)
+//                                    load_balancer, api_gateway + all three, and 50 routes + all three)
 import { spawn, spawnSync } from 'node:child_process'
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs'
 import http from 'node:http'
@@ -22,7 +22,7 @@ const DURATION = Number(process.env.BENCH_DURATION ?? 10)
 const CONNS = Number(process.env.BENCH_CONNECTIONS ?? 50)
 // Profiling is opt-in: the profiler's own cost shows in the profiled rows' CPU and RSS.
 const PROFILE = !['', '0', undefined].includes(process.env.BENCH_PROFILE)
-const PROFILED = new Set(['load_balancer', 'api_gateway + all three'])
+const PROFILED = new Set(['load_balancer', 'api_gateway + all three', 'api_gateway, 50 routes + all three'])
 const useWrk = spawnSync('wrk', ['--version']).error === undefined
 const children = []
 
@@ -168,6 +168,20 @@ api_gateway:
     cached: { path_pattern: "^/cached", methods: [GET], upstream: origin, middlewares: [${middlewares}] }
     other: { path_pattern: "^/", upstream: origin }
 ${declarations}`
+// 50 routes, each with the three middlewares: the table's cost when a request lands on a route
+// in the middle of it (`/api/v1/svc42/...`; the origin answers any other path like /small).
+const ROUTES50_PREFIX = '/api/v1/svc42'
+const gateway50 = (middlewares, declarations = '') => `mode: api_gateway
+server: { bind_address: "127.0.0.1:0" }
+logging: { level: info }
+${upstreams}
+api_gateway:
+  routes:
+${Array.from({ length: 50 }, (_, i) => {
+  const n = String(i).padStart(2, '0')
+  return `    svc${n}: { path_pattern: "^/api/v1/svc${n}(/|$)", methods: [GET, POST], upstream: origin, middlewares: [${middlewares}] }`
+}).join('\n')}
+${declarations}`
 const withWorkers = (yaml) =>
   yaml.replace('bind_address: "127.0.0.1:0" }', 'bind_address: "127.0.0.1:0", workers: 2 }')
 const lbWorkers = (n) =>
@@ -196,7 +210,7 @@ const authDeclarations = `middlewares:
   forward_auth: { address: "http://127.0.0.1:${originPort}/small", auth_response_headers: [X-Auth-User] }
 `
 const basicHeaders = { authorization: `Basic ${Buffer.from('bench:bench-password').toString('base64')}` }
-// [label, config, bodies, request headers]
+// [label, config, bodies, request headers, path prefix (default none)]
 const scenarios = [
   [
     'load_balancer',
@@ -218,6 +232,13 @@ const scenarios = [
     gateway('cors, authentication, rate_limiting', declarations),
     ['small'],
     mwHeaders,
+  ],
+  [
+    'api_gateway, 50 routes + all three',
+    gateway50('cors, authentication, rate_limiting', declarations),
+    ['small'],
+    mwHeaders,
+    ROUTES50_PREFIX,
   ],
   ['api_gateway + basic_auth (cached)', gateway('basic_auth', authDeclarations), ['small'], basicHeaders],
   ['api_gateway + api_key', gateway('api_key', authDeclarations), ['small'], { 'x-api-key': BENCH_KEY }],
@@ -279,7 +300,7 @@ try {
     rows.push({ target: 'direct (origin alone)', body, ...load(`http://127.0.0.1:${originPort}/${body}`) })
   }
   const only = process.env.BENCH_ONLY ? new RegExp(process.env.BENCH_ONLY) : undefined
-  for (const [label, yaml, bodies, headers] of scenarios) {
+  for (const [label, yaml, bodies, headers, prefix = ''] of scenarios) {
     if (only && !only.test(label)) continue
     const file = path.join(dir, `${rows.length}.yaml`)
     writeFileSync(file, yaml)
@@ -302,13 +323,14 @@ try {
     const measured = []
     for (const body of bodies) {
       process.stderr.write(`bench: locci ${label} /${body}\n`)
-      load(`http://127.0.0.1:${port}/${body}`, headers) // warm-up run is discarded
+      const url = `http://127.0.0.1:${port}${prefix}/${body}`
+      load(url, headers) // warm-up run is discarded
       if (label.includes('compress'))
         wire.set(`${label} /${body}`, await wireBytes(`http://127.0.0.1:${port}/${body}`, headers))
       const row = {
         target: `locci-proxy ${label}${profDir ? ' (profiled)' : ''}`,
         body,
-        ...measure(`http://127.0.0.1:${port}/${body}`, headers, proxy.pid),
+        ...measure(url, headers, proxy.pid),
       }
       rows.push(row)
       measured.push(row)
@@ -358,6 +380,23 @@ for (const r of rows) {
 console.log(
   `\n${tool}, ${os.cpus().length} cores (${os.cpus()[0]?.model ?? 'unknown CPU'}), Node ${process.version}`,
 )
+
+// The gateway's cost over plain forwarding, and the workers' over one process (CPU per request).
+const lbCpu = cpuOf('locci-proxy load_balancer')
+for (const [what, target, base] of [
+  [
+    '50 routes + cors, authentication, rate_limiting',
+    'locci-proxy api_gateway, 50 routes + all three',
+    lbCpu,
+  ],
+  ['load_balancer, workers: 2', 'locci-proxy load_balancer, workers: 2', lbCpu],
+]) {
+  const c = cpuOf(target)
+  if (c && base)
+    console.log(
+      `\n${what}: ${fmt(c, 1)} µs CPU per request, ${fmt(c / base, 2)}× load_balancer (${fmt(base, 1)})`,
+    )
+}
 
 // cache: what answering from the store costs against proxying the same 2 bytes.
 const cacheHit = rows.find((r) => r.target.startsWith('locci-proxy api_gateway + cache (hit)'))

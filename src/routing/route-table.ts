@@ -4,6 +4,7 @@
 import type { ConfigCheck } from '../config/compile'
 import { compilePattern } from '../config/pattern'
 import type { OriginPolicy, RouteSpec } from '../config/snapshot'
+import { literalPrefix, PrefixIndex } from './prefix-index'
 
 export interface Route extends RouteSpec {
   readonly regex: RegExp
@@ -29,6 +30,8 @@ export class RouteTable {
   readonly routes: readonly Route[]
   /** One frozen match per route (same index): matching allocates nothing. */
   readonly #hits: readonly RouteMatch[]
+  /** The routes a path may match by their patterns' literal prefixes (prefix-index.ts). */
+  readonly #index: PrefixIndex
 
   /**
    * `specs` in the order they are tried (config/compile.ts orders them); patterns must already be
@@ -42,17 +45,23 @@ export class RouteTable {
       return { ...r, regex, websocketOrigins: r.websocketOrigins ?? origins(r.middlewares) }
     })
     this.#hits = this.routes.map((route) => Object.freeze({ kind: 'route', route }))
+    this.#index = new PrefixIndex(this.routes.map((r) => literalPrefix(r.regex)))
   }
 
   /**
    * The first route, longest pattern first, whose pattern matches `path` (normalized, without
    * the query string) and whose methods include `method` (upper case); else 405 with every
-   * method of the routes whose pattern matched, else 404.
+   * method of the routes whose pattern matched, else 404. Only the routes whose literal prefix
+   * the path starts with are tested (a route it does not start with cannot match), unless
+   * `trace` wants to hear about every route.
    */
   match(method: string, path: string, trace?: RouteTrace): RouteMatch {
     let allow: Set<string> | null = null
     const routes = this.routes
-    for (let i = 0; i < routes.length; i++) {
+    const tried = trace === undefined ? this.#index.candidates(path) : undefined
+    const n = tried === undefined ? routes.length : tried.length
+    for (let k = 0; k < n; k++) {
+      const i = tried === undefined ? k : tried[k]!
       const route = routes[i]!
       if (!route.regex.test(path)) {
         if (trace !== undefined) trace(route, 'no_match')

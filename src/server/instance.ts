@@ -38,6 +38,7 @@ import { createOpsServer, type ReadinessView } from './ops'
 import { LocalOwner, type Owner, PrimaryOwner } from './owner'
 import type { ChangeResult, MetricsText, ToPrimary, ToWorker } from './protocol'
 import type { Rpc } from './rpc'
+import { batchedTakes } from './take-batch'
 import { TcpProxy } from './tcp'
 
 export interface StartOptions {
@@ -115,10 +116,7 @@ export class ProxyInstance implements ControlActions {
     this.#middlewares = new MiddlewareRegistry(
       this.#log,
       (type) => this.#countError(type),
-      link &&
-        ((store, burst, perMs, maxKeys) => ({
-          take: (key) => link.request('take', { store, key, burst, perMs, maxKeys }),
-        })),
+      link && batchedTakes((batch) => link.request('takes', batch)),
     )
     const { snapshot } = plan
     this.#store = new RuntimeStore({

@@ -31,8 +31,9 @@ import { AcmeManager, acmeChange, type ChallengeMaterial, type IssuedCertificate
 import { sharedAcmeStore } from './acme-redis'
 import type { SharedStart } from './config-store'
 import { ConfigKeeper } from './keeper'
-import type { AcmeState, HealthEvent, MetricsText, TakeRequest, ToPrimary, ToWorker } from './protocol'
+import type { AcmeState, HealthEvent, MetricsText, TakeBatch, ToPrimary, ToWorker } from './protocol'
 import { Rpc } from './rpc'
+import { takeBatch } from './take-batch'
 
 export interface PrimaryOptions {
   file: string
@@ -163,7 +164,7 @@ export class Primary {
     const worker = cluster.fork({ LOCCI_WORKER: '1' })
     const rpc = new Rpc<ToWorker, ToPrimary>((m) => worker.send(m))
     rpc
-      .on('take', (p) => this.#take(p))
+      .on('takes', (b) => this.#takes(b))
       .on('change', (p) => this.#config.change(p.change, p.ifRevision))
       .on('reload', () => this.reload())
       .on('metrics', () => this.#metrics())
@@ -214,13 +215,17 @@ export class Primary {
     for (const l of this.#links.values()) l.rpc.emit('health', e)
   }
 
-  #take(r: TakeRequest) {
-    let store = this.#stores.get(r.store)
+  #takes(b: TakeBatch) {
+    return takeBatch(b, (spec) => this.#storeFor(spec), Date.now())
+  }
+
+  #storeFor(spec: TakeBatch['stores'][number]): MemoryStore {
+    let store = this.#stores.get(spec.store)
     if (!store) {
-      store = new MemoryStore(r.burst, r.perMs, r.maxKeys)
-      this.#stores.set(r.store, store)
+      store = new MemoryStore(spec.burst, spec.perMs, spec.maxKeys)
+      this.#stores.set(spec.store, store)
     }
-    return store.take(r.key, Date.now())
+    return store
   }
 
   /** Every worker applies the validated config before the primary takes it as its own. */

@@ -40,13 +40,15 @@ export interface MetricsText {
   contentType: string
 }
 
-/** A memory rate-limit bucket lives in the primary, so a burst counts across workers. */
-export interface TakeRequest {
-  store: string
-  key: string
-  burst: number
-  perMs: number
-  maxKeys: number
+/**
+ * A memory rate-limit bucket lives in the primary, so a burst counts across workers. A worker
+ * sends the takes of one event-loop turn together (take-batch.ts): `keys[i]` is taken from the
+ * store `stores[of[i]]`, in order.
+ */
+export interface TakeBatch {
+  stores: { store: string; burst: number; perMs: number; maxKeys: number }[]
+  keys: string[]
+  of: number[]
 }
 
 /** A config the primary validated, for every worker to apply as it is. */
@@ -80,7 +82,8 @@ export interface ToPrimary extends Protocol {
   'breaker-outcomes': Message<BreakerOutcomes, void>
   /** May a request go through the half-open breaker `key` as a probe? */
   'breaker-probe': Message<{ key: string }, boolean>
-  take: Message<TakeRequest, TakeResult>
+  /** Takes from the instance's memory rate-limit buckets; the results in the same order. */
+  takes: Message<TakeBatch, TakeResult[]>
   change: Message<ChangeRequest, ChangeResult>
   reload: Message<undefined, ReloadResult>
   metrics: Message<undefined, MetricsText>

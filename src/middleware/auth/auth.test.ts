@@ -8,7 +8,7 @@ import { SignJWT, UnsecuredJWT } from 'jose'
 import type { Logger } from '../../observe/logger'
 import type { Reply, RequestContext } from '../types'
 import type { AuthenticationConfig } from './config'
-import { authentication, encodeClaim } from './index'
+import { authentication, CACHE_MAX, encodeClaim, withoutHeaders } from './index'
 
 const quiet = { warn() {}, info() {} } as unknown as Logger
 const secret = new TextEncoder().encode('s3cret-s3cret-s3cret-s3cret-s3cret')
@@ -242,5 +242,74 @@ describe('encodeClaim', () => {
       'x-user-id',
       '%E5%90%8D%E5%89%8D%0D%0AX-Admin:%20yes',
     ])
+  })
+})
+
+describe('the verified-token cache', () => {
+  const mw = () => authentication('auth', base, undefined, quiet)
+
+  test('a cached token forwards the same claims and still drops a forged X-User-Id', async () => {
+    const m = mw()
+    const token = await hs({ sub: 'alice' })
+    const first = ctx(`Bearer ${token}`)
+    assert.equal(await m(first), undefined)
+    const second = ctx(`Bearer ${token}`, '/api', [])
+    assert.equal(m(second), undefined, 'answered from the cache, at once')
+    assert.deepEqual(second.upstreamHeaders, ['accept', '*/*', 'x-user-id', 'alice'])
+    assert.deepEqual(first.upstreamHeaders, second.upstreamHeaders)
+  })
+
+  test('a forged token is never served from the cache: a valid token with another signature is refused', async () => {
+    const m = mw()
+    const token = await hs({ sub: 'alice' })
+    assert.equal(await m(ctx(`Bearer ${token}`)), undefined)
+    const [h, p] = token.split('.')
+    const forgedPayload = Buffer.from(JSON.stringify({ sub: 'admin', exp: 9_999_999_999 })).toString(
+      'base64url',
+    )
+    for (const forged of [`${h}.${p}.${'A'.repeat(43)}`, `${h}.${forgedPayload}.${token.split('.')[2]}`]) {
+      for (let i = 0; i < 2; i++) {
+        const r = m(ctx(`Bearer ${forged}`))
+        assert.ok(r instanceof Promise, 'a token the cache has not seen verified is verified')
+        assert.equal((await r)?.status, 401)
+      }
+    }
+  })
+
+  test('an expired token is verified again (and refused) once its exp has passed, cached or not', async () => {
+    const now = Date.now()
+    mock.timers.enable({ apis: ['Date'], now })
+    try {
+      const m = mw()
+      const token = await hs({ sub: 'bob' }, 'HS256', Math.floor(now / 1000) + 2)
+      assert.equal(await m(ctx(`Bearer ${token}`)), undefined)
+      assert.equal(m(ctx(`Bearer ${token}`)), undefined, 'cached while valid')
+      mock.timers.tick(3_000)
+      const later = m(ctx(`Bearer ${token}`))
+      assert.ok(later instanceof Promise, 'past exp the cache does not answer')
+      assert.equal((await later)?.status, 401)
+    } finally {
+      mock.timers.reset()
+    }
+  })
+
+  test(`bounded: at most ${CACHE_MAX} tokens, the oldest go first`, async () => {
+    const m = mw()
+    const tokens = await Promise.all(Array.from({ length: CACHE_MAX + 1 }, (_, i) => hs({ sub: `u${i}` })))
+    for (const t of tokens) assert.equal(await m(ctx(`Bearer ${t}`)), undefined)
+    assert.equal(m(ctx(`Bearer ${tokens[CACHE_MAX]}`)), undefined, 'the newest is cached')
+    assert.ok(m(ctx(`Bearer ${tokens[0]}`)) instanceof Promise, 'the oldest was dropped')
+  })
+})
+
+describe('withoutHeaders', () => {
+  test('drops the named headers in any case, keeps the rest in order, returns the array itself when none is there', () => {
+    const names = new Set(['x-user-id', 'x-a'])
+    const flat = ['Host', 'h', 'X-User-Id', 'f1', 'x-a', '1', 'X-USER-ID', 'f2', 'accept', '*/*']
+    assert.deepEqual(withoutHeaders(flat, names), ['Host', 'h', 'accept', '*/*'])
+    const none = ['host', 'h', 'x-user-idx', 'v', 'a'.repeat(40), 'v']
+    assert.equal(withoutHeaders(none, names), none)
+    const long = new Set(['x'.repeat(40)])
+    assert.deepEqual(withoutHeaders(['X'.repeat(40), 'v', 'y'.repeat(40), 'w'], long), ['y'.repeat(40), 'w'])
   })
 })

@@ -24,7 +24,7 @@ const EC: Record<string, string> = { prime256v1: 'ES256', secp384r1: 'ES384', se
  * Verified tokens are remembered until they expire, and never longer than a minute (a token
  * without `exp`, accepted with `require_exp: false`, too), up to this many.
  */
-const CACHE_MAX = 10_000
+export const CACHE_MAX = 10_000
 const CACHE_MS = 60_000
 /**
  * Floor under jwks_cooldown_secs and jwks_cache_secs. Each request whose token names an unknown
@@ -72,7 +72,8 @@ export function authentication(
   )
   const forwardNames = new Set(forwards.map(([, h]) => h))
   const challenge = `Bearer realm="${cfg.realm}"`
-  const cache = new Map<string, { payload: JWTPayload; until: number }>()
+  /** Per verified token: until when it may be reused, and the forward_claims headers it gives. */
+  const cache = new Map<string, { forwarded: readonly string[]; until: number }>()
 
   const refuse = (description: string | undefined): Reply => ({
     status: 401,
@@ -85,11 +86,18 @@ export function authentication(
     ],
   })
 
-  const accept = (ctx: RequestContext, payload: JWTPayload): undefined => {
+  /** The forward_claims headers of a verified token, made once per token (the cache keeps them). */
+  const forwarded = (payload: JWTPayload): readonly string[] => {
+    const out: string[] = []
     for (const [claim, header] of forwards) {
       const v = payload[claim]
-      if (v !== undefined && v !== null) ctx.upstreamHeaders.push(header, encodeClaim(v))
+      if (v !== undefined && v !== null) out.push(header, encodeClaim(v))
     }
+    return out
+  }
+
+  const accept = (ctx: RequestContext, headers: readonly string[]): undefined => {
+    for (let i = 0; i < headers.length; i += 2) ctx.upstreamHeaders.push(headers[i]!, headers[i + 1]!)
     return undefined
   }
 
@@ -103,15 +111,16 @@ export function authentication(
     const now = Date.now()
     const hit = cache.get(token)
     if (hit !== undefined) {
-      if (hit.until > now) return accept(ctx, hit.payload)
+      if (hit.until > now) return accept(ctx, hit.forwarded)
       cache.delete(token)
     }
     return jwtVerify(token, key as Uint8Array, options).then(
       ({ payload }) => {
         if (cache.size >= CACHE_MAX) cache.delete(cache.keys().next().value!)
         const exp = typeof payload.exp === 'number' ? payload.exp * 1000 : Number.POSITIVE_INFINITY
-        cache.set(token, { payload, until: Math.min(exp, now + CACHE_MS) })
-        return accept(ctx, payload)
+        const headers = forwarded(payload)
+        cache.set(token, { forwarded: headers, until: Math.min(exp, now + CACHE_MS) })
+        return accept(ctx, headers)
       },
       (err: Error & { code?: string; claim?: string; reason?: string }) => {
         if (
@@ -216,8 +225,15 @@ function algorithmsFor(key: KeyObject): string[] {
 /** `flat` without the headers named in `lowerNames` (lower case); `flat` itself when none is there. */
 export function withoutHeaders(flat: string[], lowerNames: ReadonlySet<string>): string[] {
   let out: string[] | undefined
+  // Only a name as long as one of `lowerNames` is lowercased (a request has ten-odd headers).
+  let lengths = 0
+  for (const n of lowerNames) lengths |= n.length < 31 ? 1 << n.length : 1 << 31
   for (let i = 0; i < flat.length; i += 2) {
-    if (lowerNames.has(flat[i]!.toLowerCase())) {
+    const name = flat[i]!
+    if (
+      ((name.length < 31 ? 1 << name.length : 1 << 31) & lengths) !== 0 &&
+      lowerNames.has(name.toLowerCase())
+    ) {
       out ??= flat.slice(0, i)
     } else if (out) {
       out.push(flat[i]!, flat[i + 1]!)

@@ -4,6 +4,13 @@ import v8 from 'node:v8'
 import vm from 'node:vm'
 import { bucketKey, MAX_KEY_LENGTH, MemoryStore } from './memory-store'
 
+/** Heap in use after a full collection. */
+function heap(): number {
+  v8.setFlagsFromString('--expose-gc')
+  ;(vm.runInNewContext('gc') as () => void)()
+  return process.memoryUsage().heapUsed
+}
+
 describe('MemoryStore bounds', () => {
   test('10k distinct 8 KB keys keep the stored key bytes bounded', () => {
     const store = new MemoryStore(5, 1 / 60_000, 100_000)
@@ -72,12 +79,6 @@ describe('MemoryStore bounds', () => {
     // V8 keeps a substring as a slice of its parent: storing the slice would pin 16 KB a key.
     const store = new MemoryStore(5, 1 / 60_000, 100_000)
     try {
-      v8.setFlagsFromString('--expose-gc')
-      const gc = vm.runInNewContext('gc') as () => void
-      const heap = () => {
-        gc()
-        return process.memoryUsage().heapUsed
-      }
       const before = heap()
       for (let i = 0; i < 2000; i++) {
         const header = `${String(i).padStart(8, '0')},${'y'.repeat(16_000)}${Math.random()}`
@@ -88,6 +89,42 @@ describe('MemoryStore bounds', () => {
       // Pinned headers would be 2000 x 16 KB = 32 MB; the keys themselves are well under 1 MB.
       assert.ok(grown < 8_000_000, `heap grew by ${grown} bytes`)
       assert.equal(store.size, 2000)
+    } finally {
+      store.close()
+    }
+  })
+
+  test('least recently used goes first, a known key found by a new string included', () => {
+    const store = new MemoryStore(1, 1 / 60_000, 2)
+    try {
+      store.take('ip:a', 0)
+      store.take('ip:b', 0)
+      // `a` again, spelled by another string: it becomes the most recent, so `b` is dropped.
+      assert.equal(store.take(['ip', 'a'].join(':'), 0).allowed, false)
+      store.take('ip:c', 0)
+      assert.equal(store.size, 2)
+      assert.equal(store.take('ip:a', 0).allowed, false, 'a kept its spent bucket')
+      assert.equal(store.take('ip:b', 0).allowed, true, 'b was dropped: a fresh bucket')
+    } finally {
+      store.close()
+    }
+  })
+
+  test('a known key taken by a slice of a new long header keeps the stored copy, not the slice', () => {
+    const store = new MemoryStore(1_000_000, 1 / 60_000, 10)
+    try {
+      const key = 'k'.repeat(40)
+      store.take(key, 0)
+      let header: string | undefined = `${key},${'y'.repeat(8_000_000)}${Math.random()}`
+      store.take(header.slice(0, 40), 0)
+      const before = heap()
+      // Read after the measure, so the header is still alive at it.
+      assert.ok(header.length > 8_000_000)
+      header = undefined
+      const freed = before - heap()
+      // Had the slice been stored, its 8 MB parent would stay in memory.
+      assert.ok(freed > 6_000_000, `freed ${freed} bytes`)
+      assert.equal(store.size, 1)
     } finally {
       store.close()
     }
