@@ -8,6 +8,10 @@
 //   npm run soak                       # 1,000,000 requests, 1 in 4 with a 16 KiB body
 //   npm run soak -- --requests 200000 --max-rss-growth-mib 8
 //
+// Options: --requests N (1000000), --connections N (50), --big-every N (4: every Nth request
+// asks for 16 KiB), --sample-secs N (3), --warmup-share F (0.2), --max-rss-growth-mib M (10),
+// --max-heap-growth-mib M (5), --max-seconds N (900).
+//
 // Growth is measured after the warm-up (the first --warmup-share of the requests, while V8's
 // young generation and the connection pools reach their working size): the highest RSS of the
 // second half of the samples against that of the first half (bound --max-rss-growth-mib), and
@@ -47,21 +51,41 @@ async function main() {
     },
   })
   if (opt.help) {
-    process.stdout.write(
-      readFileSync(new URL(import.meta.url), 'utf8')
-        .split('\n')
-        .slice(1, 17)
-        .join('\n') + '\n',
+    // The header comment above the imports is the help text.
+    const lines = readFileSync(new URL(import.meta.url), 'utf8')
+      .split('\n')
+      .slice(1)
+    const header = lines.slice(
+      0,
+      lines.findIndex((l) => !l.startsWith('//')),
     )
-    process.exit(0)
+    process.stdout.write(`${header.map((l) => l.replace(/^\/\/ ?/, '')).join('\n')}\n`)
+    return
   }
+  // What to stop and remove, newest first, however the soak ends (SIGINT included).
+  const cleanups = []
+  const cleanUp = () => {
+    for (const c of cleanups.splice(0).reverse()) c()
+  }
+  process.on('SIGINT', () => {
+    cleanUp()
+    process.exit(130)
+  })
+  try {
+    await soak(opt, cleanups)
+  } finally {
+    cleanUp()
+  }
+}
+
+async function soak(opt, cleanups) {
   const TOTAL = positive(opt, 'requests')
   const CONNS = positive(opt, 'connections')
   const BIG_EVERY = positive(opt, 'big-every')
   const SAMPLE_MS = positive(opt, 'sample-secs') * 1000
   const WARMUP = Number(opt['warmup-share'])
-  const MAX_RSS_MIB = Number(opt['max-rss-growth-mib'])
-  const MAX_HEAP_MIB = Number(opt['max-heap-growth-mib'])
+  const MAX_RSS_MIB = bound(opt, 'max-rss-growth-mib')
+  const MAX_HEAP_MIB = bound(opt, 'max-heap-growth-mib')
   const MAX_MS = positive(opt, 'max-seconds') * 1000
   if (!(WARMUP >= 0 && WARMUP < 0.9)) fail('--warmup-share must be in [0, 0.9)')
 
@@ -72,12 +96,14 @@ async function main() {
     env: { ...process.env, PORT: String(originPort) },
     stdio: ['ignore', 'pipe', 'inherit'],
   })
+  cleanups.push(() => origin.kill('SIGTERM'))
   await new Promise((resolve, reject) => {
     origin.stdout.once('data', resolve)
     origin.once('exit', () => reject(new Error('the origin (scripts/bench-origin.mjs) did not start')))
   })
 
   const dir = mkdtempSync(path.join(os.tmpdir(), 'locci-soak-'))
+  cleanups.push(() => rmSync(dir, { recursive: true, force: true }))
   const [port, opsPort] = [await freePort(), await freePort()]
   const config = path.join(dir, 'soak.yaml')
   writeFileSync(
@@ -112,121 +138,117 @@ async function main() {
   proxy.on('exit', () => {
     exited = true
   })
-  const stop = () => {
+  cleanups.push(() => {
     if (!exited) proxy.kill('SIGTERM')
-    origin.kill('SIGTERM')
-    rmSync(dir, { recursive: true, force: true })
-  }
-  process.on('SIGINT', () => {
-    stop()
-    process.exit(130)
   })
 
   const started = Date.now()
   const pool = new Pool(`http://127.0.0.1:${port}`, { connections: CONNS, pipelining: 1 })
-  try {
-    await until(
-      async () => (await get(opsPort, '/healthz')).status === 200,
-      20_000,
-      'the proxy to start',
-      () => exited && `the proxy exited before it was ready${stderr ? `: ${stderr.trim()}` : ''}`,
-    )
-    const samples = []
-    let sent = 0
-    let done = 0
-    let errors = 0
-    let lastError = ''
-    const sample = async () => {
-      const rss = procKib(proxy.pid, 'VmRSS')
-      const hwm = procKib(proxy.pid, 'VmHWM')
-      const metrics = (await get(opsPort, '/metrics')).body
-      const s = {
-        t: (Date.now() - started) / 1000,
-        done,
-        rssMiB: rss / 1024,
-        hwmMiB: hwm / 1024,
-        heapMiB: gauge(metrics, 'nodejs_heap_size_used_bytes') / MIB,
-        oldMiB: gauge(metrics, 'nodejs_heap_space_size_used_bytes{space="old"}') / MIB,
-        majors: gauge(metrics, 'nodejs_gc_duration_seconds_count{kind="major"}'),
-      }
-      samples.push(s)
-      process.stdout.write(
-        `${s.t.toFixed(0).padStart(5)}s ${String(done).padStart(8)} req  rss ${s.rssMiB.toFixed(1)} MiB` +
-          `  peak ${s.hwmMiB.toFixed(1)} MiB  heapUsed ${s.heapMiB.toFixed(1)} MiB` +
-          `  old space ${s.oldMiB.toFixed(1)} MiB  major GCs ${s.majors}\n`,
-      )
+  cleanups.push(() => void pool.destroy())
+  await until(
+    async () => (await get(opsPort, '/healthz')).status === 200,
+    20_000,
+    'the proxy to start',
+    () => exited && `the proxy exited before it was ready${stderr ? `: ${stderr.trim()}` : ''}`,
+  )
+  const samples = []
+  let sent = 0
+  let done = 0
+  let errors = 0
+  let lastError = ''
+  const sample = async () => {
+    const rss = procKib(proxy.pid, 'VmRSS')
+    const hwm = procKib(proxy.pid, 'VmHWM')
+    const metrics = (await get(opsPort, '/metrics')).body
+    const s = {
+      t: (Date.now() - started) / 1000,
+      done,
+      rssMiB: rss / 1024,
+      hwmMiB: hwm / 1024,
+      heapMiB: gauge(metrics, 'nodejs_heap_size_used_bytes') / MIB,
+      oldMiB: gauge(metrics, 'nodejs_heap_space_size_used_bytes{space="old"}') / MIB,
+      majors: gauge(metrics, 'nodejs_gc_duration_seconds_count{kind="major"}'),
     }
-    await sample()
-    let sampling = Promise.resolve()
-    const timer = setInterval(() => {
-      sampling = sampling.then(sample, () => undefined)
-    }, SAMPLE_MS)
-    const deadline = started + MAX_MS
-    const worker = async () => {
-      while (sent < TOTAL && Date.now() < deadline && !exited) {
-        const n = sent++
-        try {
-          const { statusCode, body } = await pool.request({
-            method: 'GET',
-            path: n % BIG_EVERY === 0 ? '/16k' : '/small',
-          })
-          await body.dump({ limit: Number.POSITIVE_INFINITY })
-          if (statusCode !== 200) {
-            errors++
-            lastError = `status ${statusCode}`
-          }
-        } catch (err) {
-          errors++
-          lastError = err.message
-        }
-        done++
-      }
-    }
-    await Promise.all(Array.from({ length: CONNS }, worker))
-    clearInterval(timer)
-    await sampling
-    await sample()
-    const secs = (Date.now() - started) / 1000
+    samples.push(s)
     process.stdout.write(
-      `${done} requests in ${secs.toFixed(0)} s (${(done / secs).toFixed(0)} req/s), ${errors} errors\n`,
+      `${s.t.toFixed(0).padStart(5)}s ${String(done).padStart(8)} req  rss ${s.rssMiB.toFixed(1)} MiB` +
+        `  peak ${s.hwmMiB.toFixed(1)} MiB  heapUsed ${s.heapMiB.toFixed(1)} MiB` +
+        `  old space ${s.oldMiB.toFixed(1)} MiB  major GCs ${s.majors}\n`,
     )
-    if (exited) fail(`the proxy exited during the soak${stderr ? `: ${stderr.trim()}` : ''}`)
-    if (errors > 0) fail(`${errors} requests failed (last: ${lastError})`)
-    if (done < TOTAL) fail(`only ${done} of ${TOTAL} requests within --max-seconds ${MAX_MS / 1000}`)
-    const after = samples.filter((s) => s.done >= TOTAL * WARMUP)
-    if (after.length < 8) fail(`only ${after.length} samples after the warm-up; lower --sample-secs`)
-    // The old space rises by promotion and falls at each major GC (a saw-tooth, a few MiB high),
-    // so RSS is compared peak to peak (first half after the warm-up against the second), and the
-    // heap by the old space right after each major GC, which a leak raises and garbage does not.
-    const half = Math.floor(after.length / 2)
-    const rssBefore = max(after.slice(0, half), 'rssMiB')
-    const rssAfter = max(after.slice(half), 'rssMiB')
-    const rssGrowth = rssAfter - rssBefore
-    const afterMajor = after.filter((s, i) => i > 0 && s.majors > after[i - 1].majors).map((s) => s.oldMiB)
-    process.stdout.write(
-      `after the warm-up: RSS peaks ${rssBefore.toFixed(1)} -> ${rssAfter.toFixed(1)} MiB (growth ` +
-        `${rssGrowth.toFixed(1)}, bound ${MAX_RSS_MIB}); old space after each major GC: ` +
-        `${afterMajor.length > 0 ? `${afterMajor.map((v) => v.toFixed(1)).join(', ')} MiB` : 'none'} (bound ${MAX_HEAP_MIB} above the first); ` +
-        `peak RSS ${max(samples, 'hwmMiB').toFixed(1)} MiB\n`,
-    )
-    if (rssGrowth > MAX_RSS_MIB) fail(`RSS peaks grew ${rssGrowth.toFixed(1)} MiB after the warm-up`)
-    if (afterMajor.length < 2) {
-      process.stdout.write(
-        'fewer than 2 major GCs after the warm-up: the heap is not judged (more --requests)\n',
-      )
-    } else if (afterMajor.at(-1) - afterMajor[0] > MAX_HEAP_MIB) {
-      fail(`the old space after major GCs grew ${(afterMajor.at(-1) - afterMajor[0]).toFixed(1)} MiB`)
-    }
-    process.stdout.write('soak: memory flat\n')
-  } finally {
-    await pool.close()
-    stop()
   }
+  await sample()
+  let sampling = Promise.resolve()
+  const timer = setInterval(() => {
+    sampling = sampling.then(sample, () => undefined)
+  }, SAMPLE_MS)
+  const deadline = started + MAX_MS
+  const worker = async () => {
+    while (sent < TOTAL && Date.now() < deadline && !exited) {
+      const n = sent++
+      try {
+        const { statusCode, body } = await pool.request({
+          method: 'GET',
+          path: n % BIG_EVERY === 0 ? '/16k' : '/small',
+        })
+        await body.dump({ limit: Number.POSITIVE_INFINITY })
+        if (statusCode !== 200) {
+          errors++
+          lastError = `status ${statusCode}`
+        }
+      } catch (err) {
+        errors++
+        lastError = err.message
+      }
+      done++
+    }
+  }
+  await Promise.all(Array.from({ length: CONNS }, worker))
+  clearInterval(timer)
+  await sampling
+  await sample()
+  const secs = (Date.now() - started) / 1000
+  process.stdout.write(
+    `${done} requests in ${secs.toFixed(0)} s (${(done / secs).toFixed(0)} req/s), ${errors} errors\n`,
+  )
+  if (exited) fail(`the proxy exited during the soak${stderr ? `: ${stderr.trim()}` : ''}`)
+  if (errors > 0) fail(`${errors} requests failed (last: ${lastError})`)
+  if (done < TOTAL) fail(`only ${done} of ${TOTAL} requests within --max-seconds ${MAX_MS / 1000}`)
+  const after = samples.filter((s) => s.done >= TOTAL * WARMUP)
+  if (after.length < 8) fail(`only ${after.length} samples after the warm-up; lower --sample-secs`)
+  // The old space rises by promotion and falls at each major GC (a saw-tooth, a few MiB high),
+  // so RSS is compared peak to peak (first half after the warm-up against the second), and the
+  // heap by the old space right after each major GC, which a leak raises and garbage does not.
+  const half = Math.floor(after.length / 2)
+  const rssBefore = max(after.slice(0, half), 'rssMiB')
+  const rssAfter = max(after.slice(half), 'rssMiB')
+  const rssGrowth = rssAfter - rssBefore
+  const afterMajor = after.filter((s, i) => i > 0 && s.majors > after[i - 1].majors).map((s) => s.oldMiB)
+  process.stdout.write(
+    `after the warm-up: RSS peaks ${rssBefore.toFixed(1)} -> ${rssAfter.toFixed(1)} MiB (growth ` +
+      `${rssGrowth.toFixed(1)}, bound ${MAX_RSS_MIB}); old space after each major GC: ` +
+      `${afterMajor.length > 0 ? `${afterMajor.map((v) => v.toFixed(1)).join(', ')} MiB` : 'none'} (bound ${MAX_HEAP_MIB} above the first); ` +
+      `peak RSS ${max(samples, 'hwmMiB').toFixed(1)} MiB\n`,
+  )
+  if (rssGrowth > MAX_RSS_MIB) fail(`RSS peaks grew ${rssGrowth.toFixed(1)} MiB after the warm-up`)
+  if (afterMajor.length < 2) {
+    process.stdout.write(
+      'fewer than 2 major GCs after the warm-up: the heap is not judged (more --requests)\n',
+    )
+  } else if (afterMajor.at(-1) - afterMajor[0] > MAX_HEAP_MIB) {
+    fail(`the old space after major GCs grew ${(afterMajor.at(-1) - afterMajor[0]).toFixed(1)} MiB`)
+  }
+  process.stdout.write('soak: memory flat\n')
 }
 
 function positive(opt, name) {
   const n = Number(opt[name])
   if (!Number.isInteger(n) || n <= 0) fail(`--${name} must be a positive integer`)
+  return n
+}
+
+function bound(opt, name) {
+  const n = Number(opt[name])
+  if (!Number.isFinite(n) || n < 0) fail(`--${name} must be a number of MiB, 0 or more`)
   return n
 }
 
