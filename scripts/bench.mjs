@@ -23,6 +23,14 @@ const CONNS = Number(process.env.BENCH_CONNECTIONS ?? 50)
 // Profiling is opt-in: the profiler's own cost shows in the profiled rows' CPU and RSS.
 const PROFILE = !['', '0', undefined].includes(process.env.BENCH_PROFILE)
 const PROFILED = new Set(['load_balancer', 'api_gateway + all three', 'api_gateway, 50 routes + all three'])
+// The Node flags bin/locci-proxy's first line gives (`#!/usr/bin/env -S node FLAGS`): the proxy
+// is measured as it runs for users, though started through process.execPath (for --cpu-prof).
+const LAUNCHER_FLAGS =
+  /^#!\S*env -S node(.*)$/m
+    .exec(readFileSync(path.join(root, 'bin', 'locci-proxy'), 'utf8').split('\n')[0])?.[1]
+    .trim()
+    .split(/\s+/)
+    .filter(Boolean) ?? []
 const useWrk = spawnSync('wrk', ['--version']).error === undefined
 const children = []
 
@@ -309,6 +317,7 @@ try {
     const { child: proxy, seen } = await start(
       process.execPath,
       [
+        ...LAUNCHER_FLAGS,
         ...(profDir ? ['--cpu-prof', `--cpu-prof-dir=${profDir}`] : []),
         path.join(root, 'bin', 'locci-proxy'),
         '-c',
