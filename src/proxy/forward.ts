@@ -92,9 +92,6 @@ const RETRYING = new Error('retrying on another server')
 const HEADERS_TIMEOUT = Object.assign(new Error('upstream did not answer in time'), { code: TIMED_OUT })
 const CLIENT_FAULT = new Error('the request was refused')
 
-/** Up to this size the last chunk goes out as a string with the head (onData). */
-const ONE_WRITE_MAX = 4 * 1024
-
 export class Exchange implements UpstreamHandler, Outcome {
   readonly #o: ExchangeOptions
   #index = 0
@@ -445,10 +442,7 @@ export class Exchange implements UpstreamHandler, Outcome {
       this.#remaining -= chunk.length
       // The last chunk of a known-length body goes out with end().
       if (this.#remaining === 0) {
-        // As a latin1 string (byte for byte), Node sends the head and the body in one write
-        // instead of a writev of both.
-        if (chunk.length <= ONE_WRITE_MAX) res.end(chunk.toString('latin1'), 'latin1')
-        else res.end(chunk)
+        res.end(chunk)
         return true
       }
     }

@@ -301,8 +301,8 @@ describe('load balancer: failures', () => {
 })
 
 describe('load balancer: response bytes', () => {
-  // Every byte value, in a body small enough to go out with the head in one write (as a latin1
-  // string, forward.ts) and in one too large for that: both must arrive byte for byte.
+  // Every byte value, in a body that arrives in one read with its head and in one of many reads:
+  // both must reach the client byte for byte.
   const small = Buffer.from(Array.from({ length: 1024 }, (_, i) => i % 256))
   const large = Buffer.concat(Array.from({ length: 70 }, () => small))
   let origin: http.Server
