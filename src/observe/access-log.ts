@@ -9,9 +9,9 @@
 // (`configure`), so a request only runs the field writers its config asks for.
 
 import { closeSync, openSync } from 'node:fs'
-import pino from 'pino'
+import type SonicBoom from 'sonic-boom'
 import { ERRORS, type ErrorKind, loggedStatus } from './errors'
-import { LineBuffer, type Logger, type LoggerHandle } from './logger'
+import { LineBuffer, type Logger, type LoggerHandle, logDestination } from './logger'
 import type { Metrics } from './metrics'
 
 /** The access log's fields (logging.access_log.fields), in their default order. */
@@ -128,7 +128,7 @@ interface Sink {
   readonly key: string
   readonly line: (e: Entry) => string
   readonly buffer: { push(line: string): void; flush(): void }
-  readonly file: ReturnType<typeof pino.destination> | undefined
+  readonly file: SonicBoom | undefined
 }
 
 export class AccessLog {
@@ -196,10 +196,9 @@ export class AccessLog {
     } catch (err) {
       throw new Error(`logging.access_log.output: cannot write ${spec.output}: ${(err as Error).message}`)
     }
-    const file = pino.destination({ dest: spec.output, append: true, sync: false, mkdir: false })
     const log: Logger = this.#handle.logger
     let reported = 0
-    file.on('error', (err: Error) => {
+    const file = logDestination(spec.output, (err) => {
       // A full disk or a removed directory: said once a minute, never fatal.
       const now = Date.now()
       if (now - reported < 60_000) return

@@ -2,6 +2,7 @@
 // `key=value` lines with `logging.format: text`. The access log and every module log through it.
 
 import pino, { type Logger } from 'pino'
+import SonicBoom from 'sonic-boom'
 
 export type { Logger }
 
@@ -26,7 +27,7 @@ export interface LoggerHandle {
 export function createLogger(opts: LoggerOptions): LoggerHandle {
   const dest = opts.sink
     ? { write: (t: string) => opts.sink!.write(t), flushSync() {} }
-    : pino.destination({ dest: opts.fd ?? 1, sync: false })
+    : logDestination(opts.fd ?? 1)
   const stream = opts.format === 'text' ? { write: (line: string) => dest.write(toLogfmt(line)) } : dest
   const logger = pino(
     {
@@ -51,6 +52,28 @@ export function createLogger(opts: LoggerOptions): LoggerHandle {
       }
     },
   }
+}
+
+/**
+ * Where log lines go (a file descriptor such as stdout's, or a file's path), written
+ * asynchronously. sonic-boom 5 itself rather than pino.destination (which bundles sonic-boom 4):
+ * 4's flushSync retried every write error forever, so the flush at exit, with stdout a pipe
+ * whose reader had gone, never returned: SIGTERM (and the second one) could not stop the
+ * process. A reader that goes away (EPIPE) ends the output: later lines are dropped, as
+ * pino.destination does. Any other error goes to `onError` (never thrown: no unhandled 'error').
+ */
+export function logDestination(dest: number | string, onError?: (err: Error) => void): SonicBoom {
+  const out = new SonicBoom({ dest, sync: false, append: true, mkdir: false })
+  out.on('error', (err: NodeJS.ErrnoException) => {
+    if (err.code === 'EPIPE') {
+      const drop = (): boolean => true
+      out.write = drop
+      out.flushSync = () => undefined
+      return
+    }
+    onError?.(err)
+  })
+  return out
 }
 
 /**

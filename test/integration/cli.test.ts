@@ -2,10 +2,11 @@
 // environment over file, .env loading, refusing to start on a bad file, graceful shutdown.
 
 import assert from 'node:assert/strict'
+import { spawn } from 'node:child_process'
 import { writeFileSync } from 'node:fs'
 import path from 'node:path'
 import { describe, test } from 'node:test'
-import { ROOT, runCli, spawnProxy, startProxy, writeConfig } from '../helpers/proxy'
+import { BIN, ROOT, runCli, spawnProxy, startProxy, writeConfig } from '../helpers/proxy'
 import { until } from '../helpers/until'
 import { closedPort, startUpstream } from '../helpers/upstream'
 
@@ -212,5 +213,43 @@ load_balancer: { upstream: u }
   } finally {
     await proxy.stop()
     await up.close()
+  }
+})
+
+describe('a log reader that goes away (stdout a closed pipe)', () => {
+  // The flush at exit used to retry the broken pipe forever (sonic-boom 4's flushSync): SIGTERM,
+  // and the second one too, left the process running. Now the lines are dropped and it exits.
+  for (const requests of [0, 3]) {
+    test(`SIGTERM still exits 0 (${requests} requests logged into the closed pipe first)`, async () => {
+      const up = await startUpstream('a')
+      const { file } = writeConfig(
+        `mode: load_balancer\nserver: {bind_address: "127.0.0.1:0"}\nlogging: {level: info}\nupstreams:\n  web: {servers: ["${up.address}"]}\nload_balancer: {upstream: web}\n`,
+      )
+      const child = spawn(process.execPath, [BIN, '-c', file], { stdio: ['ignore', 'pipe', 'ignore'] })
+      try {
+        let seen = ''
+        child.stdout.setEncoding('utf8')
+        child.stdout.on('data', (d: string) => {
+          seen += d
+        })
+        const bind = await until(
+          () => /"bind":"(http:\/\/127\.0\.0\.1:\d+)"/.exec(seen)?.[1],
+          'the listening line',
+          15_000,
+        )
+        child.stdout.destroy() // the reader is gone: the proxy's next write gets EPIPE
+        for (let i = 0; i < requests; i++) assert.equal((await fetch(`${bind}/x`)).status, 200)
+        const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)))
+        child.kill('SIGTERM')
+        const code = await Promise.race([
+          exited,
+          new Promise<'hung'>((resolve) => setTimeout(() => resolve('hung'), 20_000).unref()),
+        ])
+        assert.equal(code, 0)
+      } finally {
+        if (child.exitCode === null) child.kill('SIGKILL')
+        await up.close()
+      }
+    })
   }
 })
