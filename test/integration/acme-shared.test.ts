@@ -60,6 +60,36 @@ async function refusesStrayChallenges(httpPort: number, tlsPort: number): Promis
   }
 }
 
+/**
+ * Two instances sharing one Redis store: A on its own ports and storage_dir, B on the ones
+ * Pebble validates.
+ */
+function startPair(
+  s: Setup,
+  aPorts: { tlsPort: number; httpPort: number },
+  up: Upstream,
+  acme: string,
+): Promise<[RunningProxy, RunningProxy]> {
+  const env = { env: { NODE_EXTRA_CA_CERTS: s.pebble.caFile } }
+  const storageA = path.join(mkdtempSync(path.join(tmpdir(), 'locci-acme-a-')), 'acme')
+  return Promise.all([
+    startProxy(config({ ...s, ...aPorts, storage: storageA }, up, acme), env),
+    startProxy(config(s, up, acme), env),
+  ])
+}
+
+async function stopPair(
+  a: RunningProxy | undefined,
+  b: RunningProxy | undefined,
+  s: Setup,
+  redis: RunningRedis,
+): Promise<void> {
+  await a?.stop()
+  await b?.stop()
+  await s.pebble.stop()
+  await redis.stop()
+}
+
 describe('ACME with several processes (Pebble)', () => {
   let up: Upstream
   before(async () => {
@@ -152,19 +182,9 @@ describe('ACME with several processes (Pebble)', () => {
         s = await setup()
         aPorts = { tlsPort: await closedPort(), httpPort: await closedPort() }
         const acme = `domains: [${shared}]\non_demand: true\nallowed_domains: ["*.od.acme.test"]\nchallenge: ${challenge}\nstore: redis\nredis_url: ${redis.url}`
-        const env = { env: { NODE_EXTRA_CA_CERTS: s.pebble.caFile } }
-        const storageA = path.join(mkdtempSync(path.join(tmpdir(), 'locci-acme-a-')), 'acme')
-        ;[a, b] = await Promise.all([
-          startProxy(config({ ...s, ...aPorts, storage: storageA }, up, acme), env),
-          startProxy(config(s, up, acme), env),
-        ])
+        ;[a, b] = await startPair(s, aPorts, up, acme)
       })
-      after(async () => {
-        await a?.stop()
-        await b?.stop()
-        await s.pebble.stop()
-        await redis.stop()
-      })
+      after(() => stopPair(a, b, s, redis))
 
       test('both instances start together: one order, both serve the certificate', async () => {
         await obtained(a, shared)
@@ -232,19 +252,9 @@ describe('ACME with several processes (Pebble)', () => {
       s = await setup(15)
       const aPorts = { tlsPort: await closedPort(), httpPort: await closedPort() }
       const acme = `domains: [renew.shared.acme.test]\nchallenge: http-01\nstore: redis\nredis_url: ${redis.url}`
-      const env = { env: { NODE_EXTRA_CA_CERTS: s.pebble.caFile } }
-      const storageA = path.join(mkdtempSync(path.join(tmpdir(), 'locci-acme-a-')), 'acme')
-      ;[a, b] = await Promise.all([
-        startProxy(config({ ...s, ...aPorts, storage: storageA }, up, acme), env),
-        startProxy(config(s, up, acme), env),
-      ])
+      ;[a, b] = await startPair(s, aPorts, up, acme)
     })
-    after(async () => {
-      await a?.stop()
-      await b?.stop()
-      await s.pebble.stop()
-      await redis.stop()
-    })
+    after(() => stopPair(a, b, s, redis))
 
     test('each renewal is one order (the lock), the other instance takes the new certificate from Redis', async () => {
       // The first certificate and two renewals in each instance.
