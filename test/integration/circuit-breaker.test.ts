@@ -126,8 +126,11 @@ describe('circuit breaker', () => {
         assert.equal((view.circuit_breaker as { state: string }).state, 'open')
         assert.match(String((view.circuit_breaker as { opened_at: string }).opened_at), /^\d{4}-/)
         assert.equal(await gauge(proxy, 'main'), 1)
-        const refused = proxy.logs.find((l) => l.msg === 'upstream error' && l.error_type === 'circuit_open')
-        assert.equal(refused?.upstream, 'main')
+        const refused = await proxy.waitForLog(
+          (l) => l.msg === 'upstream error' && l.error_type === 'circuit_open',
+          'the refusal line',
+        )
+        assert.equal(refused.upstream, 'main')
 
         main.behaviour = { kind: 'ok' }
         await until(async () => (await breakerState(proxy, 'main')) === 'half_open', 'half-open', 10_000)

@@ -56,8 +56,10 @@ describe('load balancer: round robin and failover', () => {
     for (let i = 0; i < 8; i++) order.push(String((await get(`${proxy.url}/x`)).json?.server))
     // The refused server's turn goes to the next one, so b answers twice per cycle.
     assert.deepEqual(order, ['a', 'b', 'b', 'c', 'a', 'b', 'b', 'c'])
-    const warn = proxy.logs.find((l) => l.msg === 'upstream error' && l.error_type === 'connect_failed')
-    assert.ok(warn, 'a refused connection is logged at warn with its type')
+    const warn = await proxy.waitForLog(
+      (l) => l.msg === 'upstream error' && l.error_type === 'connect_failed',
+      'a refused connection is logged with its type',
+    )
     assert.equal(warn.level, 'warn')
   })
 

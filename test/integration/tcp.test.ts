@@ -60,7 +60,11 @@ load_balancer: { upstream: g, protocol: tcp }
     assert.equal(line.upstream, 'g')
     assert.equal(line.bytes_in, 'hello-0'.length)
     assert.equal(line.bytes_out, 'a:echo(hello-0)'.length)
-    assert.ok(proxy.logs.some((l) => l.error_type === 'connect_failed' && l.retry === true))
+    // The log is read from the proxy's stdout as it arrives: wait for the line, not just look.
+    await proxy.waitForLog(
+      (l) => l.error_type === 'connect_failed' && l.retry === true,
+      'retried connect failure',
+    )
   } finally {
     await proxy.stop()
     a.server.close()
