@@ -20,6 +20,7 @@ import type { Logger } from '../observe/logger'
 import { clientIp } from '../proxy/headers'
 import { writeRaw } from '../proxy/raw-response'
 import { ROUTABLE_METHODS } from '../routing/resolve'
+import { createH1Server, type H1Handlers, type H1Server } from './h1/server'
 import { OcspStapler } from './ocsp'
 
 export type RequestHandler = (req: http.IncomingMessage, res: http.ServerResponse) => void
@@ -236,6 +237,18 @@ export function createListener(
   const t = snapshot.tls
   if (!t && snapshot.h2c) return createH2cListener(snapshot, handler, onUpgrade, log, countError)
   if (!t) {
+    const own = ownServer(handler, onUpgrade, log, countError)
+    if (own !== undefined) {
+      limitConnections(own.server, snapshot.limits.maxConnections, log, countError)
+      return {
+        server: own.server,
+        closeIdle: () => own.closeIdle(),
+        closeAll: () => own.closeAll(),
+        update: (s) => {
+          own.server.maxConnections = s.limits.maxConnections
+        },
+      }
+    }
     const server = http.createServer(OPTIONS, handler)
     wire(server, onUpgrade, log, countError)
     limitConnections(server, snapshot.limits.maxConnections, log, countError)
@@ -343,6 +356,46 @@ export function createListener(
     },
     update,
   }
+}
+
+/** Which HTTP/1.1 server side plain listeners use (LOCCI_HTTP1_SERVER): the own one unless `node`. */
+export const HTTP1_SERVERS = ['own', 'node'] as const
+
+/** LOCCI_HTTP1_SERVER's value checked: a usage problem for the command line, or undefined. */
+export function http1ServerProblem(value: string | undefined): string | undefined {
+  if (value === undefined || value === '' || (HTTP1_SERVERS as readonly string[]).includes(value))
+    return undefined
+  return `LOCCI_HTTP1_SERVER: unknown server side "${value}"; use ${HTTP1_SERVERS.join(' or ')}`
+}
+
+/**
+ * The own HTTP/1.1 server side (h1/server.ts) for a plain listener, with node:http's limits and
+ * timeouts (OPTIONS); undefined when LOCCI_HTTP1_SERVER=node or Node's llhttp binding is not
+ * usable here (then node:http serves, as it did before).
+ */
+function ownServer(
+  handler: RequestHandler,
+  onUpgrade: UpgradeHandler,
+  log: Logger,
+  countError: (type: string) => void,
+): H1Server | undefined {
+  if (process.env.LOCCI_HTTP1_SERVER === 'node') return undefined
+  return createH1Server(
+    {
+      maxHeaderSize: OPTIONS.maxHeaderSize!,
+      headersTimeoutMs: OPTIONS.headersTimeout!,
+      requestTimeoutMs: OPTIONS.requestTimeout!,
+      keepAliveTimeoutMs: OPTIONS.keepAliveTimeout!,
+    },
+    {
+      request: handler as unknown as H1Handlers['request'],
+      upgrade: onUpgrade as unknown as H1Handlers['upgrade'],
+      connect: (_req, socket) => refuseConnect(socket),
+      clientError: (err, socket) => onClientError(err, socket, log, countError),
+      internalError: (err) =>
+        log.error({ err: (err as Error)?.stack ?? String(err) }, 'internal error in the HTTP/1.1 server'),
+    },
+  )
 }
 
 /** How long a new clear-text connection may take to send its first bytes (Node's headersTimeout). */
@@ -492,11 +545,16 @@ function wire(
       h2Handler(req, socket as unknown as http.ServerResponse)
       return
     }
-    // Node hands the socket over without its error listener: a client that resets it (before or
-    // while the 405 is written) would otherwise be an uncaught exception.
-    socket.on('error', () => socket.destroy())
-    writeRaw(socket, 405, replyBody('method_not_allowed'), ['allow', ROUTABLE_METHODS])
+    refuseConnect(socket)
   })
+}
+
+/** CONNECT (forward-proxy tunnelling) is not something a reverse proxy offers: 405. */
+function refuseConnect(socket: Socket): void {
+  // Node hands the socket over without its error listener: a client that resets it (before or
+  // while the 405 is written) would otherwise be an uncaught exception.
+  socket.on('error', () => socket.destroy())
+  writeRaw(socket, 405, replyBody('method_not_allowed'), ['allow', ROUTABLE_METHODS])
 }
 
 /**
@@ -616,7 +674,7 @@ function writeChallenge(res: http.ServerResponse, answer: string | undefined): v
 
 /** What Node's parser refused (a malformed or oversized head, a slow one): answered and counted. */
 function onClientError(
-  err: NodeJS.ErrnoException,
+  err: { code?: string; message: string },
   socket: Socket,
   log: Logger,
   countError?: (type: string) => void,

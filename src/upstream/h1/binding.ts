@@ -10,6 +10,8 @@ export interface LlhttpParser {
   /** Signals end of input: completes a close-delimited body, or returns an Error. */
   finish(): ParseError | undefined
   close(): void
+  /** Lets a parser paused by a callback's HPE_PAUSED go on with the next execute(). */
+  resume(): void
   [slot: number]: unknown
 }
 
@@ -22,6 +24,9 @@ export interface ParseError extends Error {
 export interface ParserBinding {
   readonly Parser: new () => LlhttpParser
   readonly RESPONSE: number
+  readonly REQUEST: number
+  /** Request methods by the index llhttp reports in headers-complete (the server side). */
+  readonly methods: readonly string[]
   readonly kOnMessageBegin: number
   readonly kOnHeaders: number
   readonly kOnHeadersComplete: number
@@ -49,7 +54,7 @@ export function h1Problem(): string | undefined {
 }
 
 function load(): { binding: ParserBinding | undefined; problem: string | undefined } {
-  let mod: { HTTPParser?: unknown }
+  let mod: { HTTPParser?: unknown; methods?: unknown }
   try {
     // Not in @types/node: an internal module, reachable only through require.
     mod = require('node:_http_common')
@@ -58,8 +63,10 @@ function load(): { binding: ParserBinding | undefined; problem: string | undefin
   }
   const P = mod.HTTPParser as (new () => LlhttpParser) & Record<string, unknown>
   if (typeof P !== 'function') return { binding: undefined, problem: '_http_common has no HTTPParser' }
+  if (!Array.isArray(mod.methods)) return { binding: undefined, problem: '_http_common has no methods list' }
   const names = [
     'RESPONSE',
+    'REQUEST',
     'kOnMessageBegin',
     'kOnHeaders',
     'kOnHeadersComplete',
@@ -77,6 +84,8 @@ function load(): { binding: ParserBinding | undefined; problem: string | undefin
   const binding: ParserBinding = {
     Parser: P,
     RESPONSE: P.RESPONSE as number,
+    REQUEST: P.REQUEST as number,
+    methods: mod.methods as string[],
     kOnMessageBegin: P.kOnMessageBegin as number,
     kOnHeaders: P.kOnHeaders as number,
     kOnHeadersComplete: P.kOnHeadersComplete as number,
