@@ -162,8 +162,7 @@ class Connection implements ResponseSink, BodySource {
       this.fail(this.tooMany ? { code: 'HPE_HEADER_OVERFLOW', message: 'too many header fields' } : r)
       return
     }
-    const up = this.pending
-    if (up !== null && up.upgrade && this.rest === null) {
+    if (this.pending?.upgrade && this.rest === null) {
       // llhttp stopped after an upgrade's head: the bytes after it belong to the new protocol.
       this.rest = chunk.subarray(r)
       this.socket.pause()
