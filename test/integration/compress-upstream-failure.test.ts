@@ -9,6 +9,7 @@ import net, { type AddressInfo } from 'node:net'
 import { after, before, describe, test } from 'node:test'
 import zlib from 'node:zlib'
 import { type RunningProxy, startProxy } from '../helpers/proxy'
+import { until } from '../helpers/until'
 
 const BODY = JSON.stringify(Array.from({ length: 300 }, (_, i) => ({ id: i, name: `user ${i}` })))
 const DECLARED = 5000
@@ -68,7 +69,11 @@ async function brokenUpstream(
 
 async function goodUpstream(): Promise<{ server: http.Server; address: string }> {
   const server = http.createServer((_req, res) => {
-    res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(BODY) })
+    res.writeHead(200, {
+      'content-type': 'application/json',
+      'content-length': Buffer.byteLength(BODY),
+      'cache-control': 'max-age=300',
+    })
     res.end(BODY)
   })
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r))
@@ -106,11 +111,13 @@ upstreams:
 api_gateway:
   middlewares:
     compress: { encodings: [br, gzip] }
+    cache: {}
   routes:
     cut: { path_pattern: "^/cut", upstream: cut, middlewares: [compress] }
     stall: { path_pattern: "^/stall", upstream: stall, timeout_secs: 0.5, middlewares: [compress] }
     retried: { path_pattern: "^/retried", upstream: retried, middlewares: [compress] }
     good: { path_pattern: "^/good", upstream: good, middlewares: [compress] }
+    cached: { path_pattern: "^/cached", upstream: good, middlewares: [cache, compress] }
 `)
   })
 
@@ -158,5 +165,18 @@ api_gateway:
     const gz = await get(`${proxy.url}/good`, 'gzip')
     assert.equal(gz.headers['content-encoding'], 'gzip')
     assert.equal(zlib.gunzipSync(gz.body).toString(), BODY)
+  })
+
+  test('with cache on the route, what is stored is what the client was sent: the compressed bytes', async () => {
+    const miss = await get(`${proxy.url}/cached`, 'br')
+    assert.equal(miss.headers['x-cache'], 'MISS')
+    assert.equal(zlib.brotliDecompressSync(miss.body).toString(), BODY)
+    // Stored once the first response is over on the proxy's side.
+    const hit = await until(async () => {
+      const a = await get(`${proxy.url}/cached`, 'br')
+      return a.headers['x-cache'] === 'HIT' && a
+    }, 'a cache hit')
+    assert.equal(hit.headers['content-encoding'], 'br')
+    assert.equal(zlib.brotliDecompressSync(hit.body).toString(), BODY)
   })
 })
