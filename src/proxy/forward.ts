@@ -61,7 +61,7 @@ export interface ExchangeOptions extends RequestFacts {
   responseHeaders: readonly string[] | undefined
   /** Upstream response headers the proxy replaces (lower case). */
   dropResponseHeaders: ReadonlySet<string> | undefined
-  /** A middleware's response body transformer (compress), asked once at the response head. */
+  /** A middleware's response body transformer (compress), asked at each response head relayed. */
   transform: ResponseTransformer | undefined
   /** A middleware's request body transformer (grpc_web's base64), between client and limits. */
   requestTransform: (() => Transform) | undefined

@@ -1,8 +1,9 @@
 // compress: gzip, br or zstd for the responses a client accepts them for, streamed through a
 // zlib Transform with backpressure both ways (proxy/forward.ts). Two halves: this middleware
 // reads the request (which coding the client takes, negotiate.ts; whether it may be given one)
-// and registers a ResponseTransformer; that one runs once, when the upstream's head is in,
-// decides whether this response is one to compress, edits its head and returns the compressor.
+// and registers a ResponseTransformer; that one runs when the upstream's head is in (again for
+// a retried attempt's), decides whether this response is one to compress, edits its head and
+// returns the compressor.
 // Everything per declaration (type matcher, levels, the transformers) is built once, here.
 
 import type { Transform } from 'node:stream'
