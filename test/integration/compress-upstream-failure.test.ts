@@ -133,6 +133,13 @@ api_gateway:
     test(`${coding}: a connection cut after 200 of 5000 bytes: 502, the proxy's reply, not a closed connection`, async () => {
       const a = await get(`${proxy.url}/cut`, coding)
       assertErrorReply(a, 502, 'upstream server closed the connection')
+      const id = a.headers['x-request-id']
+      const line = await proxy.waitForLog(
+        (l) => l.request_id === id && l.status !== undefined,
+        'its access line',
+      )
+      assert.equal(line.status, 502)
+      assert.equal(line.error_type, 'upstream_reset')
     })
   }
 
