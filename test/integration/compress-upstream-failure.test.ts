@@ -1,10 +1,12 @@
-// compress when the upstream fails after its head but before the compressor had any output for
-// the client: the head is held until then (proxy/forward.ts), so the client gets the proxy's
-// 502/504 like for any upstream failure, or, when the retry policy allows, the next server's
-// answer, instead of a connection closed under a head it never received.
+// compress (and grpc_web) when the upstream fails after its head but before the transformer had
+// any output for the client: the head is held until then (proxy/forward.ts), so the client gets
+// the proxy's 502/504 (a gRPC status for gRPC-Web) like for any upstream failure, or, when the
+// retry policy allows, the next server's answer, instead of a connection closed under a head it
+// never received.
 
 import assert from 'node:assert/strict'
 import http from 'node:http'
+import http2 from 'node:http2'
 import net, { type AddressInfo } from 'node:net'
 import { after, before, describe, test } from 'node:test'
 import zlib from 'node:zlib'
@@ -185,5 +187,66 @@ api_gateway:
     }, 'a cache hit')
     assert.equal(hit.headers['content-encoding'], 'br')
     assert.equal(zlib.brotliDecompressSync(hit.body).toString(), BODY)
+  })
+})
+
+describe('grpc_web: the upstream stalling after its head, before any message', () => {
+  let upstream: http2.Http2Server
+  const sessions = new Set<http2.ServerHttp2Session>()
+  let proxy: RunningProxy
+
+  before(async () => {
+    // An h2c server that answers every call's head and then sends nothing more.
+    upstream = http2.createServer()
+    upstream.on('session', (session) => {
+      sessions.add(session)
+      session.on('close', () => sessions.delete(session))
+    })
+    upstream.on('stream', (stream) => {
+      stream.on('error', () => {})
+      stream.respond({ ':status': 200, 'content-type': 'application/grpc+proto' })
+    })
+    await new Promise<void>((r) => upstream.listen(0, '127.0.0.1', r))
+    const port = (upstream.address() as AddressInfo).port
+    proxy = await startProxy(`mode: api_gateway
+server: { bind_address: "127.0.0.1:0" }
+upstreams:
+  echo: { servers: ["127.0.0.1:${port}"], protocol: h2c, retries: 0 }
+api_gateway:
+  middlewares:
+    grpc_web: {}
+  routes:
+    echo: { path_pattern: "^/", upstream: echo, timeout_secs: 0.5, middlewares: [grpc_web] }
+`)
+  })
+
+  after(async () => {
+    await proxy?.stop()
+    for (const s of sessions) s.destroy()
+    await new Promise<void>((r) => upstream.close(() => r()))
+  })
+
+  test('past the route timeout the page gets DEADLINE_EXCEEDED it can read, not a closed connection', async () => {
+    const a = await new Promise<Answer>((resolve, reject) => {
+      const req = http.request(
+        `${proxy.url}/locci.test.Echo/Unary`,
+        { method: 'POST', agent: false, headers: { 'content-type': 'application/grpc-web+proto' } },
+        (res) => {
+          const chunks: Buffer[] = []
+          res.on('data', (c: Buffer) => chunks.push(c))
+          res.on('error', reject)
+          res.on('end', () =>
+            resolve({ status: res.statusCode!, headers: res.headers, body: Buffer.concat(chunks) }),
+          )
+        },
+      )
+      req.on('error', reject)
+      // An empty EchoRequest message: flag 0, length 0.
+      req.end(Buffer.alloc(5))
+    })
+    assert.equal(a.status, 200)
+    assert.equal(a.headers['content-type'], 'application/grpc-web+proto')
+    assert.equal(a.headers['grpc-status'], '4')
+    assert.ok(a.headers['x-request-id'])
   })
 })
