@@ -58,8 +58,9 @@ export interface StoredAnswer {
 }
 
 /**
- * Runs once, when the upstream's response head is in and before it is written to the client
- * (proxy/forward.ts), with the status and the headers about to be written (a flat array the
+ * Runs when the upstream's response head is in and before it is written to the client (again
+ * for a retried attempt's head: proxy/forward.ts holds the head until the Transform's first
+ * output), with the status and the headers about to be written (a flat array the
  * transformer may edit in place). Returns a Transform the body then goes through, with
  * backpressure both ways, or undefined to send the body as it comes. Never called for the
  * proxy's own replies nor for WebSocket tunnels.

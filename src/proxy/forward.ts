@@ -10,6 +10,9 @@
 // Retry safety: a connect failure never reached the peer, so any request may go elsewhere. Any
 // other failure (timeout, reset, 5xx) is retried only for idempotent methods without a body,
 // and only before a byte of the response reached the client: a streamed body is never sent twice.
+// With a body transformer (compress, grpc_web) the upstream's head is held until the transformer
+// has output, so an upstream failing before then is retried or answered 502/504 like one that
+// failed before its head, not cut short under a head the client never got.
 // A GET or HEAD whose connection is reset before any response byte (a server dying under load)
 // is always retried on another server when retries and the budget allow.
 //
@@ -58,7 +61,7 @@ export interface ExchangeOptions extends RequestFacts {
   responseHeaders: readonly string[] | undefined
   /** Upstream response headers the proxy replaces (lower case). */
   dropResponseHeaders: ReadonlySet<string> | undefined
-  /** A middleware's response body transformer (compress), asked once at the response head. */
+  /** A middleware's response body transformer (compress), asked at each response head relayed. */
   transform: ResponseTransformer | undefined
   /** A middleware's request body transformer (grpc_web's base64), between client and limits. */
   requestTransform: (() => Transform) | undefined
@@ -115,6 +118,9 @@ export class Exchange implements UpstreamHandler, Outcome {
   #source: Transform | undefined
   /** The body goes through this on its way to the client (see #through). */
   #transform: TrailerTransform | undefined
+  /** The head held until #transform has output (#sendHeld), with #status and #heldReason. */
+  #heldHeaders: string[] | undefined
+  #heldReason = ''
   /** The whole call's deadline (gRPC's grpc-timeout). */
   #deadline: NodeJS.Timeout | undefined
   /** The upstream answered Trailers-Only (gRPC): sent with END_STREAM, nothing follows. */
@@ -131,6 +137,15 @@ export class Exchange implements UpstreamHandler, Outcome {
   bytesSent = 0
   /** Outcome: from dispatching the attempt that answered to its response head; -1 if none did. */
   upstreamMs = -1
+
+  /**
+   * Some of the answer was handed to the client (its head at least): it can no longer be replaced
+   * by another answer, nor the attempt retried. A held head (#heldHeaders) is not written yet, so
+   * this stays false until the transformer's first output. The one place the exchange asks.
+   */
+  get #responseStarted(): boolean {
+    return this.#o.res.headersSent
+  }
 
   /** Outcome: request body bytes read from the client. */
   get bytesReceived(): number {
@@ -187,7 +202,7 @@ export class Exchange implements UpstreamHandler, Outcome {
       { request_id: o.requestId, upstream: o.upstream, deadline_ms: o.deadlineMs },
       'gRPC deadline exceeded',
     )
-    if (!o.res.headersSent) {
+    if (!this.#responseStarted) {
       this.#fail('upstream_timeout')
     } else {
       try {
@@ -297,7 +312,7 @@ export class Exchange implements UpstreamHandler, Outcome {
       candidates: o.candidates.length,
       method: o.method,
       hasBody: o.hasBody,
-      responseStarted: o.res.headersSent,
+      responseStarted: this.#responseStarted,
       budget: o.group.budget,
     })
   }
@@ -322,6 +337,8 @@ export class Exchange implements UpstreamHandler, Outcome {
   /** Retries on the next candidate; `kind`: why the last attempt failed (none: it answered 5xx). */
   #next(kind: ErrorKind | undefined): void {
     this.#clearHeadTimer()
+    // The failed attempt's transformer (its head held, nothing sent): the next head makes its own.
+    this.#dropHeld()
     this.#attemptDone(true, kind)
     this.#index++
     this.#attempt()
@@ -408,34 +425,65 @@ export class Exchange implements UpstreamHandler, Outcome {
       return true
     }
     const transform = o.transform?.(statusCode, headers)
-    this.#remaining = transform === undefined ? this.contentLength : -1
-    if (o.tap !== undefined) this.#tapping = o.tap.head(statusCode, headers)
-    if (!writeResponseHead(o.res, statusCode, statusText, headers, o.h2)) {
-      transform?.destroy()
-      o.log.warn(
-        { request_id: o.requestId, upstream: o.upstream, server: peer.address, status: statusCode },
-        'upstream response head cannot be relayed',
-      )
-      o.group.reportFailure(peer, 'invalid response head')
-      this.#status = 0
-      this.#fail('upstream_error')
-      this.#abort?.(CLIENT_FAULT)
-      return false
+    if (transform !== undefined) {
+      // Nothing reaches the client until the transformer has something for it (#sendHeld).
+      this.#remaining = -1
+      this.#heldHeaders = headers
+      this.#heldReason = statusText
+      this.#through(transform)
+      return true
     }
-    if (transform !== undefined) this.#through(transform)
-    return true
+    this.#remaining = this.contentLength
+    return this.#writeHead(statusText, headers)
+  }
+
+  /**
+   * Writes the head with #status; the tap sees it here, as it goes out (and may add to it).
+   * False when Node refuses it: the exchange has answered 502 instead.
+   */
+  #writeHead(reason: string, headers: string[]): boolean {
+    const o = this.#o
+    if (o.tap !== undefined) this.#tapping = o.tap.head(this.#status, headers)
+    if (writeResponseHead(o.res, this.#status, reason, headers, o.h2)) return true
+    o.log.warn(
+      { request_id: o.requestId, upstream: o.upstream, server: this.#peer!.address, status: this.#status },
+      'upstream response head cannot be relayed',
+    )
+    o.group.reportFailure(this.#peer!, 'invalid response head')
+    this.#status = 0
+    this.#fail('upstream_error')
+    this.#abort?.(CLIENT_FAULT)
+    return false
+  }
+
+  /** Writes the held head, if any, once the transformer has output or ended; false as #writeHead. */
+  #sendHeld(): boolean {
+    const headers = this.#heldHeaders
+    if (headers === undefined) return true
+    this.#heldHeaders = undefined
+    return this.#writeHead(this.#heldReason, headers)
+  }
+
+  /** Drops the transformer of a head still held: the upstream's answer will not be sent. */
+  #dropHeld(): void {
+    const t = this.#transform
+    if (t === undefined) return
+    this.#transform = undefined
+    this.#heldHeaders = undefined
+    t.destroy()
   }
 
   onData(chunk: Buffer): boolean {
     if (this.#finished) return false
     if (this.#substituted || this.#trailersOnly) return true
-    if (this.#tapping) this.#o.tap!.data(chunk)
     const t = this.#transform
     if (t !== undefined) {
+      // The tap sees what the client is sent: the transformer's output (#through), not this.
       if (t.write(chunk)) return true
       t.once('drain', this.#onDrain)
       return false
     }
+    if (this.#tapping) this.#o.tap!.data(chunk)
     const res = this.#o.res
     this.bytesSent += chunk.length
     if (this.#remaining > 0) {
@@ -462,14 +510,19 @@ export class Exchange implements UpstreamHandler, Outcome {
 
   /**
    * Sends the body through `t`: its output goes to the client, and while the client is slow `t`
-   * is paused, so its buffers fill and its write() (onData) says so to the client. A fault in `t`
-   * ends the response like an internal error; the client leaving destroys `t` (#onClientClose).
+   * is paused, so its buffers fill and its write() (onData) says so to the client. The held head
+   * goes out with the first output (or at the end of an empty one). A fault in `t` ends the
+   * response like an internal error; the client leaving destroys `t` (#onClientClose). Events of
+   * a `t` dropped since (#dropHeld: a retry, another answer) are ignored.
    */
   #through(t: TrailerTransform): void {
     const res = this.#o.res
     this.#transform = t
-    t.on('error', this.#onTransformError)
+    t.on('error', (err: Error) => {
+      if (t === this.#transform) this.#onTransformError(err)
+    })
     t.on('data', (out: Buffer) => {
+      if (t !== this.#transform || !this.#sendHeld()) return
       this.bytesSent += out.length
       if (this.#tapping) this.#o.tap!.data(out)
       if (!res.write(out) && !res.destroyed) {
@@ -477,7 +530,9 @@ export class Exchange implements UpstreamHandler, Outcome {
         res.once('drain', () => t.resume())
       }
     })
-    t.once('end', () => res.end())
+    t.once('end', () => {
+      if (t === this.#transform && this.#sendHeld()) res.end()
+    })
   }
 
   /**
@@ -502,9 +557,10 @@ export class Exchange implements UpstreamHandler, Outcome {
     if (o.method !== 'HEAD') this.bytesSent = sub.body.length
   }
 
-  #onTransformError = (err: Error): void => {
+  #onTransformError(err: Error): void {
     if (this.#clientGone) return
-    if (this.#finished) this.#o.res.destroy()
+    // Over (the upstream's body all in) with something sent: only cutting it short is left.
+    if (this.#finished && this.#responseStarted) this.#o.res.destroy()
     else this.#internal(err)
   }
 
@@ -566,7 +622,7 @@ export class Exchange implements UpstreamHandler, Outcome {
       { request_id: o.requestId, err: (err as Error)?.stack ?? String(err) },
       'internal error while proxying',
     )
-    if (o.res.headersSent) {
+    if (this.#responseStarted) {
       o.res.destroy()
       this.#finish('internal')
     } else {
@@ -616,7 +672,7 @@ export class Exchange implements UpstreamHandler, Outcome {
       this.#next(kind)
       return
     }
-    if (o.res.headersSent) {
+    if (this.#responseStarted) {
       // Mid-response: the status is already out, so the client must see the response cut short.
       // An HTTP/2 upstream's stream reset reaches an HTTP/2 client with its code (a gRPC server
       // cancelling a call is CANCEL to the client too, not INTERNAL_ERROR).
@@ -633,7 +689,9 @@ export class Exchange implements UpstreamHandler, Outcome {
   /** Answers with `kind`'s reply; `close`: the connection ends after it (unread body left). */
   #fail(kind: ReplyKind, close = false): void {
     const o = this.#o
-    if (ERRORS[kind].upstream && !this.#substituted && !o.res.headersSent) {
+    const started = this.#responseStarted
+    if (!started) this.#dropHeld()
+    if (ERRORS[kind].upstream && !this.#substituted && !started) {
       const sub = o.tap?.rescue()
       if (sub !== undefined) {
         this.#substitute(sub)
@@ -641,7 +699,7 @@ export class Exchange implements UpstreamHandler, Outcome {
         return
       }
     }
-    if (!o.res.headersSent && !this.#clientGone && !o.res.destroyed) {
+    if (!started && !this.#clientGone && !o.res.destroyed) {
       try {
         const n = replyError(
           o.res,

@@ -430,7 +430,10 @@ async function roundTrip(coding: Encoding, length: number, chunks: Buffer[]): Pr
   for (const c of chunks) t.write(c)
   t.end()
   await done
-  const all = Buffer.concat(out)
+  return decode(coding, Buffer.concat(out))
+}
+
+function decode(coding: Encoding, all: Buffer): Buffer {
   if (coding === 'gzip') return zlib.gunzipSync(all)
   if (coding === 'br') return zlib.brotliDecompressSync(all)
   const z = zlib as unknown as { zstdDecompressSync(b: Buffer): Buffer }
@@ -445,6 +448,21 @@ describe('compressors', () => {
       assert.deepEqual(await roundTrip(coding, body.length, [body]), body)
       const parts = [body.subarray(0, 1000), body.subarray(1000, 5000), body.subarray(5000)]
       assert.deepEqual(await roundTrip(coding, -1, parts), body)
+    })
+  }
+
+  for (const coding of codings) {
+    test(`${coding}: with a known length, a small first piece gives no output yet (not even a header)`, async () => {
+      // The exchange holds the response head until the first output (proxy/forward.ts).
+      const t = compressor(coding, 4, body.length)
+      const out: Buffer[] = []
+      t.on('data', (c: Buffer) => out.push(c))
+      const done = new Promise((r) => t.once('end', r))
+      await new Promise((r) => t.write(body.subarray(0, 200), r))
+      assert.equal(out.length, 0)
+      t.end(body.subarray(200))
+      await done
+      assert.deepEqual(await decode(coding, Buffer.concat(out)), body)
     })
   }
 

@@ -1,8 +1,9 @@
 // compress: gzip, br or zstd for the responses a client accepts them for, streamed through a
 // zlib Transform with backpressure both ways (proxy/forward.ts). Two halves: this middleware
 // reads the request (which coding the client takes, negotiate.ts; whether it may be given one)
-// and registers a ResponseTransformer; that one runs once, when the upstream's head is in,
-// decides whether this response is one to compress, edits its head and returns the compressor.
+// and registers a ResponseTransformer; that one runs when the upstream's head is in (again for
+// a retried attempt's), decides whether this response is one to compress, edits its head and
+// returns the compressor.
 // Everything per declaration (type matcher, levels, the transformers) is built once, here.
 
 import type { Transform } from 'node:stream'
@@ -167,7 +168,7 @@ export function compressor(coding: Encoding, level: number, length: number): Tra
   const streaming = length < 0
   switch (coding) {
     case 'gzip':
-      return zlib.createGzip({ level, flush: streaming ? C.Z_SYNC_FLUSH : C.Z_NO_FLUSH })
+      return streaming ? zlib.createGzip({ level, flush: C.Z_SYNC_FLUSH }) : new BlockGzip({ level })
     case 'br': {
       // A 512 KiB window (nginx's brotli_window default) rather than brotli's 4 MiB: the ring
       // buffer grows to the window, and a slow client keeps it for the whole body (measured
@@ -181,6 +182,40 @@ export function compressor(coding: Encoding, level: number, length: number): Tra
     }
     case 'zstd':
       return zstdCompressor(level, streaming)
+  }
+}
+
+/** gzip's fixed header (RFC 1952 section 2.3): no file name, comment nor extra field from zlib. */
+const GZIP_HEADER = 10
+
+/**
+ * gzip for a body of known length. zlib emits gzip's header on its own at the first write, long
+ * before deflate has a block; it is held back here and goes out with the first block (or at the
+ * end). So a compressor's first output carries some of the body, and the exchange, which holds
+ * the response head until then (proxy/forward.ts), still answers an upstream failing before it
+ * with 502/504 instead of cutting short a response that had only its header. zlib pushes slices
+ * of a buffer it never reuses, so the held one stays intact.
+ */
+class BlockGzip extends zlib.Gzip {
+  #header: Buffer | undefined
+  #first = true
+
+  override push(chunk: Buffer | null, encoding?: BufferEncoding): boolean {
+    if (this.#first) {
+      this.#first = false
+      if (chunk !== null && chunk.length === GZIP_HEADER) {
+        this.#header = chunk
+        return true
+      }
+    }
+    const header = this.#header
+    if (header === undefined) return super.push(chunk, encoding)
+    this.#header = undefined
+    if (chunk === null) {
+      super.push(header)
+      return super.push(null)
+    }
+    return super.push(Buffer.concat([header, chunk]))
   }
 }
 
