@@ -49,6 +49,17 @@ const UNDICI_AGAIN = [
   'test/hostile/upstream-faults.test.js',
 ].map((f) => path.join(root, 'dist', f))
 
+// The same for the server side: these run again on node:http (LOCCI_HTTP1_SERVER=node, the
+// fallback where Node's parser binding is not usable), so both server sides stay covered.
+const NODE_SERVER_AGAIN = [
+  'test/integration/bad-requests.test.js',
+  'test/integration/load-balancer.test.js',
+  'test/integration/websocket-tunnel.test.js',
+  'test/hostile/limits.test.js',
+  'test/hostile/protocol-edges.test.js',
+  'test/hostile/client-gone.test.js',
+].map((f) => path.join(root, 'dist', f))
+
 const files = []
 if (which === 'all' || which === 'unit') files.push(...find(path.join(root, 'dist', 'src')))
 if (which === 'all' || which === 'integration') files.push(...find(path.join(root, 'dist', 'test')))
@@ -78,5 +89,10 @@ const again = UNDICI_AGAIN.filter((f) => files.includes(f))
 if (again.length > 0 && process.env.LOCCI_UPSTREAM_CLIENT === undefined) {
   console.log(`# again with LOCCI_UPSTREAM_CLIENT=undici: ${again.length} files`)
   status = run(again, { LOCCI_UPSTREAM_CLIENT: 'undici' }) || status
+}
+const onNode = NODE_SERVER_AGAIN.filter((f) => files.includes(f))
+if (onNode.length > 0 && process.env.LOCCI_HTTP1_SERVER === undefined) {
+  console.log(`# again with LOCCI_HTTP1_SERVER=node: ${onNode.length} files`)
+  status = run(onNode, { LOCCI_HTTP1_SERVER: 'node' }) || status
 }
 process.exit(status)

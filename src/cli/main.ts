@@ -13,6 +13,7 @@ import { createLogger } from '../observe/logger'
 import { loadPlan, type Plan } from '../proxy/runtime'
 import { openConfigStore, type SharedStart } from '../server/config-store'
 import { ProxyInstance } from '../server/instance'
+import { http1ServerProblem } from '../server/listener'
 import { Primary } from '../server/primary'
 import type { ToPrimary, ToWorker } from '../server/protocol'
 import { Rpc } from '../server/rpc'
@@ -124,6 +125,8 @@ export function resolveOptions(
   const client = nonEmpty(env.LOCCI_UPSTREAM_CLIENT)
   const clientProblem = upstreamClientProblem(client)
   if (clientProblem !== undefined) problems.push(clientProblem)
+  const serverProblem = http1ServerProblem(nonEmpty(env.LOCCI_HTTP1_SERVER))
+  if (serverProblem !== undefined) problems.push(serverProblem)
   return {
     file,
     overrides: { mode, bind: opts.bind ?? nonEmpty(env.LOCCI_BIND), logLevel },

@@ -296,6 +296,7 @@ export class ProxyInstance implements ControlActions {
           ? { redirect_http: `http://${bound(this.#redirect.server, s.redirectHttp!)}` }
           : {}),
         ...(s.tls ? { http2: s.tls.http2 } : {}),
+        ...(this.#front?.listener?.http1Server ? { http1_server: this.#front.listener.http1Server } : {}),
         upstreams: s.activeUpstreams,
         upstream_client: this.#o.upstreamClient.kind,
         version: this.#o.version,

@@ -35,6 +35,8 @@ export interface ListenerHandle {
   closeAll(): void
   /** Applies a new snapshot's certificates (no restart for a renewal) and connection limit. */
   update(snapshot: Snapshot): void
+  /** A plain HTTP/1.1 listener's server side (the start-up line says which). */
+  readonly http1Server?: 'own' | 'node'
 }
 
 const OPTIONS: http.ServerOptions = {
@@ -247,6 +249,7 @@ export function createListener(
         update: (s) => {
           own.server.maxConnections = s.limits.maxConnections
         },
+        http1Server: 'own',
       }
     }
     const server = http.createServer(OPTIONS, handler)
@@ -254,6 +257,7 @@ export function createListener(
     limitConnections(server, snapshot.limits.maxConnections, log, countError)
     return {
       server,
+      http1Server: 'node',
       closeIdle: () => server.closeIdleConnections(),
       closeAll: () => server.closeAllConnections(),
       update: (s) => {
