@@ -171,6 +171,9 @@ export class H1Response extends EventEmitter {
       if (cb) process.nextTick(cb)
       return true
     }
+    // One buffer alone goes straight out; a head or chunk framing with it, as one writev.
+    if (this.#head === undefined && !this.#chunked)
+      return this.#track(socket.write(chunk, encoding as BufferEncoding, cb))
     socket.cork()
     const ok = this.#writeChunk(socket, chunk, encoding, cb)
     socket.uncork()

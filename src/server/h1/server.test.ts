@@ -408,6 +408,30 @@ describe('refusals', () => {
     })
   }
 
+  test('a refused client that never closes its side is cut off after the linger time', async () => {
+    const s = await start(echo, { endedLingerMs: 300 })
+    const sock = net.connect({ port: s.port, host: '127.0.0.1', allowHalfOpen: true })
+    let out = ''
+    sock.setEncoding('latin1')
+    sock.on('data', (d: string) => {
+      out += d
+    })
+    sock.on('error', () => undefined)
+    let ended = false
+    sock.on('end', () => {
+      ended = true
+    })
+    sock.write('GET /a b c\r\n\r\n')
+    await until(() => ended, "the server's FIN after its 400")
+    assert.deepEqual(statuses(out), [400])
+    // The client keeps its side open and says nothing: the server lets go of the socket.
+    const open = () =>
+      new Promise<number>((r, j) => s.server.server.getConnections((e, n) => (e ? j(e) : r(n))))
+    assert.equal(await open(), 1)
+    await until(async () => (await open()) === 0, 'the server side closed')
+    sock.destroy()
+  })
+
   test('a head sent too slowly is answered by the timeout; so is a body', async () => {
     const s = await start(
       (req, res) => {

@@ -35,6 +35,8 @@ export interface H1ServerOptions {
   requestTimeoutMs: number
   /** Idle time between requests before the connection is closed (advertised in Keep-Alive). */
   keepAliveTimeoutMs: number
+  /** After our FIN, how long the client may leave its side open, idle (default 10 s). */
+  endedLingerMs?: number
 }
 
 export interface ClientError {
@@ -400,7 +402,7 @@ class Connection implements ResponseSink, BodySource {
    * server allows half-open connections): idle this long, it is destroyed.
    */
   #linger(): void {
-    this.socket.setTimeout(ENDED_LINGER_MS, () => this.socket.destroy())
+    this.socket.setTimeout(this.server.options.endedLingerMs ?? ENDED_LINGER_MS, () => this.socket.destroy())
   }
 
   /** Ends the connection once what was written has gone (a response said `close`). */
