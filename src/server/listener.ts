@@ -343,22 +343,32 @@ export function createListener(
       update,
     }
   }
-  const h1 = https.createServer({ ...OPTIONS, ...secure }, handler)
+  // HTTP/1.1 only over TLS: the own server side on the TLS sockets, unless LOCCI_HTTP1_SERVER=node.
+  const own = ownServer(handler, onUpgrade, log, countError)
+  let h1: tls.Server
+  if (own !== undefined) {
+    h1 = tls.createServer({ ...secure, ALPNProtocols: ['http/1.1'], noDelay: true }, (s) => own.accept(s))
+  } else {
+    const nodeH1 = https.createServer({ ...OPTIONS, ...secure }, handler)
+    wire(nodeH1, onUpgrade, log, countError)
+    h1 = nodeH1
+  }
   h1.on('OCSPRequest', ocsp)
   if (alpnChallenge) offerAcmeAlpn(h1, ['http/1.1'])
   const stopTickets = rotateTicketKeys(h1)
-  wire(h1, onUpgrade, log, countError)
   server = h1
   limitConnections(server, snapshot.limits.maxConnections, log, countError)
   return {
     server,
-    closeIdle: () => h1.closeIdleConnections(),
+    closeIdle: () => (own ? own.closeIdle() : (h1 as https.Server).closeIdleConnections()),
     closeAll: () => {
       stopTickets()
       stapler.close()
-      h1.closeAllConnections()
+      if (own) own.closeAll()
+      else (h1 as https.Server).closeAllConnections()
     },
     update,
+    http1Server: own ? 'own' : 'node',
   }
 }
 
@@ -421,8 +431,9 @@ function createH2cListener(
   log: Logger,
   countError: (type: string) => void,
 ): ListenerHandle {
-  const h1 = http.createServer(OPTIONS, handler)
-  wire(h1, onUpgrade, log, countError)
+  const own = ownServer(handler, onUpgrade, log, countError)
+  const h1 = own === undefined ? http.createServer(OPTIONS, handler) : undefined
+  if (h1 !== undefined) wire(h1, onUpgrade, log, countError)
   const h2 = http2.createServer(
     { settings: http2Settings(snapshot), maxSessionInvalidFrames: 1000, maxSessionRejectedStreams: 100 },
     handler as unknown as (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => void,
@@ -465,7 +476,8 @@ function createH2cListener(
         arriving = undefined
       } else {
         socket.unshift(first)
-        h1.emit('connection', socket)
+        if (own !== undefined) own.accept(socket)
+        else h1!.emit('connection', socket)
         socket.resume()
       }
     })
@@ -474,11 +486,13 @@ function createH2cListener(
   return {
     server,
     closeIdle: () => {
-      h1.closeIdleConnections()
+      if (own !== undefined) own.closeIdle()
+      else h1!.closeIdleConnections()
       for (const s of sessions) s.close()
     },
     closeAll: () => {
-      h1.closeAllConnections()
+      if (own !== undefined) own.closeAll()
+      else h1!.closeAllConnections()
       for (const s of sessions) s.destroy()
       for (const s of sockets) s.destroy()
     },
@@ -487,6 +501,7 @@ function createH2cListener(
       limits = s.limits
       h2.updateSettings(http2Settings(s))
     },
+    http1Server: own !== undefined ? 'own' : 'node',
   }
 }
 

@@ -523,11 +523,12 @@ export class H1Server {
     this.handlers = handlers
     this.methods = binding.methods
     // allowHalfOpen: a refusal can still be written after the client's FIN (onEnd).
-    this.server = net.createServer({ noDelay: true, allowHalfOpen: true }, (s) => this.#accept(s))
+    this.server = net.createServer({ noDelay: true, allowHalfOpen: true }, (s) => this.accept(s))
     this.server.once('close', () => this.#stopSweep())
   }
 
-  #accept(socket: Socket): void {
+  /** Serves `socket` (one of this server's, or handed over by another listener: TLS, h2c). */
+  accept(socket: Socket): void {
     const b = this.#binding
     const p = new b.Parser() as Parser
     p.initialize(b.REQUEST, {}, this.options.maxHeaderSize, 0)
