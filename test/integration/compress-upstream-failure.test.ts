@@ -22,17 +22,20 @@ interface Answer {
   body: Buffer
 }
 
+/** Reads a whole answer into `resolve`; a cut body rejects. */
+function collect(res: http.IncomingMessage, resolve: (a: Answer) => void, reject: (e: Error) => void): void {
+  const chunks: Buffer[] = []
+  res.on('data', (c: Buffer) => chunks.push(c))
+  res.on('error', reject)
+  res.on('end', () => resolve({ status: res.statusCode!, headers: res.headers, body: Buffer.concat(chunks) }))
+}
+
 /** One GET through a fresh connection; rejects when the connection ends without a whole answer. */
 function get(url: string, accept: string): Promise<Answer> {
   return new Promise((resolve, reject) => {
-    const req = http.get(url, { agent: false, headers: { 'accept-encoding': accept } }, (res) => {
-      const chunks: Buffer[] = []
-      res.on('data', (c: Buffer) => chunks.push(c))
-      res.on('error', reject)
-      res.on('end', () =>
-        resolve({ status: res.statusCode!, headers: res.headers, body: Buffer.concat(chunks) }),
-      )
-    })
+    const req = http.get(url, { agent: false, headers: { 'accept-encoding': accept } }, (res) =>
+      collect(res, resolve, reject),
+    )
     req.on('error', reject)
   })
 }
@@ -231,14 +234,7 @@ api_gateway:
       const req = http.request(
         `${proxy.url}/locci.test.Echo/Unary`,
         { method: 'POST', agent: false, headers: { 'content-type': 'application/grpc-web+proto' } },
-        (res) => {
-          const chunks: Buffer[] = []
-          res.on('data', (c: Buffer) => chunks.push(c))
-          res.on('error', reject)
-          res.on('end', () =>
-            resolve({ status: res.statusCode!, headers: res.headers, body: Buffer.concat(chunks) }),
-          )
-        },
+        (res) => collect(res, resolve, reject),
       )
       req.on('error', reject)
       // An empty EchoRequest message: flag 0, length 0.
