@@ -15,6 +15,12 @@
 //
 // Timeouts are one deadline per connection, checked by one sweep a second (not a timer per
 // request or socket): a head or request deadline answers 408, an idle deadline closes.
+//
+// Reading: as node:http does, the parser consumes the socket's handle (parser.consume): libuv's
+// reads go to llhttp in C++, with no Buffer, 'data' event or stream bookkeeping per read in JS;
+// the parser calls back after each read (kOnExecute). Pausing is then readStop on the handle.
+// Sockets that already have bytes buffered (h2c's first read, put back) are read with 'data'
+// events, as is everything on a Node.js without consume().
 
 import net, { type Socket } from 'node:net'
 import {
@@ -37,6 +43,8 @@ export interface H1ServerOptions {
   keepAliveTimeoutMs: number
   /** After our FIN, how long the client may leave its side open, idle (default 10 s). */
   endedLingerMs?: number
+  /** Let the parser read sockets in C++ (parser.consume) where it can (default true). */
+  consume?: boolean
 }
 
 export interface ClientError {
@@ -80,6 +88,16 @@ enum Deadline {
 /** A parser with the connection it works for. */
 type Parser = LlhttpParser & { conn: Connection }
 
+/** What a socket's `_handle` offers that reading it needs (a StreamBase: TCP or TLS). */
+interface StreamHandle {
+  isStreamBase?: boolean
+  _consumed?: boolean
+  /** net.Socket's own record of whether the handle reads (it starts reads when false). */
+  reading: boolean
+  readStart(): number
+  readStop(): number
+}
+
 class Connection implements ResponseSink, BodySource {
   readonly socket: Socket
   readonly parser: Parser
@@ -104,6 +122,8 @@ class Connection implements ResponseSink, BodySource {
   /** A parse error or timeout is waiting for `active` to finish before it is answered. */
   failure: ClientError | null = null
   executing = false
+  /** The parser reads the socket's handle itself (consume); 'data' events carry nothing. */
+  consumed = false
   dead = false
   /** No request in progress: the next bytes start one (and its head deadline). */
   idle = true
@@ -130,14 +150,18 @@ class Connection implements ResponseSink, BodySource {
 
   onData = (chunk: Buffer): void => {
     if (this.failure !== null || this.dead) return
-    if (this.idle) {
-      this.idle = false
-      const now = Date.now()
-      this.reqStart = now
-      this.kind = Deadline.Head
-      this.deadline = now + this.server.options.headersTimeoutMs
-    }
     this.execute(chunk)
+  }
+
+  /** A request's first byte: its head deadline starts. */
+  onMessageBegin(): void {
+    this.executing = true
+    if (!this.idle) return
+    this.idle = false
+    const now = Date.now()
+    this.reqStart = now
+    this.kind = Deadline.Head
+    this.deadline = now + this.server.options.headersTimeoutMs
   }
 
   execute(chunk: Buffer): void {
@@ -147,18 +171,29 @@ class Connection implements ResponseSink, BodySource {
       r = this.parser.execute(chunk)
     } catch (err) {
       // A handler threw inside a parser callback: this connection ends, nothing else.
-      this.executing = false
-      this.server.handlers.internalError(err)
-      this.socket.destroy()
+      this.crashed(err)
       return
     }
+    this.afterExecute(r, chunk)
+  }
+
+  /** A fault inside a parser callback: this connection ends, nothing else. */
+  crashed(err: unknown): void {
+    this.executing = false
+    this.server.handlers.internalError(err)
+    this.socket.destroy()
+  }
+
+  /** What execute() returned (or, consuming, what the parser parsed of one read). */
+  afterExecute(r: number | ParseError, chunk: Buffer | undefined): void {
     this.executing = false
     if (this.dead) return
     if (typeof r !== 'number') {
       if (r.code === 'HPE_PAUSED') {
         // A pipelined head while a response is being written: the rest waits for it.
-        this.rest = chunk.subarray(r.bytesParsed ?? chunk.length)
-        this.socket.pause()
+        const data = chunk ?? this.parser.getCurrentBuffer()
+        this.rest = data.subarray(r.bytesParsed ?? data.length)
+        this.pauseReading()
         return
       }
       this.fail(this.tooMany ? { code: 'HPE_HEADER_OVERFLOW', message: 'too many header fields' } : r)
@@ -166,10 +201,37 @@ class Connection implements ResponseSink, BodySource {
     }
     if (this.pending?.upgrade && this.rest === null) {
       // llhttp stopped after an upgrade's head: the bytes after it belong to the new protocol.
-      this.rest = chunk.subarray(r)
-      this.socket.pause()
+      this.rest = (chunk ?? this.parser.getCurrentBuffer()).subarray(r)
+      this.pauseReading()
       if (this.active === null) this.next()
     }
+  }
+
+  /** Reads `socket` with the parser in C++ from now on (the caller checked it can). */
+  consume(handle: StreamHandle): void {
+    handle._consumed = true
+    this.consumed = true
+    this.parser.consume(handle)
+  }
+
+  /** No more reads until resumeReading(). */
+  pauseReading(): void {
+    this.socket.pause()
+    // A consumed handle feeds the parser whatever the stream's state: it is stopped itself.
+    const h = this.consumed ? (this.socket as unknown as { _handle: StreamHandle | null })._handle : null
+    if (h?.reading) {
+      h.reading = false
+      h.readStop()
+    }
+  }
+
+  resumeReading(): void {
+    const h = this.consumed ? (this.socket as unknown as { _handle: StreamHandle | null })._handle : null
+    if (h && !h.reading && !this.socket.destroyed) {
+      h.reading = true
+      h.readStart()
+    }
+    this.socket.resume()
   }
 
   onHeadersComplete(
@@ -181,6 +243,9 @@ class Connection implements ResponseSink, BodySource {
     upgrade: boolean,
     keepAlive: boolean,
   ): number {
+    // Consuming, a head's end may come in a later read than its begin: a handler answering
+    // synchronously must not make next() parse inside this parse.
+    this.executing = true
     if (headers === undefined) {
       headers = this.fields
       this.fields = []
@@ -212,15 +277,17 @@ class Connection implements ResponseSink, BodySource {
   }
 
   onBody(chunk: Buffer): void {
+    this.executing = true
     const req = this.reading
     if (req === null || req.dumped) return
     if (!req.push(chunk) && !this.bodyPaused) {
       this.bodyPaused = true
-      this.socket.pause()
+      this.pauseReading()
     }
   }
 
   onMessageComplete(): void {
+    this.executing = true
     this.inHead = true
     const req = this.reading
     if (req === null) return
@@ -279,7 +346,7 @@ class Connection implements ResponseSink, BodySource {
   resumeBody(): void {
     if (!this.bodyPaused) return
     this.bodyPaused = false
-    if (this.pending === null && !this.dead) this.socket.resume()
+    if (this.pending === null && !this.dead) this.resumeReading()
   }
 
   /** ResponseSink: `res` is over (written, or destroyed). */
@@ -298,7 +365,7 @@ class Connection implements ResponseSink, BodySource {
       req.dumped = true
       if (this.bodyPaused) {
         this.bodyPaused = false
-        this.socket.resume()
+        this.resumeReading()
       }
       return
     }
@@ -331,7 +398,7 @@ class Connection implements ResponseSink, BodySource {
     this.dispatch(req)
     if (this.dead) return
     this.parser.resume()
-    if (!this.bodyPaused) this.socket.resume()
+    if (!this.bodyPaused) this.resumeReading()
     // Even with no bytes left: llhttp finishes the paused message (its completion) on this call.
     this.execute(rest ?? EMPTY)
   }
@@ -372,10 +439,23 @@ class Connection implements ResponseSink, BodySource {
     s.removeListener('end', this.onEnd)
     s.removeListener('close', this.onClose)
     s.removeListener('drain', this.onDrain)
+    const p = this.parser
+    if (this.consumed) {
+      // Reads go back to the socket (its new owner's listeners, or the refusal's linger timer).
+      this.consumed = false
+      p.unconsume()
+      // The stream asked for reads once, long ago, and still waits for that read's data (the
+      // parser took it): it will not ask again, so reads restart here. What comes is buffered
+      // by the paused stream (up to its high-water mark) until the new owner reads.
+      const h = (s as unknown as { _handle: StreamHandle | null })._handle
+      if (h && !h.reading && !s.destroyed) {
+        h.reading = true
+        h.readStart()
+      }
+    }
     // The 'error' listener stays: a client resetting the connection while a refusal is written
     // (or before an upgrade handler has added its own) must not become an uncaught error.
     this.server.forget(this)
-    const p = this.parser
     // Never inside its own execute(): llhttp's state must outlive the call.
     setImmediate(() => p.close())
   }
@@ -386,7 +466,7 @@ class Connection implements ResponseSink, BodySource {
    */
   fail(err: ClientError): void {
     if (this.dead) return
-    this.socket.pause()
+    this.pauseReading()
     if (this.active !== null) this.failure = err
     else this.refuse(err)
   }
@@ -475,7 +555,21 @@ class Connection implements ResponseSink, BodySource {
 const EMPTY = Buffer.alloc(0)
 const noop = (): void => undefined
 
-// Parser callbacks: `this` is the parser; each hands over to its connection.
+// Parser callbacks: `this` is the parser; each hands over to its connection. A consuming parser
+// calls them from C++ outside any JS call, where a throw would be an uncaught exception: the
+// ones that run handlers catch (execute() catches too, for the 'data' path).
+function onMessageBegin(this: Parser): void {
+  this.conn.onMessageBegin()
+}
+
+function onExecute(this: Parser, r: number | ParseError): void {
+  try {
+    this.conn.afterExecute(r, undefined)
+  } catch (err) {
+    this.conn.crashed(err)
+  }
+}
+
 function onHeaders(this: Parser, fields: string[], url: string): void {
   const c = this.conn
   if (!c.inHead) return // a chunked body's trailer section: not forwarded
@@ -495,15 +589,28 @@ function onHeadersComplete(
   upgrade: boolean,
   keepAlive: boolean,
 ): number {
-  return this.conn.onHeadersComplete(major, minor, headers, method, url, upgrade, keepAlive)
+  try {
+    return this.conn.onHeadersComplete(major, minor, headers, method, url, upgrade, keepAlive)
+  } catch (err) {
+    this.conn.crashed(err)
+    return -1
+  }
 }
 
 function onBody(this: Parser, chunk: Buffer): void {
-  this.conn.onBody(chunk)
+  try {
+    this.conn.onBody(chunk)
+  } catch (err) {
+    this.conn.crashed(err)
+  }
 }
 
 function onMessageComplete(this: Parser): void {
-  this.conn.onMessageComplete()
+  try {
+    this.conn.onMessageComplete()
+  } catch (err) {
+    this.conn.crashed(err)
+  }
 }
 
 export class H1Server {
@@ -532,11 +639,22 @@ export class H1Server {
     const b = this.#binding
     const p = new b.Parser() as Parser
     p.initialize(b.REQUEST, {}, this.options.maxHeaderSize, 0)
+    p[b.kOnMessageBegin] = onMessageBegin
     p[b.kOnHeaders] = onHeaders
     p[b.kOnHeadersComplete] = onHeadersComplete
     p[b.kOnBody] = onBody
     p[b.kOnMessageComplete] = onMessageComplete
-    this.#conns.add(new Connection(this, socket, p))
+    const c = new Connection(this, socket, p)
+    this.#conns.add(c)
+    const h = (socket as unknown as { _handle: StreamHandle | null })._handle
+    // The 'data' listener (added above) stays: it keeps the stream flowing, so EOF, which the
+    // parser passes back to the socket, still ends in 'end'.
+    if (b.kOnExecute !== undefined && this.options.consume !== false && h?.isStreamBase && !h._consumed) {
+      if (socket.readableLength === 0) {
+        p[b.kOnExecute] = onExecute
+        c.consume(h)
+      }
+    }
     this.#sweep ??= setInterval(this.#check, SWEEP_MS).unref()
   }
 

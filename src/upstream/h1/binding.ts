@@ -12,6 +12,12 @@ export interface LlhttpParser {
   close(): void
   /** Lets a parser paused by a callback's HPE_PAUSED go on with the next execute(). */
   resume(): void
+  /** Reads `handle` (a socket's StreamBase) in C++, parsing each read without a JS Buffer. */
+  consume(handle: object): void
+  /** Gives the handle's reads back to the socket. */
+  unconsume(): void
+  /** Inside the kOnExecute callback: a copy of the bytes that read gave the parser. */
+  getCurrentBuffer(): Buffer
   [slot: number]: unknown
 }
 
@@ -32,6 +38,12 @@ export interface ParserBinding {
   readonly kOnHeadersComplete: number
   readonly kOnBody: number
   readonly kOnMessageComplete: number
+  /**
+   * The callback a consuming parser (consume()) calls after each read it parsed, with what
+   * execute() would have returned; undefined when this Node.js lacks consume/unconsume/
+   * getCurrentBuffer (the server side then reads with 'data' events).
+   */
+  readonly kOnExecute: number | undefined
 }
 
 let loaded: { binding: ParserBinding | undefined; problem: string | undefined } | undefined
@@ -81,6 +93,10 @@ function load(): { binding: ParserBinding | undefined; problem: string | undefin
       return { binding: undefined, problem: `HTTPParser.prototype.${m} is missing` }
     }
   }
+  const proto = P.prototype as Record<string, unknown>
+  const consumes =
+    typeof P.kOnExecute === 'number' &&
+    ['consume', 'unconsume', 'getCurrentBuffer'].every((m) => typeof proto[m] === 'function')
   const binding: ParserBinding = {
     Parser: P,
     RESPONSE: P.RESPONSE as number,
@@ -91,6 +107,7 @@ function load(): { binding: ParserBinding | undefined; problem: string | undefin
     kOnHeadersComplete: P.kOnHeadersComplete as number,
     kOnBody: P.kOnBody as number,
     kOnMessageComplete: P.kOnMessageComplete as number,
+    kOnExecute: consumes ? (P.kOnExecute as number) : undefined,
   }
   try {
     const problem = selfTest(binding)
