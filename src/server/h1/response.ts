@@ -28,6 +28,8 @@ const CLOSE_TOKEN = /(?:^|\W)close(?:$|\W)/i
 const CHUNKED_LAST = /(?:^|,)\s*chunked\s*$/i
 const CRLF = '\r\n'
 const LAST_CHUNK = '0\r\n\r\n'
+/** Bodies up to this size go out in the same buffer as the head (end()). */
+const ONE_WRITE_MAX = 16 * 1024
 
 let dateSecond = 0
 let dateLine = ''
@@ -231,7 +233,17 @@ export class H1Response extends EventEmitter {
       const head = this.#head
       this.#head = undefined
       if (head === undefined) socket.write(data, encoding as BufferEncoding, this.#onFinish)
-      else {
+      else if (data.length <= ONE_WRITE_MAX) {
+        // Head and body copied into one buffer: one plain write, not the stream's writev (an
+        // array of chunks, a string in it copied natively anyway).
+        const enc = encoding as BufferEncoding | undefined
+        const n = typeof data === 'string' ? Buffer.byteLength(data, enc) : data.length
+        const out = Buffer.allocUnsafe(head.length + n)
+        out.write(head, 0, 'latin1')
+        if (typeof data === 'string') out.write(data, head.length, enc)
+        else data.copy(out, head.length)
+        socket.write(out, this.#onFinish)
+      } else {
         socket.cork()
         socket.write(head, 'latin1')
         socket.write(data, encoding as BufferEncoding, this.#onFinish)
