@@ -138,28 +138,29 @@ export function cache(name: string, cfg: CacheConfig, log: Logger, redis?: (url:
     entry: Entry | undefined,
     waited: boolean,
   ): undefined | Promise<undefined> => {
-    const raw = ctx.rawHeaders
-    const lockKey = store.keyFor(asked.primary, raw)
-    const busy = pending.get(lockKey)
-    let stale: Entry | undefined
+    let age = 0
+    let use: ReturnType<typeof usability> | undefined
     if (entry !== undefined) {
-      const age = currentAge(entry.age, Date.now())
-      const use = usability(entry.directives, entry.lifetime, age, asked.directives)
+      age = currentAge(entry.age, Date.now())
+      use = usability(entry.directives, entry.lifetime, age, asked.directives)
       if (use === 'fresh') {
         ctx.stored = { answer: hit(entry, age, 'HIT'), revalidate: false }
         return undefined
       }
-      if (use === 'stale-while-revalidate') {
-        // Served now; one GET at a time revalidates it in the background (RFC 5861 section 3).
-        const revalidate = busy === undefined && ctx.method === 'GET'
-        if (revalidate) capture(ctx, asked, entry, lock(lockKey))
-        ctx.stored = { answer: hit(entry, age, 'STALE'), revalidate }
-        return undefined
-      }
-      stale = entry
+    }
+    // Not fresh: is another request fetching it already? (A fresh hit needs no lock key.)
+    const lockKey = store.keyFor(asked.primary, ctx.rawHeaders)
+    const busy = pending.get(lockKey)
+    if (use === 'stale-while-revalidate') {
+      // Served now; one GET at a time revalidates it in the background (RFC 5861 section 3).
+      const revalidate = busy === undefined && ctx.method === 'GET'
+      if (revalidate) capture(ctx, asked, entry, lock(lockKey))
+      ctx.stored = { answer: hit(entry!, age, 'STALE'), revalidate }
+      return undefined
     }
     if (busy !== undefined && !waited) return busy.then(() => lookup(ctx, asked, true))
-    capture(ctx, asked, stale, busy === undefined && ctx.method === 'GET' ? lock(lockKey) : noop)
+    // A stored entry here is stale: revalidated (or served on error) by the capture.
+    capture(ctx, asked, entry, busy === undefined && ctx.method === 'GET' ? lock(lockKey) : noop)
     return undefined
   }
 

@@ -35,6 +35,19 @@ describe('cache MemoryStore', () => {
     assert.ok(s.bytes <= s.maxBytes)
   })
 
+  test('a hit moves an entry from the older half of the order only (LRU to within half the store)', () => {
+    const one = entry('/a', 1000).size
+    const s = new MemoryStore(one * 4)
+    for (const p of ['/a', '/b', '/c', '/d']) s.put(entry(p, 1000), [])
+    assert.ok(s.get('\0h\0/c', []), 'c: in the newer half, stays where it is')
+    assert.ok(s.get('\0h\0/a', []), 'a: the oldest, becomes the newest')
+    s.put(entry('/e', 1000), [])
+    assert.equal(s.get('\0h\0/b', []), undefined, 'b went first')
+    s.put(entry('/f', 1000), [])
+    assert.equal(s.get('\0h\0/c', []), undefined, 'then c: its hit did not move it')
+    for (const p of ['/a', '/d', '/e', '/f']) assert.ok(s.get(`\0h\0${p}`, []), p)
+  })
+
   test('a key stored again replaces its entry and stays found (a refreshed response)', () => {
     const s = new MemoryStore(1e6)
     s.put(entry('/r', 10), [])

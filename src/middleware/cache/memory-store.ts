@@ -3,6 +3,9 @@
 // secondary key its Vary names make (policy.ts secondaryKey); the Vary names a primary key's
 // responses use are recorded per primary key, so a lookup knows which request headers to read.
 // A Map keeps insertion order: a hit re-inserts its entry, so the first entries are the coldest.
+// Only a hit on an entry in the older half of that order moves it (a hot entry among the newer
+// half stays put): the order is LRU to within half the store, and a hit on a hot key is one Map
+// lookup instead of a lookup, a delete and an insert (which also grew the Map's deleted slots).
 // (No LRU library is a dependency; this is the whole of it.)
 
 import type { AgeFacts, Directives } from './policy'
@@ -28,6 +31,8 @@ export interface Entry {
   size: number
   /** Set by the store while it holds the entry. */
   inStore?: boolean
+  /** The store's insertion count when the entry was last (re)inserted. */
+  seq?: number
 }
 
 /** What an entry costs beyond its body and headers (the objects, the map slots), estimated. */
@@ -50,6 +55,8 @@ export class MemoryStore {
   /** Counts purges: a response fetched before one is not stored after it (it may be what was purged). */
   generation = 0
   readonly #entries = new Map<string, Entry>()
+  /** Insertions so far (entries' `seq`). */
+  #seq = 0
   /** Primary key -> the Vary names its stored responses use, and their keys. */
   readonly #primaries = new Map<string, { vary: string; keys: Set<string> }>()
 
@@ -78,8 +85,11 @@ export class MemoryStore {
     const key = this.keyFor(primary, raw, p.vary)
     const e = this.#entries.get(key)
     if (e === undefined) return undefined
-    this.#entries.delete(key)
-    this.#entries.set(key, e)
+    if (this.#seq - e.seq! > this.#entries.size >> 1) {
+      this.#entries.delete(key)
+      this.#entries.set(key, e)
+      e.seq = ++this.#seq
+    }
     return e
   }
 
@@ -99,6 +109,7 @@ export class MemoryStore {
       this.#primaries.set(e.primary, p)
     }
     this.#entries.set(key, e)
+    e.seq = ++this.#seq
     e.inStore = true
     p.keys.add(key)
     this.#bytes += e.size
