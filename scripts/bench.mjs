@@ -3,7 +3,8 @@
 // (load_balancer and api_gateway modes, per-request logging on), on this machine. Uses wrk when
 // installed, else autocannon (npm). Everything runs on 127.0.0.1 and stops by itself.
 //   BENCH_DURATION=10 BENCH_CONNECTIONS=50 npm run bench
-//   BENCH_ONLY='^api_gateway$' npm run bench     (only the proxy scenarios whose label matches)
+//   BENCH_ONLY='^api_gateway$' npm run bench     (only the proxy scenarios whose label matches;
+//                                                 'nginx' selects the nginx row, shown when installed)
 //   BENCH_ONLY=grpc npm run bench   (gRPC unary calls/s direct vs through the proxy only)
 //   BENCH_PROFILE=1 npm run bench   (also: CPU µs per request by stage, from `node --cpu-prof`, for
 //                                    load_balancer, api_gateway + all three, and 50 routes + all three)
@@ -41,6 +42,10 @@ const LAUNCHER_FLAGS =
     .split(/\s+/)
     .filter(Boolean) ?? []
 const useWrk = spawnSync('wrk', ['--version']).error === undefined
+// nginx, when installed, proxies the same origin in a row of its own: the reference the cache
+// row is held against (the shared peer benchmark's nginx config: one worker, a keep-alive pool
+// to the origin, no access log).
+const hasNginx = spawnSync('nginx', ['-v']).error === undefined
 const children = []
 /** The started processes' stdout (their log lines), one file each; removed once they are stopped. */
 const logDir = mkdtempSync(path.join(os.tmpdir(), 'locci-bench-logs-'))
@@ -313,6 +318,56 @@ const wire = new Map()
 /** Stage tables of the profiled runs: { target, body, cpu, file, result }. */
 const staged = []
 
+/** Resolves once something accepts connections on 127.0.0.1:`port` (15 s at most). */
+async function listening(port) {
+  const deadline = Date.now() + 15000
+  for (;;) {
+    const ok = await new Promise((resolve) => {
+      const s = net.connect(port, '127.0.0.1', () => {
+        s.destroy()
+        resolve(true)
+      })
+      s.on('error', () => resolve(false))
+    })
+    if (ok) return
+    if (Date.now() > deadline) throw new Error(`nothing listens on ${port}`)
+    await new Promise((r) => setTimeout(r, 50))
+  }
+}
+
+function nginxConfig(run, port) {
+  return `worker_processes 1;
+daemon off;
+pid ${run}/nginx.pid;
+error_log ${run}/nginx.error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    keepalive_timeout 300s;
+    keepalive_requests 10000000;
+    client_body_temp_path ${run}/body;
+    proxy_temp_path ${run}/proxy;
+    fastcgi_temp_path ${run}/fastcgi;
+    uwsgi_temp_path ${run}/uwsgi;
+    scgi_temp_path ${run}/scgi;
+    upstream origin {
+        server 127.0.0.1:${originPort};
+        keepalive 128;
+        keepalive_requests 10000000;
+        keepalive_timeout 300s;
+    }
+    server {
+        listen 127.0.0.1:${port} backlog=4096;
+        location / {
+            proxy_pass http://origin;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }
+    }
+}
+`
+}
+
 const rows = []
 const tool = useWrk ? `wrk -t1 -c${CONNS} -d${DURATION}s` : `autocannon -c ${CONNS} -d ${DURATION}`
 process.stderr.write(
@@ -324,6 +379,26 @@ try {
     rows.push({ target: 'direct (origin alone)', body, ...load(`http://127.0.0.1:${originPort}/${body}`) })
   }
   const only = process.env.BENCH_ONLY ? new RegExp(process.env.BENCH_ONLY) : undefined
+  if (hasNginx && (!only || only.test('nginx'))) {
+    const run = path.join(dir, 'nginx')
+    mkdirSync(run)
+    const port = await freePort()
+    writeFileSync(path.join(run, 'nginx.conf'), nginxConfig(run, port))
+    const { child } = await start(
+      'nginx',
+      ['-p', run, '-e', path.join(run, 'nginx.error.log'), '-c', path.join(run, 'nginx.conf')],
+      {},
+      [],
+    )
+    await listening(port)
+    for (const body of ['small', '16k']) {
+      process.stderr.write(`bench: nginx /${body}\n`)
+      const url = `http://127.0.0.1:${port}/${body}`
+      load(url, {})
+      rows.push({ target: 'nginx (1 worker, no access log)', body, ...measure(url, {}, child.pid) })
+    }
+    await stop(child)
+  }
   for (const [label, yaml, bodies, headers, prefix = ''] of scenarios) {
     if (only && !only.test(label)) continue
     const file = path.join(dir, `${rows.length}.yaml`)
@@ -427,9 +502,13 @@ for (const [what, target, base] of [
 // cache: what answering from the store costs against proxying the same 2 bytes.
 const cacheHit = rows.find((r) => r.target.startsWith('locci-proxy api_gateway + cache (hit)'))
 const proxied = cpuOf('locci-proxy api_gateway')
+const nginxSmall = cpuOf('nginx (1 worker, no access log)')
 if (cacheHit && proxied)
   console.log(
-    `\ncache: a HIT costs ${fmt(cacheHit.cpu, 1)} µs CPU per request against ${fmt(proxied, 1)} µs to proxy the same 2 bytes (api_gateway /small): ${fmt(cacheHit.cpu / proxied, 2)}×`,
+    `\ncache: a HIT costs ${fmt(cacheHit.cpu, 1)} µs CPU per request against ${fmt(proxied, 1)} µs to proxy the same 2 bytes (api_gateway /small): ${fmt(cacheHit.cpu / proxied, 2)}×` +
+      (nginxSmall
+        ? `; nginx proxying them costs ${fmt(nginxSmall, 1)} µs: ${fmt(cacheHit.cpu / nginxSmall, 2)}×`
+        : ''),
   )
 
 // compress: bytes on the wire and CPU per request for 16 KiB of JSON, against the same
