@@ -115,6 +115,17 @@ function exchange(
   })
 }
 
+/** A raw client on one connection: its socket, and everything the server sent on it so far. */
+function rawClient(port: number): { sock: Socket; received: () => string } {
+  const sock = net.connect(port, '127.0.0.1')
+  let got = ''
+  sock.setEncoding('latin1')
+  sock.on('data', (d: string) => {
+    got += d
+  })
+  return { sock, received: () => got }
+}
+
 /** Status lines of every response in `raw`, in order. */
 function statuses(raw: string): number[] {
   return [...raw.matchAll(/HTTP\/1\.1 (\d{3}) /g)].map((m) => Number(m[1]))
@@ -140,18 +151,16 @@ for (const mode of [true, false]) {
     describe('framing and keep-alive', () => {
       test('a keep-alive connection carries requests one after another; node:http headers are added', async () => {
         const s = await start(echo)
-        const sock = net.connect(s.port, '127.0.0.1')
-        sock.setEncoding('latin1')
-        let got = ''
-        sock.on('data', (d: string) => {
-          got += d
-        })
+        const { sock, received } = rawClient(s.port)
         sock.write('GET /one HTTP/1.1\r\nHost: x\r\n\r\n')
-        await until(() => got.includes('GET /one 0'), 'first answer')
+        await until(() => received().includes('GET /one 0'), 'first answer')
         sock.write('POST /two HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello')
-        await until(() => got.includes('POST /two 5'), 'second answer on the same connection')
-        assert.match(got, /\r\ndate: [A-Z][a-z]{2}, \d{2} [A-Z][a-z]{2} \d{4} \d{2}:\d{2}:\d{2} GMT\r\n/)
-        assert.match(got, /\r\nconnection: keep-alive\r\nkeep-alive: timeout=65\r\n/)
+        await until(() => received().includes('POST /two 5'), 'second answer on the same connection')
+        assert.match(
+          received(),
+          /\r\ndate: [A-Z][a-z]{2}, \d{2} [A-Z][a-z]{2} \d{4} \d{2}:\d{2}:\d{2} GMT\r\n/,
+        )
+        assert.match(received(), /\r\nconnection: keep-alive\r\nkeep-alive: timeout=65\r\n/)
         sock.destroy()
       })
 
@@ -164,16 +173,11 @@ for (const mode of [true, false]) {
           }
           res.end(req.url)
         })
-        const sock = net.connect(s.port, '127.0.0.1')
-        sock.setEncoding('latin1')
-        let got = ''
-        sock.on('data', (d: string) => {
-          got += d
-        })
+        const { sock, received } = rawClient(s.port)
         sock.write('GET /a HTTP/1.1\r\nHost: x\r\n\r\n')
-        await until(() => got.includes('\r\n/a\r\n0\r\n\r\n'), 'first answer')
+        await until(() => received().includes('\r\n/a\r\n0\r\n\r\n'), 'first answer')
         sock.write('GET /b HTTP/1.1\r\nHost: x\r\n\r\n')
-        await until(() => got.includes('\r\n/b\r\n0\r\n\r\n'), 'second answer')
+        await until(() => received().includes('\r\n/b\r\n0\r\n\r\n'), 'second answer')
         sock.destroy()
         // The second request came in a read of its own, after the listener was added.
         assert.equal(dataEvents, mode ? 0 : 1)
@@ -322,12 +326,7 @@ for (const mode of [true, false]) {
           })
         })
         const size = 32 * 1024 * 1024
-        const sock = net.connect(s.port, '127.0.0.1')
-        let out = ''
-        sock.setEncoding('latin1')
-        sock.on('data', (d: string) => {
-          out += d
-        })
+        const { sock, received } = rawClient(s.port)
         sock.on('error', () => undefined)
         sock.write(`POST / HTTP/1.1\r\nHost: x\r\nContent-Length: ${size}\r\n\r\n`)
         const chunk = Buffer.alloc(1024 * 1024, 0x61)
@@ -346,7 +345,7 @@ for (const mode of [true, false]) {
         hold!.on('data', (d: Buffer) => {
           got += d.length
         })
-        await until(() => out.includes('done'), 'the answer after the whole body', 30_000)
+        await until(() => received().includes('done'), 'the answer after the whole body', 30_000)
         assert.equal(got, size)
         sock.destroy()
       })
@@ -516,19 +515,14 @@ for (const mode of [true, false]) {
             if (got.includes('two')) socket.end(`HTTP/1.1 101 X\r\n\r\n${got}`)
           })
         })
-        const sock = net.connect(s.port, '127.0.0.1')
-        let out = ''
-        sock.setEncoding('latin1')
-        sock.on('data', (d: string) => {
-          out += d
-        })
+        const { sock, received } = rawClient(s.port)
         sock.write('GET / HTTP/1.1\r\nHost: x\r\nUpgrade: t\r\nConnection: upgrade\r\n\r\none ')
         // The second part only once the first has been handed over: it must arrive by 'data'.
         await until(() => handedOver, 'handed over')
         sock.write('two')
-        await until(() => out.endsWith('one two'), 'the handler read both parts')
+        await until(() => received().endsWith('one two'), 'the handler read both parts')
         sock.destroy()
-        assert.match(out, /one two$/)
+        assert.match(received(), /one two$/)
       })
 
       test("the client's FIN abandons the answer in progress (as node:http), so the work can be cancelled", async () => {

@@ -98,6 +98,11 @@ interface StreamHandle {
   readStop(): number
 }
 
+/** The socket's handle (null once it is closed). */
+function handleOf(socket: Socket): StreamHandle | null {
+  return (socket as unknown as { _handle: StreamHandle | null })._handle
+}
+
 class Connection implements ResponseSink, BodySource {
   readonly socket: Socket
   readonly parser: Parser
@@ -218,7 +223,7 @@ class Connection implements ResponseSink, BodySource {
   pauseReading(): void {
     this.socket.pause()
     // A consumed handle feeds the parser whatever the stream's state: it is stopped itself.
-    const h = this.consumed ? (this.socket as unknown as { _handle: StreamHandle | null })._handle : null
+    const h = this.consumed ? handleOf(this.socket) : null
     if (h?.reading) {
       h.reading = false
       h.readStop()
@@ -226,7 +231,7 @@ class Connection implements ResponseSink, BodySource {
   }
 
   resumeReading(): void {
-    const h = this.consumed ? (this.socket as unknown as { _handle: StreamHandle | null })._handle : null
+    const h = this.consumed ? handleOf(this.socket) : null
     if (h && !h.reading && !this.socket.destroyed) {
       h.reading = true
       h.readStart()
@@ -447,7 +452,7 @@ class Connection implements ResponseSink, BodySource {
       // The stream asked for reads once, long ago, and still waits for that read's data (the
       // parser took it): it will not ask again, so reads restart here. What comes is buffered
       // by the paused stream (up to its high-water mark) until the new owner reads.
-      const h = (s as unknown as { _handle: StreamHandle | null })._handle
+      const h = handleOf(s)
       if (h && !h.reading && !s.destroyed) {
         h.reading = true
         h.readStart()
@@ -646,7 +651,7 @@ export class H1Server {
     p[b.kOnMessageComplete] = onMessageComplete
     const c = new Connection(this, socket, p)
     this.#conns.add(c)
-    const h = (socket as unknown as { _handle: StreamHandle | null })._handle
+    const h = handleOf(socket)
     // The 'data' listener (added above) stays: it keeps the stream flowing, so EOF, which the
     // parser passes back to the socket, still ends in 'end'.
     if (b.kOnExecute !== undefined && this.options.consume !== false && h?.isStreamBase && !h._consumed) {
