@@ -9,9 +9,8 @@
 // (`configure`), so a request only runs the field writers its config asks for.
 
 import { closeSync, openSync } from 'node:fs'
-import type SonicBoom from 'sonic-boom'
 import { ERRORS, type ErrorKind, loggedStatus } from './errors'
-import { LineBuffer, type Logger, type LoggerHandle, logDestination } from './logger'
+import { type ByteDestination, LineBuffer, type Logger, type LoggerHandle, logDestination } from './logger'
 import type { Metrics } from './metrics'
 
 /** The access log's fields (logging.access_log.fields), in their default order. */
@@ -128,7 +127,7 @@ interface Sink {
   readonly key: string
   readonly line: (e: Entry) => string
   readonly buffer: { push(line: string): void; flush(): void }
-  readonly file: SonicBoom | undefined
+  readonly file: ByteDestination | undefined
 }
 
 export class AccessLog {

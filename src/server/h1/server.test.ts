@@ -480,6 +480,19 @@ for (const mode of [true, false]) {
         assert.match(body, /x-code: ERR_HTTP_REQUEST_TIMEOUT/)
       })
 
+      test("on a kept-alive connection, the next head's deadline starts at its first bytes", async () => {
+        // Keep-alive far longer than the head timeout: a partial head must be refused by the head
+        // deadline, not sit under the idle one (and then be closed without an answer).
+        const s = await start(echo, { headersTimeoutMs: 300, keepAliveTimeoutMs: 60_000 })
+        const { sock, received } = rawClient(s.port)
+        sock.write('GET /one HTTP/1.1\r\nHost: x\r\n\r\n')
+        await until(() => statuses(received()).length === 1, 'the first answer')
+        sock.write('GET /two HTTP/1.1\r\nHo')
+        await until(() => /x-code: ERR_HTTP_REQUEST_TIMEOUT/.test(received()), 'the head deadline refusal')
+        assert.deepEqual(statuses(received()), [200, 400]) // this harness answers every refusal 400
+        sock.destroy()
+      })
+
       test('an idle keep-alive connection is closed after the keep-alive timeout', async () => {
         const s = await start(echo, { keepAliveTimeoutMs: 200 })
         const out = await exchange(s.port, 'GET / HTTP/1.1\r\nHost: x\r\n\r\n', { endAfterMs: 20_000 })

@@ -158,10 +158,12 @@ class Connection implements ResponseSink, BodySource {
     this.execute(chunk)
   }
 
-  /** A request's first byte: its head deadline starts. */
-  onMessageBegin(): void {
-    this.executing = true
-    if (!this.idle) return
+  /**
+   * Bytes came while idle and did not make a whole head: a request has begun, and its head
+   * deadline starts. Said here, after the read, rather than by llhttp's message-begin callback:
+   * that was one more C++-to-JS call per request (~0.4 µs of the ~30 of a cache hit).
+   */
+  headBegun(): void {
     this.idle = false
     const now = Date.now()
     this.reqStart = now
@@ -204,6 +206,7 @@ class Connection implements ResponseSink, BodySource {
       this.fail(this.tooMany ? { code: 'HPE_HEADER_OVERFLOW', message: 'too many header fields' } : r)
       return
     }
+    if (this.idle && r > 0) this.headBegun()
     if (this.pending?.upgrade && this.rest === null) {
       // llhttp stopped after an upgrade's head: the bytes after it belong to the new protocol.
       this.rest = (chunk ?? this.parser.getCurrentBuffer()).subarray(r)
@@ -260,6 +263,11 @@ class Connection implements ResponseSink, BodySource {
       this.url = ''
     }
     this.inHead = false
+    if (this.idle) {
+      // The whole head came in one read: it began now.
+      this.idle = false
+      this.reqStart = Date.now()
+    }
     if (headers.length > MAX_FIELDS) {
       this.tooMany = true
       return -1
@@ -563,10 +571,6 @@ const noop = (): void => undefined
 // Parser callbacks: `this` is the parser; each hands over to its connection. A consuming parser
 // calls them from C++ outside any JS call, where a throw would be an uncaught exception: the
 // ones that run handlers catch (execute() catches too, for the 'data' path).
-function onMessageBegin(this: Parser): void {
-  this.conn.onMessageBegin()
-}
-
 function onExecute(this: Parser, r: number | ParseError): void {
   try {
     this.conn.afterExecute(r, undefined)
@@ -644,7 +648,6 @@ export class H1Server {
     const b = this.#binding
     const p = new b.Parser() as Parser
     p.initialize(b.REQUEST, {}, this.options.maxHeaderSize, 0)
-    p[b.kOnMessageBegin] = onMessageBegin
     p[b.kOnHeaders] = onHeaders
     p[b.kOnHeadersComplete] = onHeadersComplete
     p[b.kOnBody] = onBody
