@@ -4,7 +4,7 @@
 // installed, else autocannon (npm). Everything runs on 127.0.0.1 and stops by itself.
 //   BENCH_DURATION=10 BENCH_CONNECTIONS=50 npm run bench
 //   BENCH_ONLY='^api_gateway$' npm run bench     (only the proxy scenarios whose label matches;
-//                                                 'nginx' selects the nginx row, shown when installed)
+//                                                 'nginx' selects the nginx rows, shown when installed)
 //   BENCH_ONLY=grpc npm run bench   (gRPC unary calls/s direct vs through the proxy only)
 //   BENCH_PROFILE=1 npm run bench   (also: CPU µs per request by stage, from `node --cpu-prof`, for
 //                                    load_balancer, api_gateway + all three, and 50 routes + all three)
@@ -42,10 +42,12 @@ const LAUNCHER_FLAGS =
     .split(/\s+/)
     .filter(Boolean) ?? []
 const useWrk = spawnSync('wrk', ['--version']).error === undefined
-// nginx, when installed, proxies the same origin in a row of its own: the reference the cache
+// nginx, when installed, proxies the same origin in rows of its own: the reference the cache
 // row is held against (the shared peer benchmark's nginx config: one worker, a keep-alive pool
-// to the origin, no access log).
+// to the origin, no access log; and the same with a buffered access log).
 const hasNginx = spawnSync('nginx', ['-v']).error === undefined
+const NGINX_NO_LOG = 'nginx (1 worker, no access log)'
+const NGINX_LOG = 'nginx (1 worker, buffered access log)'
 const children = []
 /** The started processes' stdout (their log lines), one file each; removed once they are stopped. */
 const logDir = mkdtempSync(path.join(os.tmpdir(), 'locci-bench-logs-'))
@@ -336,14 +338,14 @@ async function listening(child, port) {
   }
 }
 
-function nginxConfig(run, port) {
+function nginxConfig(run, port, accessLog) {
   return `worker_processes 1;
 daemon off;
 pid ${run}/nginx.pid;
 error_log ${run}/nginx.error.log warn;
 events { worker_connections 4096; }
 http {
-    access_log off;
+    access_log ${accessLog};
     keepalive_timeout 300s;
     keepalive_requests 10000000;
     client_body_temp_path ${run}/body;
@@ -380,11 +382,21 @@ try {
     rows.push({ target: 'direct (origin alone)', body, ...load(`http://127.0.0.1:${originPort}/${body}`) })
   }
   const only = process.env.BENCH_ONLY ? new RegExp(process.env.BENCH_ONLY) : undefined
-  if (hasNginx && (!only || only.test('nginx'))) {
-    const run = path.join(dir, 'nginx')
+  // nginx twice: without an access log (the peers' usual setting), and writing one line per
+  // request through a buffer as this proxy's default access line is written (logger.ts).
+  const nginxRuns = [
+    { target: NGINX_NO_LOG, bodies: ['small', '16k'], accessLog: () => 'off' },
+    {
+      target: NGINX_LOG,
+      bodies: ['small'],
+      accessLog: (run) => `${run}/access.log combined buffer=64k flush=50ms`,
+    },
+  ]
+  for (const n of hasNginx && (!only || only.test('nginx')) ? nginxRuns : []) {
+    const run = path.join(dir, `nginx-${nginxRuns.indexOf(n)}`)
     mkdirSync(run)
     const port = await freePort()
-    writeFileSync(path.join(run, 'nginx.conf'), nginxConfig(run, port))
+    writeFileSync(path.join(run, 'nginx.conf'), nginxConfig(run, port, n.accessLog(run)))
     const { child } = await start(
       'nginx',
       ['-p', run, '-e', path.join(run, 'nginx.error.log'), '-c', path.join(run, 'nginx.conf')],
@@ -399,11 +411,11 @@ try {
         return false
       },
     )
-    for (const body of started ? ['small', '16k'] : []) {
-      process.stderr.write(`bench: nginx /${body}\n`)
+    for (const body of started ? n.bodies : []) {
+      process.stderr.write(`bench: ${n.target} /${body}\n`)
       const url = `http://127.0.0.1:${port}/${body}`
       load(url, {})
-      rows.push({ target: 'nginx (1 worker, no access log)', body, ...measure(url, {}, child.pid) })
+      rows.push({ target: n.target, body, ...measure(url, {}, child.pid) })
     }
     await stop(child)
   }
@@ -510,12 +522,16 @@ for (const [what, target, base] of [
 // cache: what answering from the store costs against proxying the same 2 bytes.
 const cacheHit = rows.find((r) => r.target.startsWith('locci-proxy api_gateway + cache (hit)'))
 const proxied = cpuOf('locci-proxy api_gateway')
-const nginxSmall = cpuOf('nginx (1 worker, no access log)')
+const nginxSmall = cpuOf(NGINX_NO_LOG)
+const nginxLogged = cpuOf(NGINX_LOG)
 if (cacheHit && proxied)
   console.log(
-    `\ncache: a HIT costs ${fmt(cacheHit.cpu, 1)} µs CPU per request against ${fmt(proxied, 1)} µs to proxy the same 2 bytes (api_gateway /small): ${fmt(cacheHit.cpu / proxied, 2)}×` +
+    `\ncache: a HIT (access line included) costs ${fmt(cacheHit.cpu, 1)} µs CPU per request against ${fmt(proxied, 1)} µs to proxy the same 2 bytes (api_gateway /small): ${fmt(cacheHit.cpu / proxied, 2)}×` +
       (nginxSmall
-        ? `; nginx proxying them costs ${fmt(nginxSmall, 1)} µs: ${fmt(cacheHit.cpu / nginxSmall, 2)}×`
+        ? `; nginx proxying them costs ${fmt(nginxSmall, 1)} µs without an access log (${fmt(cacheHit.cpu / nginxSmall, 2)}×)`
+        : '') +
+      (nginxLogged
+        ? ` and ${fmt(nginxLogged, 1)} µs writing one (${fmt(cacheHit.cpu / nginxLogged, 2)}×)`
         : ''),
   )
 

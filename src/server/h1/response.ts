@@ -10,6 +10,7 @@
 import { EventEmitter } from 'node:events'
 import { STATUS_CODES } from 'node:http'
 import type { Socket } from 'node:net'
+import { writeDirectly } from './direct-write'
 import type { H1Request } from './request'
 
 /** What a response needs of its connection. */
@@ -19,6 +20,8 @@ export interface ResponseSink {
   responseDone(res: H1Response, close: boolean): void
   /** Keep-Alive's advertised timeout in seconds (0: no Keep-Alive header). */
   readonly keepAliveSecs: number
+  /** A short answer may go straight to the socket's handle (direct-write.ts). */
+  readonly directWrite: boolean
 }
 
 /** What node:http refuses in a header value or reason phrase (lib/_http_common.js). */
@@ -242,7 +245,8 @@ export class H1Response extends EventEmitter {
         out.write(head, 0, 'latin1')
         if (typeof data === 'string') out.write(data, head.length, enc)
         else data.copy(out, head.length)
-        socket.write(out, this.#onFinish)
+        if (!(this.#sink.directWrite && writeDirectly(socket, out, this.#onFinish)))
+          socket.write(out, this.#onFinish)
       } else {
         socket.cork()
         socket.write(head, 'latin1')

@@ -50,7 +50,7 @@ async function start(
   const upgrades: Started['upgrades'] = []
   const connects: H1Request[] = []
   const server = createH1Server(
-    { ...OPTIONS, consume, ...options },
+    { ...OPTIONS, consume, directWrite: consume, ...options },
     {
       request,
       upgrade:
@@ -141,8 +141,9 @@ const echo: H1Handlers['request'] = (req, res) => {
   })
 }
 
-// Every case twice: with the parser reading the socket's handle in C++ (the default where Node.js
-// has consume()), and with 'data' events (sockets with bytes already buffered, older binding).
+// Every case twice: with the parser reading the socket's handle in C++ and short answers written
+// straight to it (the defaults where Node.js has the bindings), and with 'data' events and
+// socket.write (sockets with bytes already buffered, TLS, older bindings).
 for (const mode of [true, false]) {
   describe(mode ? 'reading by parser.consume' : "reading by 'data' events", () => {
     before(() => {
@@ -499,6 +500,69 @@ for (const mode of [true, false]) {
         assert.deepEqual(statuses(out), [200])
         assert.match(out, /connection: keep-alive\r\n/)
         await until(() => s.server.connections === 0, 'the connection forgotten')
+      })
+    })
+
+    describe('writing to a slow or vanished client', () => {
+      // 1,200 pipelined requests for 14 KiB answers (one write each): ~17 MB, more than the
+      // loopback socket buffers of both sides hold, so with the client not reading, a write
+      // is left for the kernel to finish later.
+      const COUNT = 1200
+      const BODY = 14 * 1024
+      const pipelined = Array.from({ length: COUNT }, (_, i) => `GET /${i} HTTP/1.1\r\nHost: x\r\n\r\n`).join(
+        '',
+      )
+      type Handle = { writeQueueSize?: number } | null
+      const startBig = () => {
+        let serverSide: Socket | undefined
+        return start((req, res) => {
+          serverSide = req.socket as Socket
+          const n = (req.url ?? '/').slice(1)
+          const body = Buffer.alloc(BODY, 'x')
+          body.write(`<${n}>`)
+          res.writeHead(200, ['content-length', String(BODY)])
+          res.end(body)
+        }).then((s) => ({
+          s,
+          /** A write the kernel could not take at once is waiting on the server's side. */
+          stalled: () =>
+            ((serverSide as unknown as { _handle: Handle } | undefined)?._handle?.writeQueueSize ?? 0) > 0,
+        }))
+      }
+
+      test('answers the socket cannot take at once go out whole and in order once it can', async () => {
+        const { s, stalled } = await startBig()
+        const sock = net.connect(s.port, '127.0.0.1')
+        const chunks: Buffer[] = []
+        sock.on('data', (d: Buffer) => chunks.push(d))
+        sock.pause()
+        sock.write(pipelined)
+        await until(stalled, 'a write waiting for the client to read', 20_000)
+        sock.resume()
+        const total = () => chunks.reduce((n, c) => n + c.length, 0)
+        await until(() => total() >= COUNT * BODY, 'every answer', 20_000)
+        const text = Buffer.concat(chunks).toString('latin1')
+        assert.equal(statuses(text).length, COUNT)
+        const order = [...text.matchAll(/\r\n\r\n<(\d+)>/g)].map((m) => Number(m[1]))
+        assert.deepEqual(
+          order,
+          Array.from({ length: COUNT }, (_, i) => i),
+        )
+        sock.destroy()
+      })
+
+      test('a client that resets with writes waiting costs its connection only', async () => {
+        const { s, stalled } = await startBig()
+        const sock = net.connect(s.port, '127.0.0.1')
+        sock.on('error', () => undefined)
+        sock.pause()
+        sock.write(pipelined)
+        await until(stalled, 'a write waiting for the client to read', 20_000)
+        sock.resetAndDestroy()
+        await until(() => s.server.connections === 0, 'the connection forgotten', 20_000)
+        const out = await exchange(s.port, 'GET /after HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n')
+        assert.deepEqual(statuses(out), [200])
+        assert.match(out, /<after>/)
       })
     })
 

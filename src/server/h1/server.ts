@@ -29,6 +29,7 @@ import {
   type ParserBinding,
   parserBinding,
 } from '../../upstream/h1/binding'
+import { canWriteDirectly } from './direct-write'
 import { type BodySource, H1Request } from './request'
 import { H1Response, type ResponseSink } from './response'
 
@@ -45,6 +46,8 @@ export interface H1ServerOptions {
   endedLingerMs?: number
   /** Let the parser read sockets in C++ (parser.consume) where it can (default true). */
   consume?: boolean
+  /** Write short answers straight to a TCP socket's handle where it can (default true). */
+  directWrite?: boolean
 }
 
 export interface ClientError {
@@ -108,6 +111,7 @@ class Connection implements ResponseSink, BodySource {
   readonly parser: Parser
   readonly server: H1Server
   readonly keepAliveSecs: number
+  readonly directWrite: boolean
   /** Header fields and target of a head that came in pieces (llhttp's slow path). */
   fields: string[] = []
   url = ''
@@ -142,6 +146,7 @@ class Connection implements ResponseSink, BodySource {
     this.parser = parser
     parser.conn = this
     this.keepAliveSecs = Math.floor(server.options.keepAliveTimeoutMs / 1000)
+    this.directWrite = server.options.directWrite !== false && canWriteDirectly(socket)
     const now = Date.now()
     this.reqStart = now
     // A new connection has the head timeout to send its first request.
