@@ -1,8 +1,9 @@
 #!/usr/bin/env node
-// The tests that depend on Node's HTTP parser binding (the built-in upstream client reaches
-// into it, src/upstream/h1/binding.ts) on the other Node.js majors this project supports:
-// `node scripts/run-tests.mjs client` (the client's own tests, differential and fuzz included,
-// then the forwarding files on both clients) under Node 22 and 24, after the full suite ran on
+// The tests that depend on Node's internal bindings (the built-in upstream client and the own
+// HTTP/1.1 server side reach into the HTTP parser, src/upstream/h1/binding.ts; the server side
+// writes with node:net's WriteWrap, src/server/h1/direct-write.ts) on the other Node.js majors
+// this project supports: `node scripts/run-tests.mjs client` (the client's own tests,
+// differential and fuzz included, the server side's, then the forwarding files on both clients) under Node 22 and 24, after the full suite ran on
 // the Node that runs this script. The binaries are npm's `node-<platform>-<arch>` packages
 // (the ones the `node` package installs), kept in .cache/node/ between runs.
 //   node scripts/node-matrix.mjs            (22 and 24)
@@ -42,7 +43,7 @@ for (const major of majors) {
   const node = nodeOf(major)
   const version = sh(node, ['--version'])
   if (!version.startsWith(`v${major}.`)) throw new Error(`${node} is ${version}, not Node ${major}`)
-  console.log(`# Node ${version}: the upstream client's tests and the forwarding files`)
+  console.log(`# Node ${version}: the upstream client's and server side's tests, the forwarding files`)
   const r = spawnSync(node, [path.join(root, 'scripts', 'run-tests.mjs'), 'client'], {
     stdio: 'inherit',
     cwd: root,
