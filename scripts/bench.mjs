@@ -6,6 +6,7 @@
 //   BENCH_ONLY='^api_gateway$' npm run bench     (only the proxy scenarios whose label matches;
 //                                                 'nginx' selects the nginx rows, shown when installed)
 //   BENCH_ONLY=grpc npm run bench   (gRPC unary calls/s direct vs through the proxy only)
+//   BENCH_PAIRS=5 npm run bench     (the cache hit and nginx measured by turns, that many times each)
 //   BENCH_PROFILE=1 npm run bench   (also: CPU µs per request by stage, from `node --cpu-prof`, for
 //                                    load_balancer, api_gateway + all three, and 50 routes + all three)
 import { spawn, spawnSync } from 'node:child_process'
@@ -48,6 +49,11 @@ const useWrk = spawnSync('wrk', ['--version']).error === undefined
 const hasNginx = spawnSync('nginx', ['-v']).error === undefined
 const NGINX_NO_LOG = 'nginx (1 worker, no access log)'
 const NGINX_LOG = 'nginx (1 worker, buffered access log)'
+const CACHE_HIT = 'api_gateway + cache (hit)'
+/** How many times the cache hit and nginx are measured by turns (the cache line's ratio). */
+const PAIRS = Number(process.env.BENCH_PAIRS ?? 5)
+/** CPU µs per request of nginx and of a cache hit, measured by turns. */
+const pairs = []
 const children = []
 /** The started processes' stdout (their log lines), one file each; removed once they are stopped. */
 const logDir = mkdtempSync(path.join(os.tmpdir(), 'locci-bench-logs-'))
@@ -276,7 +282,7 @@ const scenarios = [
   ['api_gateway + forward_auth', gateway('forward_auth', authDeclarations), ['small'], {}],
   // cache: a stored 2-byte answer (the warm-up run stores it; every measured request is a HIT),
   // against the same bytes proxied by api_gateway (the summary line below the table).
-  ['api_gateway + cache (hit)', gateway('cache', 'middlewares:\n  cache: {}\n'), ['cached'], {}],
+  [CACHE_HIT, gateway('cache', 'middlewares:\n  cache: {}\n'), ['cached'], {}],
   // The cost of instance-wide state: with workers, each rate-limit check is a round trip to the primary.
   ['api_gateway, workers: 2', withWorkers(gateway('')), ['small'], {}],
   [
@@ -392,26 +398,34 @@ try {
       accessLog: (run) => `${run}/access.log combined buffer=64k flush=50ms`,
     },
   ]
-  for (const n of hasNginx && (!only || only.test('nginx')) ? nginxRuns : []) {
-    const run = path.join(dir, `nginx-${nginxRuns.indexOf(n)}`)
+  let nginxStarts = 0
+  /** An nginx proxying the origin, or undefined (said on stderr) when it cannot start here. */
+  const startNginx = async (accessLog) => {
+    const run = path.join(dir, `nginx-${nginxStarts++}`)
     mkdirSync(run)
     const port = await freePort()
-    writeFileSync(path.join(run, 'nginx.conf'), nginxConfig(run, port, n.accessLog(run)))
+    writeFileSync(path.join(run, 'nginx.conf'), nginxConfig(run, port, accessLog(run)))
     const { child } = await start(
       'nginx',
       ['-p', run, '-e', path.join(run, 'nginx.error.log'), '-c', path.join(run, 'nginx.conf')],
       {},
       [],
     )
-    // A reference row only: an nginx that cannot start here is left out, the bench goes on.
-    const started = await listening(child, port).then(
-      () => true,
-      (err) => {
-        process.stderr.write(`bench: nginx row left out (${err.message}; see ${run}/nginx.error.log)\n`)
-        return false
+    // A reference only: an nginx that cannot start here is left out, the bench goes on.
+    return listening(child, port).then(
+      () => ({ child, port }),
+      async (err) => {
+        process.stderr.write(`bench: nginx left out (${err.message}; see ${run}/nginx.error.log)\n`)
+        await stop(child)
+        return undefined
       },
     )
-    for (const body of started ? n.bodies : []) {
+  }
+  for (const n of hasNginx && (!only || only.test('nginx')) ? nginxRuns : []) {
+    const started = await startNginx(n.accessLog)
+    if (started === undefined) continue
+    const { child, port } = started
+    for (const body of n.bodies) {
       process.stderr.write(`bench: ${n.target} /${body}\n`)
       const url = `http://127.0.0.1:${port}/${body}`
       load(url, {})
@@ -454,6 +468,19 @@ try {
       }
       rows.push(row)
       measured.push(row)
+    }
+    if (label === CACHE_HIT && hasNginx) {
+      // One run each is at the mercy of a shared box's slow phases (a 2-core VM's CPU cost per
+      // request moves by up to 1.5× from one minute to the next): the hit and nginx proxying the
+      // same 2 bytes, measured by turns, give ratios taken seconds apart.
+      const ng = await startNginx(() => 'off')
+      for (let i = 0; ng !== undefined && i < PAIRS; i++) {
+        process.stderr.write(`bench: cache hit and nginx by turns, ${i + 1}/${PAIRS}\n`)
+        const n = measure(`http://127.0.0.1:${ng.port}/small`, {}, ng.child.pid)
+        const h = measure(`http://127.0.0.1:${port}/cached`, {}, proxy.pid)
+        pairs.push({ nginx: n.cpu, hit: h.cpu })
+      }
+      if (ng !== undefined) await stop(ng.child)
     }
     await stop(proxy)
     if (profDir) {
@@ -520,7 +547,7 @@ for (const [what, target, base] of [
 }
 
 // cache: what answering from the store costs against proxying the same 2 bytes.
-const cacheHit = rows.find((r) => r.target.startsWith('locci-proxy api_gateway + cache (hit)'))
+const cacheHit = rows.find((r) => r.target.startsWith(`locci-proxy ${CACHE_HIT}`))
 const proxied = cpuOf('locci-proxy api_gateway')
 const nginxSmall = cpuOf(NGINX_NO_LOG)
 const nginxLogged = cpuOf(NGINX_LOG)
@@ -534,6 +561,18 @@ if (cacheHit && proxied)
         ? ` and ${fmt(nginxLogged, 1)} µs writing one (${fmt(cacheHit.cpu / nginxLogged, 2)}×)`
         : ''),
   )
+if (pairs.length > 0) {
+  const median = (xs) => {
+    const s = [...xs].sort((a, b) => a - b)
+    return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2
+  }
+  const ratios = pairs.map((p) => p.hit / p.nginx)
+  console.log(
+    `cache by turns (${pairs.length} pairs, ${DURATION} s each): a HIT ${fmt(median(pairs.map((p) => p.hit)), 1)} µs, ` +
+      `nginx without an access log ${fmt(median(pairs.map((p) => p.nginx)), 1)} µs; ` +
+      `HIT / nginx median ${fmt(median(ratios), 2)}× (pairs in order: ${ratios.map((r) => fmt(r, 2)).join(', ')})`,
+  )
+}
 
 // compress: bytes on the wire and CPU per request for 16 KiB of JSON, against the same
 // middleware when the client asks for no coding (the body then passes as it is).
