@@ -474,6 +474,7 @@ try {
       // request moves by up to 1.5× from one minute to the next): the hit and nginx proxying the
       // same 2 bytes, measured by turns, give ratios taken seconds apart.
       const ng = await startNginx(() => 'off')
+      if (ng !== undefined) load(`http://127.0.0.1:${ng.port}/small`) // warm-up run is discarded
       for (let i = 0; ng !== undefined && i < PAIRS; i++) {
         process.stderr.write(`bench: cache hit and nginx by turns, ${i + 1}/${PAIRS}\n`)
         const n = measure(`http://127.0.0.1:${ng.port}/small`, {}, ng.child.pid)
