@@ -100,6 +100,11 @@ describe("storing (RFC 9111 section 3) and this cache's safe choices", () => {
     ['a 206 (no ranges here)', { status: 206 }, 'status 206'],
     ['a 204 (its stored answer would carry Content-Length)', { status: 204 }, 'status 204'],
     ['a 410 with max-age', { status: 410 }, undefined],
+    [
+      'a 501 with max-age (in the heuristic list: Not Implemented is a stable answer)',
+      { status: 501 },
+      undefined,
+    ],
     ['a 302 (not in the heuristic list)', { status: 302 }, 'status 302'],
     ['a 500', { status: 500 }, 'status 500'],
     ['response no-store', { directives: cc('no-store, max-age=60') }, 'no-store'],

@@ -9,9 +9,10 @@
 
 import type { Socket } from 'node:net'
 import { getSystemErrorName } from 'node:util'
+import { handleOf, type StreamHandle } from './handle'
 
 interface WriteReq {
-  handle: TcpHandle
+  handle: StreamHandle
   oncomplete: (this: WriteReq, status: number) => void
   async: boolean
   socket: Socket | undefined
@@ -23,13 +24,6 @@ interface StreamWrapBinding {
   WriteWrap: new () => WriteReq
   streamBaseState: Int32Array
   kLastWriteWasAsync: number
-}
-
-interface TcpHandle {
-  isStreamBase?: boolean
-  fd?: number
-  writeQueueSize?: number
-  writeBuffer(req: WriteReq, data: Buffer): number
 }
 
 const binding = load()
@@ -55,7 +49,7 @@ function load(): StreamWrapBinding | undefined {
 /** Whether `socket` can be written directly (asked once per connection). */
 export function canWriteDirectly(socket: Socket): boolean {
   if (binding === undefined || (socket as { encrypted?: boolean }).encrypted) return false
-  const h = (socket as unknown as { _handle: TcpHandle | null })._handle
+  const h = handleOf(socket)
   // A TCP handle (a file descriptor of its own), not a TLS or JS stream wrapped in one.
   return (
     h !== null && h.isStreamBase === true && typeof h.fd === 'number' && typeof h.writeBuffer === 'function'
@@ -69,10 +63,11 @@ export function canWriteDirectly(socket: Socket): boolean {
  * A failed write destroys the socket, as net.Socket does ('close' tells the response).
  */
 export function writeDirectly(socket: Socket, data: Buffer, done: (err?: Error | null) => void): boolean {
-  const h = (socket as unknown as { _handle: TcpHandle | null })._handle
+  const h = handleOf(socket)
   if (
     binding === undefined ||
     h === null ||
+    h.writeBuffer === undefined ||
     socket.destroyed ||
     socket.writableLength !== 0 ||
     socket.writableCorked !== 0 ||

@@ -8,6 +8,7 @@ import type { AddressInfo, Socket } from 'node:net'
 import net from 'node:net'
 import { after, before, describe, test } from 'node:test'
 import { until } from '../../../test/helpers/until'
+import { handleOf } from './handle'
 import type { H1Request } from './request'
 import type { H1Response } from './response'
 import {
@@ -512,7 +513,6 @@ for (const mode of [true, false]) {
       const pipelined = Array.from({ length: COUNT }, (_, i) => `GET /${i} HTTP/1.1\r\nHost: x\r\n\r\n`).join(
         '',
       )
-      type Handle = { writeQueueSize?: number } | null
       const startBig = () => {
         let serverSide: Socket | undefined
         return start((req, res) => {
@@ -525,8 +525,7 @@ for (const mode of [true, false]) {
         }).then((s) => ({
           s,
           /** A write the kernel could not take at once is waiting on the server's side. */
-          stalled: () =>
-            ((serverSide as unknown as { _handle: Handle } | undefined)?._handle?.writeQueueSize ?? 0) > 0,
+          stalled: () => ((serverSide && handleOf(serverSide)?.writeQueueSize) ?? 0) > 0,
         }))
       }
 

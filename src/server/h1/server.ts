@@ -30,6 +30,7 @@ import {
   parserBinding,
 } from '../../upstream/h1/binding'
 import { canWriteDirectly } from './direct-write'
+import { handleOf, type StreamHandle } from './handle'
 import { type BodySource, H1Request } from './request'
 import { H1Response, type ResponseSink } from './response'
 
@@ -90,21 +91,6 @@ enum Deadline {
 
 /** A parser with the connection it works for. */
 type Parser = LlhttpParser & { conn: Connection }
-
-/** What a socket's `_handle` offers that reading it needs (a StreamBase: TCP or TLS). */
-interface StreamHandle {
-  isStreamBase?: boolean
-  _consumed?: boolean
-  /** net.Socket's own record of whether the handle reads (it starts reads when false). */
-  reading: boolean
-  readStart(): number
-  readStop(): number
-}
-
-/** The socket's handle (null once it is closed). */
-function handleOf(socket: Socket): StreamHandle | null {
-  return (socket as unknown as { _handle: StreamHandle | null })._handle
-}
 
 class Connection implements ResponseSink, BodySource {
   readonly socket: Socket
