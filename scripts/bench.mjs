@@ -6,7 +6,9 @@
 //   BENCH_ONLY='^api_gateway$' npm run bench     (only the proxy scenarios whose label matches;
 //                                                 'nginx' selects the nginx rows, shown when installed)
 //   BENCH_ONLY=grpc npm run bench   (gRPC unary calls/s direct vs through the proxy only)
-//   BENCH_PAIRS=5 npm run bench     (the cache hit and nginx measured by turns, that many times each)
+//   BENCH_PAIRS=5 npm run bench     (the target ratios measured by turns, that many times each: cache
+//                                    hit vs nginx, 50 routes + three middlewares vs load_balancer,
+//                                    workers: 2 vs one process)
 //   BENCH_PROFILE=1 npm run bench   (also: CPU µs per request by stage, from `node --cpu-prof`, for
 //                                    load_balancer, api_gateway + all three, and 50 routes + all three)
 import { spawn, spawnSync } from 'node:child_process'
@@ -50,10 +52,23 @@ const hasNginx = spawnSync('nginx', ['-v']).error === undefined
 const NGINX_NO_LOG = 'nginx (1 worker, no access log)'
 const NGINX_LOG = 'nginx (1 worker, buffered access log)'
 const CACHE_HIT = 'api_gateway + cache (hit)'
-/** How many times the cache hit and nginx are measured by turns (the cache line's ratio). */
+/** How many times each pair of BY_TURNS is measured by turns (the ratios' lines). */
 const PAIRS = Number(process.env.BENCH_PAIRS ?? 5)
-/** CPU µs per request of nginx and of a cache hit, measured by turns. */
-const pairs = []
+/**
+ * The ratios the performance targets are stated in, [what, target, reference]: a row's CPU per
+ * request against another's, measured by turns (one run of each, PAIRS times) because single rows
+ * are at the mercy of a shared box's slow phases (a 2-core VM's CPU cost per request moves by up
+ * to 1.5x from one minute to the next, and rows run minutes apart). NGINX is nginx proxying the
+ * same origin without an access log.
+ */
+const NGINX = 'nginx'
+const BY_TURNS = [
+  ['cache', CACHE_HIT, NGINX],
+  ['50 routes + cors, authentication, rate_limiting', 'api_gateway, 50 routes + all three', 'load_balancer'],
+  ['load_balancer, workers: 2', 'load_balancer, workers: 2', 'load_balancer'],
+]
+/** [what, target, reference, [{ a, b } CPU µs per request]] of each BY_TURNS pair measured. */
+const turns = []
 const children = []
 /** The started processes' stdout (their log lines), one file each; removed once they are stopped. */
 const logDir = mkdtempSync(path.join(os.tmpdir(), 'locci-bench-logs-'))
@@ -433,13 +448,11 @@ try {
     }
     await stop(child)
   }
-  for (const [label, yaml, bodies, headers, prefix = ''] of scenarios) {
-    if (only && !only.test(label)) continue
-    const file = path.join(dir, `${rows.length}.yaml`)
+  /** Starts a scenario's proxy: its process and the URL of a body (`/${body}` after its prefix). */
+  const startScenario = async ([label, yaml, , , prefix = ''], profDir) => {
+    const file = path.join(dir, `${label.replace(/\W+/g, '-')}-${started}.yaml`)
     writeFileSync(file, yaml)
-    // The profile is written when the proxy exits (it does on SIGTERM), one file per process.
-    const profDir = PROFILE && PROFILED.has(label) ? path.join(dir, `${rows.length}-profile`) : undefined
-    const { child: proxy, seen } = await start(
+    const { child, seen } = await start(
       process.execPath,
       [
         ...LAUNCHER_FLAGS,
@@ -454,10 +467,18 @@ try {
         : ['locci-proxy listening'],
     )
     const port = Number(/"bind":"http:\/\/127\.0\.0\.1:(\d+)"/.exec(seen)?.[1])
+    return { child, port, url: (body) => `http://127.0.0.1:${port}${prefix}/${body}` }
+  }
+  for (const scenario of scenarios) {
+    const [label, , bodies, headers] = scenario
+    if (only && !only.test(label)) continue
+    // The profile is written when the proxy exits (it does on SIGTERM), one file per process.
+    const profDir = PROFILE && PROFILED.has(label) ? path.join(dir, `${rows.length}-profile`) : undefined
+    const { child: proxy, port, url: urlOf } = await startScenario(scenario, profDir)
     const measured = []
     for (const body of bodies) {
       process.stderr.write(`bench: locci ${label} /${body}\n`)
-      const url = `http://127.0.0.1:${port}${prefix}/${body}`
+      const url = urlOf(body)
       load(url, headers) // warm-up run is discarded
       if (label.includes('compress'))
         wire.set(`${label} /${body}`, await wireBytes(`http://127.0.0.1:${port}/${body}`, headers))
@@ -469,20 +490,6 @@ try {
       rows.push(row)
       measured.push(row)
     }
-    if (label === CACHE_HIT && hasNginx) {
-      // One run each is at the mercy of a shared box's slow phases (a 2-core VM's CPU cost per
-      // request moves by up to 1.5× from one minute to the next): the hit and nginx proxying the
-      // same 2 bytes, measured by turns, give ratios taken seconds apart.
-      const ng = await startNginx(() => 'off')
-      if (ng !== undefined) load(`http://127.0.0.1:${ng.port}/small`) // warm-up run is discarded
-      for (let i = 0; ng !== undefined && i < PAIRS; i++) {
-        process.stderr.write(`bench: cache hit and nginx by turns, ${i + 1}/${PAIRS}\n`)
-        const n = measure(`http://127.0.0.1:${ng.port}/small`, {}, ng.child.pid)
-        const h = measure(`http://127.0.0.1:${port}/cached`, {}, proxy.pid)
-        pairs.push({ nginx: n.cpu, hit: h.cpu })
-      }
-      if (ng !== undefined) await stop(ng.child)
-    }
     await stop(proxy)
     if (profDir) {
       mkdirSync(profDir, { recursive: true })
@@ -493,6 +500,37 @@ try {
         staged.push({ target: row.target, body: row.body, cpu: row.cpu, file: prof, result })
       }
     }
+  }
+  // BY_TURNS: both sides started at once, each warmed up, then measured one after the other, so
+  // each pair's ratio is taken seconds apart. A pair is measured when its target was selected
+  // (BENCH_ONLY) and its reference was too, or is nginx and nginx is installed.
+  const selected = (label) => scenarios.find((s) => s[0] === label && (!only || only.test(label)))
+  for (const [what, target, reference] of BY_TURNS) {
+    const a = selected(target)
+    const b = reference === NGINX ? undefined : selected(reference)
+    if (a === undefined || (reference === NGINX ? !hasNginx : b === undefined) || PAIRS < 1) continue
+    const sides = []
+    for (const s of [a, b]) {
+      if (s === undefined) {
+        const ng = await startNginx(() => 'off')
+        if (ng !== undefined)
+          sides.push({ child: ng.child, url: `http://127.0.0.1:${ng.port}/small`, headers: {} })
+      } else {
+        const p = await startScenario(s)
+        sides.push({ child: p.child, url: p.url(s[2][0]), headers: s[3] })
+      }
+    }
+    if (sides.length === 2) {
+      for (const side of sides) load(side.url, side.headers) // warm-up runs are discarded
+      const measuredPairs = []
+      for (let i = 0; i < PAIRS; i++) {
+        process.stderr.write(`bench: ${what} by turns, ${i + 1}/${PAIRS}\n`)
+        const [x, y] = sides.map((side) => measure(side.url, side.headers, side.child.pid).cpu)
+        measuredPairs.push({ a: x, b: y })
+      }
+      turns.push([what, target, reference, measuredPairs])
+    }
+    for (const side of sides) await stop(side.child)
   }
 } finally {
   for (const c of children) await stop(c)
@@ -562,16 +600,18 @@ if (cacheHit && proxied)
         ? ` and ${fmt(nginxLogged, 1)} µs writing one (${fmt(cacheHit.cpu / nginxLogged, 2)}×)`
         : ''),
   )
-if (pairs.length > 0) {
-  const median = (xs) => {
-    const s = [...xs].sort((a, b) => a - b)
-    return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2
-  }
-  const ratios = pairs.map((p) => p.hit / p.nginx)
+const median = (xs) => {
+  const s = [...xs].sort((a, b) => a - b)
+  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2
+}
+if (turns.length > 0)
+  console.log(`\nBy turns (${PAIRS} pairs, ${DURATION} s each; CPU µs per request, medians):`)
+for (const [what, target, reference, ps] of turns) {
+  const ratios = ps.map((p) => p.a / p.b)
+  const ref = reference === NGINX ? 'nginx without an access log' : reference
   console.log(
-    `cache by turns (${pairs.length} pairs, ${DURATION} s each): a HIT ${fmt(median(pairs.map((p) => p.hit)), 1)} µs, ` +
-      `nginx without an access log ${fmt(median(pairs.map((p) => p.nginx)), 1)} µs; ` +
-      `HIT / nginx median ${fmt(median(ratios), 2)}× (pairs in order: ${ratios.map((r) => fmt(r, 2)).join(', ')})`,
+    `- ${what}: ${target} ${fmt(median(ps.map((p) => p.a)), 1)} µs, ${ref} ${fmt(median(ps.map((p) => p.b)), 1)} µs; ` +
+      `ratio median ${fmt(median(ratios), 2)}× (pairs in order: ${ratios.map((r) => fmt(r, 2)).join(', ')})`,
   )
 }
 
