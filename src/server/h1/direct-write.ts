@@ -56,13 +56,21 @@ export function canWriteDirectly(socket: Socket): boolean {
   )
 }
 
+/** writeDirectly's answers: not written (use the stream), written, written in part (queued). */
+export const NOT_WRITTEN = 0
+export const WRITTEN = 1
+export const QUEUED = 2
+export type DirectWrite = typeof NOT_WRITTEN | typeof WRITTEN | typeof QUEUED
+
 /**
- * Writes `data` to `socket`'s handle and calls `done` once the kernel has it (at once when the
- * write completed synchronously, the usual case). False when it cannot be written this way now
- * (something queued before it, the handle gone): the caller writes it through the stream.
+ * Writes `data` to `socket`'s handle and calls `done` once the kernel has it (on the next tick
+ * when the write completed synchronously, the usual case). NOT_WRITTEN when it cannot be written
+ * this way now (something queued before it, the handle gone): the caller writes it through the
+ * stream. WRITTEN: the kernel took every byte (or the write failed): `data` may be reused at
+ * once. QUEUED: libuv still holds `data` for the rest; it must stay as it is until `done`.
  * A failed write destroys the socket, as net.Socket does ('close' tells the response).
  */
-export function writeDirectly(socket: Socket, data: Buffer, done: (err?: Error | null) => void): boolean {
+export function writeDirectly(socket: Socket, data: Buffer, done: (err?: Error | null) => void): DirectWrite {
   const h = handleOf(socket)
   if (
     binding === undefined ||
@@ -73,7 +81,7 @@ export function writeDirectly(socket: Socket, data: Buffer, done: (err?: Error |
     socket.writableCorked !== 0 ||
     h.writeQueueSize !== 0
   )
-    return false
+    return NOT_WRITTEN
   const req = new binding.WriteWrap()
   req.handle = h
   req.oncomplete = onComplete
@@ -83,18 +91,20 @@ export function writeDirectly(socket: Socket, data: Buffer, done: (err?: Error |
   req.done = done
   const err = h.writeBuffer(req, data)
   if (err !== 0) {
+    req.buffer = undefined
     socket.destroy(errnoError(err))
-    return true
+    return WRITTEN
   }
   if (binding.streamBaseState[binding.kLastWriteWasAsync] !== 0) {
     // Partly written: the rest goes when the socket can take it (libuv keeps the order).
     req.async = true
-    return true
+    return QUEUED
   }
+  req.buffer = undefined
   // Told on the next tick, as the stream's write callback is: whoever ends a response goes
   // on with its own bookkeeping (the access line) before the next request starts.
   process.nextTick(done)
-  return true
+  return WRITTEN
 }
 
 function onComplete(this: WriteReq, status: number): void {

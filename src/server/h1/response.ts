@@ -10,7 +10,7 @@
 import { EventEmitter } from 'node:events'
 import { STATUS_CODES } from 'node:http'
 import type { Socket } from 'node:net'
-import { writeDirectly } from './direct-write'
+import { NOT_WRITTEN, WRITTEN, writeDirectly } from './direct-write'
 import type { H1Request } from './request'
 
 /** What a response needs of its connection. */
@@ -33,6 +33,15 @@ const CRLF = '\r\n'
 const LAST_CHUNK = '0\r\n\r\n'
 /** Bodies up to this size go out in the same buffer as the head (end()). */
 const ONE_WRITE_MAX = 16 * 1024
+/**
+ * Where end() puts a head and a short body together when they go straight to the handle: the
+ * kernel nearly always takes them at once, and the buffer is then free for the next answer.
+ * A fresh buffer per answer (malloc'd above 4 KiB) stayed alive until the next young-generation
+ * collection: with 16 KiB answers, up to ~10 MiB of them at a time. When a write is left queued
+ * (a slow client), libuv keeps that buffer and the next answer gets a new one.
+ */
+const SCRATCH_SIZE = 32 * 1024
+let scratch = Buffer.allocUnsafeSlow(SCRATCH_SIZE)
 
 let dateSecond = 0
 let dateLine = ''
@@ -241,12 +250,16 @@ export class H1Response extends EventEmitter {
         // array of chunks, a string in it copied natively anyway).
         const enc = encoding as BufferEncoding | undefined
         const n = typeof data === 'string' ? Buffer.byteLength(data, enc) : data.length
-        const out = Buffer.allocUnsafe(head.length + n)
+        const size = head.length + n
+        const direct = this.#sink.directWrite
+        const out = direct && size <= SCRATCH_SIZE ? scratch.subarray(0, size) : Buffer.allocUnsafe(size)
         out.write(head, 0, 'latin1')
         if (typeof data === 'string') out.write(data, head.length, enc)
         else data.copy(out, head.length)
-        if (!(this.#sink.directWrite && writeDirectly(socket, out, this.#onFinish)))
-          socket.write(out, this.#onFinish)
+        const r = direct ? writeDirectly(socket, out, this.#onFinish) : NOT_WRITTEN
+        if (r === NOT_WRITTEN) socket.write(out, this.#onFinish)
+        // Still held by the stream or libuv: the next answer gets another scratch buffer.
+        if (r !== WRITTEN && out.buffer === scratch.buffer) scratch = Buffer.allocUnsafeSlow(SCRATCH_SIZE)
       } else {
         socket.cork()
         socket.write(head, 'latin1')

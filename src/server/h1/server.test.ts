@@ -518,7 +518,9 @@ for (const mode of [true, false]) {
         return start((req, res) => {
           serverSide = req.socket as Socket
           const n = (req.url ?? '/').slice(1)
-          const body = Buffer.alloc(BODY, 'x')
+          // Another connection's answers (/b...) are of other bytes: a write left waiting must
+          // not change when they are written meanwhile.
+          const body = Buffer.alloc(BODY, n.startsWith('b') ? 'y' : 'x')
           body.write(`<${n}>`)
           res.writeHead(200, ['content-length', String(BODY)])
           res.end(body)
@@ -542,6 +544,35 @@ for (const mode of [true, false]) {
         await until(() => total() >= COUNT * BODY, 'every answer', 20_000)
         const text = Buffer.concat(chunks).toString('latin1')
         assert.equal(statuses(text).length, COUNT)
+        const order = [...text.matchAll(/\r\n\r\n<(\d+)>/g)].map((m) => Number(m[1]))
+        assert.deepEqual(
+          order,
+          Array.from({ length: COUNT }, (_, i) => i),
+        )
+        sock.destroy()
+      })
+
+      test('answers on other connections leave the bytes of a waiting write as they were', async () => {
+        const { s, stalled } = await startBig()
+        const sock = net.connect(s.port, '127.0.0.1')
+        const chunks: Buffer[] = []
+        sock.on('data', (d: Buffer) => chunks.push(d))
+        sock.pause()
+        sock.write(pipelined)
+        await until(stalled, 'a write waiting for the client to read', 20_000)
+        for (let i = 0; i < 20; i++) {
+          const out = await exchange(s.port, `GET /b${i} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`)
+          assert.equal(
+            out.slice(out.indexOf('\r\n\r\n') + 4),
+            `<b${i}>${'y'.repeat(BODY - 3 - String(i).length)}`,
+          )
+        }
+        sock.resume()
+        const total = () => chunks.reduce((n, c) => n + c.length, 0)
+        await until(() => total() >= COUNT * BODY, 'every answer', 20_000)
+        const text = Buffer.concat(chunks).toString('latin1')
+        assert.equal(statuses(text).length, COUNT)
+        assert.ok(!text.includes('y'), 'no byte of the other connection in this one')
         const order = [...text.matchAll(/\r\n\r\n<(\d+)>/g)].map((m) => Number(m[1]))
         assert.deepEqual(
           order,
