@@ -49,6 +49,11 @@ import { respondTrailersOnly } from './grpc'
 import { downstreamResponseHeaders, writeResponseHead } from './headers'
 import type { RequestTrace } from './trace'
 
+/** The own server side's response (server/h1/response.ts): end() may copy the body it is given. */
+interface CopyingEnd {
+  endCopies?(bytes: number): boolean
+}
+
 export interface ExchangeOptions extends RequestFacts {
   req: IncomingMessage
   res: ServerResponse
@@ -502,6 +507,27 @@ export class Exchange implements UpstreamHandler, Outcome {
     }
     res.once('drain', this.#onDrain)
     return false
+  }
+
+  /**
+   * A chunk of the built-in client's shared read buffer, valid during this call only. The usual
+   * short answer's last (or only) chunk goes to a response whose end() copies it into the one
+   * buffer it writes (the own server side's, endCopies): no copy here. Anything else that may
+   * keep the bytes (a write left queued, a transformer, the cache's tap, HTTP/2) gets a copy.
+   */
+  onDataView(chunk: Buffer): boolean {
+    if (
+      this.#remaining === chunk.length &&
+      this.#transform === undefined &&
+      !this.#tapping &&
+      !this.#finished &&
+      !this.#substituted &&
+      !this.#trailersOnly &&
+      (this.#o.res as CopyingEnd).endCopies?.(chunk.length) === true
+    ) {
+      return this.onData(chunk)
+    }
+    return this.onData(Buffer.from(chunk))
   }
 
   #onDrain = (): void => {

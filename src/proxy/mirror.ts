@@ -211,6 +211,11 @@ class MirrorCopy implements BodyTee, UpstreamHandler {
     return !this.#done
   }
 
+  /** The same for the built-in client's views of its read buffer: nothing is kept, no copy. */
+  onDataView(): boolean {
+    return !this.#done
+  }
+
   onComplete(): void {
     this.#finish()
   }

@@ -36,6 +36,8 @@ export interface RecordOptions {
   timeoutMs?: number
   /** Take heads through H1Pool's onHeaderStrings (as Exchange does) instead of onHeaders. */
   strings?: boolean
+  /** Take body chunks through H1Pool's onDataView (as Exchange does), copied at once. */
+  views?: boolean
 }
 
 export interface Dispatching {
@@ -126,6 +128,7 @@ export function record(d: Dispatching, opts: DispatchOpts, ro: RecordOptions = {
         finish(err.code ?? err.message, err.message)
       },
     } as H1Handler & { resume?: () => void }
+    if (ro.views) handler.onDataView = handler.onData!.bind(handler)
     if (ro.strings) {
       let viaStrings = false
       const onHeaders = handler.onHeaders!.bind(handler)

@@ -216,6 +216,16 @@ export class H1Response extends EventEmitter {
     return socket.write(CRLF, 'latin1', cb)
   }
 
+  /**
+   * Whether end() with a body of `bytes` is done with it when it returns (copied into the one
+   * buffer written with the head, or not written at all): the body may then be a view of
+   * memory that is reused right after (the upstream client's read buffer).
+   */
+  endCopies(bytes: number): boolean {
+    if (this.writableEnded || this.#destroyed || this.#noBody) return true
+    return this.#head !== undefined && !this.#chunked && bytes <= ONE_WRITE_MAX
+  }
+
   #track(ok: boolean): boolean {
     if (!ok) this.needDrain = true
     return ok

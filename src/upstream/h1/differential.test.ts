@@ -50,6 +50,7 @@ interface ReplyCase {
 }
 
 const OK_HEAD = 'HTTP/1.1 200 OK\r\n'
+const TRICKY_BODY = 'x\n\n\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n'
 
 // Request smuggling through a response (RFC 9112 sections 6.1 and 6.3, 11.2): every framing
 // ambiguity must end the exchange as an error, never as a guess at where the body ends.
@@ -59,6 +60,14 @@ const cases: ReplyCase[] = [
     reply: `${OK_HEAD}Content-Length: 5\r\n\r\nhello`,
     keepOpen: true,
     expect: { end: 'complete', statuses: [200], body: 'hello', headers: ['content-length: 5'] },
+  },
+  {
+    // The body goes past the parser when a read holds the whole head: a blank line and a whole
+    // answer inside it are body bytes, not a head.
+    desc: 'a Content-Length body holding blank lines and an answer head',
+    reply: `${OK_HEAD}Content-Length: ${TRICKY_BODY.length}\r\n\r\n${TRICKY_BODY}`,
+    keepOpen: true,
+    expect: { end: 'complete', body: TRICKY_BODY },
   },
   {
     desc: 'a chunked body with chunk extensions',
@@ -275,7 +284,10 @@ describe('H1Pool and undici see the same answers', () => {
       try {
         const h = await record(pair.h1, GET, { timeoutMs: 5000 })
         const u = await record(pair.undici as unknown as Dispatching, GET, { timeoutMs: 5000 })
+        // As the Exchange takes bodies: views of the shared read buffer (copied by the recorder).
+        const v = await record(pair.h1, GET, { timeoutMs: 5000, views: true })
         check(h, c.expect, 'H1Pool')
+        check(v, c.expect, 'H1Pool, views')
         if (c.undici) {
           check(u, c.undici, 'undici')
         } else {
@@ -652,6 +664,47 @@ describe('bodies, timing and connection reuse, both clients alike', () => {
         assert.notEqual(o.body.toString(), 'evil', who)
       },
     )
+  })
+
+  test('bytes after a Content-Length body in the same read never become the next answer', async () => {
+    await both(
+      (sock, req) => {
+        if (req.connection === 0)
+          sock.write(`${OK_HEAD}Content-Length: 4\r\n\r\ngood${OK_HEAD}Content-Length: 4\r\n\r\nevil`)
+        else sock.write(`${OK_HEAD}Content-Length: 4\r\n\r\nfine`)
+      },
+      async (d, origin, who) => {
+        assert.equal((await record(d, GET, { timeoutMs: 5000 })).body.toString(), 'good', who)
+        // The first connection idle again (it would serve the next request) or closed.
+        const stats = () => (d as unknown as { stats: { free: number; connected: number } }).stats
+        await until(() => stats().free === 1 || stats().connected === 0, `${who}: the connection settled`)
+        const o = await record(d, GET, { timeoutMs: 5000 })
+        assert.equal(o.body.toString(), 'fine', who)
+        assert.equal(origin.connections, 2, `${who}: the connection with extra bytes was not reused`)
+      },
+    )
+  })
+
+  test('a head whose empty line is split between reads, and a body in later reads', async () => {
+    for (const [first, second] of [
+      [`${OK_HEAD}Content-Length: 5\r\n\r`, '\nhello'],
+      [`${OK_HEAD}Content-Length: 5\r\n\r\n`, 'hello'],
+      [`${OK_HEAD}Content-Length: 5\r\n\r\nhe`, 'llo'],
+    ]) {
+      await both(
+        (sock) => {
+          sock.write(first!)
+          setTimeout(() => sock.write(second!), 50)
+        },
+        async (d, _o, who) => {
+          for (const views of [false, true]) {
+            const o = await record(d, GET, { timeoutMs: 5000, views })
+            assert.equal(o.end, 'complete', `${who} ${JSON.stringify(first)}`)
+            assert.equal(o.body.toString(), 'hello', `${who} ${JSON.stringify(first)}`)
+          }
+        },
+      )
+    }
   })
 
   test('the connection limit queues requests beyond it', async () => {

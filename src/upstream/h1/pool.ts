@@ -7,6 +7,11 @@
 // in one write (with the first body chunk when there is a body), plain sockets read with
 // `onread` into one shared buffer (safe: the binding hands body chunks over as copies and
 // headers as strings, which binding.ts checks at start), TLS sockets through 'data' events.
+// A Content-Length body goes past the parser: when a read holds a response's whole head, only
+// the head is parsed (headers-complete answers "no body" to llhttp, as for HEAD) and the body's
+// bytes are counted off the reads as they come, handed over without the binding's copy (a malloc'd
+// Buffer per chunk, alive until the next scavenge): as views of the shared buffer to a handler
+// that takes them (onDataView), else copied.
 //
 // Failures carry undici's codes (errors.ts) so proxy/errors.ts classifies both clients alike.
 // A socket that has served a response and fails before any byte of the next response arrived
@@ -48,6 +53,13 @@ export interface H1Handler {
    */
   onHeaderStrings?(statusCode: number, fields: string[], resume: () => void, statusText: string): boolean
   onData?(chunk: Buffer): boolean
+  /**
+   * When present, called instead of onData with a chunk that is a view of the connection's read
+   * buffer, shared by every plain connection: valid during the call only, the next read
+   * overwrites it. A handler that keeps the bytes (queues, stores or writes them later) copies
+   * them first. undici knows nothing of it.
+   */
+  onDataView?(chunk: Buffer): boolean
   onComplete?(trailers: Buffer[] | null): void
   onError?(err: Error): void
 }
@@ -220,11 +232,17 @@ class Request {
   }
 }
 
-/** Calls onData; false when the handler asked to pause (or the request ended meanwhile). */
-function deliver(req: Request, chunk: Buffer): boolean {
+/**
+ * Calls onData (onDataView for a `view` of the shared read buffer, or onData with a copy of it);
+ * false when the handler asked to pause (or the request ended meanwhile).
+ */
+function deliver(req: Request, chunk: Buffer, view = false): boolean {
+  const h = req.handler
   let more: boolean
   try {
-    more = req.handler.onData?.(chunk) !== false
+    if (!view) more = h.onData?.(chunk) !== false
+    else if (h.onDataView !== undefined) more = h.onDataView(chunk) !== false
+    else more = h.onData?.(Buffer.from(chunk)) !== false
   } catch (err) {
     fail(req, err as Error)
     return false
@@ -291,8 +309,9 @@ type BoundParser = LlhttpParser & { [kConn]: Conn }
 
 function onMessageBegin(this: BoundParser): number {
   const c = this[kConn]
-  // A response nobody asked for (after the last one ended): the connection cannot be trusted.
-  if (c.req === null || c.messageDone) c.poisoned = true
+  // A response nobody asked for (after the last one ended, or where a body was expected): the
+  // connection cannot be trusted.
+  if (c.req === null || c.messageDone || c.bodyLeft > 0) c.poisoned = true
   c.inHead = true
   c.fields.length = 0
   return 0
@@ -346,12 +365,15 @@ function onHeadersComplete(
   c.contentLength = -1
   c.bytesRead = 0
   c.idleMs = c.pool.idleTimeoutMs
+  let coded = false
   for (let i = 0; i < fields.length; i += 2) {
     const name = fields[i]!
     if (name.length === 10) {
       if (name.toLowerCase() === 'keep-alive') c.idleMs = keepAliveHint(c, fields[i + 1]!, c.idleMs)
     } else if (name.length === 14 && name.toLowerCase() === 'content-length') {
       c.contentLength = Number(fields[i + 1])
+    } else if (name.length === 17 && name.toLowerCase() === 'transfer-encoding') {
+      coded = true
     }
   }
   let more: boolean
@@ -366,7 +388,20 @@ function onHeadersComplete(
     req.paused = true
     c.sock.pause()
   }
-  return req.isHead ? 1 : 0
+  if (req.isHead) return 1
+  if (
+    c.headOnly &&
+    c.contentLength > 0 &&
+    Number.isSafeInteger(c.contentLength) &&
+    !coded &&
+    status !== 204 &&
+    status !== 304
+  ) {
+    // The body goes past the parser (Conn.bodyBytes); to llhttp this message ends here.
+    c.bodyLeft = c.contentLength
+    return 1
+  }
+  return 0
 }
 
 function onBody(this: BoundParser, chunk: Buffer): number {
@@ -389,6 +424,8 @@ function onMessageComplete(this: BoundParser): number {
     c.info = false
     return 0
   }
+  // The end llhttp sees of a head whose body goes past it: the body is still to come.
+  if (c.bodyLeft > 0) return 0
   const req = c.req
   if (req === null || req.state !== ACTIVE || c.messageDone || c.poisoned) return 0
   c.messageDone = true
@@ -398,6 +435,21 @@ function onMessageComplete(this: BoundParser): number {
   }
   c.complete(req)
   return 0
+}
+
+const LF_CRLF = Buffer.from('\n\r\n', 'latin1')
+const LF_LF = Buffer.from('\n\n', 'latin1')
+
+/**
+ * Where the head at the start of `b` ends (just past its empty line), or -1 when its end is not
+ * in `b`. llhttp ends a line at LF (a CR before it is checked, not needed), so the first "\n\n"
+ * or "\n\r\n" is the empty line; a head llhttp refuses is refused either way.
+ */
+function headEnd(b: Buffer): number {
+  const i = b.indexOf(LF_CRLF)
+  const j = (i === -1 ? b : b.subarray(0, i + 1)).indexOf(LF_LF)
+  if (j !== -1) return j + 2
+  return i === -1 ? -1 : i + 3
 }
 
 /** `Keep-Alive: timeout=N` (seconds): trusted minus undici's 2 s threshold, capped by ours. */
@@ -454,6 +506,12 @@ class Conn {
   responseKeepAlive = false
   contentLength = -1
   bytesRead = 0
+  /** Bytes of a Content-Length body still to come past the parser (bodyBytes). */
+  bodyLeft = 0
+  /** The parser is being given a whole head alone: headers-complete may send the body past it. */
+  headOnly = false
+  /** Reads land in the shared READ_BUFFER (plain sockets): body bytes are views of it. */
+  readonly shared: boolean
   idleMs: number
   /** The last Keep-Alive value seen and what keepAliveHint made of it. */
   keepAliveValue = ''
@@ -475,6 +533,7 @@ class Conn {
     this.idleMs = pool.idleTimeoutMs
     const o = pool.origin
     const t = o.tls
+    this.shared = t === undefined
     if (t === undefined) {
       this.sock = net.connect({
         host: pool.connectHost,
@@ -562,6 +621,7 @@ class Conn {
     this.messageDone = false
     this.status = 0
     this.info = false
+    this.bodyLeft = 0
     this.error = null
     this.sock.ref()
     if (!req.connected) {
@@ -683,19 +743,70 @@ class Conn {
       return
     }
     this.gotBytes = true
-    this.executing = true
-    const r = this.parser.execute(buf.length === n ? (buf as Buffer) : (buf as Buffer).subarray(0, n))
-    this.executing = false
-    // An error set by a callback: the binding reports none for an upgrade (101) response.
-    if (typeof r !== 'number' || this.error !== null) {
-      this.onParseError(typeof r === 'number' ? undefined : r)
-    } else {
+    const data = buf.length === n ? (buf as Buffer) : (buf as Buffer).subarray(0, n)
+    let ok = true
+    if (this.bodyLeft > 0) this.bodyBytes(data)
+    else {
+      // A read that starts a head and holds all of it: the head alone is parsed first, so that
+      // a Content-Length body after it can go past the parser (onHeadersComplete decides).
+      const end = this.inHead || this.status !== 0 ? -1 : headEnd(data)
+      if (end === -1) ok = this.parse(data)
+      else {
+        this.headOnly = true
+        ok = this.parse(end === data.length ? data : data.subarray(0, end))
+        this.headOnly = false
+        if (ok && end < data.length && !this.dead && !this.poisoned) {
+          if (this.bodyLeft > 0) this.bodyBytes(data.subarray(end))
+          else ok = this.parse(data.subarray(end))
+        }
+      }
+    }
+    if (ok && !this.dead) {
       // The head deadline becomes the body's, re-armed once per read that brought part of the
       // response (a gap between chunks is a gap between reads); a read that ends it needs none.
       const req = this.req
       if (req !== null && this.status !== 0 && !this.messageDone) this.arm(BODY_TIMER, req.bodyTimeout)
     }
     this.afterParse()
+  }
+
+  /** Gives `data` to the parser; false when it (or a callback) found an error, handled here. */
+  private parse(data: Buffer): boolean {
+    this.executing = true
+    const r = this.parser.execute(data)
+    this.executing = false
+    // An error set by a callback: the binding reports none for an upgrade (101) response.
+    if (typeof r !== 'number' || this.error !== null) {
+      this.onParseError(typeof r === 'number' ? undefined : r)
+      return false
+    }
+    return true
+  }
+
+  /** Bytes of a Content-Length body that goes past the parser; what follows it is refused. */
+  private bodyBytes(data: Buffer): void {
+    const req = this.req
+    if (req === null || req.state !== ACTIVE) {
+      this.destroy()
+      return
+    }
+    const take = Math.min(data.length, this.bodyLeft)
+    const chunk = take === data.length ? data : data.subarray(0, take)
+    this.bodyLeft -= take
+    this.bytesRead += take
+    if (req.paused) {
+      if (req.held === null) req.held = []
+      req.held.push(this.shared ? Buffer.from(chunk) : chunk)
+    } else {
+      deliver(req, chunk, this.shared)
+    }
+    if (this.dead) return
+    // Bytes after the body that nobody asked for: the connection cannot be trusted.
+    if (take < data.length) this.poisoned = true
+    if (this.bodyLeft > 0 || req.state !== ACTIVE) return
+    this.messageDone = true
+    if (req.paused) req.completeHeld = true
+    else this.complete(req)
   }
 
   /** After execute() or finish() returned: act on what the callbacks could not do inside. */
@@ -805,7 +916,13 @@ class Conn {
     this.executing = true
     const r = this.parser.finish()
     this.executing = false
-    if (r instanceof Error && req.state === ACTIVE) {
+    if (this.bodyLeft > 0 && req.state === ACTIVE) {
+      // A Content-Length body past the parser, cut short by the close.
+      fail(
+        req,
+        new H1Error(RES_CONTENT_LENGTH_MISMATCH, 'Response body length does not match content-length header'),
+      )
+    } else if (r instanceof Error && req.state === ACTIVE) {
       const mismatch = this.contentLength >= 0 && this.bytesRead !== this.contentLength
       fail(
         req,
