@@ -1,8 +1,9 @@
 // A bounded, seeded fuzz run of upstream answers: valid responses mutated (bytes flipped,
 // inserted, cut; framing fields added; line ends changed; numbers swapped; a second answer
 // appended), written in random pieces, to an H1Pool driven by handlers that also pause, abort
-// and throw. It asserts the client's contract: dispatch never throws, no callback comes after
-// the end, and every request ends with exactly one onComplete or onError; no exception escapes.
+// and throw (every other one taking bodies as views, onDataView). It asserts the client's
+// contract: dispatch never throws, no callback comes after the end, and every request ends with
+// exactly one onComplete or onError; no exception escapes.
 // H1_FUZZ_SEED=<n> replays a run; a failure prints the seed and the case.
 
 import assert from 'node:assert/strict'
@@ -243,6 +244,8 @@ test('fuzzed upstream answers: every request ends exactly once, nothing escapes'
           end('onError')
         },
       }
+      // Every other case takes bodies as the Exchange does: views of the shared read buffer.
+      if (i % 2 === 1) handler.onDataView = handler.onData!
       try {
         pool.dispatch(
           {
