@@ -531,35 +531,43 @@ for (const mode of [true, false]) {
         }))
       }
 
-      test('answers the socket cannot take at once go out whole and in order once it can', async () => {
-        const { s, stalled } = await startBig()
-        const sock = net.connect(s.port, '127.0.0.1')
+      /** A client that sends every request and stops reading until the server's write waits. */
+      const stalledClient = async (port: number, stalled: () => boolean) => {
+        const sock = net.connect(port, '127.0.0.1')
         const chunks: Buffer[] = []
         sock.on('data', (d: Buffer) => chunks.push(d))
+        sock.on('error', () => undefined)
         sock.pause()
         sock.write(pipelined)
         await until(stalled, 'a write waiting for the client to read', 20_000)
-        sock.resume()
-        const total = () => chunks.reduce((n, c) => n + c.length, 0)
-        await until(() => total() >= COUNT * BODY, 'every answer', 20_000)
-        const text = Buffer.concat(chunks).toString('latin1')
-        assert.equal(statuses(text).length, COUNT)
-        const order = [...text.matchAll(/\r\n\r\n<(\d+)>/g)].map((m) => Number(m[1]))
-        assert.deepEqual(
-          order,
-          Array.from({ length: COUNT }, (_, i) => i),
-        )
-        sock.destroy()
+        return {
+          sock,
+          /** Reads again; resolves with every answer, checked whole and in order. */
+          readAll: async (): Promise<string> => {
+            sock.resume()
+            const total = () => chunks.reduce((n, c) => n + c.length, 0)
+            await until(() => total() >= COUNT * BODY, 'every answer', 20_000)
+            sock.destroy()
+            const text = Buffer.concat(chunks).toString('latin1')
+            assert.equal(statuses(text).length, COUNT)
+            const order = [...text.matchAll(/\r\n\r\n<(\d+)>/g)].map((m) => Number(m[1]))
+            assert.deepEqual(
+              order,
+              Array.from({ length: COUNT }, (_, i) => i),
+            )
+            return text
+          },
+        }
+      }
+
+      test('answers the socket cannot take at once go out whole and in order once it can', async () => {
+        const { s, stalled } = await startBig()
+        await (await stalledClient(s.port, stalled)).readAll()
       })
 
       test('answers on other connections leave the bytes of a waiting write as they were', async () => {
         const { s, stalled } = await startBig()
-        const sock = net.connect(s.port, '127.0.0.1')
-        const chunks: Buffer[] = []
-        sock.on('data', (d: Buffer) => chunks.push(d))
-        sock.pause()
-        sock.write(pipelined)
-        await until(stalled, 'a write waiting for the client to read', 20_000)
+        const client = await stalledClient(s.port, stalled)
         for (let i = 0; i < 20; i++) {
           const out = await exchange(s.port, `GET /b${i} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`)
           assert.equal(
@@ -567,27 +575,13 @@ for (const mode of [true, false]) {
             `<b${i}>${'y'.repeat(BODY - 3 - String(i).length)}`,
           )
         }
-        sock.resume()
-        const total = () => chunks.reduce((n, c) => n + c.length, 0)
-        await until(() => total() >= COUNT * BODY, 'every answer', 20_000)
-        const text = Buffer.concat(chunks).toString('latin1')
-        assert.equal(statuses(text).length, COUNT)
+        const text = await client.readAll()
         assert.ok(!text.includes('y'), 'no byte of the other connection in this one')
-        const order = [...text.matchAll(/\r\n\r\n<(\d+)>/g)].map((m) => Number(m[1]))
-        assert.deepEqual(
-          order,
-          Array.from({ length: COUNT }, (_, i) => i),
-        )
-        sock.destroy()
       })
 
       test('a client that resets with writes waiting costs its connection only', async () => {
         const { s, stalled } = await startBig()
-        const sock = net.connect(s.port, '127.0.0.1')
-        sock.on('error', () => undefined)
-        sock.pause()
-        sock.write(pipelined)
-        await until(stalled, 'a write waiting for the client to read', 20_000)
+        const { sock } = await stalledClient(s.port, stalled)
         sock.resetAndDestroy()
         await until(() => s.server.connections === 0, 'the connection forgotten', 20_000)
         const out = await exchange(s.port, 'GET /after HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n')
