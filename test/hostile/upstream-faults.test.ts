@@ -6,7 +6,7 @@
 
 import assert from 'node:assert/strict'
 import { mkdtempSync } from 'node:fs'
-import type http from 'node:http'
+import http from 'node:http'
 import https from 'node:https'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
@@ -152,5 +152,83 @@ load_balancer: { upstream: u }
     await Promise.all(clients)
     const bad = statuses.filter((s) => s !== 200)
     assert.deepEqual(bad, [], `every request answered 200 (${statuses.length} requests)`)
+  })
+})
+
+// The built-in client hands a Content-Length body on past llhttp (views of its read buffer),
+// so what follows a body, what a body holds and a body cut short are checked end to end.
+describe('Content-Length bodies from a hostile upstream, through the proxy', () => {
+  const TRICKY = 'x\n\n\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n'
+  const big = Buffer.alloc(40_000)
+  for (let i = 0; i < big.length; i++) big[i] = i % 251
+  const bodies: Record<string, string | Buffer> = {
+    '/extra':
+      'HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\ngoodHTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nevil',
+    '/tricky': `HTTP/1.1 200 OK\r\ncontent-length: ${TRICKY.length}\r\n\r\n${TRICKY}`,
+    '/big': Buffer.concat([Buffer.from(`HTTP/1.1 200 OK\r\ncontent-length: ${big.length}\r\n\r\n`), big]),
+    '/short': 'HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nabc',
+  }
+  let up: ScriptedUpstream
+  let proxy: RunningProxy
+  before(async () => {
+    // Each answer is written and the connection closed after it.
+    up = await scriptedUpstream(
+      (head) => bodies[head.split(' ')[1] ?? ''] ?? 'HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok',
+    )
+    proxy = await startProxy(`mode: load_balancer
+server: { bind_address: "127.0.0.1:0" }
+upstreams:
+  u:
+    servers: ["${up.address}"]
+    passive_health: { enabled: false }
+load_balancer: { upstream: u }
+`)
+  })
+  after(async () => {
+    await proxy.stop('SIGKILL')
+    await up.close()
+  })
+
+  /** Status, body bytes and how the answer ended ('end' or the error's code). */
+  const get = (path: string) =>
+    new Promise<{ status: number; body: Buffer; ended: string }>((resolve) => {
+      const chunks: Buffer[] = []
+      let status = 0
+      const done = (ended: string) => resolve({ status, body: Buffer.concat(chunks), ended })
+      const req = http.get(`${proxy.url}${path}`, { agent: false }, (res) => {
+        status = res.statusCode!
+        res.on('data', (d: Buffer) => chunks.push(d))
+        res.on('end', () => done('end'))
+        res.on('error', (err: Error & { code?: string }) => done(err.code ?? err.message))
+      })
+      req.on('error', (err: Error & { code?: string }) => done(err.code ?? err.message))
+      req.setTimeout(10_000, () => req.destroy(new Error('no answer')))
+    })
+
+  test('bytes after the body are not relayed, and the next answer is the right one', async () => {
+    const a = await get('/extra')
+    assert.deepEqual([a.status, a.body.toString(), a.ended], [200, 'good', 'end'])
+    const b = await get('/next')
+    assert.deepEqual([b.status, b.body.toString()], [200, 'ok'])
+  })
+
+  test('a body holding blank lines and a whole answer head is relayed as it is', async () => {
+    const a = await get('/tricky')
+    assert.deepEqual([a.status, a.body.toString('latin1'), a.ended], [200, TRICKY, 'end'])
+  })
+
+  test('a 40 KiB binary body arrives byte for byte', async () => {
+    const a = await get('/big')
+    assert.equal(a.status, 200)
+    assert.ok(a.body.equals(big), 'the same bytes')
+  })
+
+  test('a body cut short by the close ends the answer short, and the proxy serves on', async () => {
+    const a = await get('/short')
+    assert.equal(a.status, 200)
+    assert.notEqual(a.ended, 'end', 'the client is not told the answer was whole')
+    assert.ok(a.body.length < 10)
+    const b = await get('/after')
+    assert.deepEqual([b.status, b.body.toString()], [200, 'ok'])
   })
 })
