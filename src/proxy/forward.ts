@@ -516,18 +516,16 @@ export class Exchange implements UpstreamHandler, Outcome {
    * keep the bytes (a write left queued, a transformer, the cache's tap, HTTP/2) gets a copy.
    */
   onDataView(chunk: Buffer): boolean {
-    if (
-      this.#remaining === chunk.length &&
-      this.#transform === undefined &&
-      !this.#tapping &&
-      !this.#finished &&
-      !this.#substituted &&
-      !this.#trailersOnly &&
-      (this.#o.res as CopyingEnd).endCopies?.(chunk.length) === true
-    ) {
-      return this.onData(chunk)
-    }
-    return this.onData(Buffer.from(chunk))
+    // onData drops a chunk it does not send (finished, substituted, trailers-only) without
+    // keeping it; what it sends is kept unless end() copies it.
+    const sent = !this.#finished && !this.#substituted && !this.#trailersOnly
+    const kept =
+      sent &&
+      (this.#transform !== undefined ||
+        this.#tapping ||
+        this.#remaining !== chunk.length ||
+        (this.#o.res as CopyingEnd).endCopies?.(chunk.length) !== true)
+    return this.onData(kept ? Buffer.from(chunk) : chunk)
   }
 
   #onDrain = (): void => {
