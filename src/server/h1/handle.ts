@@ -1,6 +1,6 @@
 // The one place the own HTTP/1.1 server side reaches under a net.Socket to its native handle
 // (a StreamBase: TCP, or TLS's wrap): reading it with the parser (server.ts) and writing short
-// answers to it (direct-write.ts). Not in @types/node; every member is checked before use.
+// answers, and the upstream client's request heads, to it (direct-write.ts). Not in @types/node; every member is checked before use.
 
 import type { Socket } from 'node:net'
 
@@ -17,6 +17,7 @@ export interface StreamHandle {
   /** Bytes handed to the handle that the kernel has not taken yet. */
   writeQueueSize?: number
   writeBuffer?(req: object, data: Buffer): number
+  writeLatin1String?(req: object, data: string): number
 }
 
 /** The socket's handle (null once it is closed). */

@@ -23,6 +23,7 @@
 import net from 'node:net'
 import type { Readable } from 'node:stream'
 import tls from 'node:tls'
+import { canWriteDirectly, writeTextDirectly } from '../../server/h1/direct-write'
 import { type LlhttpParser, type ParseError, type ParserBinding, parserBinding } from './binding'
 import {
   ABORTED,
@@ -512,6 +513,8 @@ class Conn {
   headOnly = false
   /** Reads land in the shared READ_BUFFER (plain sockets): body bytes are views of it. */
   readonly shared: boolean
+  /** A bodiless request's head may go straight to the TCP handle (direct-write.ts). */
+  direct = false
   idleMs: number
   /** The last Keep-Alive value seen and what keepAliveHint made of it. */
   keepAliveValue = ''
@@ -602,6 +605,7 @@ class Conn {
 
   private onConnected = (): void => {
     this.connecting = false
+    this.direct = this.shared && canWriteDirectly(this.sock)
     if (this.connectTimer !== null) clearTimeout(this.connectTimer)
     this.connectTimer = null
     const req = this.waiting
@@ -638,7 +642,8 @@ class Conn {
       const h = req.head
       const framing = h.contentLength === 0 && h.expectsPayload ? 'content-length: 0\r\n\r\n' : '\r\n'
       req.written = true
-      this.sock.write(h.text + framing, 'latin1')
+      const text = h.text + framing
+      if (!this.direct || !writeTextDirectly(this.sock, text)) this.sock.write(text, 'latin1')
       this.arm(HEAD_TIMER, req.headersTimeout)
       return
     }
