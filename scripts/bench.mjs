@@ -62,9 +62,18 @@ const PAIRS = Number(process.env.BENCH_PAIRS ?? 5)
  * same origin without an access log.
  */
 const NGINX = 'nginx'
+const LB_SAME_REQUESTS = "load_balancer, with the chain's request headers"
 const BY_TURNS = [
   ['cache', CACHE_HIT, NGINX],
   ['50 routes + cors, authentication, rate_limiting', 'api_gateway, 50 routes + all three', 'load_balancer'],
+  // The same, against load_balancer mode sent the very requests the chain gets (an API key, a
+  // bearer token and an Origin): what the gateway's routing and middlewares cost, apart from
+  // reading and forwarding ~200 more request bytes, which load_balancer mode pays as well.
+  [
+    '50 routes + all three, load_balancer sent the same requests',
+    'api_gateway, 50 routes + all three',
+    LB_SAME_REQUESTS,
+  ],
   ['load_balancer, workers: 2', 'load_balancer, workers: 2', 'load_balancer'],
 ]
 /** [what, target, reference, [{ a, b } CPU µs per request]] of each BY_TURNS pair measured. */
@@ -271,6 +280,12 @@ const scenarios = [
     {},
   ],
   ['api_gateway', gateway(''), ['small', '16k'], {}],
+  [
+    LB_SAME_REQUESTS,
+    `mode: load_balancer\nserver: { bind_address: "127.0.0.1:0" }\nlogging: { level: info }\n${upstreams}\nload_balancer: { upstream: origin }\n`,
+    ['small'],
+    mwHeaders,
+  ],
   ['load_balancer, workers: 2', lbWorkers('2'), ['small'], {}],
   ['load_balancer, workers: auto', lbWorkers('auto'), ['small'], {}],
   ['api_gateway + rate_limiting', gateway('rate_limiting', declarations), ['small'], mwHeaders],
