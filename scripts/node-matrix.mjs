@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // The tests that depend on Node's internal bindings (the built-in upstream client and the own
 // HTTP/1.1 server side reach into the HTTP parser, src/upstream/h1/binding.ts; the server side
-// writes with node:net's WriteWrap, src/server/h1/direct-write.ts) on the other Node.js majors
+// and the client write with node:net's WriteWrap, src/net/direct-write.ts) on the other Node.js majors
 // this project supports: `node scripts/run-tests.mjs client` (the client's own tests,
 // differential and fuzz included, the server side's, then the forwarding files on both clients) under Node 22 and 24, after the full suite ran on
 // the Node that runs this script. The binaries are npm's `node-<platform>-<arch>` packages

@@ -1,8 +1,8 @@
 #!/usr/bin/env node
 // Runs the compiled tests with node:test: unit tests (dist/src/**/*.test.js) and integration
 // tests (dist/test/integration/*.test.js). `node scripts/run-tests.mjs unit|integration` runs one set;
-// `client` runs only what depends on Node's internal bindings (the built-in client's and the
-// own HTTP/1.1 server side's tests, and the forwarding files below), which
+// `client` runs only what depends on Node's internal bindings (the built-in client's, the
+// own HTTP/1.1 server side's and the direct socket writes' tests, and the forwarding files below), which
 // scripts/node-matrix.mjs runs on other Node.js majors.
 // The tests that forward requests upstream run a second time with LOCCI_UPSTREAM_CLIENT=undici
 // (the fallback where the built-in client cannot run; the built-in h1 is the default), so both
@@ -67,6 +67,7 @@ if (which === 'client')
   files.push(
     ...find(path.join(root, 'dist', 'src', 'upstream', 'h1')),
     ...find(path.join(root, 'dist', 'src', 'server', 'h1')),
+    ...find(path.join(root, 'dist', 'src', 'net')),
     ...UNDICI_AGAIN.filter((f) => existsSync(f)),
   )
 if (files.length === 0) {

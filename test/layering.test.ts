@@ -1,5 +1,5 @@
 // The folders of src/ depend downwards only, type-only imports included (docs/ARCHITECTURE.md):
-//   cli -> server -> proxy -> routing | middleware | upstream | control -> config -> observe
+//   cli -> server -> proxy -> routing | middleware | upstream | control -> config -> observe | net
 // Folders on one level may use each other, but never in a cycle. This test reads every source
 // file's imports (TypeScript's own pre-processor, so `import type` and re-exports count) and
 // fails on an upward edge or a cycle, naming the file and line that makes it.
@@ -15,6 +15,7 @@ const src = path.join(root, 'src')
 
 export const LEVELS: Readonly<Record<string, number>> = {
   observe: 0,
+  net: 0,
   config: 1,
   routing: 2,
   middleware: 2,

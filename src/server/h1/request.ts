@@ -83,7 +83,25 @@ export class H1Request extends Readable {
     return h
   }
 
+  /**
+   * The body is over. A request nobody has begun to read and with nothing buffered (one without
+   * a body, nearly always) is ended on its first read instead: pushing the end now would
+   * schedule a 'readable' on the next tick for a stream no one reads (the tick queue's run was
+   * ~0.5 µs of every request). Whoever pipes or reads it later still gets its 'end'.
+   */
+  bodyEnded(): void {
+    if (this.readableFlowing === null && this.readableLength === 0) this.#endOnRead = true
+    else this.push(null)
+  }
+
+  #endOnRead = false
+
   override _read(): void {
+    if (this.#endOnRead) {
+      this.#endOnRead = false
+      this.push(null)
+      return
+    }
     this.#source.resumeBody()
   }
 

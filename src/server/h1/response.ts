@@ -10,7 +10,7 @@
 import { EventEmitter } from 'node:events'
 import { STATUS_CODES } from 'node:http'
 import type { Socket } from 'node:net'
-import { NOT_WRITTEN, WRITTEN, writeDirectly } from './direct-write'
+import { NOT_WRITTEN, WRITTEN, writeDirectly } from '../../net/direct-write'
 import type { H1Request } from './request'
 
 /** What a response needs of its connection. */

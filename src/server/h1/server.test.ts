@@ -8,7 +8,7 @@ import type { AddressInfo, Socket } from 'node:net'
 import net from 'node:net'
 import { after, before, describe, test } from 'node:test'
 import { until } from '../../../test/helpers/until'
-import { handleOf } from './handle'
+import { handleOf } from '../../net/handle'
 import type { H1Request } from './request'
 import type { H1Response } from './response'
 import {
@@ -301,6 +301,55 @@ for (const mode of [true, false]) {
         }
         assert.equal(seen, 21)
         sock.destroy()
+      })
+
+      test('a request read only after it was complete still ends: without a body, and with one', async () => {
+        const s = await start((req, res) => {
+          // Nobody reads until the whole request is in: a bodiless one's end waits for the read.
+          until(() => req.complete, 'the request read whole').then(
+            () => {
+              const chunks: Buffer[] = []
+              req.on('data', (d: Buffer) => chunks.push(d))
+              req.on('end', () => {
+                const body = `${req.url}:${Buffer.concat(chunks).toString()}`
+                res.writeHead(200, ['content-length', String(body.length)])
+                res.end(body)
+              })
+            },
+            () => res.destroy(),
+          )
+        })
+        const out = await exchange(
+          s.port,
+          'GET /a HTTP/1.1\r\nHost: x\r\n\r\nPOST /b HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nxyzGET /c HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n',
+        )
+        assert.deepEqual(
+          [...out.matchAll(/\r\n\r\n(\/[a-c]:[a-z]*)/g)].map((m) => m[1]),
+          ['/a:', '/b:xyz', '/c:'],
+        )
+      })
+
+      test('a request piped after it was complete ends its destination', async () => {
+        const { PassThrough } = await import('node:stream')
+        const s = await start((req, res) => {
+          until(() => req.complete, 'the request read whole').then(
+            () => {
+              const sink = new PassThrough()
+              let n = 0
+              sink.on('data', (d: Buffer) => {
+                n += d.length
+              })
+              sink.on('end', () => {
+                res.writeHead(200, ['content-length', String(String(n).length)])
+                res.end(String(n))
+              })
+              req.pipe(sink)
+            },
+            () => res.destroy(),
+          )
+        })
+        const out = await exchange(s.port, 'GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n')
+        assert.match(out, /^HTTP\/1\.1 200 [^]*\r\n\r\n0$/)
       })
 
       test('bad bytes after a valid request: the request is answered first, then the 400', async () => {

@@ -23,14 +23,14 @@
 // events, as is everything on a Node.js without consume().
 
 import net, { type Socket } from 'node:net'
+import { canWriteDirectly } from '../../net/direct-write'
+import { handleOf, type StreamHandle } from '../../net/handle'
 import {
   type LlhttpParser,
   type ParseError,
   type ParserBinding,
   parserBinding,
 } from '../../upstream/h1/binding'
-import { canWriteDirectly } from './direct-write'
-import { handleOf, type StreamHandle } from './handle'
 import { type BodySource, H1Request } from './request'
 import { H1Response, type ResponseSink } from './response'
 
@@ -297,7 +297,7 @@ class Connection implements ResponseSink, BodySource {
     if (req === null) return
     this.reading = null
     req.complete = true
-    if (!req.dumped) req.push(null)
+    if (!req.dumped) req.bodyEnded()
     this.reqStart = Date.now()
     this.kind = Deadline.None
     this.deadline = 0

@@ -23,7 +23,7 @@
 import net from 'node:net'
 import type { Readable } from 'node:stream'
 import tls from 'node:tls'
-import { canWriteDirectly, writeTextDirectly } from '../../server/h1/direct-write'
+import { canWriteDirectly, writeTextDirectly } from '../../net/direct-write'
 import { type LlhttpParser, type ParseError, type ParserBinding, parserBinding } from './binding'
 import {
   ABORTED,

@@ -101,9 +101,11 @@ export function writeDirectly(socket: Socket, data: Buffer, done: (err?: Error |
     return QUEUED
   }
   req.buffer = undefined
-  // Told on the next tick, as the stream's write callback is: whoever ends a response goes
-  // on with its own bookkeeping (the access line) before the next request starts.
-  process.nextTick(done)
+  // Told once the code that wrote has returned, as the stream's write callback is (on the next
+  // tick): whoever ends a response goes on with its own bookkeeping (the access line) before the
+  // next request starts. A microtask, not a tick: with no tick queued in a callback from the
+  // event loop, Node runs microtasks without its JavaScript tick processing.
+  queueMicrotask(done)
   return WRITTEN
 }
 

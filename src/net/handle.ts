@@ -1,6 +1,7 @@
-// The one place the own HTTP/1.1 server side reaches under a net.Socket to its native handle
-// (a StreamBase: TCP, or TLS's wrap): reading it with the parser (server.ts) and writing short
-// answers, and the upstream client's request heads, to it (direct-write.ts). Not in @types/node; every member is checked before use.
+// The one place the proxy reaches under a net.Socket to its native handle (a StreamBase: TCP,
+// or TLS's wrap): the own HTTP/1.1 server side reads it with the parser (server/h1/server.ts),
+// and short answers and the HTTP/1.1 client's request heads are written straight to it
+// (direct-write.ts). Not in @types/node; every member is checked before use.
 
 import type { Socket } from 'node:net'
 
