@@ -63,7 +63,42 @@ export const QUEUED = 2
 export type DirectWrite = typeof NOT_WRITTEN | typeof WRITTEN | typeof QUEUED
 
 /**
- * Writes `data` to `socket`'s handle and calls `done` once the kernel has it (on the next tick
+ * A write request on `socket`'s handle, or undefined when nothing may be written to it directly
+ * now: no binding or handle, the socket destroyed, or anything held, corked or queued before it
+ * (the stream's or libuv's), which must go out first.
+ */
+function writeRequest(
+  socket: Socket,
+  buffer: Buffer | undefined,
+  done: WriteReq['done'],
+): WriteReq | undefined {
+  const h = handleOf(socket)
+  if (
+    binding === undefined ||
+    h === null ||
+    socket.destroyed ||
+    socket.writableLength !== 0 ||
+    socket.writableCorked !== 0 ||
+    h.writeQueueSize !== 0
+  )
+    return undefined
+  const req = new binding.WriteWrap()
+  req.handle = h
+  req.oncomplete = onComplete
+  req.async = false
+  req.socket = socket
+  req.buffer = buffer
+  req.done = done
+  return req
+}
+
+/** The last write on a handle was left in part to libuv (the rest goes when the socket can take it). */
+function lastWriteAsync(): boolean {
+  return binding!.streamBaseState[binding!.kLastWriteWasAsync] !== 0
+}
+
+/**
+ * Writes `data` to `socket`'s handle and calls `done` once the kernel has it (in a microtask
  * when the write completed synchronously, the usual case). NOT_WRITTEN when it cannot be written
  * this way now (something queued before it, the handle gone): the caller writes it through the
  * stream. WRITTEN: the kernel took every byte (or the write failed): `data` may be reused at
@@ -71,31 +106,15 @@ export type DirectWrite = typeof NOT_WRITTEN | typeof WRITTEN | typeof QUEUED
  * A failed write destroys the socket, as net.Socket does ('close' tells the response).
  */
 export function writeDirectly(socket: Socket, data: Buffer, done: (err?: Error | null) => void): DirectWrite {
-  const h = handleOf(socket)
-  if (
-    binding === undefined ||
-    h === null ||
-    h.writeBuffer === undefined ||
-    socket.destroyed ||
-    socket.writableLength !== 0 ||
-    socket.writableCorked !== 0 ||
-    h.writeQueueSize !== 0
-  )
-    return NOT_WRITTEN
-  const req = new binding.WriteWrap()
-  req.handle = h
-  req.oncomplete = onComplete
-  req.async = false
-  req.socket = socket
-  req.buffer = data
-  req.done = done
-  const err = h.writeBuffer(req, data)
+  const req = writeRequest(socket, data, done)
+  if (req === undefined || req.handle.writeBuffer === undefined) return NOT_WRITTEN
+  const err = req.handle.writeBuffer(req, data)
   if (err !== 0) {
     req.buffer = undefined
     socket.destroy(errnoError(err))
     return WRITTEN
   }
-  if (binding.streamBaseState[binding.kLastWriteWasAsync] !== 0) {
+  if (lastWriteAsync()) {
     // Partly written: the rest goes when the socket can take it (libuv keeps the order).
     req.async = true
     return QUEUED
@@ -117,31 +136,15 @@ export function writeDirectly(socket: Socket, data: Buffer, done: (err?: Error |
  * of each proxied request. A failed write destroys the socket, as net.Socket does.
  */
 export function writeTextDirectly(socket: Socket, text: string): boolean {
-  const h = handleOf(socket)
-  if (
-    binding === undefined ||
-    h === null ||
-    h.writeLatin1String === undefined ||
-    socket.destroyed ||
-    socket.writableLength !== 0 ||
-    socket.writableCorked !== 0 ||
-    h.writeQueueSize !== 0
-  )
-    return false
-  const req = new binding.WriteWrap()
-  req.handle = h
-  req.oncomplete = onComplete
-  req.async = false
-  req.socket = socket
-  req.buffer = undefined
-  req.done = undefined
-  const err = h.writeLatin1String(req, text)
+  const req = writeRequest(socket, undefined, undefined)
+  if (req === undefined || req.handle.writeLatin1String === undefined) return false
+  const err = req.handle.writeLatin1String(req, text)
   if (err !== 0) {
     socket.destroy(errnoError(err))
     return true
   }
   // Written in part: Node copied the rest into the request, which completes later.
-  if (binding.streamBaseState[binding.kLastWriteWasAsync] !== 0) req.async = true
+  if (lastWriteAsync()) req.async = true
   else req.socket = undefined
   return true
 }
