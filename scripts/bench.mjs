@@ -245,8 +245,9 @@ ${Array.from({ length: 50 }, (_, i) => {
 ${declarations}`
 const withWorkers = (yaml) =>
   yaml.replace('bind_address: "127.0.0.1:0" }', 'bind_address: "127.0.0.1:0", workers: 2 }')
-const lbWorkers = (n) =>
-  `mode: load_balancer\nserver: { bind_address: "127.0.0.1:0", workers: ${n} }\nlogging: { level: info }\n${upstreams}\nload_balancer: { upstream: origin }\n`
+/** load_balancer mode in front of the origin; `workers` when given. */
+const loadBalancer = (workers) =>
+  `mode: load_balancer\nserver: { bind_address: "127.0.0.1:0"${workers === undefined ? '' : `, workers: ${workers}`} }\nlogging: { level: info }\n${upstreams}\nload_balancer: { upstream: origin }\n`
 const SECRET = 'bench-secret-bench-secret-bench-secret'
 const token = await new SignJWT({ sub: 'bench' })
   .setProtectedHeader({ alg: 'HS256' })
@@ -273,21 +274,11 @@ const authDeclarations = `middlewares:
 const basicHeaders = { authorization: `Basic ${Buffer.from('bench:bench-password').toString('base64')}` }
 // [label, config, bodies, request headers, path prefix (default none)]
 const scenarios = [
-  [
-    'load_balancer',
-    `mode: load_balancer\nserver: { bind_address: "127.0.0.1:0" }\nlogging: { level: info }\n${upstreams}\nload_balancer: { upstream: origin }\n`,
-    ['small', '16k'],
-    {},
-  ],
+  ['load_balancer', loadBalancer(), ['small', '16k'], {}],
   ['api_gateway', gateway(''), ['small', '16k'], {}],
-  [
-    LB_SAME_REQUESTS,
-    `mode: load_balancer\nserver: { bind_address: "127.0.0.1:0" }\nlogging: { level: info }\n${upstreams}\nload_balancer: { upstream: origin }\n`,
-    ['small'],
-    mwHeaders,
-  ],
-  ['load_balancer, workers: 2', lbWorkers('2'), ['small'], {}],
-  ['load_balancer, workers: auto', lbWorkers('auto'), ['small'], {}],
+  [LB_SAME_REQUESTS, loadBalancer(), ['small'], mwHeaders],
+  ['load_balancer, workers: 2', loadBalancer(2), ['small'], {}],
+  ['load_balancer, workers: auto', loadBalancer('auto'), ['small'], {}],
   ['api_gateway + rate_limiting', gateway('rate_limiting', declarations), ['small'], mwHeaders],
   ['api_gateway + authentication (HS256)', gateway('authentication', declarations), ['small'], mwHeaders],
   ['api_gateway + cors', gateway('cors', declarations), ['small'], mwHeaders],
