@@ -76,11 +76,21 @@ if (files.length === 0) {
 }
 // --test-force-exit: a test that fails before it can close what it opened (an upstream server,
 // a child) must not keep its file, and so the whole run, from ever finishing. --test-timeout:
-// a test that waits forever fails instead.
+// a test that waits forever fails instead. The preload keeps force-exit from losing verdicts
+// still on their way to the runner (test-stdout-blocking.cjs says how).
+const PRELOAD = path.join(root, 'scripts', 'test-stdout-blocking.cjs')
 function run(list, env) {
   const r = spawnSync(
     process.execPath,
-    ['--test', '--test-concurrency=2', '--test-force-exit', '--test-timeout=300000', ...list],
+    [
+      '--require',
+      PRELOAD,
+      '--test',
+      '--test-concurrency=2',
+      '--test-force-exit',
+      '--test-timeout=300000',
+      ...list,
+    ],
     { stdio: 'inherit', cwd: root, env: { ...process.env, ...env } },
   )
   return r.status ?? 1
