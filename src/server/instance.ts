@@ -20,6 +20,7 @@ import type { Snapshot } from '../config/snapshot'
 import { type CachePurge, type ControlActions, createControlServer } from '../control/api'
 import type { DashboardData } from '../control/dashboard'
 import { MiddlewareRegistry } from '../middleware/registry'
+import { queuedWritesMade } from '../net/direct-write'
 import { AccessLog } from '../observe/access-log'
 import type { LoggerHandle } from '../observe/logger'
 import { certificateExpiryGauge, Metrics } from '../observe/metrics'
@@ -587,6 +588,8 @@ export class ProxyInstance implements ControlActions {
       if (outcome === 'timeout') {
         this.#log.warn({ in_flight: counter.inFlight }, 'grace period over; closing remaining connections')
       }
+      // The last answers may be queued for the end of this turn (net/direct-write.ts).
+      await queuedWritesMade()
       front.listener?.closeAll()
       front.tcp?.destroyAll()
       this.#closeOps()

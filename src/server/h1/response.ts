@@ -10,7 +10,7 @@
 import { EventEmitter } from 'node:events'
 import { STATUS_CODES } from 'node:http'
 import type { Socket } from 'node:net'
-import { NOT_WRITTEN, WRITTEN, writeDirectly } from '../../net/direct-write'
+import { queueAnswer, queueText } from '../../net/direct-write'
 import type { H1Request } from './request'
 
 /** What a response needs of its connection. */
@@ -33,15 +33,6 @@ const CRLF = '\r\n'
 const LAST_CHUNK = '0\r\n\r\n'
 /** Bodies up to this size go out in the same buffer as the head (end()). */
 const ONE_WRITE_MAX = 16 * 1024
-/**
- * Where end() puts a head and a short body together when they go straight to the handle: the
- * kernel nearly always takes them at once, and the buffer is then free for the next answer.
- * A fresh buffer per answer (malloc'd above 4 KiB) stayed alive until the next young-generation
- * collection: with 16 KiB answers, up to ~10 MiB of them at a time. When a write is left queued
- * (a slow client), libuv keeps that buffer and the next answer gets a new one.
- */
-const SCRATCH_SIZE = 32 * 1024
-let scratch = Buffer.allocUnsafeSlow(SCRATCH_SIZE)
 
 let dateSecond = 0
 let dateLine = ''
@@ -74,6 +65,8 @@ export class H1Response extends EventEmitter {
   #close = false
   /** write() returned false: 'drain' is owed. */
   needDrain = false
+  /** The last bytes are queued to be written at the end of this turn (direct-write.ts). */
+  writeQueued = false
   #trailers = ''
 
   constructor(sink: ResponseSink, req: H1Request) {
@@ -256,20 +249,19 @@ export class H1Response extends EventEmitter {
       this.#head = undefined
       if (head === undefined) socket.write(data, encoding as BufferEncoding, this.#onFinish)
       else if (data.length <= ONE_WRITE_MAX) {
-        // Head and body copied into one buffer: one plain write, not the stream's writev (an
-        // array of chunks, a string in it copied natively anyway).
+        // Head and body in one buffer: one plain write (queued with the turn's others where the
+        // socket allows, direct-write.ts), not the stream's writev of an array of chunks.
         const enc = encoding as BufferEncoding | undefined
-        const n = typeof data === 'string' ? Buffer.byteLength(data, enc) : data.length
-        const size = head.length + n
-        const direct = this.#sink.directWrite
-        const out = direct && size <= SCRATCH_SIZE ? scratch.subarray(0, size) : Buffer.allocUnsafe(size)
-        out.write(head, 0, 'latin1')
-        if (typeof data === 'string') out.write(data, head.length, enc)
-        else data.copy(out, head.length)
-        const r = direct ? writeDirectly(socket, out, this.#onFinish) : NOT_WRITTEN
-        if (r === NOT_WRITTEN) socket.write(out, this.#onFinish)
-        // Still held by the stream or libuv: the next answer gets another scratch buffer.
-        if (r !== WRITTEN && out.buffer === scratch.buffer) scratch = Buffer.allocUnsafeSlow(SCRATCH_SIZE)
+        if (this.#sink.directWrite && queueAnswer(socket, head, data, enc, this.#onFinish))
+          this.writeQueued = true
+        else {
+          const n = typeof data === 'string' ? Buffer.byteLength(data, enc) : data.length
+          const out = Buffer.allocUnsafe(head.length + n)
+          out.write(head, 0, 'latin1')
+          if (typeof data === 'string') out.write(data, head.length, enc)
+          else data.copy(out, head.length)
+          socket.write(out, this.#onFinish)
+        }
       } else {
         socket.cork()
         socket.write(head, 'latin1')
@@ -278,17 +270,26 @@ export class H1Response extends EventEmitter {
       }
       return this
     }
+    if (!body) {
+      // The head and the last chunk, or what is left of them: one string.
+      let last = this.#head ?? ''
+      this.#head = undefined
+      if (this.#chunked) last += this.#trailers === '' ? LAST_CHUNK : `0\r\n${this.#trailers}\r\n`
+      if (last !== '' && this.#sink.directWrite && queueText(socket, last, this.#onFinish))
+        this.writeQueued = true
+      else socket.write(last, 'latin1', this.#onFinish)
+      return this
+    }
     socket.cork()
-    if (body) this.#writeChunk(socket, data, encoding as BufferEncoding | undefined, undefined)
-    let last = this.#head ?? ''
-    this.#head = undefined
-    if (this.#chunked) last += this.#trailers === '' ? LAST_CHUNK : `0\r\n${this.#trailers}\r\n`
-    socket.write(last, 'latin1', this.#onFinish)
+    this.#writeChunk(socket, data, encoding as BufferEncoding | undefined, undefined)
+    // A body here is chunked (the others went above).
+    socket.write(this.#trailers === '' ? LAST_CHUNK : `0\r\n${this.#trailers}\r\n`, 'latin1', this.#onFinish)
     socket.uncork()
     return this
   }
 
   #onFinish = (err?: Error | null): void => {
+    this.writeQueued = false
     if (this.#destroyed) return
     if (err) {
       this.destroy()

@@ -690,6 +690,20 @@ for (const mode of [true, false]) {
         assert.equal(res!.writableFinished, false)
       })
 
+      test("an answer ended before the client's FIN is read still arrives, then the connection ends", async () => {
+        // Ended in a check-phase callback: its bytes wait for the next turn's (direct-write.ts),
+        // whose poll phase reads the FIN first.
+        const s = await start((_req, res) => {
+          setImmediate(() => {
+            res.writeHead(200, ['content-length', '4'])
+            res.end('late')
+          })
+        })
+        const out = await exchange(s.port, 'GET /hello HTTP/1.1\r\nHost: x\r\n\r\n', { halfClose: true })
+        assert.deepEqual(statuses(out), [200])
+        assert.match(out, /\r\n\r\nlate$/)
+      })
+
       test('closeIdle closes idle connections now and busy ones after their answer; closeAll the rest', async () => {
         const waiting: H1Response[] = []
         const s = await start((_req, res) => {

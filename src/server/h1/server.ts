@@ -117,6 +117,8 @@ class Connection implements ResponseSink, BodySource {
   /** A parse error or timeout is waiting for `active` to finish before it is answered. */
   failure: ClientError | null = null
   executing = false
+  /** The client's FIN came while an ended answer was still to be written: the connection ends after it. */
+  peerEnded = false
   /** The parser reads the socket's handle itself (consume); 'data' events carry nothing. */
   consumed = false
   dead = false
@@ -358,7 +360,7 @@ class Connection implements ResponseSink, BodySource {
     if (res !== this.active) return
     this.active = null
     if (this.dead) return
-    if (close || this.server.draining) {
+    if (close || this.server.draining || this.peerEnded) {
       this.finishConnection()
       return
     }
@@ -504,8 +506,12 @@ class Connection implements ResponseSink, BodySource {
    */
   onEnd = (): void => {
     const r = this.parser.finish()
-    if (this.active !== null) this.socket.destroy()
-    else if (r instanceof Error) this.fail(r as ParseError)
+    if (this.active !== null) {
+      // An answer whose bytes wait for the end of this turn (direct-write.ts) still goes out;
+      // one in progress is abandoned.
+      if (this.active.writeQueued) this.peerEnded = true
+      else this.socket.destroy()
+    } else if (r instanceof Error) this.fail(r as ParseError)
     else this.finishConnection()
   }
 

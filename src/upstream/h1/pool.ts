@@ -23,7 +23,7 @@
 import net from 'node:net'
 import type { Readable } from 'node:stream'
 import tls from 'node:tls'
-import { canWriteDirectly, writeTextDirectly } from '../../net/direct-write'
+import { canWriteDirectly, queueText } from '../../net/direct-write'
 import { type LlhttpParser, type ParseError, type ParserBinding, parserBinding } from './binding'
 import {
   ABORTED,
@@ -513,7 +513,7 @@ class Conn {
   headOnly = false
   /** Reads land in the shared READ_BUFFER (plain sockets): body bytes are views of it. */
   readonly shared: boolean
-  /** A bodiless request's head may go straight to the TCP handle (direct-write.ts). */
+  /** A bodiless request's head may be queued for the TCP handle with the turn's other writes (direct-write.ts). */
   direct = false
   idleMs: number
   /** The last Keep-Alive value seen and what keepAliveHint made of it. */
@@ -643,7 +643,7 @@ class Conn {
       const framing = h.contentLength === 0 && h.expectsPayload ? 'content-length: 0\r\n\r\n' : '\r\n'
       req.written = true
       const text = h.text + framing
-      if (!this.direct || !writeTextDirectly(this.sock, text)) this.sock.write(text, 'latin1')
+      if (!this.direct || !queueText(this.sock, text)) this.sock.write(text, 'latin1')
       this.arm(HEAD_TIMER, req.headersTimeout)
       return
     }
