@@ -9,20 +9,24 @@ import { type RunningProxy, startProxy } from '../helpers/proxy'
 import { rawRequest } from '../helpers/raw'
 import { startUpstream, type Upstream } from '../helpers/upstream'
 
-/** A port nothing listens on (bound, then closed). */
-async function deadPort(): Promise<number> {
-  const s = net.createServer()
+/**
+ * A JWKS host that never answers: it closes every connection at once. It keeps its port, so no
+ * server of a test file running beside this one can take it and answer instead (a port bound
+ * and closed could be reused at once: a CI run got 401, a JWKS fetched from someone else).
+ */
+async function closingServer(): Promise<net.Server> {
+  const s = net.createServer((c) => c.destroy())
   await new Promise<void>((r) => s.listen(0, '127.0.0.1', r))
-  const port = (s.address() as net.AddressInfo).port
-  await new Promise((r) => s.close(r))
-  return port
+  return s
 }
 
 describe('error replies', () => {
   let up: Upstream
   let proxy: RunningProxy
   let token = ''
+  let jwks: net.Server
   before(async () => {
+    jwks = await closingServer()
     const { privateKey } = await generateKeyPair('RS256')
     token = await new SignJWT({ sub: 'u' })
       .setProtectedHeader({ alg: 'RS256', kid: 'k1' })
@@ -35,7 +39,7 @@ upstreams:
   app: { servers: ["${up.address}"] }
 api_gateway:
   middlewares:
-    authentication: { jwks_url: "http://127.0.0.1:${await deadPort()}/jwks" }
+    authentication: { jwks_url: "http://127.0.0.1:${(jwks.address() as net.AddressInfo).port}/jwks" }
   routes:
     secure: { path_pattern: "^/secure", upstream: app, middlewares: [authentication] }
     open: { path_pattern: "^/", upstream: app }
@@ -44,6 +48,7 @@ api_gateway:
   after(async () => {
     await proxy.stop()
     await up.close()
+    jwks.close()
   })
 
   test('an unreachable JWKS is a 503 auth_unavailable, not logged as an upstream error', async () => {
