@@ -179,6 +179,34 @@ test('answers of many sockets in one turn, over several turns, each arrive whole
   }
 })
 
+test('a turn that queues more than 64 writes sends them as each 64 fill, without waiting for its end', async () => {
+  const pairs = await Promise.all(Array.from({ length: 70 }, () => pair()))
+  try {
+    const done: boolean[] = pairs.map(() => false)
+    for (const [i, { client }] of pairs.entries())
+      assert.equal(
+        queueText(client, `w${i}`, () => {
+          done[i] = true
+        }),
+        true,
+      )
+    // A microtask later, before the turn's end: the first 64 were written (their callbacks run).
+    await Promise.resolve()
+    assert.deepEqual(
+      done.map((d, i) => (d ? i : -1)).filter((i) => i >= 0),
+      Array.from({ length: 64 }, (_, i) => i),
+    )
+    await turn()
+    await turn()
+    assert.equal(
+      done.every((d) => d),
+      true,
+    )
+  } finally {
+    for (const p of pairs) p.close()
+  }
+})
+
 test('an answer libuv still holds (a peer not reading) is not overwritten by later answers', async () => {
   const slow = await pair()
   const fast = await pair()

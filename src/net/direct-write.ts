@@ -107,9 +107,17 @@ function queueable(socket: Socket): boolean {
   )
 }
 
+/**
+ * At most this many writes wait: a turn that brings more requests (hundreds of busy connections)
+ * sends each batch as it fills, so an answer waits for at most this many others' handling.
+ */
+const MAX_QUEUED = 64
+
 function enqueue(socket: Socket, data: Buffer | string, done: Done | undefined): void {
   socket.cork()
-  if (queue.push(socket, data, done) === 3) setImmediate(flush)
+  const n = queue.push(socket, data, done)
+  if (n === 3) setImmediate(flush)
+  else if (n === 3 * MAX_QUEUED) flush()
 }
 
 /**
