@@ -36,6 +36,9 @@ export const STAGES = [
     lib: /^(pino[^/]*|sonic-boom|thread-stream|quick-format-unescaped|safe-stable-stringify|@pinojs\/redact|atomic-sleep|on-exit-leak-free)\//,
   },
   { name: 'metrics', ours: /^observe\/(request-)?metrics\.js$/, lib: /^(prom-client|tdigest|bintrees)\// },
+  // Short answers and upstream request heads, gathered and written at the end of each turn of
+  // the event loop (net/direct-write.ts): mostly the write system calls to clients and origins.
+  { name: 'socket writes', ours: /^net\// },
   // The rest of ours: config, control, cli, the in-flight count and the error catalogue.
   { name: 'other (ours)', ours: /./, lib: /^(yaml|zod|commander)\// },
 ]

@@ -15,7 +15,7 @@ const APP = 'file:///app'
 
 // id, function, url, children
 const tree: Array<[number, string, string, number[]]> = [
-  [1, '(root)', '', [2, 3, 4, 5, 10, 13]],
+  [1, '(root)', '', [2, 3, 4, 5, 10, 13, 17]],
   [2, '(program)', '', []],
   [3, '(idle)', '', []],
   [4, '(garbage collector)', '', []],
@@ -31,6 +31,9 @@ const tree: Array<[number, string, string, number[]]> = [
   [15, 'write', `${APP}/node_modules/pino/lib/proto.js`, [16]],
   [16, 'writeSync', 'node:fs', []],
   [13, 'record', `${APP}/dist/src/observe/request-metrics.js`, []],
+  [17, 'processImmediate', 'node:internal/timers', [18]],
+  [18, 'flush', `${APP}/dist/src/net/direct-write.js`, [19]],
+  [19, 'writeBuffer', '', []],
 ]
 // One sample on each node but the root, 100 µs apart from startTime 1000: sample i at 1100 + 100 i.
 const sampled = tree.map(([id]) => id).filter((id) => id !== 1)
@@ -76,9 +79,9 @@ function stages(...args: string[]) {
 describe('profile-stages', () => {
   it('gives each sample to the nearest stage frame on its stack, else to a Node module bucket', () => {
     const out = stages()
-    assert.equal(out.samples, 15)
+    assert.equal(out.samples, 18)
     assert.equal(out.idleUs, 100)
-    assert.equal(out.busyUs, 1400)
+    assert.equal(out.busyUs, 1700)
     // [self µs, of which in frames outside the stage]
     assert.deepEqual(out.byStage, {
       'server side': [200, 100], // res.end() and the writev it called
@@ -86,13 +89,14 @@ describe('profile-stages', () => {
       'proxy core': [100, 0],
       logging: [200, 100], // pino and the fs write it made, though a timer called it
       metrics: [100, 0],
+      'socket writes': [200, 100], // the gathered writes, made from an immediate
       'sockets & streams': [200, 0], // a socket read with no stage on its stack
-      'event loop': [200, 0],
+      'event loop': [300, 0],
       GC: [100, 0],
       'native, no JS on the stack': [100, 0],
     })
     const share = out.rows.find((r) => r.stage === 'routing')!.share
-    assert.equal(share, 200 / 1400)
+    assert.equal(share, 200 / 1700)
   })
 
   it('keeps only the samples taken between --from and --to', () => {
@@ -102,11 +106,11 @@ describe('profile-stages', () => {
   })
 
   it('prints µs per request as share × the measured CPU per request', () => {
-    const r = run(file, '--cpu-per-request', '70')
+    const r = run(file, '--cpu-per-request', '85')
     assert.equal(r.status, 0, r.stderr)
-    // routing: 200 of 1400 µs sampled = 1/7 of 70 µs, half of it in the native it called.
-    assert.match(r.stdout, /^\| routing \| 14\.3 % \| 10\.0 \| 5\.0 \|$/m)
-    assert.match(r.stdout, /15 samples over 0\.00 s sampled, 6\.7 % idle/)
+    // routing: 200 of 1700 µs sampled = 2/17 of 85 µs, half of it in the native it called.
+    assert.match(r.stdout, /^\| routing \| 11\.8 % \| 10\.0 \| 5\.0 \|$/m)
+    assert.match(r.stdout, /18 samples over 0\.00 s sampled, 5\.6 % idle/)
   })
 
   it('refuses a bad command line or a file that is not a profile with a message, not a stack trace', () => {
