@@ -15,8 +15,8 @@
 // proxy pinned, alternating runs): a cache hit 29.5 -> 23.3 µs of CPU a request (system time
 // 14.6 -> 9.7 µs), a proxied small request 60 -> 45 µs with the upstream heads gathered too,
 // req/s +27-33 %, p99 the same or lower. A write waits at most for the rest of the turn's
-// callbacks (the requests that arrived with it), which it would have waited for anyway: the
-// event loop serves them before the peer gets another turn.
+// callbacks (the requests that arrived with it), and never behind more than MAX_QUEUED others;
+// the peer's next request would not have been read before the turn's end anyway.
 //
 // Ordering: a write is queued only when nothing is held or queued before it (the stream's or
 // libuv's), and the socket is corked until the write is made, so a stream write after it waits
