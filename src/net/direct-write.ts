@@ -68,9 +68,14 @@ function load(): StreamWrapBinding | undefined {
 export function canWriteDirectly(socket: Socket): boolean {
   if (binding === undefined || (socket as { encrypted?: boolean }).encrypted) return false
   const h = handleOf(socket)
-  // A TCP handle (a file descriptor of its own), not a TLS or JS stream wrapped in one.
+  // A TCP handle (a file descriptor of its own), not a TLS or JS stream wrapped in one, with both
+  // writes flush() makes (answers are buffers, request heads latin1 strings).
   return (
-    h !== null && h.isStreamBase === true && typeof h.fd === 'number' && typeof h.writeBuffer === 'function'
+    h !== null &&
+    h.isStreamBase === true &&
+    typeof h.fd === 'number' &&
+    typeof h.writeBuffer === 'function' &&
+    typeof h.writeLatin1String === 'function'
   )
 }
 
