@@ -207,6 +207,51 @@ function selfTest(b: ParserBinding): string | undefined {
     if (events.join('\n') !== want.join('\n')) {
       return `HTTPParser callbacks differ from what the client expects: ${JSON.stringify(events)}`
     }
+    return quietHead(b)
+  } finally {
+    p.close()
+  }
+}
+
+/**
+ * The client parses a head alone with no message-begin callback, and no message-complete one
+ * once it knows the body goes past the parser (pool.ts, Conn.parseHead): llhttp must still
+ * reset its fields at each message and report the head, and a message after it must parse as
+ * its own.
+ */
+function quietHead(b: ParserBinding): string | undefined {
+  const p = new b.Parser()
+  p.initialize(b.RESPONSE, {}, 65536, 0)
+  const heads: string[] = []
+  let completes = 0
+  p[b.kOnHeadersComplete] = (
+    _major: number,
+    _minor: number,
+    headers: unknown,
+    _method: unknown,
+    _url: unknown,
+    status: number,
+  ) => {
+    heads.push(`${status} ${Array.isArray(headers) ? headers.join('|') : 'none'}`)
+    return 1
+  }
+  p[b.kOnMessageComplete] = () => {
+    completes++
+    return 0
+  }
+  try {
+    const first = Buffer.from('HTTP/1.1 200 OK\r\nA: 1\r\nContent-Length: 5\r\n\r\n', 'latin1')
+    p[b.kOnMessageComplete] = undefined
+    if (p.execute(first) !== first.length) return 'a head parsed alone was not parsed whole'
+    p[b.kOnMessageComplete] = () => {
+      completes++
+      return 0
+    }
+    const second = Buffer.from('HTTP/1.1 204 No Content\r\nB: 2\r\n\r\n', 'latin1')
+    if (p.execute(second) !== second.length) return 'a head after one parsed alone was not parsed whole'
+    if (heads.join('\n') !== '200 A|1|Content-Length|5\n204 B|2' || completes !== 1) {
+      return `HTTPParser without message callbacks differs from what the client expects: ${JSON.stringify(heads)}, ${completes} completes`
+    }
     return undefined
   } finally {
     p.close()
