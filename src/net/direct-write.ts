@@ -45,6 +45,11 @@ interface StreamWrapBinding {
 }
 
 const binding = load()
+// Read once: process.binding()'s object is slow to read properties from (a megamorphic load per
+// write in the profile).
+const WriteWrap = binding?.WriteWrap
+const streamBaseState = binding?.streamBaseState
+const kLastWriteWasAsync = binding?.kLastWriteWasAsync ?? 0
 
 function load(): StreamWrapBinding | undefined {
   try {
@@ -215,7 +220,7 @@ function write(socket: Socket, data: Buffer | string, done: Done | undefined): v
     return
   }
   // Nothing reached the handle since this was queued (the stream was corked), so it goes first.
-  const req = new binding!.WriteWrap()
+  const req = new WriteWrap!()
   req.handle = h
   req.oncomplete = onComplete
   req.async = false
@@ -228,7 +233,7 @@ function write(socket: Socket, data: Buffer | string, done: Done | undefined): v
     socket.destroy(errnoError(err))
     return
   }
-  if (binding!.streamBaseState[binding!.kLastWriteWasAsync] !== 0) {
+  if (streamBaseState![kLastWriteWasAsync] !== 0) {
     // Written in part: libuv writes the rest when the socket can take it (in order with the
     // stream's writes, which wait behind it), from `data`, which must stay as it is until then.
     req.async = true
