@@ -34,7 +34,12 @@ control_api: { enabled: true, bind_address: "127.0.0.1:0" }
 
   const send = (bytes: string) => rawRequest(proxy.port, bytes)
   const cases: Array<{ desc: string; bytes: string; status: number[] }> = [
-    { desc: 'OPTIONS *', bytes: 'OPTIONS * HTTP/1.1\r\nHost: t\r\n\r\n', status: [400] },
+    // Connection: close where the answer keeps the connection open: the client reads to the end.
+    {
+      desc: 'OPTIONS *',
+      bytes: 'OPTIONS * HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n',
+      status: [400],
+    },
     {
       desc: 'an authority-form target outside CONNECT',
       bytes: 'GET example.com:443 HTTP/1.1\r\nHost: t\r\n\r\n',
@@ -52,7 +57,11 @@ control_api: { enabled: true, bind_address: "127.0.0.1:0" }
     },
     { desc: 'HTTP/1.2', bytes: 'GET / HTTP/1.2\r\nHost: t\r\n\r\n', status: [505, 400] },
     { desc: 'an HTTP/0.9 request', bytes: 'GET /\r\n\r\n', status: [400, 505] },
-    { desc: 'TRACE', bytes: 'TRACE / HTTP/1.1\r\nHost: t\r\nCookie: secret\r\n\r\n', status: [405] },
+    {
+      desc: 'TRACE',
+      bytes: 'TRACE / HTTP/1.1\r\nHost: t\r\nCookie: secret\r\nConnection: close\r\n\r\n',
+      status: [405],
+    },
   ]
   for (const c of cases) {
     test(`${c.desc} -> ${c.status.join(' or ')}, no upstream touched`, async () => {
