@@ -76,6 +76,10 @@ describe('PrefixIndex', () => {
     assert.deepEqual(idx.candidates('/'), [1])
     assert.deepEqual(idx.candidates(''), [1])
     assert.deepEqual(idx.candidates('/other'), [1])
+    // Inside folded edges (`/api/` is one step, `v1/` another): ending or leaving them midway.
+    assert.deepEqual(idx.candidates('/apx/v1/a'), [1])
+    assert.deepEqual(idx.candidates('/api/v'), [1, 2])
+    assert.deepEqual(idx.candidates('/api/v1/c'), [1, 2])
   })
 
   test('no route without a prefix: a path matching no prefix has no candidates', () => {
