@@ -83,6 +83,7 @@ export function upstreamRequestHead(raw: readonly string[], side: RequestSide): 
   const out: string[] = []
   const trusted = side.trusted?.(side.peer) === true
   const guarded = side.protectedHeaders.size > 0
+  const guardedLengths = guarded ? lengthsOf(side.protectedHeaders) : undefined
   let requestId: string | undefined
   let host: string | undefined
   let authority: string | undefined
@@ -104,7 +105,7 @@ export function upstreamRequestHead(raw: readonly string[], side: RequestSide): 
       if (name === ':authority') authority = value
       continue
     }
-    if (guarded && isProtected(name, side.protectedHeaders)) continue
+    if (guardedLengths?.has(name.length) && isProtected(name, side.protectedHeaders)) continue
     if (!REQUEST_LENGTHS.has(name.length) && !(name.length > 12 && isForwardingFamily(name))) {
       out.push(name, value)
       continue
@@ -186,6 +187,21 @@ export function upstreamRequestHead(raw: readonly string[], side: RequestSide): 
 function isForwardingFamily(name: string): boolean {
   const c = name.charCodeAt(0)
   return (c === 120 || c === 88) /* x X */ && name.toLowerCase().startsWith('x-forwarded-')
+}
+
+const protectedLengths = new WeakMap<ReadonlySet<string>, ReadonlySet<number>>()
+
+/**
+ * The lengths of the protected names (a set is made once per config): a name of another length
+ * is not one of them, and is not lowercased to find out (`_` as `-` keeps the length).
+ */
+function lengthsOf(names: ReadonlySet<string>): ReadonlySet<number> {
+  let lengths = protectedLengths.get(names)
+  if (lengths === undefined) {
+    lengths = new Set([...names].map((n) => n.length))
+    protectedLengths.set(names, lengths)
+  }
+  return lengths
 }
 
 /** Case and `_`/`-` variants alike: some servers (CGI, nginx's underscores) read them as one. */
