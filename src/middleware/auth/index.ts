@@ -72,7 +72,10 @@ export function authentication(
   )
   const forwardNames = new Set(forwards.map(([, h]) => h))
   const challenge = `Bearer realm="${cfg.realm}"`
-  /** Per verified token: until when it may be reused, and the forward_claims headers it gives. */
+  /**
+   * Per verified token, by the Authorization value that carried it (a hit needs no parsing of
+   * the value): until when it may be reused, and the forward_claims headers it gives.
+   */
   const cache = new Map<string, { forwarded: readonly string[]; until: number }>()
 
   const refuse = (description: string | undefined): Reply => ({
@@ -105,21 +108,21 @@ export function authentication(
     if (forwardNames.size > 0) ctx.upstreamHeaders = withoutHeaders(ctx.upstreamHeaders, forwardNames)
     if (excluded(ctx.path)) return undefined
     const header = rawHeader(ctx.rawHeaders, 'authorization')
+    const now = Date.now()
+    const hit = header === undefined ? undefined : cache.get(header)
+    if (hit !== undefined) {
+      if (hit.until > now) return accept(ctx, hit.forwarded)
+      cache.delete(header!)
+    }
     const token = bearerToken(header)
     if (token === undefined)
       return refuse(header === undefined || !/^Bearer\b/i.test(header) ? undefined : 'malformed bearer token')
-    const now = Date.now()
-    const hit = cache.get(token)
-    if (hit !== undefined) {
-      if (hit.until > now) return accept(ctx, hit.forwarded)
-      cache.delete(token)
-    }
     return jwtVerify(token, key as Uint8Array, options).then(
       ({ payload }) => {
         if (cache.size >= CACHE_MAX) cache.delete(cache.keys().next().value!)
         const exp = typeof payload.exp === 'number' ? payload.exp * 1000 : Number.POSITIVE_INFINITY
         const headers = forwarded(payload)
-        cache.set(token, { forwarded: headers, until: Math.min(exp, now + CACHE_MS) })
+        cache.set(header!, { forwarded: headers, until: Math.min(exp, now + CACHE_MS) })
         return accept(ctx, headers)
       },
       (err: Error & { code?: string; claim?: string; reason?: string }) => {
