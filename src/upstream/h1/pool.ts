@@ -11,7 +11,8 @@
 // the head is parsed (headers-complete answers "no body" to llhttp, as for HEAD) and the body's
 // bytes are counted off the reads as they come, handed over without the binding's copy (a malloc'd
 // Buffer per chunk, alive until the next scavenge): as views of the shared buffer to a handler
-// that takes them (onDataView), else copied.
+// that takes them (onDataView), else copied. Such a head in its plainest form (quick-head.ts) is
+// read without llhttp at all; any other goes to llhttp, alone, without its message-begin call.
 //
 // Failures carry undici's codes (errors.ts) so proxy/errors.ts classifies both clients alike.
 // A socket that has served a response and fails before any byte of the next response arrived
@@ -39,6 +40,7 @@ import {
   RES_CONTENT_LENGTH_MISMATCH,
   socketError,
 } from './errors'
+import { type QuickHead, quickHead } from './quick-head'
 import { type DispatchOptions, type RequestHead, requestHead } from './request'
 
 export type { DispatchOptions } from './request'
@@ -343,12 +345,37 @@ function onHeadersComplete(
 ): number {
   const c = this[kConn]
   c.inHead = false
+  const r = headComplete(
+    c,
+    headers === undefined ? c.fields.splice(0) : headers,
+    status,
+    statusText,
+    upgrade,
+    keepAlive,
+  )
+  // The body goes past the parser: to llhttp this message ends now, and onMessageComplete would
+  // have nothing to do; it is not called (parseHead restores it).
+  if (r === 1 && c.bodyLeft > 0) this[c.kComplete] = undefined
+  return r
+}
+
+/**
+ * A response head, from llhttp or quickHead: llhttp's return codes (0: a body follows as its
+ * framing says, 1: none to parse, either none at all or one that goes past the parser, -1: stop).
+ */
+function headComplete(
+  c: Conn,
+  fields: string[],
+  status: number,
+  statusText: string,
+  upgrade: boolean,
+  keepAlive: boolean,
+): number {
   const req = c.req
   if (req === null || c.poisoned || req.state !== ACTIVE) {
     c.poisoned = true
     return -1
   }
-  const fields = headers === undefined ? c.fields.splice(0) : headers
   if (upgrade || status === 101) {
     c.error = socketError('bad upgrade')
     return -1
@@ -402,10 +429,8 @@ function onHeadersComplete(
     status !== 204 &&
     status !== 304
   ) {
-    // The body goes past the parser (Conn.bodyBytes); to llhttp this message ends here, and
-    // onMessageComplete would have nothing to do: it is not called (restored by parseHead).
+    // The body goes past the parser (Conn.bodyBytes).
     c.bodyLeft = c.contentLength
-    this[c.kComplete] = undefined
     return 1
   }
   return 0
@@ -433,15 +458,17 @@ function onMessageComplete(this: BoundParser): number {
   }
   // The end llhttp sees of a head whose body goes past it: the body is still to come.
   if (c.bodyLeft > 0) return 0
-  const req = c.req
-  if (req === null || req.state !== ACTIVE || c.messageDone || c.poisoned) return 0
-  c.messageDone = true
-  if (req.paused) {
-    req.completeHeld = true
-    return 0
-  }
-  c.complete(req)
+  messageEnd(c)
   return 0
+}
+
+/** The response ended (llhttp's message end, or a quick head without a body). */
+function messageEnd(c: Conn): void {
+  const req = c.req
+  if (req === null || req.state !== ACTIVE || c.messageDone || c.poisoned) return
+  c.messageDone = true
+  if (req.paused) req.completeHeld = true
+  else c.complete(req)
 }
 
 const LF_CRLF = Buffer.from('\n\r\n', 'latin1')
@@ -766,7 +793,12 @@ class Conn {
       // A read that starts a head and holds all of it: the head alone is parsed first, so that
       // a Content-Length body after it can go past the parser (onHeadersComplete decides).
       const end = this.inHead || this.status !== 0 ? -1 : headEnd(data)
+      const quick =
+        end === -1 || end >= this.pool.maxHeaderSize || this.messageDone || this.poisoned
+          ? undefined
+          : quickHead(data, end)
       if (end === -1) ok = this.parse(data)
+      else if (quick !== undefined) ok = this.quick(quick, data, end)
       else {
         ok = this.parseHead(end === data.length ? data : data.subarray(0, end))
         if (ok && end < data.length && !this.dead && !this.poisoned) {
@@ -804,6 +836,43 @@ class Conn {
       p[this.kBegin] = onMessageBegin
       p[this.kComplete] = onMessageComplete
     }
+  }
+
+  /**
+   * A head quickHead read (the whole head at the start of `data`, which llhttp never sees): as
+   * parseHead and what follows it in onRead, without the parser. False on an error, handled here.
+   */
+  private quick(q: QuickHead, data: Buffer, end: number): boolean {
+    this.executing = true
+    this.headOnly = true
+    let r: number
+    try {
+      r = headComplete(this, q.fields, q.status, q.reason, false, q.keepAlive)
+      // A response without a body (HEAD, 204, 304, length 0) ends with its head.
+      if (r !== -1 && this.bodyLeft === 0) messageEnd(this)
+    } finally {
+      this.headOnly = false
+      this.executing = false
+    }
+    if (r === -1) {
+      // As parse() after llhttp stopped on the callback's -1.
+      const req = this.req
+      const e =
+        this.error ??
+        new H1Error(
+          'HPE_CB_HEADERS_COMPLETE',
+          'Response does not match the HTTP/1.1 protocol (User callback error)',
+        )
+      if (req === null || req.state !== ACTIVE) this.destroy()
+      else fail(req, e)
+      return false
+    }
+    if (end < data.length && !this.dead && !this.poisoned) {
+      if (this.bodyLeft > 0) this.bodyBytes(data.subarray(end))
+      // Bytes after a whole response nobody asked for: the connection cannot be trusted.
+      else this.poisoned = true
+    }
+    return true
   }
 
   /** Gives `data` to the parser; false when it (or a callback) found an error, handled here. */
