@@ -268,6 +268,7 @@ class Connection implements ResponseSink, BodySource {
     const name = this.server.methods[method] ?? ''
     const req = new H1Request(this, this.socket, name, url, headers, major, minor, upgrade, keepAlive)
     if (upgrade) {
+      this.hearEnd(true)
       this.pending = req
       return UPGRADE
     }
@@ -275,11 +276,27 @@ class Connection implements ResponseSink, BodySource {
     this.kind = Deadline.Request
     this.deadline = this.reqStart + this.server.options.requestTimeoutMs
     if (this.active !== null) {
+      this.hearEnd(true)
       this.pending = req
       return HPE_PAUSED
     }
+    // A request without Content-Length or Transfer-Encoding has no body (RFC 9112 section 6.3):
+    // llhttp ends it as soon as this returns, and the end is handled here instead of in a call
+    // back from C++ (~0.4 µs a request, perf). llhttp still frames the request itself.
+    const bodiless = !hasFraming(headers)
+    this.hearEnd(!bodiless)
     this.dispatch(req)
+    if (bodiless) this.onMessageComplete()
     return 0
+  }
+
+  /** Whether llhttp calls onMessageComplete at the end of the message being parsed. */
+  #hearsEnd = true
+
+  hearEnd(on: boolean): void {
+    if (on === this.#hearsEnd) return
+    this.#hearsEnd = on
+    this.parser[this.server.kOnMessageComplete] = on ? onMessageComplete : undefined
   }
 
   onBody(chunk: Buffer): void {
@@ -565,6 +582,17 @@ class Connection implements ResponseSink, BodySource {
 const EMPTY = Buffer.alloc(0)
 const noop = (): void => undefined
 
+/** Whether the fields name a Content-Length or Transfer-Encoding (the request has a body). */
+function hasFraming(fields: readonly string[]): boolean {
+  for (let i = 0; i < fields.length; i += 2) {
+    const n = fields[i]!
+    if (n.length === 14) {
+      if (n.toLowerCase() === 'content-length') return true
+    } else if (n.length === 17 && n.toLowerCase() === 'transfer-encoding') return true
+  }
+  return false
+}
+
 // Parser callbacks: `this` is the parser; each hands over to its connection. A consuming parser
 // calls them from C++ outside any JS call, where a throw would be an uncaught exception: the
 // ones that run handlers catch (execute() catches too, for the 'data' path).
@@ -624,6 +652,8 @@ export class H1Server {
   readonly options: H1ServerOptions
   readonly handlers: H1Handlers
   readonly methods: readonly string[]
+  /** The parser's message-complete callback slot (Connection.hearEnd). */
+  readonly kOnMessageComplete: number
   readonly #binding: ParserBinding
   readonly #conns = new Set<Connection>()
   #sweep: NodeJS.Timeout | undefined
@@ -635,6 +665,7 @@ export class H1Server {
     this.options = options
     this.handlers = handlers
     this.methods = binding.methods
+    this.kOnMessageComplete = binding.kOnMessageComplete
     // allowHalfOpen: a refusal can still be written after the client's FIN (onEnd).
     this.server = net.createServer({ noDelay: true, allowHalfOpen: true }, (s) => this.accept(s))
     this.server.once('close', () => this.#stopSweep())
