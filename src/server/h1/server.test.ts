@@ -276,6 +276,29 @@ for (const mode of [true, false]) {
         assert.equal(most, 1)
       })
 
+      test('answered at once, pipelined requests with and without bodies all end, in one read', async () => {
+        // A request without a body ends in its head callback; the next one's body and end must
+        // still be heard (llhttp's message-complete callback is cleared for the bodiless only).
+        const s = await start((req, res) => {
+          const chunks: Buffer[] = []
+          req.on('data', (d: Buffer) => chunks.push(d))
+          req.on('end', () => {
+            const body = `${req.url}:${Buffer.concat(chunks).toString()}`
+            res.writeHead(200, ['content-length', String(body.length)])
+            res.end(body)
+          })
+          req.resume()
+        })
+        const out = await exchange(
+          s.port,
+          'GET /a HTTP/1.1\r\nHost: x\r\n\r\nPOST /b HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nxyzGET /c HTTP/1.1\r\nHost: x\r\n\r\nPOST /d HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\nGET /e HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\nGET /f HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n',
+        )
+        assert.deepEqual(
+          [...out.matchAll(/\r\n\r\n(\/[a-f]:[a-z]*)/g)].map((m) => m[1]),
+          ['/a:', '/b:xyz', '/c:', '/d:hi', '/e:', '/f:'],
+        )
+      })
+
       test('a flood of pipelined requests is parsed one ahead of the answers, not all at once', async () => {
         let seen = 0
         const waiting: H1Response[] = []
