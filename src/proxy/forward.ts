@@ -164,7 +164,8 @@ export class Exchange implements UpstreamHandler, Outcome {
 
   constructor(o: ExchangeOptions) {
     this.#o = o
-    o.res.once('close', this.#onClientClose)
+    // 'close' comes once: `on` spares the one-time wrapper `once` binds for every request.
+    o.res.on('close', this.#onClientClose)
   }
 
   start(): void {
@@ -178,28 +179,31 @@ export class Exchange implements UpstreamHandler, Outcome {
     if (o.hasBody) {
       const body = new BodyGuard(o.maxBodyBytes, o.bodyTimeoutMs, o.bodyTee)
       this.#body = body
-      body.once('error', this.#onBodyError)
+      body.once('error', (err: Error) => this.#onBodyError(err))
       // pipe, not pipeline: a refused body must not destroy the request (and its socket)
       // before the 413 or 408 reply is written.
       if (o.requestTransform !== undefined) {
         const t = o.requestTransform()
         this.#source = t
-        t.once('error', this.#onRequestTransformError)
+        t.once('error', (err: Error) => this.#onRequestTransformError(err))
         o.req.pipe(t).pipe(body)
       } else {
         o.req.pipe(body)
       }
     }
-    if (o.deadlineMs > 0) this.#deadline = setTimeout(this.#onDeadline, o.deadlineMs)
+    if (o.deadlineMs > 0) this.#deadline = setTimeout(() => this.#onDeadline(), o.deadlineMs)
     this.#attempt()
   }
+
+  // Handlers most exchanges never need (deadline, body and transformer errors, drain) are
+  // methods wrapped where they are attached, not arrow fields made for every exchange.
 
   /**
    * The client's grpc-timeout passed: DEADLINE_EXCEEDED, as a Trailers-Only answer before the
    * head, or as trailers after it; the upstream's stream is cancelled. The client chose the
    * deadline: nothing is charged to the server.
    */
-  #onDeadline = (): void => {
+  #onDeadline(): void {
     this.#deadline = undefined
     if (this.#finished) return
     const o = this.#o
@@ -260,7 +264,7 @@ export class Exchange implements UpstreamHandler, Outcome {
   }
 
   /** The request body's transformer refused it (not base64...): the client's fault, 400. */
-  #onRequestTransformError = (err: Error): void => {
+  #onRequestTransformError(err: Error): void {
     if (this.#finished) return
     const o = this.#o
     logFailure(o.log, 'bad_request', { request_id: o.requestId, err: err.message }, 'request refused')
@@ -293,7 +297,7 @@ export class Exchange implements UpstreamHandler, Outcome {
   }
 
   /** The request body broke a limit: the client's fault, answered here, never the upstream's. */
-  #onBodyError = (err: Error & { code?: string }): void => {
+  #onBodyError(err: Error & { code?: string }): void {
     if (this.#finished) return
     // Not a limit of the guard's: the client aborting the attempt, or the client gone (#onClientClose).
     if (err.code !== BODY_TOO_LARGE && err.code !== BODY_TIMEOUT) return
@@ -485,7 +489,7 @@ export class Exchange implements UpstreamHandler, Outcome {
     if (t !== undefined) {
       // The tap sees what the client is sent: the transformer's output (#through), not this.
       if (t.write(chunk)) return true
-      t.once('drain', this.#onDrain)
+      t.once('drain', () => this.#onDrain())
       return false
     }
     if (this.#tapping) this.#o.tap!.data(chunk)
@@ -505,7 +509,7 @@ export class Exchange implements UpstreamHandler, Outcome {
       this.#onClientClose()
       return false
     }
-    res.once('drain', this.#onDrain)
+    res.once('drain', () => this.#onDrain())
     return false
   }
 
@@ -528,7 +532,7 @@ export class Exchange implements UpstreamHandler, Outcome {
     return this.onData(kept ? Buffer.from(chunk) : chunk)
   }
 
-  #onDrain = (): void => {
+  #onDrain(): void {
     this.#resume?.()
   }
 
