@@ -13,6 +13,9 @@ export interface BodySource {
   resumeBody(): void
 }
 
+const NO_TRAILERS: Readonly<Record<string, string>> = Object.freeze({})
+const NO_RAW_TRAILERS: readonly string[] = Object.freeze([])
+
 export class H1Request extends Readable {
   readonly method: string
   readonly url: string
@@ -29,8 +32,9 @@ export class H1Request extends Readable {
   readonly keepAlive: boolean
   /** Once the response is over, the rest of the body is read and dropped. */
   dumped = false
-  readonly trailers: Record<string, string> = {}
-  readonly rawTrailers: string[] = []
+  /** Always empty: a chunked body's trailer section is read and dropped (shared, frozen). */
+  readonly trailers: Readonly<Record<string, string>> = NO_TRAILERS
+  readonly rawTrailers: readonly string[] = NO_RAW_TRAILERS
   readonly #source: BodySource
   #headers: Record<string, string | string[]> | undefined
 
