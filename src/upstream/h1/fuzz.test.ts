@@ -9,22 +9,12 @@
 import assert from 'node:assert/strict'
 import net from 'node:net'
 import { test } from 'node:test'
+import { prng } from '../../../test/helpers/prng'
 import type { H1Handler } from './pool'
 import { H1Pool } from './pool'
 
 const CASES = Number(process.env.H1_FUZZ_CASES ?? 1200)
 const CONCURRENCY = 16
-
-function prng(seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
 
 const BASE = [
   'HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello',

@@ -4,6 +4,7 @@
 
 import assert from 'node:assert/strict'
 import { describe, test } from 'node:test'
+import { prng } from '../../../test/helpers/prng'
 import { parserBinding } from './binding'
 import { type QuickHead, quickHead } from './quick-head'
 
@@ -188,15 +189,4 @@ function headEnd(s: string): number {
   const j = (i === -1 ? s : s.slice(0, i + 1)).indexOf('\n\n')
   if (j !== -1) return j + 2
   return i === -1 ? -1 : i + 3
-}
-
-function prng(seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
 }
