@@ -98,6 +98,27 @@ describe('authentication (HS256 secret)', () => {
     })
   }
 
+  test('each HS algorithm verifies with its own imported key; a header naming another is refused', async () => {
+    // One middleware, all three allowed: the secret is imported once per hash and never used
+    // for a token whose header names a different algorithm than it was signed with.
+    const mw = authentication('auth', { ...base, algorithms: ['HS256', 'HS384', 'HS512'] }, undefined, quiet)
+    for (const alg of ['HS256', 'HS384', 'HS512', 'HS256', 'HS512']) {
+      const c = ctx(`Bearer ${await hs({ sub: alg }, alg)}`)
+      assert.equal(await mw(c), undefined, alg)
+      assert.deepEqual(c.upstreamHeaders.slice(-2), ['x-user-id', alg])
+    }
+    const [head, body, sig] = (await hs({ sub: 'x' }, 'HS256')).split('.')
+    const relabelled = `${Buffer.from(JSON.stringify({ alg: 'HS512' })).toString('base64url')}.${body}.${sig}`
+    assert.match(challenge((await mw(ctx(`Bearer ${relabelled}`))) as Reply)!, /signature is invalid/)
+    assert.ok(head)
+    const rsa = generateKeyPairSync('rsa', { modulusLength: 2048 })
+    const rs = await new SignJWT({ sub: 'x' })
+      .setProtectedHeader({ alg: 'RS256' })
+      .setExpirationTime('5m')
+      .sign(rsa.privateKey)
+    assert.match(challenge((await mw(ctx(`Bearer ${rs}`))) as Reply)!, /algorithm is not accepted/)
+  })
+
   test('issuer and audience are enforced when set', async () => {
     const cfg = { ...base, issuer: 'https://id.example', audience: 'api' }
     assert.equal(

@@ -9,7 +9,7 @@
 // (percent-encoded, see encodeClaim), and those headers are always removed from what the client
 // sent, so they cannot be forged.
 
-import { createPublicKey, type KeyObject } from 'node:crypto'
+import { createPublicKey, type KeyObject, webcrypto } from 'node:crypto'
 import { readFileSync } from 'node:fs'
 import type { JWTPayload, JWTVerifyGetKey } from 'jose'
 import type { Logger } from '../../observe/logger'
@@ -17,6 +17,27 @@ import { type Middleware, type Reply, type RequestContext, rawHeader } from '../
 import type { AuthenticationConfig } from './config'
 
 const HMAC = ['HS256', 'HS384', 'HS512']
+const HMAC_HASH: Readonly<Record<string, string>> = { HS256: 'SHA-256', HS384: 'SHA-384', HS512: 'SHA-512' }
+
+/**
+ * The secret as a WebCrypto key per HS algorithm, imported once: given the bytes, jose imports
+ * them again for every token it verifies, ~40 % of a verification (Node 20, 2-core VM: 56-84 µs
+ * against 36-46 µs with the key imported), paid for each new token and for every request with a
+ * bad or expired one. An algorithm that is not HMAC gets the bytes, which jose refuses as before.
+ */
+function hmacKeys(secret: Uint8Array): JWTVerifyGetKey {
+  const imported = new Map<string, Promise<webcrypto.CryptoKey>>()
+  return ((header) => {
+    const hash = HMAC_HASH[header.alg ?? '']
+    if (hash === undefined) return secret
+    let k = imported.get(hash)
+    if (k === undefined) {
+      k = webcrypto.subtle.importKey('raw', secret, { name: 'HMAC', hash }, false, ['verify'])
+      imported.set(hash, k)
+    }
+    return k
+  }) as JWTVerifyGetKey
+}
 const RSA = ['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512']
 const EC: Record<string, string> = { prime256v1: 'ES256', secp384r1: 'ES384', secp521r1: 'ES512' }
 
@@ -45,7 +66,7 @@ export function authentication(
   let key: Uint8Array | KeyObject | JWTVerifyGetKey
   let algorithms: string[]
   if (cfg.jwt_secret !== undefined) {
-    key = new TextEncoder().encode(cfg.jwt_secret)
+    key = hmacKeys(new TextEncoder().encode(cfg.jwt_secret))
     algorithms = cfg.algorithms ?? HMAC
   } else if (keyPath !== undefined) {
     const pk = createPublicKey(readFileSync(keyPath))
@@ -117,7 +138,7 @@ export function authentication(
     const token = bearerToken(header)
     if (token === undefined)
       return refuse(header === undefined || !/^Bearer\b/i.test(header) ? undefined : 'malformed bearer token')
-    return jwtVerify(token, key as Uint8Array, options).then(
+    return jwtVerify(token, key as unknown as Uint8Array, options).then(
       ({ payload }) => {
         if (cache.size >= CACHE_MAX) cache.delete(cache.keys().next().value!)
         const exp = typeof payload.exp === 'number' ? payload.exp * 1000 : Number.POSITIVE_INFINITY
