@@ -119,6 +119,25 @@ describe('authentication (HS256 secret)', () => {
     assert.match(challenge((await mw(ctx(`Bearer ${rs}`))) as Reply)!, /algorithm is not accepted/)
   })
 
+  test('a genuine expired token is refused from the cache when it comes again; a forged one is not cached', async () => {
+    const mw = authentication('auth', base, undefined, quiet)
+    const expired = `Bearer ${await hs({ sub: 'x' }, 'HS256', Math.floor(Date.now() / 1000) - 60)}`
+    const first = mw(ctx(expired))
+    assert.ok(first instanceof Promise, 'the first sight is verified')
+    assert.match(challenge((await first) as Reply)!, /has expired/)
+    const again = mw(ctx(expired))
+    assert.ok(!(again instanceof Promise), 'a repeat is answered without a verification')
+    assert.equal((again as Reply).status, 401)
+    assert.match(challenge(again as Reply)!, /has expired/)
+    // The same claims under a wrong signature: never remembered, so never refused as "expired".
+    const forged = `${expired.slice(0, -4)}AAAA`
+    for (let i = 0; i < 2; i++) {
+      const r = mw(ctx(forged))
+      assert.ok(r instanceof Promise, `forged, sight ${i + 1}: verified`)
+      assert.match(challenge((await r) as Reply)!, /signature is invalid/)
+    }
+  })
+
   test('issuer and audience are enforced when set', async () => {
     const cfg = { ...base, issuer: 'https://id.example', audience: 'api' }
     assert.equal(

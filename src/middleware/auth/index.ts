@@ -95,9 +95,15 @@ export function authentication(
   const challenge = `Bearer realm="${cfg.realm}"`
   /**
    * Per verified token, by the Authorization value that carried it (a hit needs no parsing of
-   * the value): until when it may be reused, and the forward_claims headers it gives.
+   * the value): until when it may be reused, and the forward_claims headers it gives, or, for a
+   * token whose signature held but which has expired (for good: no forger can make one), that it
+   * is refused. A client retrying a stale token is then refused without a verification each time.
    */
-  const cache = new Map<string, { forwarded: readonly string[]; until: number }>()
+  const cache = new Map<string, { forwarded: readonly string[] | undefined; until: number }>()
+  const remember = (header: string, forwarded: readonly string[] | undefined, until: number): void => {
+    if (cache.size >= CACHE_MAX) cache.delete(cache.keys().next().value!)
+    cache.set(header, { forwarded, until })
+  }
 
   const refuse = (description: string | undefined): Reply => ({
     status: 401,
@@ -132,7 +138,7 @@ export function authentication(
     const now = Date.now()
     const hit = header === undefined ? undefined : cache.get(header)
     if (hit !== undefined) {
-      if (hit.until > now) return accept(ctx, hit.forwarded)
+      if (hit.until > now) return hit.forwarded === undefined ? refuse(EXPIRED) : accept(ctx, hit.forwarded)
       cache.delete(header!)
     }
     const token = bearerToken(header)
@@ -140,10 +146,9 @@ export function authentication(
       return refuse(header === undefined || !/^Bearer\b/i.test(header) ? undefined : 'malformed bearer token')
     return jwtVerify(token, key as unknown as Uint8Array, options).then(
       ({ payload }) => {
-        if (cache.size >= CACHE_MAX) cache.delete(cache.keys().next().value!)
         const exp = typeof payload.exp === 'number' ? payload.exp * 1000 : Number.POSITIVE_INFINITY
         const headers = forwarded(payload)
-        cache.set(header!, { forwarded: headers, until: Math.min(exp, now + CACHE_MS) })
+        remember(header!, headers, Math.min(exp, now + CACHE_MS))
         return accept(ctx, headers)
       },
       (err: Error & { code?: string; claim?: string; reason?: string }) => {
@@ -158,11 +163,15 @@ export function authentication(
           )
           return { status: 503, kind: 'auth_unavailable', headers: [] } satisfies Reply
         }
+        // jose checks the claims after the signature: an expired token is a genuine one.
+        if (err.code === 'ERR_JWT_EXPIRED') remember(header!, undefined, now + CACHE_MS)
         return refuse(describe(err))
       },
     )
   }
 }
+
+const EXPIRED = 'the token has expired'
 
 /**
  * `excluded_paths` as a test on the normalized path: an exact path, or `/prefix/*`, which covers
@@ -192,7 +201,7 @@ const BEARER = /^Bearer[ \t]+([A-Za-z0-9\-_.~+/]+=*)[ \t]*$/i
 function describe(err: Error & { code?: string; claim?: string; reason?: string }): string {
   switch (err.code) {
     case 'ERR_JWT_EXPIRED':
-      return 'the token has expired'
+      return EXPIRED
     case 'ERR_JWT_CLAIM_VALIDATION_FAILED':
       if (err.claim === 'exp' && err.reason === 'missing') return 'the token has no expiry (exp claim)'
       return err.claim === 'nbf'
