@@ -138,6 +138,22 @@ describe('authentication (HS256 secret)', () => {
     }
   })
 
+  test('a token spelled many ways is one cache entry: padded forms hit the entry of `Bearer <token>`', async () => {
+    // Keyed by the raw value, a valid token padded with 1..N spaces would be N entries of up to a
+    // header's size each: memory an attacker holding one token could fill the cache with.
+    const mw = authentication('auth', base, undefined, quiet)
+    const token = await hs({ sub: 'u-7' })
+    const padded = [`bearer ${token}`, `Bearer    ${token}`, `BEARER\t${token}  `]
+    assert.ok(mw(ctx(padded[0])) instanceof Promise, 'the first sight, padded, is verified')
+    await mw(ctx(padded[0]))
+    for (const form of [`Bearer ${token}`, ...padded]) {
+      const c = ctx(form)
+      const r = mw(c)
+      assert.ok(!(r instanceof Promise), `${JSON.stringify(form.slice(0, 10))}: from the cache`)
+      assert.deepEqual(c.upstreamHeaders.slice(-2), ['x-user-id', 'u-7'])
+    }
+  })
+
   test('issuer and audience are enforced when set', async () => {
     const cfg = { ...base, issuer: 'https://id.example', audience: 'api' }
     assert.equal(

@@ -94,10 +94,12 @@ export function authentication(
   const forwardNames = new Set(forwards.map(([, h]) => h))
   const challenge = `Bearer realm="${cfg.realm}"`
   /**
-   * Per verified token, by the Authorization value that carried it (a hit needs no parsing of
-   * the value): until when it may be reused, and the forward_claims headers it gives, or, for a
-   * token whose signature held but which has expired (for good: no forger can make one), that it
-   * is refused. A client retrying a stale token is then refused without a verification each time.
+   * Per verified token, by `Bearer <token>` (so an Authorization value in that form, nearly all
+   * of them, is looked up as it is, with no parsing; one spelled otherwise is parsed and looked
+   * up by that key, so a token padded a thousand ways still holds one entry): until when it may
+   * be reused, and the forward_claims headers it gives, or, for a token whose signature held but
+   * which has expired (for good: no forger can make one), that it is refused. A client retrying
+   * a stale token is then refused without a verification each time.
    */
   const cache = new Map<string, { forwarded: readonly string[] | undefined; until: number }>()
   const remember = (header: string, forwarded: readonly string[] | undefined, until: number): void => {
@@ -136,19 +138,28 @@ export function authentication(
     if (excluded(ctx.path)) return undefined
     const header = rawHeader(ctx.rawHeaders, 'authorization')
     const now = Date.now()
-    const hit = header === undefined ? undefined : cache.get(header)
+    let cacheKey = header
+    let hit = header === undefined ? undefined : cache.get(header)
+    let token: string | undefined
+    if (hit === undefined) {
+      token = bearerToken(header)
+      if (token === undefined)
+        return refuse(
+          header === undefined || !/^Bearer\b/i.test(header) ? undefined : 'malformed bearer token',
+        )
+      cacheKey = `Bearer ${token}`
+      if (cacheKey !== header) hit = cache.get(cacheKey)
+    }
     if (hit !== undefined) {
       if (hit.until > now) return hit.forwarded === undefined ? refuse(EXPIRED) : accept(ctx, hit.forwarded)
-      cache.delete(header!)
+      cache.delete(cacheKey!)
     }
-    const token = bearerToken(header)
-    if (token === undefined)
-      return refuse(header === undefined || !/^Bearer\b/i.test(header) ? undefined : 'malformed bearer token')
+    token ??= bearerToken(header)!
     return jwtVerify(token, key as unknown as Uint8Array, options).then(
       ({ payload }) => {
         const exp = typeof payload.exp === 'number' ? payload.exp * 1000 : Number.POSITIVE_INFINITY
         const headers = forwarded(payload)
-        remember(header!, headers, Math.min(exp, now + CACHE_MS))
+        remember(cacheKey!, headers, Math.min(exp, now + CACHE_MS))
         return accept(ctx, headers)
       },
       (err: Error & { code?: string; claim?: string; reason?: string }) => {
@@ -164,7 +175,7 @@ export function authentication(
           return { status: 503, kind: 'auth_unavailable', headers: [] } satisfies Reply
         }
         // jose checks the claims after the signature: an expired token is a genuine one.
-        if (err.code === 'ERR_JWT_EXPIRED') remember(header!, undefined, now + CACHE_MS)
+        if (err.code === 'ERR_JWT_EXPIRED') remember(cacheKey!, undefined, now + CACHE_MS)
         return refuse(describe(err))
       },
     )
