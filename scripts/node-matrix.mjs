@@ -19,7 +19,10 @@ const cache = path.join(root, '.cache', 'node')
 
 function sh(cmd, args, opts = {}) {
   const r = spawnSync(cmd, args, { encoding: 'utf8', ...opts })
-  if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')} failed: ${r.stderr || r.error?.message}`)
+  if (r.status !== 0)
+    throw new Error(
+      `${cmd} ${args.join(' ')} failed (${r.error?.message ?? `exit ${r.status}`}): ${r.stderr || r.stdout}`,
+    )
   return r.stdout.trim()
 }
 
@@ -40,9 +43,18 @@ function nodeOf(major) {
 
 const failed = []
 for (const major of majors) {
-  const node = nodeOf(major)
-  const version = sh(node, ['--version'])
-  if (!version.startsWith(`v${major}.`)) throw new Error(`${node} is ${version}, not Node ${major}`)
+  let node
+  let version
+  try {
+    node = nodeOf(major)
+    version = sh(node, ['--version'])
+    if (!version.startsWith(`v${major}.`)) throw new Error(`${node} is ${version}, not Node ${major}`)
+  } catch (err) {
+    // On stdout as well: the tail of a CI log is often all that is shown.
+    console.log(`# Node ${major}: no binary to run the tests on: ${err.message}`)
+    failed.push(`Node ${major} (no binary)`)
+    continue
+  }
   console.log(`# Node ${version}: the upstream client's and server side's tests, the forwarding files`)
   const r = spawnSync(node, [path.join(root, 'scripts', 'run-tests.mjs'), 'client'], {
     stdio: 'inherit',
@@ -53,7 +65,7 @@ for (const major of majors) {
   if (r.status !== 0) failed.push(version)
 }
 if (failed.length > 0) {
-  console.error(`# failed on ${failed.join(', ')}`)
+  console.log(`# failed on ${failed.join(', ')}`)
   process.exit(1)
 }
 console.log(`# passed on Node ${majors.join(', ')}`)

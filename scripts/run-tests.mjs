@@ -8,7 +8,8 @@
 // (the fallback where the built-in client cannot run; the built-in h1 is the default), so both
 // upstream clients (src/upstream/client.ts) stay covered.
 import { spawnSync } from 'node:child_process'
-import { existsSync, readdirSync, statSync } from 'node:fs'
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs'
+import os from 'node:os'
 import path from 'node:path'
 
 const root = path.resolve(import.meta.dirname ?? path.dirname(new URL(import.meta.url).pathname), '..')
@@ -79,7 +80,14 @@ if (files.length === 0) {
 // a test that waits forever fails instead. The preload keeps force-exit from losing verdicts
 // still on their way to the runner (test-stdout-blocking.cjs says how).
 const PRELOAD = path.join(root, 'scripts', 'test-stdout-blocking.cjs')
-function run(list, env) {
+// TAP on stdout as before; the failures alone, a few lines each, into a file per run, printed
+// after the last run (scripts/failures-reporter.mjs), so a log's tail says what failed.
+const FAILURES = path.join(root, 'scripts', 'failures-reporter.mjs')
+const failuresDir = mkdtempSync(path.join(os.tmpdir(), 'locci-test-failures-'))
+const runs = []
+function run(list, env, label) {
+  const out = path.join(failuresDir, `${runs.length}.txt`)
+  runs.push({ label, out })
   const r = spawnSync(
     process.execPath,
     [
@@ -89,22 +97,45 @@ function run(list, env) {
       '--test-concurrency=2',
       '--test-force-exit',
       '--test-timeout=300000',
+      '--test-reporter=tap',
+      '--test-reporter-destination=stdout',
+      `--test-reporter=${FAILURES}`,
+      `--test-reporter-destination=${out}`,
       ...list,
     ],
     { stdio: 'inherit', cwd: root, env: { ...process.env, ...env } },
   )
-  return r.status ?? 1
+  const status = r.status ?? 1
+  if (status !== 0) runs.at(-1).failed = `exit ${r.status ?? r.signal}`
+  return status
 }
 
-let status = run(files)
+function summary() {
+  const parts = []
+  for (const { label, out, failed } of runs) {
+    let text = ''
+    try {
+      text = readFileSync(out, 'utf8').trim()
+    } catch {}
+    if (failed !== undefined || text !== '')
+      parts.push(`# ${label}: ${failed ?? 'ok'}${text === '' ? ' (no test reported a failure)' : ''}`, text)
+  }
+  rmSync(failuresDir, { recursive: true, force: true })
+  if (parts.length === 0) console.log(`# all ${runs.length} runs passed`)
+  else console.log(['', '# failures, by run:', ...parts.filter((p) => p !== '')].join('\n'))
+}
+
+let status = run(files, {}, `${which} (${files.length} files)`)
 const again = UNDICI_AGAIN.filter((f) => files.includes(f))
 if (again.length > 0 && process.env.LOCCI_UPSTREAM_CLIENT === undefined) {
   console.log(`# again with LOCCI_UPSTREAM_CLIENT=undici: ${again.length} files`)
-  status = run(again, { LOCCI_UPSTREAM_CLIENT: 'undici' }) || status
+  status =
+    run(again, { LOCCI_UPSTREAM_CLIENT: 'undici' }, 'again with LOCCI_UPSTREAM_CLIENT=undici') || status
 }
 const onNode = NODE_SERVER_AGAIN.filter((f) => files.includes(f))
 if (onNode.length > 0 && process.env.LOCCI_HTTP1_SERVER === undefined) {
   console.log(`# again with LOCCI_HTTP1_SERVER=node: ${onNode.length} files`)
-  status = run(onNode, { LOCCI_HTTP1_SERVER: 'node' }) || status
+  status = run(onNode, { LOCCI_HTTP1_SERVER: 'node' }, 'again with LOCCI_HTTP1_SERVER=node') || status
 }
+summary()
 process.exit(status)
