@@ -33,7 +33,17 @@ function nodeOf(major) {
   if (existsSync(bin)) return bin
   rmSync(dir, { recursive: true, force: true })
   mkdirSync(dir, { recursive: true })
-  sh('npm', ['pack', '--silent', `${pkg}@${major}`], { cwd: dir })
+  // A registry hiccup is not a failure of the code under test: three tries, a few seconds apart.
+  for (let attempt = 1; ; attempt++) {
+    try {
+      sh('npm', ['pack', '--silent', `${pkg}@${major}`], { cwd: dir })
+      break
+    } catch (err) {
+      if (attempt === 3) throw err
+      console.log(`# Node ${major}: ${err.message.trim()}; trying again`)
+      spawnSync('sleep', [String(5 * attempt)])
+    }
+  }
   const tgz = readdirSync(dir).find((f) => f.endsWith('.tgz'))
   if (tgz === undefined) throw new Error(`npm pack ${pkg}@${major} left no archive`)
   sh('tar', ['xzf', tgz], { cwd: dir })
