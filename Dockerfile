@@ -33,7 +33,7 @@ EXPOSE 8484 8486
 HEALTHCHECK --interval=15s --timeout=3s --start-period=10s --retries=3 \
   CMD ["node", "-e", "fetch('http://127.0.0.1:8486/healthz').then(r=>process.exit(r.ok?0:1),()=>process.exit(1))"]
 # The flags bin/locci-proxy's first line gives (a smaller young generation, a full collection
-# before the old space grows far past what survived the last one: lower peak RSS), which
-# `node FILE` does not read.
-ENTRYPOINT ["node", "--max-semi-space-size=8", "--heap-growing-percent=50", "/app/bin/locci-proxy"]
+# before the old space grows far past what survived the last one: lower peak RSS; collection on
+# the main thread only: less CPU a request), which `node FILE` does not read.
+ENTRYPOINT ["node", "--max-semi-space-size=8", "--heap-growing-percent=50", "--single-threaded-gc", "/app/bin/locci-proxy"]
 CMD ["-c", "/app/config.yaml"]
