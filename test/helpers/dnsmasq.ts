@@ -7,10 +7,10 @@ import { type ChildProcess, spawn } from 'node:child_process'
 import dgram from 'node:dgram'
 import { Resolver } from 'node:dns/promises'
 import { mkdtempSync, writeFileSync } from 'node:fs'
-import net from 'node:net'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
 import { until } from './until'
+import { closedPort } from './upstream'
 
 export interface Dnsmasq {
   port: number
@@ -25,22 +25,22 @@ export interface Dnsmasq {
   restart(): Promise<void>
 }
 
-/** A port free for both UDP and TCP on 127.0.0.1 (bound, then released). */
+/**
+ * A port free for both UDP and TCP on 127.0.0.1: closedPort()'s (below the ephemeral range, so
+ * no listen(0) or outgoing connection of a test running beside this one takes it), checked for
+ * UDP too.
+ */
 async function freePort(): Promise<number> {
-  const udp = dgram.createSocket('udp4')
-  await new Promise<void>((resolve, reject) => {
-    udp.once('error', reject)
-    udp.bind(0, '127.0.0.1', () => resolve())
-  })
-  const port = udp.address().port
-  const tcp = net.createServer()
-  const ok = await new Promise<boolean>((resolve) => {
-    tcp.once('error', () => resolve(false))
-    tcp.listen(port, '127.0.0.1', () => resolve(true))
-  })
-  await new Promise<void>((resolve) => udp.close(() => resolve()))
-  if (ok) await new Promise<void>((resolve) => tcp.close(() => resolve()))
-  return ok ? port : freePort()
+  for (;;) {
+    const port = await closedPort()
+    const udp = dgram.createSocket('udp4')
+    const ok = await new Promise<boolean>((resolve) => {
+      udp.once('error', () => resolve(false))
+      udp.bind(port, '127.0.0.1', () => resolve(true))
+    })
+    await new Promise<void>((resolve) => (ok ? udp.close(() => resolve()) : resolve()))
+    if (ok) return port
+  }
 }
 
 export async function startDnsmasq(

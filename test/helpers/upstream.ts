@@ -2,6 +2,7 @@
 // (JSON naming the server, echoing method, url, headers and body), fail health checks, stall,
 // or drop the connection mid-body. Every request they see is recorded.
 
+import { readFileSync } from 'node:fs'
 import http from 'node:http'
 import type { AddressInfo, Socket } from 'node:net'
 
@@ -141,11 +142,51 @@ export async function startUpstream(name: string, healthPath = '/health'): Promi
   return up
 }
 
-/** A port with nothing listening on it (bound, then released). */
+/**
+ * The kernel's ephemeral range (`listen(0)` and the source ports of outgoing connections come
+ * from it), read once; Linux's default where it cannot be read.
+ */
+const EPHEMERAL: readonly [number, number] = (() => {
+  try {
+    const [lo, hi] = readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8')
+      .trim()
+      .split(/\s+/)
+      .map(Number)
+    if (Number.isInteger(lo) && Number.isInteger(hi)) return [lo!, hi!]
+  } catch {}
+  return [32768, 60999]
+})()
+
+/** Ports below the ephemeral range that closedPort() picks from (1024 and up: no privilege). */
+const PICK_LOW = 10_000
+
+/**
+ * A port with nothing listening on it, for a test to give to a server it starts later (a proxy,
+ * Pebble, Redis) or to use as a refused address. Picked at random below the ephemeral range and
+ * checked free by binding it: a port from `listen(0)`, once released, may be handed by the kernel
+ * to any test file running beside this one, for a listener or as an outgoing connection's source
+ * port, before the server it was meant for binds it (a CI run: "cannot listen on 127.0.0.1:35053:
+ * address already in use" for a proxy whose port had been picked that way). Below the range only
+ * another closedPort() caller can take it, one chance in thousands.
+ */
 export async function closedPort(): Promise<number> {
+  const top = Math.min(EPHEMERAL[0], 65536)
+  for (let attempt = 0; top - PICK_LOW > 1000 && attempt < 50; attempt++) {
+    const port = PICK_LOW + Math.floor(Math.random() * (top - PICK_LOW))
+    if (await bindable(port)) return port
+  }
+  // An ephemeral range that leaves no room below it: the kernel's choice, as before.
   const s = http.createServer()
   await new Promise<void>((resolve) => s.listen(0, '127.0.0.1', resolve))
   const port = (s.address() as AddressInfo).port
   await new Promise<void>((resolve) => s.close(() => resolve()))
   return port
+}
+
+function bindable(port: number): Promise<boolean> {
+  const s = http.createServer()
+  return new Promise((resolve) => {
+    s.once('error', () => resolve(false))
+    s.listen(port, '127.0.0.1', () => s.close(() => resolve(true)))
+  })
 }
