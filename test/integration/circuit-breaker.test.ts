@@ -12,7 +12,7 @@ import net from 'node:net'
 import { describe, test } from 'node:test'
 import { type RunningProxy, startProxy } from '../helpers/proxy'
 import { until } from '../helpers/until'
-import { startUpstream, type Upstream } from '../helpers/upstream'
+import { closedPort, startUpstream, type Upstream } from '../helpers/upstream'
 
 const CONTROL = `control_api: { enabled: true, bind_address: "127.0.0.1:0", api_key: "adm" }\n`
 
@@ -261,10 +261,7 @@ describe('circuit breaker', () => {
 
   test('TCP pass-through: connections are refused while open, logged as circuit_open', async () => {
     // A port nothing listens on: every connect fails.
-    const closed = net.createServer()
-    await new Promise<void>((r) => closed.listen(0, '127.0.0.1', r))
-    const port = (closed.address() as net.AddressInfo).port
-    await new Promise<void>((r) => closed.close(() => r()))
+    const port = await closedPort()
     const proxy = await startProxy(`mode: load_balancer
 server: { bind_address: "127.0.0.1:0" }
 upstreams:

@@ -4,10 +4,10 @@
 
 import assert from 'node:assert/strict'
 import http from 'node:http'
-import net from 'node:net'
+import type net from 'node:net'
 import { after, before, describe, test } from 'node:test'
 import { type Gateway, gateway } from '../../../test/helpers/gateway'
-import { startUpstream, type Upstream } from '../../../test/helpers/upstream'
+import { closedPort, startUpstream, type Upstream } from '../../../test/helpers/upstream'
 import { checkForwardAuth, type ForwardAuthConfig, forwardAuth as schema } from './config'
 
 interface Asked {
@@ -57,10 +57,7 @@ describe('forward_auth (in-process, real auth service)', () => {
     })
     await new Promise<void>((r) => auth.listen(0, '127.0.0.1', r))
     authPort = (auth.address() as net.AddressInfo).port
-    const s = net.createServer()
-    await new Promise<void>((r) => s.listen(0, '127.0.0.1', r))
-    dead = (s.address() as net.AddressInfo).port
-    await new Promise<void>((r) => s.close(() => r()))
+    dead = await closedPort()
     gw = await gateway(`
 mode: api_gateway
 server: {bind_address: "127.0.0.1:0"}

@@ -18,6 +18,7 @@ import { makeCert, type TestCert } from '../../../test/helpers/certs'
 import { clients, type Dispatching, type Outcome, rawOrigin, record } from '../../../test/helpers/h1'
 import { scriptedUpstream } from '../../../test/helpers/raw'
 import { until } from '../../../test/helpers/until'
+import { closedPort } from '../../../test/helpers/upstream'
 import { errorKind } from '../../observe/errors'
 import { H1Pool } from './pool'
 
@@ -776,10 +777,7 @@ describe('refusals and failures carry the same codes', () => {
   })
 
   test('a closed port is ECONNREFUSED, classified connect_failed', async () => {
-    const s = net.createServer()
-    await new Promise<void>((r) => s.listen(0, '127.0.0.1', r))
-    const port = (s.address() as net.AddressInfo).port
-    await new Promise<void>((r) => s.close(() => r()))
+    const port = await closedPort()
     const pair = clients('127.0.0.1', port)
     try {
       for (const d of [pair.undici as unknown as Dispatching, pair.h1]) {
