@@ -159,21 +159,30 @@ const EPHEMERAL: readonly [number, number] = (() => {
 
 /** Ports below the ephemeral range that closedPort() picks from (1024 and up: no privilege). */
 const PICK_LOW = 10_000
+/**
+ * The ports closedPort() gave this process: never given twice, so two picks for one setup (a
+ * proxy's port, then Pebble's management port) cannot be the same port. With listen(0) they
+ * could: the kernel may hand a released port out again at once, and a CI run had Pebble's
+ * challenge server and the proxy both given 127.0.0.1:35053.
+ */
+const handedOut = new Set<number>()
 
 /**
  * A port with nothing listening on it, for a test to give to a server it starts later (a proxy,
- * Pebble, Redis) or to use as a refused address. Picked at random below the ephemeral range and
- * checked free by binding it: a port from `listen(0)`, once released, may be handed by the kernel
- * to any test file running beside this one, for a listener or as an outgoing connection's source
- * port, before the server it was meant for binds it (a CI run: "cannot listen on 127.0.0.1:35053:
- * address already in use" for a proxy whose port had been picked that way). Below the range only
- * another closedPort() caller can take it, one chance in thousands.
+ * Pebble, Redis) or to use as a refused address: picked at random below the ephemeral range,
+ * checked free by binding it, never the same twice in a process. A port from `listen(0)`, once
+ * released, may be handed out again by the kernel (to the next listen(0) of this process, to a
+ * test file running beside it, or as an outgoing connection's source port) before the server it
+ * was meant for binds it. Below the range only another process's closedPort() could pick it, one
+ * chance in thousands.
  */
 export async function closedPort(): Promise<number> {
   const top = Math.min(EPHEMERAL[0], 65536)
   for (let attempt = 0; top - PICK_LOW > 1000 && attempt < 50; attempt++) {
     const port = PICK_LOW + Math.floor(Math.random() * (top - PICK_LOW))
-    if (await bindable(port)) return port
+    if (handedOut.has(port) || !(await bindable(port))) continue
+    handedOut.add(port)
+    return port
   }
   // An ephemeral range that leaves no room below it: the kernel's choice, as before.
   const s = http.createServer()
