@@ -31,7 +31,7 @@ describe('ACME with Pebble', () => {
     })
     after(async () => {
       await proxy?.stop()
-      await s.pebble.stop()
+      await s?.pebble.stop()
     })
 
     test('first issuance: the served chain leads to Pebble’s root; files are private; status and gauge', async () => {
@@ -105,8 +105,9 @@ describe('ACME with Pebble', () => {
       })
     })
     after(async () => {
-      await proxy.stop()
-      await s.pebble.stop()
+      // A before hook that failed midway leaves some unset: stop what it started.
+      await proxy?.stop()
+      await s?.pebble.stop()
     })
 
     test('issued by TLS-ALPN-01 and served over HTTP/2-capable TLS; chains to the root', async () => {
@@ -139,8 +140,9 @@ describe('ACME with Pebble', () => {
       )
     })
     after(async () => {
-      await proxy.stop()
-      await s.pebble.stop()
+      // A before hook that failed midway leaves some unset: stop what it started.
+      await proxy?.stop()
+      await s?.pebble.stop()
     })
 
     test('an allowed name gets its certificate during its first handshake', async () => {
@@ -189,8 +191,9 @@ describe('ACME with Pebble', () => {
       })
     })
     after(async () => {
-      await proxy.stop()
-      await s.pebble.stop()
+      // A before hook that failed midway leaves some unset: stop what it started.
+      await proxy?.stop()
+      await s?.pebble.stop()
     })
 
     test('logged with the CA’s problem document and a retry delay; status says failure; nothing served', async () => {
