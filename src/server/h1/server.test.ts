@@ -142,6 +142,17 @@ const echo: H1Handlers['request'] = (req, res) => {
   })
 }
 
+/** Answers `<url>:<body>` once the request's body has ended (the pipelining tests' handler). */
+const urlAndBody: H1Handlers['request'] = (req, res) => {
+  const chunks: Buffer[] = []
+  req.on('data', (d: Buffer) => chunks.push(d))
+  req.on('end', () => {
+    const body = `${req.url}:${Buffer.concat(chunks).toString()}`
+    res.writeHead(200, ['content-length', String(body.length)])
+    res.end(body)
+  })
+}
+
 // Every case twice: with the parser reading the socket's handle in C++ and short answers written
 // straight to it (the defaults where Node.js has the bindings), and with 'data' events and
 // socket.write (sockets with bytes already buffered, TLS, older bindings).
@@ -280,13 +291,7 @@ for (const mode of [true, false]) {
         // A request without a body ends in its head callback; the next one's body and end must
         // still be heard (llhttp's message-complete callback is cleared for the bodiless only).
         const s = await start((req, res) => {
-          const chunks: Buffer[] = []
-          req.on('data', (d: Buffer) => chunks.push(d))
-          req.on('end', () => {
-            const body = `${req.url}:${Buffer.concat(chunks).toString()}`
-            res.writeHead(200, ['content-length', String(body.length)])
-            res.end(body)
-          })
+          urlAndBody(req, res)
           req.resume()
         })
         const out = await exchange(
@@ -330,15 +335,7 @@ for (const mode of [true, false]) {
         const s = await start((req, res) => {
           // Nobody reads until the whole request is in: a bodiless one's end waits for the read.
           until(() => req.complete, 'the request read whole').then(
-            () => {
-              const chunks: Buffer[] = []
-              req.on('data', (d: Buffer) => chunks.push(d))
-              req.on('end', () => {
-                const body = `${req.url}:${Buffer.concat(chunks).toString()}`
-                res.writeHead(200, ['content-length', String(body.length)])
-                res.end(body)
-              })
-            },
+            () => urlAndBody(req, res),
             () => res.destroy(),
           )
         })
