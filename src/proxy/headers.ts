@@ -189,17 +189,18 @@ function isForwardingFamily(name: string): boolean {
   return (c === 120 || c === 88) /* x X */ && name.toLowerCase().startsWith('x-forwarded-')
 }
 
-const protectedLengths = new WeakMap<ReadonlySet<string>, ReadonlySet<number>>()
+const nameLengths = new WeakMap<ReadonlySet<string>, ReadonlySet<number>>()
 
 /**
- * The lengths of the protected names (a set is made once per config): a name of another length
- * is not one of them, and is not lowercased to find out (`_` as `-` keeps the length).
+ * The lengths of the names in a set (the protected names, made once per config; a middleware's
+ * response headers to drop, made once per middleware): a name of another length is not one of
+ * them, and is not lowercased to find out (`_` as `-` keeps the length).
  */
 function lengthsOf(names: ReadonlySet<string>): ReadonlySet<number> {
-  let lengths = protectedLengths.get(names)
+  let lengths = nameLengths.get(names)
   if (lengths === undefined) {
     lengths = new Set([...names].map((n) => n.length))
-    protectedLengths.set(names, lengths)
+    nameLengths.set(names, lengths)
   }
   return lengths
 }
@@ -242,12 +243,14 @@ export function downstreamResponseHeaders(
   const headers: string[] = []
   let connectionTokens: string[] | undefined
   out.contentLength = -1
+  // A name of a length none of `drop`'s has is not lowercased to find out (cors drops six).
+  const dropLengths = drop === undefined ? undefined : lengthsOf(drop)
   for (let i = 0; i < raw.length; i += 2) {
     const nb = raw[i]!
     const vb = raw[i + 1]!
     const len = nb.length
     const name = latin1(nb)
-    if (drop?.has(name.toLowerCase())) continue
+    if (dropLengths?.has(len) && drop!.has(name.toLowerCase())) continue
     if (RESPONSE_LENGTHS.has(len) || len === 12 || len === 14) {
       const lower = name.toLowerCase()
       if (HOP_BY_HOP.has(lower)) {

@@ -119,7 +119,8 @@ api_gateway:
   test("a refused origin never receives the upstream's own Access-Control-* headers", async () => {
     const evil = await scriptedUpstream(
       () =>
-        'HTTP/1.1 200 OK\r\naccess-control-allow-origin: *\r\naccess-control-allow-credentials: true\r\ncontent-length: 2\r\n\r\nok',
+        // Any spelling of the names: the proxy compares them case-insensitively.
+        'HTTP/1.1 200 OK\r\naccess-control-allow-origin: *\r\nAccess-Control-Allow-Credentials: true\r\nACCESS-CONTROL-EXPOSE-HEADERS: x-secret\r\ncontent-length: 2\r\n\r\nok',
     )
     const p = await startProxy(`mode: api_gateway
 server: { bind_address: "127.0.0.1:0" }
@@ -136,6 +137,7 @@ api_gateway:
       assert.equal(r.status, 200)
       assert.equal(rawHeaderOf(r.text, 'access-control-allow-origin'), undefined)
       assert.equal(rawHeaderOf(r.text, 'access-control-allow-credentials'), undefined)
+      assert.equal(rawHeaderOf(r.text, 'access-control-expose-headers'), undefined)
       const good = await rawRequest(p.port, req('/b', ['Origin: https://good.example']))
       assert.equal(rawHeaderOf(good.text, 'access-control-allow-origin'), 'https://good.example')
     } finally {

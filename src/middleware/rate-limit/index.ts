@@ -57,22 +57,32 @@ export function rateLimiting(
   }
 
   const decide = (ctx: RequestContext, r: TakeResult): Reply | undefined => {
-    const headers = [
-      'ratelimit-limit',
-      limit,
-      'ratelimit-remaining',
-      String(r.remaining),
-      'ratelimit-reset',
-      String(r.resetSecs),
-    ]
+    const remaining = String(r.remaining)
+    const reset = String(r.resetSecs)
     if (r.allowed) {
-      ctx.responseHeaders.push(...headers)
+      ctx.responseHeaders.push(
+        'ratelimit-limit',
+        limit,
+        'ratelimit-remaining',
+        remaining,
+        'ratelimit-reset',
+        reset,
+      )
       return undefined
     }
     return {
       status: 429,
       kind: 'rate_limited',
-      headers: [...headers, 'retry-after', String(r.retryAfterSecs)],
+      headers: [
+        'ratelimit-limit',
+        limit,
+        'ratelimit-remaining',
+        remaining,
+        'ratelimit-reset',
+        reset,
+        'retry-after',
+        String(r.retryAfterSecs),
+      ],
     }
   }
 

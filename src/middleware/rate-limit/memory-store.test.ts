@@ -2,6 +2,7 @@ import assert from 'node:assert/strict'
 import { describe, test } from 'node:test'
 import v8 from 'node:v8'
 import vm from 'node:vm'
+import { prng } from '../../../test/helpers/prng'
 import { bucketKey, MAX_KEY_LENGTH, MemoryStore } from './memory-store'
 
 /** Heap in use after a full collection. */
@@ -108,6 +109,62 @@ describe('MemoryStore bounds', () => {
     } finally {
       store.close()
     }
+  })
+
+  test('a key stays until half of max_keys other keys were used or new since its last use', () => {
+    // Burst 1, no refill (the clock stands still): a take is allowed only on a fresh bucket, so
+    // a refused take says the key's bucket was kept. A key is moved to the back of the order
+    // only when used after max_keys / 2 insertions went after it; the bound it keeps is that
+    // ceil(max_keys / 2) distinct other keys must come after its last use before it is dropped.
+    const seed = Number(process.env.RL_LRU_SEED ?? 0x5eed)
+    const rand = prng(seed)
+    for (let round = 0; round < 200; round++) {
+      const maxKeys = 1 + Math.floor(rand() * 16)
+      const store = new MemoryStore(1, 1e-12, maxKeys)
+      try {
+        const history: string[] = []
+        const lastUse = new Map<string, number>()
+        const space = 1 + Math.floor(rand() * maxKeys * 3)
+        for (let step = 0; step < 300; step++) {
+          // Mostly a few hot keys, sometimes any key of the space.
+          const k = `ip:${rand() < 0.6 ? Math.floor(rand() * 3) : Math.floor(rand() * space)}`
+          const allowed = store.take(k, 0).allowed
+          const last = lastUse.get(k)
+          if (last !== undefined) {
+            const others = new Set(history.slice(last + 1).filter((o) => o !== k)).size
+            if (others < Math.ceil(maxKeys / 2)) {
+              assert.equal(
+                allowed,
+                false,
+                `seed ${seed} round ${round} max_keys ${maxKeys} step ${step}: ${k} dropped after ${others} other keys`,
+              )
+            }
+          }
+          assert.ok(store.size <= maxKeys)
+          history.push(k)
+          lastUse.set(k, step)
+        }
+      } finally {
+        store.close()
+      }
+    }
+  })
+
+  test('a hot key is not moved on every use (no Map delete per request)', () => {
+    const store = new MemoryStore(1_000_000, 1 / 60_000, 100_000)
+    const del = Map.prototype.delete
+    let deletes = 0
+    Map.prototype.delete = function (this: Map<unknown, unknown>, key: unknown) {
+      deletes++
+      return del.call(this, key)
+    }
+    try {
+      for (let i = 0; i < 1000; i++) store.take(['ip', '10.0.0.1'].join(':'), i)
+    } finally {
+      Map.prototype.delete = del
+      store.close()
+    }
+    assert.equal(deletes, 0)
   })
 
   test('a known key taken by a slice of a new long header keeps the stored copy, not the slice', () => {

@@ -38,6 +38,8 @@ function isShortKey(key: string): boolean {
 /** A bucket and the key it is stored under (bucketKey's copy or digest). */
 interface KeyedBucket extends Bucket {
   readonly key: string
+  /** The store's insertion count when the bucket was last (re)inserted. */
+  seq: number
 }
 
 export class MemoryStore {
@@ -45,12 +47,17 @@ export class MemoryStore {
   readonly #burst: number
   readonly #perMs: number
   readonly #maxKeys: number
+  /** A bucket used once this many insertions went after it is moved to the back. */
+  readonly #stale: number
+  /** Insertions so far (new buckets and moves to the back). */
+  #seq = 0
   readonly #sweeper: NodeJS.Timeout
 
   constructor(burst: number, perMs: number, maxKeys: number) {
     this.#burst = burst
     this.#perMs = perMs
     this.#maxKeys = maxKeys
+    this.#stale = Math.max(1, maxKeys >> 1)
     this.#sweeper = setInterval(() => this.sweep(Date.now()), 60_000)
     this.#sweeper.unref()
   }
@@ -67,21 +74,29 @@ export class MemoryStore {
   }
 
   take(rawKey: string, now: number): TakeResult {
-    // A short key is looked up as it is (bucketKey would copy it to the same text); every use
-    // re-inserts the key, so the one stored is always the bucket's own copy or digest, kept in
-    // the bucket: a known key costs no copy (the copy was ~1.5 µs of a request in a profile).
+    // A short key is looked up as it is (bucketKey would copy it to the same text); the key
+    // stored is always the bucket's own copy or digest, kept in the bucket: a known key costs
+    // no copy (the copy was ~1.5 µs of a request in a profile).
     const lookup = isShortKey(rawKey) ? rawKey : bucketKey(rawKey)
     let b = this.#buckets.get(lookup)
     if (b === undefined) {
       if (this.#buckets.size >= this.#maxKeys) {
-        // Map iteration order is insertion order, and every use re-inserts: this is the LRU one.
+        // Map iteration order is insertion order, and a used bucket is moved to the back (below):
+        // the first one is the least recently used, give or take.
         this.#buckets.delete(this.#buckets.keys().next().value!)
       }
-      b = { tokens: this.#burst, at: now, key: lookup === rawKey ? bucketKey(rawKey) : lookup }
-    } else {
+      const key = lookup === rawKey ? bucketKey(rawKey) : lookup
+      b = { tokens: this.#burst, at: now, key, seq: ++this.#seq }
+      this.#buckets.set(key, b)
+    } else if (this.#seq - b.seq >= this.#stale) {
+      // Moved to the back only once half of max_keys insertions went after it, so a bucket is
+      // dropped only after ceil(max_keys / 2) other keys were new or used since its last use.
+      // Moving it on every use (a delete and a set) made V8 shrink and regrow the Map's table
+      // for a store of one hot key: ~0.6 µs of a request (rate_limiting 0.95 -> 0.23 µs a call).
       this.#buckets.delete(b.key)
+      b.seq = ++this.#seq
+      this.#buckets.set(b.key, b)
     }
-    this.#buckets.set(b.key, b)
     return take(b, now, this.#burst, this.#perMs)
   }
 
