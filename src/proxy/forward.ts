@@ -62,6 +62,8 @@ export interface ExchangeOptions extends RequestFacts {
   /** Path (and query) sent upstream, after strip_prefix. */
   upstreamPath: string
   headers: string[]
+  /** Fields of `headers` known valid where still equal (DispatchOptions.checkedHeaders). */
+  checkedHeaders: readonly string[] | undefined
   /** Headers middlewares add to the response (CORS, RateLimit-*). */
   responseHeaders: readonly string[] | undefined
   /** Upstream response headers the proxy replaces (lower case). */
@@ -242,6 +244,7 @@ export class Exchange implements UpstreamHandler, Outcome {
           path: o.upstreamPath,
           method: o.method,
           headers: o.headers,
+          checkedHeaders: o.checkedHeaders,
           body: this.#body ?? null,
           // The head deadline is #headTimer's, which also covers time in the pool's queue.
           headersTimeout: 0,

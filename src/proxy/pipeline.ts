@@ -74,6 +74,12 @@ interface Routed {
   host: string | undefined
   upstreamPath: string
   head: UpstreamRequestHead
+  /**
+   * head.headers as upstreamRequestHead made them from an HTTP/1.1 client's head (held to the
+   * same field rules by the server side's strict parser; undefined over HTTP/2): fields still
+   * equal to these are not checked again by the upstream client (h1/request.ts).
+   */
+  checkedHeaders: readonly string[] | undefined
   hasBody: boolean
   route: string | undefined
   upstream: string
@@ -196,6 +202,7 @@ export class Pipeline {
       host: undefined,
       upstreamPath: '',
       head: EMPTY_HEAD,
+      checkedHeaders: undefined,
       hasBody: false,
       route: undefined,
       upstream: snapshot.mode.kind === 'load_balancer' ? snapshot.mode.upstream : '',
@@ -237,6 +244,8 @@ export class Pipeline {
       h2: r.h2,
     })
     r.head = head
+    // A copy: middlewares and the Host rules below may change head.headers in place.
+    if (!r.h2) r.checkedHeaders = head.headers.slice()
     r.requestId = head.requestId
     r.client = head.clientIp
     r.host = head.host
@@ -553,6 +562,7 @@ export class Pipeline {
       upstreamPath: r.upstreamPath,
       path: r.path,
       headers: r.head.headers,
+      checkedHeaders: r.checkedHeaders,
       responseHeaders,
       dropResponseHeaders: r.ctx?.dropResponseHeaders,
       transform: r.ctx?.responseTransform,

@@ -21,6 +21,8 @@ export interface UpstreamRequest {
   method: string
   /** Flat [name, value, ...] */
   headers: string[]
+  /** Fields of `headers` known valid where still equal (the built-in client's; undici checks all). */
+  checkedHeaders?: readonly string[]
   body: Readable | null
   /** 0: none. */
   headersTimeout: number

@@ -12,6 +12,13 @@ export interface DispatchOptions {
   method: string
   /** Flat [name, value, ...] */
   headers?: readonly string[] | null
+  /**
+   * Flat [name, value, ...] known to be valid (what a strict HTTP/1.1 parser accepted, or made of
+   * such parts): a field of `headers` equal to the one at the same index here, name and value, is
+   * not checked again. Equal content is as valid as what was checked, so `headers` may have been
+   * changed in any way since (a middleware's edit at some index is checked like any other field).
+   */
+  checkedHeaders?: readonly string[]
   body?: Readable | null
   /** Time to the response head once the request is on a socket; 0 or absent: none. */
   headersTimeout?: number | null
@@ -58,11 +65,17 @@ export function requestHead(opts: DispatchOptions, defaultHost: string): Request
   const headers = opts.headers
   if (headers) {
     if (headers.length % 2 !== 0) throw invalidArg('headers array must be even')
+    const checked = opts.checkedHeaders
+    const known = checked === undefined ? 0 : checked.length - 1
     for (let i = 0; i < headers.length; i += 2) {
       const name = headers[i]!
       const value = headers[i + 1]!
-      if (typeof name !== 'string' || !TOKEN.test(name)) throw invalidArg('invalid header key')
-      if (typeof value !== 'string' || BAD_VALUE.test(value)) throw invalidArg(`invalid ${name} header`)
+      // Two regular expressions a field were ~0.4 µs of a proxied request (10 fields), for fields
+      // the server side's parser had already held to the same rules.
+      if (i >= known || name !== checked![i] || value !== checked![i + 1]) {
+        if (typeof name !== 'string' || !TOKEN.test(name)) throw invalidArg('invalid header key')
+        if (typeof value !== 'string' || BAD_VALUE.test(value)) throw invalidArg(`invalid ${name} header`)
+      }
       switch (name.length) {
         case 4:
           if (name.toLowerCase() === 'host') {
