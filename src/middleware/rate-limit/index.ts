@@ -56,34 +56,27 @@ export function rateLimiting(
     return `ip:${ctx.clientIp}`
   }
 
+  /** The RateLimit-* fields of a take, pushed onto `out`. */
+  const rateHeaders = (out: string[], r: TakeResult): string[] => {
+    out.push(
+      'ratelimit-limit',
+      limit,
+      'ratelimit-remaining',
+      String(r.remaining),
+      'ratelimit-reset',
+      String(r.resetSecs),
+    )
+    return out
+  }
+
   const decide = (ctx: RequestContext, r: TakeResult): Reply | undefined => {
-    const remaining = String(r.remaining)
-    const reset = String(r.resetSecs)
     if (r.allowed) {
-      ctx.responseHeaders.push(
-        'ratelimit-limit',
-        limit,
-        'ratelimit-remaining',
-        remaining,
-        'ratelimit-reset',
-        reset,
-      )
+      rateHeaders(ctx.responseHeaders, r)
       return undefined
     }
-    return {
-      status: 429,
-      kind: 'rate_limited',
-      headers: [
-        'ratelimit-limit',
-        limit,
-        'ratelimit-remaining',
-        remaining,
-        'ratelimit-reset',
-        reset,
-        'retry-after',
-        String(r.retryAfterSecs),
-      ],
-    }
+    const headers = rateHeaders([], r)
+    headers.push('retry-after', String(r.retryAfterSecs))
+    return { status: 429, kind: 'rate_limited', headers }
   }
 
   if (cfg.store === 'memory' && shared) {
