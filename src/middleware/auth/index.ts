@@ -101,10 +101,15 @@ export function authentication(
    * which has expired (for good: no forger can make one), that it is refused. A client retrying
    * a stale token is then refused without a verification each time.
    */
-  const cache = new Map<string, { forwarded: readonly string[] | undefined; until: number }>()
+  const cache = new Map<string, CacheEntry>()
+  /** The entry of exactly this `Bearer <token>` value, if the cache has it. */
+  const cached = (header: string): CacheEntry | undefined => {
+    const e = cache.get(cacheKeyOf(header))
+    return e !== undefined && e.header === header ? e : undefined
+  }
   const remember = (header: string, forwarded: readonly string[] | undefined, until: number): void => {
     if (cache.size >= CACHE_MAX) cache.delete(cache.keys().next().value!)
-    cache.set(header, { forwarded, until })
+    cache.set(cacheKeyOf(header), { header, forwarded, until })
   }
 
   const refuse = (description: string | undefined): Reply => ({
@@ -139,7 +144,7 @@ export function authentication(
     const header = rawHeader(ctx.rawHeaders, 'authorization')
     const now = Date.now()
     let cacheKey = header
-    let hit = header === undefined ? undefined : cache.get(header)
+    let hit = header === undefined ? undefined : cached(header)
     let token: string | undefined
     if (hit === undefined) {
       token = bearerToken(header)
@@ -148,11 +153,11 @@ export function authentication(
           header === undefined || !/^Bearer\b/i.test(header) ? undefined : 'malformed bearer token',
         )
       cacheKey = `Bearer ${token}`
-      if (cacheKey !== header) hit = cache.get(cacheKey)
+      if (cacheKey !== header) hit = cached(cacheKey)
     }
     if (hit !== undefined) {
       if (hit.until > now) return hit.forwarded === undefined ? refuse(EXPIRED) : accept(ctx, hit.forwarded)
-      cache.delete(cacheKey!)
+      cache.delete(cacheKeyOf(cacheKey!))
     }
     token ??= bearerToken(header)!
     return jwtVerify(token, key as unknown as Uint8Array, options).then(
@@ -183,6 +188,27 @@ export function authentication(
 }
 
 const EXPIRED = 'the token has expired'
+
+/** A verified (or genuine but expired) token's cache entry, under cacheKeyOf(header). */
+interface CacheEntry {
+  /** The whole `Bearer <token>` value: a lookup compares it. */
+  readonly header: string
+  readonly forwarded: readonly string[] | undefined
+  readonly until: number
+}
+
+/**
+ * The cache's key for a `Bearer <token>` value: its last 16 characters, the end of the token's
+ * signature. V8 hashes a string of new bytes (every request's header is one) a character at a
+ * time: a lookup by a 150-character value took ~0.2 µs, by its end ~0.09 with the slice and the
+ * compare (Node 20, fresh strings each time). Two values with the same
+ * end share a key, and the entry's whole value is compared: a token made to end like another
+ * (its signature's last 12 bytes chosen, so not a valid one) is verified, and refused, as any
+ * other; only a verified token, or a genuine expired one, is remembered.
+ */
+function cacheKeyOf(header: string): string {
+  return header.length > 16 ? header.slice(-16) : header
+}
 
 /**
  * `excluded_paths` as a test on the normalized path: an exact path, or `/prefix/*`, which covers
