@@ -116,6 +116,14 @@ export class Exchange implements UpstreamHandler, Outcome {
   #remaining = -1
   /** Set by downstreamResponseHeaders: the response's Content-Length, or -1. */
   contentLength = -1
+  /** Set by downstreamResponseHeaders: how many entries at its start are the upstream's fields. */
+  fieldCount = 0
+  /**
+   * A copy of the upstream's fields as a strict HTTP/1.1 parser passed them (the built-in
+   * client's), for the response writer: a field still equal to the one at its index is not
+   * checked again (H1Response.checkedFields). Undefined for undici's and HTTP/2's fields.
+   */
+  #checkedFields: readonly string[] | undefined
   #resume: (() => void) | undefined
   /** This attempt's deadline for the response head (queue time included). */
   #headTimer: NodeJS.Timeout | undefined
@@ -377,9 +385,15 @@ export class Exchange implements UpstreamHandler, Outcome {
     return this.#onHead(statusCode, rawHeaders, resume, statusText)
   }
 
-  /** The built-in client's form of onHeaders: the fields as strings, no Buffer round trip. */
-  onHeaderStrings(statusCode: number, fields: string[], resume: () => void, statusText: string): boolean {
-    return this.#onHead(statusCode, fields, resume, statusText)
+  /** The built-in clients' form of onHeaders: the fields as strings, no Buffer round trip. */
+  onHeaderStrings(
+    statusCode: number,
+    fields: string[],
+    resume: () => void,
+    statusText: string,
+    checked?: boolean,
+  ): boolean {
+    return this.#onHead(statusCode, fields, resume, statusText, checked === true)
   }
 
   #onHead(
@@ -387,6 +401,7 @@ export class Exchange implements UpstreamHandler, Outcome {
     rawHeaders: readonly (Buffer | string)[],
     resume: () => void,
     statusText: string,
+    checked = false,
   ): boolean {
     const o = this.#o
     if (statusCode < 200) return true // 1xx informational: Node answers `100 Continue` itself.
@@ -423,6 +438,8 @@ export class Exchange implements UpstreamHandler, Outcome {
       o.dropResponseHeaders,
       this,
     )
+    // Copied now: a tap or transformer may still change `headers` in place.
+    this.#checkedFields = checked ? headers.slice(0, this.fieldCount) : undefined
     const sub = o.tap?.substitute(statusCode, headers)
     if (sub !== undefined) {
       this.#substitute(sub)
@@ -456,7 +473,7 @@ export class Exchange implements UpstreamHandler, Outcome {
   #writeHead(reason: string, headers: string[]): boolean {
     const o = this.#o
     if (o.tap !== undefined) this.#tapping = o.tap.head(this.#status, headers)
-    if (writeResponseHead(o.res, this.#status, reason, headers, o.h2)) return true
+    if (writeResponseHead(o.res, this.#status, reason, headers, o.h2, this.#checkedFields)) return true
     o.log.warn(
       { request_id: o.requestId, upstream: o.upstream, server: this.#peer!.address, status: this.#status },
       'upstream response head cannot be relayed',

@@ -183,12 +183,17 @@ describe('downstreamResponseHeaders', () => {
     ['strings', fields],
   ] as const) {
     test(`drops hop-by-hop headers, replaces X-Request-Id (fields as ${form})`, () => {
-      const out = { contentLength: 0 }
-      const headers = toMap(downstreamResponseHeaders(raw, 'rid', false, undefined, undefined, out))
+      const out = { contentLength: 0, fieldCount: -1 }
+      const list = downstreamResponseHeaders(raw, 'rid', false, ['x-extra', '1'], undefined, out)
+      // The upstream's own fields first (three kept of what it sent), then what the proxy adds.
+      assert.equal(out.fieldCount, 6)
+      assert.deepEqual(list.slice(out.fieldCount), ['x-extra', '1', 'x-request-id', 'rid'])
+      const headers = toMap(list)
       assert.deepEqual(headers, {
         'content-type': 'text/plain',
         'content-length': '2',
         'x-latin1': 'caf\xe9',
+        'x-extra': '1',
         'x-request-id': 'rid',
       })
       assert.equal(out.contentLength, 2)

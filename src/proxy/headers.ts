@@ -230,7 +230,8 @@ function rightmostUntrusted(xff: string, trusted: (ip: string) => boolean, peer:
 /**
  * Upstream response headers (undici's raw Buffers) to a flat string array for writeHead, without
  * hop-by-hop headers, with X-Request-Id appended. `out.contentLength` gets the Content-Length
- * (-1 when absent). Names are only lowercased when their length could match a header we act on.
+ * (-1 when absent), `out.fieldCount` how many entries at the start are the upstream's own fields.
+ * Names are only lowercased when their length could match a header we act on.
  */
 export function downstreamResponseHeaders(
   raw: readonly (Buffer | string)[],
@@ -238,7 +239,7 @@ export function downstreamResponseHeaders(
   close: boolean,
   extra?: readonly string[],
   drop?: ReadonlySet<string>,
-  out: { contentLength: number } = { contentLength: -1 },
+  out: { contentLength: number; fieldCount: number } = { contentLength: -1, fieldCount: 0 },
 ): string[] {
   const headers: string[] = []
   let connectionTokens: string[] | undefined
@@ -266,6 +267,8 @@ export function downstreamResponseHeaders(
     headers.push(name, latin1(vb))
   }
   const result = withoutNamed(headers, connectionTokens)
+  // The upstream's own fields come first, as it sent them: the first `fieldCount` entries.
+  out.fieldCount = result.length
   if (extra !== undefined) result.push(...extra)
   result.push('x-request-id', requestId)
   if (close) result.push('connection', 'close')
@@ -312,6 +315,8 @@ export function clientIp(remote: string | undefined): string {
 
 /** What a ServerResponse (HTTP/1 or the HTTP/2 compatibility one) offers writeResponseHead. */
 interface HeadWriter {
+  /** The own HTTP/1.1 server side's (H1Response): fields its next writeHead need not check. */
+  checkedFields?: readonly string[] | undefined
   statusMessage: string
   writeHead(status: number, reason: string, headers: string[]): unknown
   writeHead(status: number, headers: string[]): unknown
@@ -362,7 +367,8 @@ const H2_SINGLE_VALUE = new Set([
  * with control characters, a second Content-Type for an HTTP/2 client...) and throws; an
  * upstream must not be able to leave the client hanging that way. The common case costs one
  * call; on a throw the head is cleaned (no reason phrase; for HTTP/2, first values only) and
- * written once more. Returns false when even that fails: the caller answers 502.
+ * written once more. Returns false when even that fails: the caller answers 502. `checked`:
+ * fields a strict parser already held to the writer's rules (H1Response.checkedFields).
  */
 export function writeResponseHead(
   res: HeadWriter,
@@ -370,7 +376,11 @@ export function writeResponseHead(
   reason: string | undefined,
   headers: string[],
   h2: boolean,
+  checked?: readonly string[],
 ): boolean {
+  // Only the own server side takes it (a field of its class); node:http's and HTTP/2's
+  // responses check every field themselves.
+  if (checked !== undefined && 'checkedFields' in res) res.checkedFields = checked
   try {
     if (reason && !h2) res.writeHead(status, reason, headers)
     else res.writeHead(status, headers)

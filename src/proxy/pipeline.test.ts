@@ -7,6 +7,7 @@ import http from 'node:http'
 import net, { type AddressInfo } from 'node:net'
 import { after, before, describe, test } from 'node:test'
 import { type Gateway, gateway } from '../../test/helpers/gateway'
+import { rawHeaderOf, rawRequest, scriptedUpstream } from '../../test/helpers/raw'
 import { until } from '../../test/helpers/until'
 import { closedPort, startUpstream, type Upstream } from '../../test/helpers/upstream'
 import { parseConfigText } from '../config/load'
@@ -169,4 +170,43 @@ test('a request whose connection closed before it was handled is not forwarded (
     upstreams.destroy()
     await up.close()
   }
+})
+
+test("the built-in client's response fields are not checked again by the own server side; the proxy's own are", async () => {
+  // Raw sockets on both sides: nothing but the proxy runs a regular expression over these fields.
+  const up = await scriptedUpstream(
+    () => 'HTTP/1.1 200 OK\r\nx-up-field: q7w8e9\r\ncontent-length: 2\r\n\r\nok',
+    { keepOpen: true },
+  )
+  const gw = await gateway(`
+mode: load_balancer
+server: {bind_address: "127.0.0.1:0"}
+upstreams: {u: {servers: ["${up.address}"]}}
+load_balancer: {upstream: u}
+`)
+  const tested: string[] = []
+  const original = RegExp.prototype.test
+  RegExp.prototype.test = function (this: RegExp, v: string) {
+    tested.push(v)
+    return original.call(this, v)
+  }
+  let r: Awaited<ReturnType<typeof rawRequest>>
+  try {
+    r = await rawRequest(
+      Number(new URL(gw.url).port),
+      'GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n',
+    )
+  } finally {
+    RegExp.prototype.test = original
+    await gw.close()
+    await up.close()
+  }
+  assert.equal(rawHeaderOf(r.text, 'x-up-field'), 'q7w8e9')
+  const requestId = rawHeaderOf(r.text, 'x-request-id')!
+  assert.ok(tested.includes(requestId), "the proxy's own X-Request-Id is checked")
+  if (process.env.LOCCI_HTTP1_SERVER === 'node') return // node:http checks every field itself
+  // undici hands its fields as Buffers, with no parser's word on them: checked like any other.
+  const undici = process.env.LOCCI_UPSTREAM_CLIENT === 'undici'
+  assert.equal(tested.includes('x-up-field'), undici)
+  assert.equal(tested.includes('q7w8e9'), undici)
 })

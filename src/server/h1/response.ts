@@ -68,6 +68,14 @@ export class H1Response extends EventEmitter {
   /** The last bytes are queued to be written at the end of this turn (direct-write.ts). */
   writeQueued = false
   #trailers = ''
+  /**
+   * Fields the next writeHead need not check: a field equal, name and value, to the one at the
+   * same index here passed a strict HTTP/1.1 parser's same rules (the proxy's copy of an
+   * upstream's fields, made before a tap or transformer could change the list; equal content is
+   * as valid as what was checked). Read and cleared by writeHead. Two regular expressions a
+   * field were ~0.35 µs of a proxied request (nginx's five fields and X-Request-Id).
+   */
+  checkedFields: readonly string[] | undefined = undefined
 
   constructor(sink: ResponseSink, req: H1Request) {
     super()
@@ -102,6 +110,9 @@ export class H1Response extends EventEmitter {
           ? headers
           : flatten(headers as Record<string, unknown>)
     const req = this.req
+    const checked = this.checkedFields
+    this.checkedFields = undefined
+    const known = checked === undefined ? 0 : checked.length - 1
     let head = `HTTP/1.1 ${status} ${phrase}\r\n`
     let length = false
     let chunked = false
@@ -111,7 +122,11 @@ export class H1Response extends EventEmitter {
     for (let i = 0; i < flat.length; i += 2) {
       const name = flat[i]!
       const value = String(flat[i + 1])
-      if (!TOKEN.test(name) || INVALID_VALUE.test(value)) throw new Error(`invalid header ${name}`)
+      if (
+        (i >= known || name !== checked![i] || value !== checked![i + 1]) &&
+        (!TOKEN.test(name) || INVALID_VALUE.test(value))
+      )
+        throw new Error(`invalid header ${name}`)
       switch (name.length) {
         case 4:
           if (name.toLowerCase() === 'date') date = true

@@ -252,6 +252,42 @@ for (const mode of [true, false]) {
         assert.ok(!out.includes('admin=1'))
         assert.deepEqual(statuses(out), [502])
       })
+
+      test('checkedFields: fields equal to the checked ones are not tested again; a changed one is refused', async () => {
+        const fields = ['content-type', 'text/plain', 'x-up', 'v']
+        let tested: string[] = []
+        let thrown = ''
+        const s = await start((_req, res) => {
+          const original = RegExp.prototype.test
+          RegExp.prototype.test = function (this: RegExp, v: string) {
+            tested.push(v)
+            return original.call(this, v)
+          }
+          try {
+            // Changed in place after the copy was made: the copy's content no longer matches.
+            res.checkedFields = fields.slice()
+            try {
+              res.writeHead(200, ['content-type', 'text/plain', 'x-up', 'v\r\nset-cookie: admin=1'])
+            } catch (err) {
+              thrown = (err as Error).message
+            }
+            assert.equal(res.checkedFields, undefined, 'used by one writeHead only')
+            tested = []
+            res.checkedFields = fields.slice()
+            res.writeHead(200, [...fields, 'x-added', 'w', 'content-length', '2'])
+          } finally {
+            RegExp.prototype.test = original
+          }
+          res.end('ok')
+        })
+        const out = await exchange(s.port, 'GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n')
+        assert.match(thrown, /invalid header x-up/)
+        assert.ok(!out.includes('admin=1'))
+        assert.match(out, /^HTTP\/1\.1 200 OK\r\ncontent-type: text\/plain\r\nx-up: v\r\nx-added: w\r\n/)
+        for (const f of fields) assert.ok(!tested.includes(f), `${f} tested again`)
+        for (const f of ['x-added', 'w', 'content-length', '2'])
+          assert.ok(tested.includes(f), `${f} not tested`)
+      })
     })
 
     describe('pipelining', () => {

@@ -52,9 +52,17 @@ export interface H1Handler {
   /**
    * When present, called instead of onHeaders with the fields as the parser gave them (latin1
    * strings), which saves turning each into a Buffer that the handler turns back into a string.
-   * undici knows nothing of it: a handler for both keeps onHeaders.
+   * undici knows nothing of it: a handler for both keeps onHeaders. `checked`: the fields passed
+   * a strict HTTP/1.1 parser (llhttp without lenient flags, or quick-head.ts): token names; tab,
+   * visible ASCII and obs-text values (the HTTP/2 pool passes none).
    */
-  onHeaderStrings?(statusCode: number, fields: string[], resume: () => void, statusText: string): boolean
+  onHeaderStrings?(
+    statusCode: number,
+    fields: string[],
+    resume: () => void,
+    statusText: string,
+    checked?: boolean,
+  ): boolean
   onData?(chunk: Buffer): boolean
   /**
    * When present, called instead of onData with a chunk that is a view of the connection's read
@@ -297,7 +305,7 @@ function toBuffers(headers: string[]): Buffer[] {
 function showHead(req: Request, status: number, fields: string[], statusText: string): boolean {
   const h = req.handler
   if (h.onHeaderStrings !== undefined)
-    return h.onHeaderStrings(status, fields, req.resume, statusText) !== false
+    return h.onHeaderStrings(status, fields, req.resume, statusText, true) !== false
   return h.onHeaders?.(status, toBuffers(fields), req.resume, statusText) !== false
 }
 
