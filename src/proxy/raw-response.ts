@@ -10,10 +10,8 @@
 import { EventEmitter } from 'node:events'
 import { STATUS_CODES } from 'node:http'
 import type { Socket } from 'node:net'
+import { INVALID_VALUE, TOKEN } from '../net/fields'
 
-/** What Node refuses in a header value or reason phrase (lib/_http_common.js). */
-const INVALID = /[^\t\x20-\x7e\x80-\xff]/
-const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/
 // Framing is by close: the upstream's own framing and connection headers do not apply.
 const DROP = new Set(['connection', 'transfer-encoding', 'keep-alive'])
 
@@ -30,12 +28,12 @@ export function rawHead(
   close: boolean,
 ): string {
   const phrase = reason || STATUS_CODES[status] || 'Unknown'
-  if (INVALID.test(phrase)) throw new Error('invalid reason phrase')
+  if (INVALID_VALUE.test(phrase)) throw new Error('invalid reason phrase')
   let head = `HTTP/1.1 ${status} ${phrase}\r\n`
   for (let i = 0; i < headers.length; i += 2) {
     const name = headers[i]!
     const value = headers[i + 1]!
-    if (!TOKEN.test(name) || INVALID.test(value)) throw new Error(`invalid header ${name}`)
+    if (!TOKEN.test(name) || INVALID_VALUE.test(value)) throw new Error(`invalid header ${name}`)
     if (!close || !DROP.has(name.toLowerCase())) head += `${name}: ${value}\r\n`
   }
   return close ? `${head}connection: close\r\n\r\n` : `${head}\r\n`
