@@ -3,7 +3,7 @@
 
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
-import { ACCESS_FIELDS, AccessLog, type AccessLogSpec, type RequestFacts } from './access-log'
+import { ACCESS_FIELDS, AccessLog, type AccessLogSpec, numberText, type RequestFacts } from './access-log'
 import type { ErrorKind } from './errors'
 
 const facts: RequestFacts = {
@@ -164,4 +164,47 @@ test('a traced request: trace_id in the line, the trace told the end with the lo
   log.request({ ...facts, trace }, 'u', undefined, 0, 'upstream_timeout', out)
   assert.deepEqual(JSON.parse(lines[0]!), { status: 504, trace_id: trace.traceId })
   assert.deepEqual(ended, [[504, 'upstream_timeout']])
+})
+
+test('numberText writes every number as String does', () => {
+  for (let us = 0; us <= 2_000_000; us++) {
+    const ms = us / 1000
+    if (numberText(ms) !== String(ms)) assert.fail(`${us} µs: ${numberText(ms)} against ${String(ms)}`)
+  }
+  // A fixed-seed LCG: the same samples every run, spread over the whole range the fast path takes.
+  let seed = 12345
+  const next = () => {
+    seed = (seed * 1103515245 + 12345) % 2147483648
+    return seed / 2147483648
+  }
+  for (let i = 0; i < 200_000; i++) {
+    const ms = Math.floor(next() * 10 ** (4 + next() * 9)) / 1000
+    if (numberText(ms) !== String(ms)) assert.fail(`${ms}: ${numberText(ms)} against ${String(ms)}`)
+  }
+  for (const v of [
+    0,
+    -0,
+    1,
+    200,
+    65_536,
+    1e10,
+    1e13,
+    1e13 + 0.001,
+    1e16,
+    1.23456,
+    0.0004,
+    2.5e-7,
+    -1.5,
+    -0.001,
+    Number.NaN,
+    Number.POSITIVE_INFINITY,
+    Number.NEGATIVE_INFINITY,
+    Number.MAX_SAFE_INTEGER,
+    9_999_999_999.999,
+    // Beyond the bound the microsecond digits are no longer the shortest text: 8801018991814.461 would be wrong.
+    8_801_018_991_814.46,
+    9_950_730_842_483.363,
+  ]) {
+    assert.equal(numberText(v), String(v), String(v))
+  }
 })
